@@ -1,0 +1,40 @@
+# Two commands for a newcomer: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CORES  ?= all
+SNAKEMAKE_ARGS ?=
+
+.PHONY: run test test-fast lint dry-run-paper clean env
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## Run the whole workflow on the embedded default (synthetic data, CPU): results/report.html
+run: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --workflow-profile profiles/default $(SNAKEMAKE_ARGS)
+	@echo "Report: results/report.html"
+
+## The test suite (unit tests and a tiny end-to-end workflow run)
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+## Unit tests only (skips the end-to-end workflow tests)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not workflow and not slow" tests
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint
+
+## Plan the paper's experiments without running them (needs dataset roots in config/paper.yaml)
+dry-run-paper: $(STAMP)
+	$(BIN)/snakemake -n --configfile config/paper.yaml
+
+clean:
+	rm -rf results logs .snakemake

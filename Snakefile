@@ -1,0 +1,23 @@
+# CVM-Cervix workflow: data -> cache -> train -> evaluate -> report.
+# Default: the embedded synthetic config. `--configfile config/paper.yaml` replaces it (not merged).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        f"{RESULTS}/report.html",
+    default_target: True

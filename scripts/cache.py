@@ -1,0 +1,15 @@
+"""Decode every image of a dataset once, resized to the training size."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
+from cvm_cervix._snakemake import run_script
+from cvm_cervix.data import build_cache, read_manifest
+
+
+def main(sm):
+    paths = read_manifest(sm.input.manifest)["path"].tolist()
+    build_cache(paths, int(sm.wildcards.size), sm.output.cache, threads=sm.threads)
+
+
+run_script(snakemake, main)

@@ -1,0 +1,15 @@
+"""Predict the validation and test splits of one run and compute its metrics."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
+from cvm_cervix._snakemake import run_script
+from cvm_cervix.evaluate import evaluate_run
+
+
+def main(sm):
+    evaluate_run(Path(sm.input.weights).parent, Path(sm.input.manifest).parent,
+                 device=sm.params.device, batch_size=sm.params.batch_size, threads=sm.threads)
+
+
+run_script(snakemake, main)

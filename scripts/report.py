@@ -1,0 +1,14 @@
+"""Assemble results/report.html from the files the workflow wrote."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
+from cvm_cervix._snakemake import run_script
+from cvm_cervix.report import build_report
+
+
+def main(sm):
+    build_report(sm.params.config, sm.output.html)
+
+
+run_script(snakemake, main)

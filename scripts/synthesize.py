@@ -1,0 +1,19 @@
+"""Render the synthetic dataset of one config entry into an image folder."""
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
+from cvm_cervix._snakemake import run_script
+from cvm_cervix.data import make_synthetic_dataset
+
+
+def main(sm):
+    spec, root = sm.params.spec, Path(sm.output.root)
+    tmp = root.with_name(root.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    make_synthetic_dataset(tmp, spec["classes"], spec["per_class"], spec["image_size"], spec["seed"])
+    tmp.rename(root)
+
+
+run_script(snakemake, main)

@@ -1,0 +1,19 @@
+"""Train one (dataset, model, augment, seed) run."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
+from cvm_cervix._snakemake import run_script
+from cvm_cervix.train import train_run
+
+
+def main(sm):
+    t, w = sm.params.train, sm.wildcards
+    train_run(w.model, Path(sm.input.manifest).parent, Path(sm.output.weights).parent,
+              img_size=t["img_size"], epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
+              weight_decay=t["weight_decay"], seed=int(w.seed), augment=w.augment, device=t["device"],
+              amp=t["amp"], pretrained=t["pretrained"], weights=sm.params.weights or None,
+              threads=sm.threads)
+
+
+run_script(snakemake, main)

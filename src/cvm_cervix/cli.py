@@ -1,0 +1,93 @@
+"""The ``cvm-cervix`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import CvmError
+
+
+def _cmd_models(args) -> int:
+    from .models import get_model_spec, model_names
+
+    for name in model_names():
+        if args.verbose:
+            spec = get_model_spec(name)
+            print(f"{name}\t{spec.paper_name}\t{spec.source}\tmin {spec.min_img_size}px\t{spec.note}")
+        else:
+            print(name)
+    return 0
+
+
+def _cmd_manifest(args) -> int:
+    import pandas as pd
+
+    from .data import assign_splits, list_dataset, records_frame, split_counts, summarize
+
+    spec = {"kind": args.kind, "task": args.task, "layout": args.layout, "crop_size": args.crop_size}
+    workdir = Path(args.workdir) if args.workdir else Path(args.output).parent if args.output else None
+    listing = list_dataset(args.kind, args.root, spec, workdir or Path(args.root))
+    frame = records_frame(listing, Path(args.root).name, threads=args.threads)
+    frame = assign_splits(frame, args.fractions, args.seed, args.split, dataset=str(args.root))
+    summary = summarize(frame, listing.classes, listing.skipped)
+    table = split_counts(frame, listing.classes)
+    print(f"{args.kind} dataset at {args.root}: {len(frame)} images, {len(listing.classes)} classes ({args.split} split)")
+    with pd.option_context("display.width", 200):
+        print(table.to_string())
+    dup = summary["duplicates"]
+    print(f"exact duplicates: {dup['duplicate_sets']} sets ({dup['duplicate_images']} files); copies share a split")
+    for conflict in dup["label_conflicts"]:
+        print(f"warning: identical images carry different classes {conflict['classes']}: {' = '.join(conflict['paths'])}")
+    for item in summary["skipped"]:
+        print(f"left out: {item['path']}: {item['reason']}")
+    if args.output:
+        from ._io import write_csv
+
+        write_csv(args.output, frame)
+        print(f"manifest written to {args.output}")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cvm-cervix", description="CVM-Cervix workflow tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list the registered model names, one per line")
+    p.add_argument("-v", "--verbose", action="store_true", help="also the paper's name, source and minimum size")
+    p.set_defaults(func=_cmd_models)
+
+    from .data import adapter_kinds
+
+    p = sub.add_parser("manifest", help="read a dataset folder and report counts, duplicates and problems")
+    p.add_argument("root", help="the folder the dataset was unpacked into")
+    p.add_argument("--kind", required=True, choices=[k for k in adapter_kinds() if k != "synthetic"])
+    p.add_argument("-o", "--output", help="write the manifest CSV here")
+    p.add_argument("--split", choices=["stratified", "grouped"], default="stratified")
+    p.add_argument("--fractions", type=float, nargs=3, default=(0.6, 0.2, 0.2), metavar=("TRAIN", "VAL", "TEST"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--task", type=int, choices=[2, 7], default=2, help="herlev: 2 or 7 classes")
+    p.add_argument("--layout", choices=["auto", "crops", "full"], default="auto", help="cric layout")
+    p.add_argument("--crop-size", type=int, default=100, help="cric full images: crop side")
+    p.add_argument("--workdir", help="where cric crops cut from full images are written")
+    p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    p.set_defaults(func=_cmd_manifest)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CvmError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Config validation and the runs a config asks for.
+
+Validation is JSON-schema based like ``snakemake.utils.validate`` (defaults fill missing keys), but
+reports the first problem as one line naming the key, since a user fixes one key at a time.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonschema
+import yaml
+
+from .errors import CvmError
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+AUGMENTS = ("none", "flip4x")
+
+
+@dataclass(frozen=True, order=True)
+class Run:
+    """One training run: the unit the workflow trains, evaluates and reports."""
+
+    dataset: str
+    model: str
+    augment: str
+    seed: int
+
+    @property
+    def path(self) -> str:
+        return f"runs/{self.dataset}/{self.model}/{self.augment}/seed{self.seed}"
+
+
+def _with_defaults(cls):
+    properties = cls.VALIDATORS["properties"]
+
+    def fill(validator, props, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in props.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from properties(validator, props, instance, schema)
+
+    return jsonschema.validators.extend(cls, {"properties": fill})
+
+
+def load_schema(path: str | os.PathLike = SCHEMA) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA, source: str = "the config") -> dict:
+    """Fill defaults into ``config`` in place and check it against the schema and itself.
+
+    Raises :class:`CvmError` naming the first bad key. Returns ``config``.
+    """
+    schema = load_schema(schema_path)
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.path), list(map(str, e.path))))
+    if errors:
+        err = jsonschema.exceptions.best_match(errors)
+        raise CvmError(f"config key '{_key(err)}' in {source}: {_why(err)}")
+    check_config(config, source)
+    return config
+
+
+def _key(err: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in err.absolute_path)
+    if err.validator == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        path = ".".join(filter(None, [path, extra[0] if extra else ""]))
+    elif err.validator == "required":
+        missing = [k for k in err.validator_value if k not in err.instance]
+        path = ".".join(filter(None, [path, missing[0] if missing else ""]))
+    return path or "<top level>"
+
+
+def _why(err: jsonschema.ValidationError) -> str:
+    if err.validator == "additionalProperties":
+        allowed = ", ".join(sorted(err.schema.get("properties", {})))
+        return f"unknown key; allowed here: {allowed} (see config/README.md)"
+    if err.validator == "required":
+        return "is required but missing (see config/README.md)"
+    if err.validator == "enum":
+        return f"{err.instance!r} is not one of {', '.join(map(str, err.validator_value))}"
+    if err.validator == "type":
+        return f"{err.instance!r} should be of type {err.validator_value}"
+    return err.message
+
+
+def check_config(config: dict, source: str = "the config") -> None:
+    """Checks a schema cannot express: references between keys, model names, dataset roots."""
+    from .models import model_names
+
+    datasets = config["datasets"]
+    known = set(model_names())
+    used = set()
+    for name, exp in config["experiments"].items():
+        if exp["dataset"] not in datasets:
+            raise CvmError(
+                f"config key 'experiments.{name}.dataset' in {source}: dataset {exp['dataset']!r} "
+                f"is not defined under 'datasets' (defined: {', '.join(sorted(datasets))})"
+            )
+        for model in exp["models"]:
+            if model not in known:
+                raise CvmError(
+                    f"config key 'experiments.{name}.models' in {source}: unknown model {model!r}; "
+                    "`cvm-cervix models` lists the registered names"
+                )
+        used.add(exp["dataset"])
+    for model in config.get("train", {}).get("weights", {}):
+        if model not in known:
+            raise CvmError(f"config key 'train.weights.{model}' in {source}: unknown model {model!r}")
+    for name in sorted(_with_parts(datasets, used)):
+        spec = datasets[name]
+        if spec["kind"] == "combined":
+            for part in spec.get("parts") or []:
+                if part not in datasets or part == name:
+                    raise CvmError(
+                        f"config key 'datasets.{name}.parts' in {source}: {part!r} is not another "
+                        "dataset defined under 'datasets'"
+                    )
+            if not spec.get("parts"):
+                raise CvmError(f"config key 'datasets.{name}.parts' in {source}: a combined dataset needs its parts")
+        elif spec["kind"] != "synthetic":
+            root = spec.get("root")
+            if not root:
+                raise CvmError(
+                    f"config key 'datasets.{name}.root' in {source}: not set; give the folder the "
+                    f"{spec['kind']} dataset was unpacked into"
+                )
+            if not Path(root).is_dir():
+                raise CvmError(
+                    f"config key 'datasets.{name}.root' in {source}: folder {root!r} does not exist; "
+                    "point it at the unpacked dataset"
+                )
+
+
+def _with_parts(datasets: dict, names: Iterable[str]) -> set[str]:
+    out, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name in out or name not in datasets:
+            continue
+        out.add(name)
+        todo.extend(datasets[name].get("parts") or [])
+    return out
+
+
+def used_datasets(config: dict) -> list[str]:
+    """Every dataset the experiments need, including the parts of combined ones."""
+    return sorted(_with_parts(config["datasets"], (e["dataset"] for e in config["experiments"].values())))
+
+
+def experiment_runs(config: dict, experiment: str) -> list[Run]:
+    exp = config["experiments"][experiment]
+    return [
+        Run(exp["dataset"], model, augment, seed)
+        for model, augment, seed in itertools.product(exp["models"], exp["augment"], config["train"]["seeds"])
+    ]
+
+
+def all_runs(config: dict) -> list[Run]:
+    """The distinct runs all experiments need, in a stable order."""
+    return sorted({run for name in config["experiments"] for run in experiment_runs(config, name)})
+
+
+def load_config_file(path: str | os.PathLike) -> dict:
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise CvmError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise CvmError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    """``overlay`` on ``base`` the way Snakemake merges --configfile and --config (dicts recurse)."""
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def as_dict(value: Any) -> Any:
+    """Snakemake hands the config as nested dict subclasses; plain dicts dump cleanly to YAML/JSON."""
+    if isinstance(value, dict):
+        return {k: as_dict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [as_dict(v) for v in value]
+    return value

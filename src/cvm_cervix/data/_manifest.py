@@ -1,0 +1,164 @@
+"""Manifests: every image of a dataset with its class, label, sha256, group and split."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from .._io import sha256_file
+from ..errors import CvmError
+from ._adapters import COMBINED_CLASSES, Listing
+
+SPLITS = ("train", "val", "test")
+COLUMNS = ["path", "class", "label", "sha256", "group", "dataset", "split"]
+
+
+def _check_image(path: str) -> str:
+    """sha256 of a readable image; a :class:`CvmError` naming the file otherwise."""
+    p = Path(path)
+    if p.stat().st_size == 0:
+        raise CvmError(f"{p}: empty (zero-byte) file; delete it or download it again")
+    try:
+        with Image.open(p) as img:
+            img.load()
+    except Exception as err:  # PIL raises several types for corrupt data
+        raise CvmError(f"{p}: cannot be read as an image ({err}); delete it or download it again") from None
+    return sha256_file(p)
+
+
+def records_frame(listing: Listing, dataset: str, threads: int = 4) -> pd.DataFrame:
+    """Check every image once (decode fully) and return the unsplit manifest."""
+    frame = pd.DataFrame(listing.records, columns=["path", "class", "group"])
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        frame["sha256"] = list(pool.map(_check_image, frame["path"]))
+    index = {c: i for i, c in enumerate(listing.classes)}
+    frame["label"] = frame["class"].map(index)
+    frame["dataset"] = dataset
+    frame["group"] = frame["group"].astype(str)
+    return frame
+
+
+def combine_frames(frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[str]]:
+    """Pool several datasets' manifests; classes in the paper's order when they are its 11."""
+    parts = []
+    seen: list[str] = []
+    for name, frame in frames.items():
+        seen += [c for c in frame.sort_values("label")["class"].unique() if c not in seen]
+        frame = frame.drop(columns=["split", "label"]).copy()
+        frame["group"] = name + ":" + frame["group"].astype(str)
+        parts.append(frame)
+    pooled = pd.concat(parts, ignore_index=True)
+    classes = [c for c in COMBINED_CLASSES if c in seen] + [c for c in seen if c not in COMBINED_CLASSES]
+    pooled["label"] = pooled["class"].map({c: i for i, c in enumerate(classes)})
+    return pooled, classes
+
+
+def assign_splits(frame: pd.DataFrame, fractions=(0.6, 0.2, 0.2), seed: int = 0, method: str = "stratified",
+                  dataset: str = "dataset") -> pd.DataFrame:
+    """Add a ``split`` column: train/val/test in ``fractions`` per class, from ``seed``.
+
+    Exact duplicates (same sha256) always share a split, so no image is in two of them. With
+    ``method="grouped"`` every image of one ``group`` (source image) shares a split as well.
+    Units (duplicate sets or groups) are dealt in a seeded random order to the split whose
+    per-class quota is relatively furthest from full.
+    """
+    if method not in ("stratified", "grouped"):
+        raise CvmError(f"split method {method!r} unknown; use 'stratified' or 'grouped'")
+    frame = frame.reset_index(drop=True).copy()
+    fractions = np.asarray(fractions, float) / np.sum(fractions)
+    key = frame["sha256"] if method == "stratified" else frame["group"]
+    if method == "grouped":
+        # Duplicates in different groups would leak: merge their groups first (union-find).
+        parent = {g: g for g in frame["group"]}
+
+        def find(g):
+            while parent[g] != g:
+                parent[g] = parent[parent[g]]
+                g = parent[g]
+            return g
+
+        for _, groups in frame.groupby("sha256")["group"]:
+            first = find(groups.iloc[0])
+            for g in groups.iloc[1:]:
+                parent[find(g)] = first
+        key = frame["group"].map(find)
+    units = list(frame.groupby(key, sort=True).indices.values())
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(units))
+    if method == "grouped":  # big groups first, so the small ones can even out the quotas
+        order = sorted(order, key=lambda i: -len(units[i]))
+
+    n_classes = int(frame["label"].max()) + 1
+    labels = frame["label"].to_numpy()
+    totals = np.bincount(labels, minlength=n_classes)
+    # whole-image quotas per split × class: val and test rounded, train takes the rest
+    target = np.rint(fractions[:, None] * totals[None, :])
+    target[0] = totals - target[1] - target[2]
+    deficit = target.copy()
+    split = np.empty(len(frame), dtype=object)
+    for i in order:
+        rows = units[i]
+        counts = np.bincount(labels[rows], minlength=n_classes)
+        # the split that still lacks the largest share of its quota for this unit's classes
+        need = (counts[None, :] * deficit / np.maximum(target, 1e-9)).sum(1)
+        s = int(np.argmax(need))
+        split[rows] = SPLITS[s]
+        deficit[s] -= counts
+    frame["split"] = split
+
+    table = pd.crosstab(frame["class"], frame["split"]).reindex(columns=list(SPLITS), fill_value=0)
+    for cls, row in table.iterrows():
+        if (row == 0).any():
+            n = int(totals[frame.loc[frame["class"] == cls, "label"].iloc[0]])
+            raise CvmError(
+                f"class {cls!r} of dataset {dataset!r} has too few images ({n}) to give each of "
+                f"train/val/test at least one{' (whole source images are kept together)' if method == 'grouped' else ''}; "
+                "add images, drop the class, or use split: stratified"
+            )
+    return frame[COLUMNS]
+
+
+def duplicate_report(frame: pd.DataFrame) -> dict:
+    """Exact duplicates: how many sets, and those whose copies carry different classes."""
+    dup = frame[frame.duplicated("sha256", keep=False)]
+    sets, conflicts = [], []
+    for sha, rows in dup.groupby("sha256"):
+        entry = {"sha256": sha, "paths": rows["path"].tolist(), "classes": sorted(rows["class"].unique())}
+        sets.append(entry)
+        if len(entry["classes"]) > 1:
+            conflicts.append(entry)
+    return {"duplicate_sets": len(sets), "duplicate_images": int(len(dup)), "sets": sets, "label_conflicts": conflicts}
+
+
+def split_counts(frame: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """Images per class and split, in label order (like the paper's Tables 1, 4 and 5)."""
+    table = pd.crosstab(frame["class"], frame["split"]).reindex(index=classes, columns=list(SPLITS), fill_value=0)
+    table["total"] = table.sum(axis=1)
+    return table
+
+
+def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, dtype={"group": str, "sha256": str})
+    except FileNotFoundError:
+        raise CvmError(f"manifest {path} not found; run the workflow's prepare step first") from None
+    missing = set(COLUMNS) - set(frame.columns)
+    if missing:
+        raise CvmError(f"manifest {path} lacks columns {sorted(missing)}; delete it and run prepare again")
+    return frame
+
+
+def summarize(frame: pd.DataFrame, classes: list[str], skipped: list) -> dict:
+    return {
+        "images": int(len(frame)),
+        "classes": classes,
+        "counts": {c: dict(Counter(frame.loc[frame["class"] == c, "split"])) for c in classes},
+        "skipped": [{"path": p, "reason": r} for p, r in skipped],
+        "duplicates": duplicate_report(frame),
+    }

@@ -1,0 +1,54 @@
+"""The prepare step: dataset folder (or other manifests) -> manifest.csv, classes.json, summary.json."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from .._io import read_json, write_csv, write_json
+from ..errors import CvmError
+from ._adapters import list_dataset
+from ._manifest import assign_splits, combine_frames, read_manifest, records_frame, summarize
+
+log = logging.getLogger(__name__)
+
+
+def prepare_dataset(name: str, spec: dict, out_dir: str | os.PathLike, root: str | os.PathLike | None = None,
+                    parts: dict[str, str | os.PathLike] | None = None, threads: int = 4) -> dict:
+    """Read one dataset and write its manifest, class list and summary into ``out_dir``.
+
+    ``root`` is the folder to read (for ``combined``, ``parts`` maps part names to their manifest
+    folders instead). Returns the summary. Every file is written atomically.
+    """
+    out_dir = Path(out_dir)
+    if spec["kind"] == "combined":
+        frames = {}
+        for part, folder in (parts or {}).items():
+            frame = read_manifest(Path(folder) / "manifest.csv")
+            frames[part] = frame
+        if not frames:
+            raise CvmError(f"dataset {name!r}: a combined dataset needs 'parts'")
+        frame, classes = combine_frames(frames)
+        skipped = []
+    else:
+        listing = list_dataset(spec["kind"], root or spec.get("root"), spec, out_dir)
+        frame, classes, skipped = records_frame(listing, name, threads), listing.classes, listing.skipped
+    frame = assign_splits(frame, spec.get("split_fractions", (0.6, 0.2, 0.2)), spec.get("split_seed", 0),
+                          spec.get("split", "stratified"), dataset=name)
+    summary = summarize(frame, classes, skipped)
+    summary.update(dataset=name, kind=spec["kind"], synthetic=spec["kind"] == "synthetic" or _any_synthetic(parts),
+                   split=spec.get("split", "stratified"))
+    for path, reason in skipped:
+        log.warning("left out %s: %s", path, reason)
+    for conflict in summary["duplicates"]["label_conflicts"]:
+        log.warning("identical images with different classes %s: %s", conflict["classes"], conflict["paths"])
+    write_csv(out_dir / "manifest.csv", frame)
+    write_json(out_dir / "classes.json", classes)
+    write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def _any_synthetic(parts) -> bool:
+    return any(read_json(Path(folder) / "summary.json").get("synthetic", False) for folder in (parts or {}).values()
+               if (Path(folder) / "summary.json").is_file())

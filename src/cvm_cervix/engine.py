@@ -1,0 +1,79 @@
+"""Device-side preprocessing and batched inference shared by training, evaluation and predict."""
+
+from __future__ import annotations
+
+import random
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+from .errors import CvmError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CvmError("train.device is 'cuda' but no CUDA device is visible; use device: auto or cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def normalize(batch_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 B×3×H×W (any device) -> float, scaled to [0, 1] and normalised with ImageNet statistics."""
+    mean = torch.tensor(IMAGENET_MEAN, device=batch_uint8.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=batch_uint8.device).view(1, 3, 1, 1)
+    return (batch_uint8.float().div_(255) - mean) / std
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """Mixed precision on CUDA (bfloat16 where supported); a no-op on the CPU."""
+    if device.type != "cuda" or not enabled:
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def to_device_images(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Copy a uint8 image array to ``device`` once (it stays there for every epoch)."""
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # a slice of the read-only memory-mapped cache
+        array = array.copy()
+    tensor = torch.from_numpy(array)
+    return tensor.to(device, non_blocking=True) if device.type != "cpu" else tensor
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device,
+            amp: bool = True, features: bool = False) -> dict[str, np.ndarray | float]:
+    """Class probabilities (and optionally pooled features) for uint8 ``images``, in order.
+
+    Returns ``{"probs": N×C, "features": N×D (if asked), "seconds": pure inference time}``.
+    """
+    model.eval()
+    probs, feats = [], []
+    start = time.perf_counter()
+    for i in range(0, len(images), batch_size):
+        batch = normalize(images[i:i + batch_size].to(device, non_blocking=True))
+        with autocast(device, amp):
+            f = model.forward_features(batch)
+            logits = model.head(f)
+        probs.append(logits.float().softmax(1).cpu())
+        if features:
+            feats.append(f.float().cpu())
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    out = {"probs": torch.cat(probs).numpy() if probs else np.zeros((0, 0)), "seconds": time.perf_counter() - start}
+    if features:
+        out["features"] = torch.cat(feats).numpy()
+    return out

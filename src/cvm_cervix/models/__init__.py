@@ -1,0 +1,19 @@
+"""The model registry (the paper's 23 models plus ablations) and the CVM-Cervix fusion model."""
+
+from ._registry import (
+    PAPER_MODELS,
+    FusionBackbone,
+    ImageClassifier,
+    ModelSpec,
+    create_model,
+    get_model_spec,
+    load_weights,
+    model_names,
+    read_state_dict,
+    register_model,
+)
+
+__all__ = [
+    "PAPER_MODELS", "FusionBackbone", "ImageClassifier", "ModelSpec", "create_model", "get_model_spec",
+    "load_weights", "model_names", "read_state_dict", "register_model",
+]

@@ -1,0 +1,236 @@
+"""Model registry: config name -> builder, like timm's ``@register_model``.
+
+Every model is an :class:`ImageClassifier`: a backbone that returns pooled features
+(``forward_features(x) -> (B, D)``) and a head. Features, t-SNE and Grad-CAM work for all alike.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import CvmError
+
+
+class ImageClassifier(nn.Module):
+    """``backbone`` (image -> pooled features) followed by ``head`` (features -> logits)."""
+
+    def __init__(self, backbone: nn.Module, num_features: int, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.num_features = num_features
+        self.head = head
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    paper_name: str
+    build_backbone: Callable[[int, bool], tuple[nn.Module, int]]  # (img_size, pretrained) -> (backbone, D)
+    source: str
+    min_img_size: int = 32
+    cam_layer: str | None = None  # module (inside ``backbone``) whose activations Grad-CAM uses
+    mlp_head: bool = False
+    note: str = ""
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def model_names() -> list[str]:
+    """Every registered config name, in the paper's Table 3 order."""
+    return list(_REGISTRY)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise CvmError(f"unknown model {name!r}; `cvm-cervix models` lists the registered names") from None
+
+
+def create_model(name: str, num_classes: int, img_size: int = 224, pretrained: bool = False,
+                 weights: str | os.PathLike | None = None) -> ImageClassifier:
+    """Build model ``name`` for ``num_classes`` classes at ``img_size`` pixels.
+
+    ``pretrained`` asks timm/torchvision for ImageNet weights (needs their download or cache);
+    ``weights`` loads a local file written by this workflow (whole model) or a backbone state dict.
+    """
+    spec = get_model_spec(name)
+    if img_size < spec.min_img_size:
+        raise CvmError(
+            f"model {name!r} needs train.img_size >= {spec.min_img_size} (got {img_size}); "
+            f"raise img_size or drop {name} from the experiment"
+        )
+    backbone, dim = spec.build_backbone(img_size, pretrained)
+    if spec.mlp_head:
+        from timm.layers import Mlp
+
+        head = Mlp(dim, hidden_features=dim, out_features=num_classes, act_layer=nn.GELU)
+    else:
+        head = nn.Linear(dim, num_classes)
+    model = ImageClassifier(backbone, dim, head)
+    if weights:
+        load_weights(model, weights)
+    return model
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict from ``.safetensors`` or a torch file (loaded with ``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CvmError(f"weights file {path} not found; fix the path in train.weights")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CvmError(f"weights file {path} cannot be read ({str(err).splitlines()[0]}); is it a checkpoint?") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    return state
+
+
+def load_weights(model: ImageClassifier, path: str | os.PathLike) -> None:
+    """Load a whole-model or backbone-only state dict; a head of another class count is left fresh."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    if not any(k in own for k in state) and any(f"backbone.{k}" in own for k in state):
+        state = {f"backbone.{k}": v for k, v in state.items()}
+    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in fits and not k.startswith("head.")]
+    if missing:
+        raise CvmError(
+            f"weights file {path} does not fit this model: {len(missing)} tensors missing or of another shape "
+            f"(first: {missing[0]}); was it saved from the same model and img_size?"
+        )
+    model.load_state_dict(fits, strict=False)
+
+
+# --- builders -------------------------------------------------------------------------------------
+
+def _timm(arch: str, img_size: int, pretrained: bool, sized: bool = True) -> tuple[nn.Module, int]:
+    import timm
+
+    kwargs = {"img_size": img_size} if sized else {}
+    model = timm.create_model(arch, pretrained=pretrained, num_classes=0, **kwargs)
+    return model, model.num_features
+
+
+def _torchvision(arch: str, last: str, img_size: int, pretrained: bool, aux: bool = False) -> tuple[nn.Module, int]:
+    import torchvision
+
+    kwargs = {}
+    if aux and not pretrained:
+        kwargs = {"aux_logits": False, "init_weights": True}
+    model = getattr(torchvision.models, arch)(weights="DEFAULT" if pretrained else None, **kwargs)
+    if aux:  # pretrained GoogLeNet/Inception-v3 come with auxiliary heads we do not train
+        model.aux_logits = False
+        for name in ("aux1", "aux2", "AuxLogits"):
+            if hasattr(model, name):
+                setattr(model, name, None)
+    parent_name, _, attr = last.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    layer = getattr(parent, attr) if not attr.isdigit() else parent[int(attr)]
+    dim = layer.in_features
+    if attr.isdigit():
+        parent[int(attr)] = nn.Identity()
+    else:
+        setattr(parent, attr, nn.Identity())
+    return model, dim
+
+
+class FusionBackbone(nn.Module):
+    """CVM-Cervix's serial (early) fusion: CNN features ‖ visual-transformer features."""
+
+    def __init__(self, cnn: nn.Module, vt: nn.Module):
+        super().__init__()
+        self.cnn, self.vt = cnn, vt
+
+    def forward(self, x):
+        return torch.cat([self.cnn(x), self.vt(x)], dim=1)
+
+
+def _fusion(deit_arch: str, img_size: int, pretrained: bool) -> tuple[nn.Module, int]:
+    cnn, d_cnn = _timm("legacy_xception", img_size, pretrained, sized=False)
+    vt, d_vt = _timm(deit_arch, img_size, pretrained)
+    return FusionBackbone(cnn, vt), d_cnn + d_vt
+
+
+def _own(cls, img_size: int, pretrained: bool, **kwargs) -> tuple[nn.Module, int]:
+    if pretrained:
+        raise CvmError(
+            f"no public ImageNet weights are wired for {cls.__name__}; set train.pretrained: false "
+            "or give a local file in train.weights"
+        )
+    model = cls(**kwargs) if "img_size" not in cls.__init__.__code__.co_varnames else cls(img_size=img_size, **kwargs)
+    return model, model.num_features
+
+
+def _register_all() -> None:
+    from ._inception_resnet_v1 import InceptionResNetV1
+    from ._t2t_vit import T2TViT
+
+    tv, tm = "torchvision", "timm"
+    specs = [
+        ModelSpec("cvm_cervix", "CVM-Cervix", partial(_fusion, "deit_tiny_patch16_224"), "cvm_cervix",
+                  mlp_head=True, cam_layer="cnn.conv4",
+                  note="legacy_xception (2048) ‖ deit_tiny_patch16_224 (192) → MLP 2240-2240-classes, GELU"),
+        *[ModelSpec(f"vgg{d}", f"VGG{d}", partial(_torchvision, f"vgg{d}", "classifier.6"), tv,
+                    cam_layer="features") for d in (11, 13, 16, 19)],
+        *[ModelSpec(f"resnet{d}", f"ResNet{d}", partial(_torchvision, f"resnet{d}", "fc"), tv,
+                    cam_layer="layer4") for d in (18, 34, 50, 101)],
+        *[ModelSpec(f"densenet{d}", f"DenseNet{d}", partial(_torchvision, f"densenet{d}", "classifier"), tv,
+                    cam_layer="features") for d in (121, 169)],
+        ModelSpec("inception_v3", "InceptionV3", partial(_torchvision, "inception_v3", "fc", aux=True), tv,
+                  min_img_size=75, cam_layer="Mixed_7c"),
+        ModelSpec("xception", "Xception", partial(_timm, "legacy_xception", sized=False), tm, cam_layer="conv4"),
+        ModelSpec("alexnet", "AlexNet", partial(_torchvision, "alexnet", "classifier.6"), tv,
+                  min_img_size=63, cam_layer="features"),
+        ModelSpec("googlenet", "GoogLeNet", partial(_torchvision, "googlenet", "fc", aux=True), tv,
+                  cam_layer="inception5b"),
+        ModelSpec("mobilenet_v2", "MobileNetV2", partial(_torchvision, "mobilenet_v2", "classifier.1"), tv,
+                  cam_layer="features"),
+        ModelSpec("shufflenet_v2_x1_0", "ShuffleNetV2×1.0",
+                  partial(_torchvision, "shufflenet_v2_x1_0", "fc"), tv, cam_layer="conv5"),
+        ModelSpec("shufflenet_v2_x0_5", "ShuffleNetV2×0.5",
+                  partial(_torchvision, "shufflenet_v2_x0_5", "fc"), tv, cam_layer="conv5"),
+        ModelSpec("inception_resnet_v1", "InceptionResNetV1", partial(_own, InceptionResNetV1), "cvm_cervix",
+                  min_img_size=InceptionResNetV1.min_img_size, cam_layer="block8"),
+        ModelSpec("vit", "ViT", partial(_timm, "vit_base_patch16_224"), tm, min_img_size=16),
+        ModelSpec("botnet", "BoTNet", partial(_timm, "botnet26t_256"), tm, cam_layer="stages"),
+        ModelSpec("deit_tiny", "DeiT", partial(_timm, "deit_tiny_patch16_224"), tm, min_img_size=16),
+        ModelSpec("t2t_vit", "T2T-ViT", partial(_own, T2TViT), "cvm_cervix", min_img_size=16,
+                  note="T2T-ViT-14 (transformer T2T layers), written in this project"),
+        # Fusion ablations (Sec. 5.2): DeiT with its distillation token fused instead.
+        ModelSpec("cvm_cervix_distilled", "CVM-Cervix (DeiT distilled)",
+                  partial(_fusion, "deit_tiny_distilled_patch16_224"), "cvm_cervix", mlp_head=True,
+                  cam_layer="cnn.conv4", note="ablation: deit_tiny_distilled_patch16_224 in the VT branch"),
+    ]
+    for spec in specs:
+        register_model(spec)
+
+
+_register_all()
+
+PAPER_MODELS = [name for name in _REGISTRY if name != "cvm_cervix_distilled"]

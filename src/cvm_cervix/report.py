@@ -1,0 +1,189 @@
+"""The HTML report: every table and plot computed from files the workflow wrote.
+
+The paper's numbers come only from ``paper_results.yaml`` and are labelled as the paper's.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ._io import atomic_path, read_json
+from .config import experiment_runs, used_datasets
+from .data import read_manifest, split_counts
+from .models import get_model_spec
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "report"
+METRICS = (("precision", "precision_macro"), ("recall", "recall_macro"), ("f1", "f1_macro"), ("accuracy", "accuracy"))
+
+
+@lru_cache(maxsize=1)
+def paper_results() -> dict:
+    """The paper's reported numbers (percent), from the project's one data file."""
+    return yaml.safe_load((Path(__file__).with_name("paper_results.yaml")).read_text())
+
+
+def paper_metrics(paper_key: str | None, model: str, augment: str, split: str) -> dict | None:
+    if not paper_key:
+        return None
+    return paper_results()["results"].get(paper_key, {}).get(model, {}).get(augment, {}).get(split)
+
+
+def _mean_sd(values: list[float]) -> dict:
+    arr = np.asarray(values, float)
+    return {"mean": float(arr.mean()), "sd": float(arr.std(ddof=1)) if len(arr) > 1 else None, "n": len(arr)}
+
+
+def aggregate_runs(run_dirs: list[Path]) -> dict:
+    """Mean and standard deviation over seeds of each split's metrics (percent) and of the costs."""
+    metrics = [read_json(d / "metrics.json") for d in run_dirs]
+    trains = [read_json(d / "train.json") for d in run_dirs]
+    out: dict = {"seeds": [m["seed"] for m in metrics]}
+    for split in ("val", "test"):
+        out[split] = {name: _mean_sd([100 * m[split][key] for m in metrics]) for name, key in METRICS}
+        out[split]["ms_per_image"] = _mean_sd([m[split]["ms_per_image"] for m in metrics])
+    out["cost"] = {
+        "params_m": trains[0]["params"] / 1e6,
+        "size_mb": metrics[0]["size_mb"],
+        "seconds_per_epoch": _mean_sd([t["seconds_per_epoch"] for t in trains]),
+        "total_seconds": _mean_sd([t["total_seconds"] for t in trains]),
+        "device": trains[0]["device_name"] or trains[0]["device"],
+        "epochs": trains[0]["epochs"],
+        "train_images": trains[0]["train_images"],
+        "best_epoch": [t["best_epoch"] for t in trains],
+    }
+    return out
+
+
+def _figure_html(fig) -> str:
+    return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
+
+
+def confusion_figure(metrics: dict, classes: list[str], title: str) -> str:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("validation", "test"), horizontal_spacing=0.15)
+    for col, split in enumerate(("val", "test"), start=1):
+        z = np.asarray(metrics[split]["confusion"])
+        fig.add_trace(go.Heatmap(z=z, x=classes, y=classes, colorscale="Blues", showscale=False,
+                                 text=z, texttemplate="%{text}",
+                                 hovertemplate="true %{y}<br>predicted %{x}<br>%{z} images<extra></extra>"),
+                      row=1, col=col)
+        fig.update_xaxes(title_text="predicted", row=1, col=col, tickangle=45)
+        fig.update_yaxes(title_text="true", autorange="reversed", row=1, col=col)
+    side = max(360, 34 * len(classes) + 160)
+    fig.update_layout(title=title, height=side, width=2 * side + 80, margin=dict(t=60, b=40))
+    return _figure_html(fig)
+
+
+def curves_figure(history: pd.DataFrame, title: str) -> str:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
+    for col, metric in enumerate(("loss", "acc"), start=1):
+        for split, dash in (("train", "solid"), ("val", "dash")):
+            fig.add_trace(go.Scatter(x=history["epoch"], y=history[f"{split}_{metric}"], mode="lines+markers",
+                                     name=f"{split} {metric}", line=dict(dash=dash)), row=1, col=col)
+        fig.update_xaxes(title_text="epoch", row=1, col=col)
+    fig.update_layout(title=title, height=320, margin=dict(t=60, b=40))
+    return _figure_html(fig)
+
+
+def dataset_section(name: str, spec: dict, data_dir: Path, paper_key: str | None) -> dict:
+    manifest = read_manifest(data_dir / "manifest.csv")
+    classes = read_json(data_dir / "classes.json")
+    summary = read_json(data_dir / "summary.json")
+    table = split_counts(manifest, classes)
+    paper = (paper_results()["splits"].get(paper_key) or {}) if paper_key else {}
+    rows = []
+    for cls, row in table.iterrows():
+        rows.append({"class": cls, "train": int(row["train"]), "val": int(row["val"]), "test": int(row["test"]),
+                     "total": int(row["total"]), "paper": paper.get(cls)})
+    totals = table.sum()
+    return {
+        "name": name, "kind": spec["kind"], "synthetic": bool(summary.get("synthetic")),
+        "split": summary.get("split", "stratified"), "rows": rows,
+        "totals": {k: int(totals[k]) for k in ("train", "val", "test", "total")},
+        "paper_totals": [sum(v[i] for v in paper.values()) for i in range(3)] if paper else None,
+        "skipped": summary.get("skipped", []),
+        "duplicates": summary.get("duplicates", {}),
+        "paper_key": paper_key,
+    }
+
+
+def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
+    """Everything the template shows, read from the workflow's output files."""
+    results = Path(results or config.get("results", "results"))
+    datasets = config["datasets"]
+    paper_for_dataset = {}
+    for exp in config["experiments"].values():
+        paper_for_dataset.setdefault(exp["dataset"], exp.get("paper"))
+    ds_sections = [dataset_section(name, datasets[name], results / "data" / name, paper_for_dataset.get(name))
+                   for name in used_datasets(config)]
+    synthetic_sets = {d["name"] for d in ds_sections if d["synthetic"]}
+
+    experiments, run_details, seen = [], [], set()
+    for exp_name, exp in config["experiments"].items():
+        runs = experiment_runs(config, exp_name)
+        groups: dict[tuple, list[Path]] = {}
+        for run in runs:
+            groups.setdefault((run.model, run.augment), []).append(results / run.path)
+        rows = []
+        for (model, augment), dirs in groups.items():
+            agg = aggregate_runs(dirs)
+            row = {"model": model, "paper_name": get_model_spec(model).paper_name, "augment": augment, **agg}
+            for split in ("val", "test"):
+                paper = paper_metrics(exp.get("paper"), model, augment, split)
+                row[f"paper_{split}"] = paper
+                row[f"diff_{split}"] = ({k: agg[split][k]["mean"] - paper[k] for k in paper} if paper else None)
+            rows.append(row)
+            first = dirs[0]
+            key = str(first)
+            if key not in seen:
+                seen.add(key)
+                metrics = read_json(first / "metrics.json")
+                label = f"{exp['dataset']} · {model} · augment {augment} · seed {metrics['seed']}"
+                run_details.append({
+                    "label": label, "path": str(first.relative_to(results)), "metrics": metrics,
+                    "confusion": confusion_figure(metrics, metrics["classes"], f"Confusion matrices: {label}"),
+                    "curves": curves_figure(pd.read_csv(first / "history.csv"), f"Training curves: {label}"),
+                })
+        experiments.append({"name": exp_name, "title": exp.get("title", exp_name), "dataset": exp["dataset"],
+                            "paper": exp.get("paper"), "synthetic": exp["dataset"] in synthetic_sets,
+                            "seeds": config["train"]["seeds"], "rows": rows})
+
+    import plotly.offline
+
+    return {
+        "title": config.get("report", {}).get("title", "CVM-Cervix reproduction report"),
+        "generated": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "synthetic": bool(synthetic_sets), "synthetic_sets": sorted(synthetic_sets),
+        "datasets": ds_sections, "experiments": experiments, "runs": run_details,
+        "train": config["train"], "paper": paper_results(),
+        "plotly_js": plotly.offline.get_plotlyjs(),
+    }
+
+
+def render(context: dict) -> str:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["html", "j2"]),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["pct"] = lambda v: "–" if v is None else f"{v:.2f}"
+    env.filters["signed"] = lambda v: "–" if v is None else f"{v:+.2f}"
+    return env.get_template("report.html.j2").render(**context)
+
+
+def build_report(config: dict, out_html: str | os.PathLike, results: str | os.PathLike | None = None) -> None:
+    """Render the self-contained report (plotly.js inlined: it opens with no network)."""
+    html = render(collect(config, results))
+    with atomic_path(out_html) as tmp:
+        tmp.write_text(html, encoding="utf-8")

@@ -1,0 +1,161 @@
+"""Training loop: AdamW, cross-entropy, random horizontal flip on the device, best-validation weights."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from ._io import atomic_path, read_json, write_csv, write_json
+from .data import load_cache, read_manifest
+from .engine import autocast, normalize, predict, resolve_device, seed_everything, to_device_images
+from .models import create_model
+
+log = logging.getLogger(__name__)
+
+
+def expand_flip4x(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's ×4 training set: original, rotated 180°, left-right and up-down flipped."""
+    out = torch.cat([images, images.flip(-1, -2), images.flip(-1), images.flip(-2)])
+    return out, labels.repeat(4)
+
+
+def split_arrays(manifest: pd.DataFrame, cache: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    rows = manifest.index[manifest["split"] == split].to_numpy()
+    return cache[rows], manifest.loc[rows, "label"].to_numpy(), manifest.loc[rows].reset_index(drop=True)
+
+
+def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+
+
+def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, *, img_size: int,
+              epochs: int, batch_size: int = 16, lr: float = 2e-4, weight_decay: float = 0.01, seed: int = 0,
+              augment: str = "none", device: str = "auto", amp: bool = True, pretrained: bool = False,
+              weights: str | None = None, threads: int | None = None, progress: bool = True,
+              extra: dict | None = None) -> dict:
+    """Train ``model_name`` on the cached dataset in ``dataset_dir``; write the run into ``out_dir``.
+
+    Writes ``weights.safetensors`` (the best validation epoch), ``history.csv`` and ``train.json``;
+    returns the content of ``train.json``.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
+    seed_everything(seed)
+    dev = resolve_device(device)
+    use_amp = amp and dev.type == "cuda"
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    manifest = read_manifest(dataset_dir / "manifest.csv")
+    classes = read_json(dataset_dir / "classes.json")
+    cache = load_cache(dataset_dir / f"cache_{img_size}.npy", len(manifest))
+    x_train, y_train, _ = split_arrays(manifest, cache, "train")
+    x_val, y_val, _ = split_arrays(manifest, cache, "val")
+    x_train, y_train = to_device_images(x_train, dev), torch.as_tensor(y_train, device=dev)
+    x_val_d = to_device_images(x_val, dev)
+    if augment == "flip4x":
+        x_train, y_train = expand_flip4x(x_train, y_train)
+    elif augment != "none":
+        raise ValueError(f"unknown augment {augment!r}")
+
+    model = create_model(model_name, len(classes), img_size, pretrained=pretrained, weights=weights).to(dev)
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
+    loss_fn = torch.nn.CrossEntropyLoss()
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+
+    history, best, best_state = [], (-1.0, float("inf")), None
+    n = len(x_train)
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        order = torch.randperm(n, generator=generator).to(dev)
+        steps = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+        if len(steps) > 1 and len(steps[-1]) == 1:  # BatchNorm cannot train on a batch of one
+            steps = steps[:-1]
+        seen, loss_sum, correct = 0, 0.0, 0
+        bar = tqdm(steps, desc=f"epoch {epoch}/{epochs}", file=sys.stderr, disable=not progress,
+                   mininterval=5.0, leave=True)
+        for idx in bar:
+            batch = normalize(x_train[idx])
+            flip = torch.rand(len(idx), device=dev, generator=None) < 0.5
+            batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
+            if dev.type == "cuda":
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            target = y_train[idx]
+            with autocast(dev, use_amp):
+                logits = model(batch)
+                loss = loss_fn(logits.float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            seen += len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1) == target).sum())
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        train_seconds = time.perf_counter() - t0
+        out = predict(model, x_val_d, max(batch_size, 64), dev, use_amp)
+        probs = torch.from_numpy(out["probs"])
+        y_val_t = torch.as_tensor(y_val)
+        val_loss = float(torch.nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), y_val_t))
+        val_acc = float((probs.argmax(1) == y_val_t).float().mean())
+        row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+               "val_loss": val_loss, "val_acc": val_acc, "seconds": time.perf_counter() - t0,
+               "train_seconds": train_seconds}
+        history.append(row)
+        log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.1fs", epoch, epochs,
+                 row["train_loss"], row["train_acc"], val_loss, val_acc, row["seconds"])
+        if (val_acc, -val_loss) > (best[0], -best[1]):
+            best = (val_acc, val_loss)
+            best_state = {"epoch": epoch, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    total = time.perf_counter() - start
+
+    model.load_state_dict(best_state["state"])
+    info = {
+        "model": model_name, "dataset": Path(dataset_dir).name, "augment": augment, "seed": seed,
+        "classes": classes, "num_classes": len(classes), "img_size": img_size, "epochs": epochs,
+        "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW",
+        "loss": "cross-entropy", "pretrained": pretrained, "weights_init": weights,
+        "train_images": int(n), "val_images": int(len(x_val)),
+        "best_epoch": best_state["epoch"], "best_val_acc": best[0],
+        "params": int(sum(p.numel() for p in model.parameters())),
+        "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
+        "amp": use_amp, "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "total_seconds": total, "seconds_per_epoch": total / epochs,
+        **(extra or {}),
+    }
+    save_weights(model, out_dir / "weights.safetensors", {"model": model_name, "num_classes": len(classes),
+                                                          "img_size": img_size})
+    write_csv(out_dir / "history.csv", pd.DataFrame(history))
+    write_json(out_dir / "train.json", info)
+    return info
+
+
+def load_trained(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Rebuild a trained model from a run folder: returns ``(model, train_info)``."""
+    run_dir = Path(run_dir)
+    info_path = run_dir / "train.json"
+    if not info_path.is_file():
+        from .errors import CvmError
+
+        raise CvmError(f"{run_dir} is not a training run folder (no train.json); pass results/runs/<dataset>/<model>/<augment>/seed<N>")
+    info = read_json(info_path)
+    model = create_model(info["model"], info["num_classes"], info["img_size"], weights=run_dir / "weights.safetensors")
+    return model.to(device).eval(), info

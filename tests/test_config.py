@@ -1,0 +1,87 @@
+import copy
+
+import pytest
+import yaml
+
+from conftest import REPO
+from cvm_cervix.config import Run, all_runs, experiment_runs, used_datasets, validate_config
+from cvm_cervix.errors import CvmError
+
+
+def minimal(tmp_path):
+    return {
+        "datasets": {"syn": {"kind": "synthetic"}},
+        "experiments": {"main": {"dataset": "syn", "models": ["cvm_cervix", "resnet18"]}},
+    }
+
+
+def test_defaults_fill_every_section(tmp_path):
+    cfg = validate_config(minimal(tmp_path))
+    assert cfg["train"]["lr"] == 0.0002 and cfg["train"]["batch_size"] == 16 and cfg["train"]["epochs"] == 100
+    assert cfg["datasets"]["syn"]["split_fractions"] == [0.6, 0.2, 0.2]
+    assert cfg["datasets"]["syn"]["per_class"] == 40
+    assert cfg["experiments"]["main"]["augment"] == ["none"]
+    assert cfg["results"] == "results"
+
+
+def test_runs_expand_models_augments_and_seeds(tmp_path):
+    cfg = minimal(tmp_path)
+    cfg["train"] = {"seeds": [0, 1]}
+    cfg["experiments"]["main"]["augment"] = ["none", "flip4x"]
+    cfg["experiments"]["again"] = {"dataset": "syn", "models": ["resnet18"]}
+    validate_config(cfg)
+    runs = all_runs(cfg)
+    assert len(runs) == 2 * 2 * 2  # duplicates across experiments are trained once
+    assert Run("syn", "resnet18", "flip4x", 1) in runs
+    assert len(experiment_runs(cfg, "again")) == 2
+    assert Run("syn", "cvm_cervix", "none", 0).path == "runs/syn/cvm_cervix/none/seed0"
+
+
+@pytest.mark.parametrize("mutate, key, words", [
+    (lambda c: c.setdefault("train", {}).update(epochs="ten"), "train.epochs", "should be of type integer"),
+    (lambda c: c.setdefault("train", {}).update(epoch=3), "train.epoch", "unknown key"),
+    (lambda c: c["datasets"]["syn"].update(kind="zip"), "datasets.syn.kind", "is not one of"),
+    (lambda c: c["experiments"]["main"].pop("models"), "experiments.main.models", "is required"),
+    (lambda c: c["experiments"]["main"].update(models=["resnet9"]), "experiments.main.models", "unknown model 'resnet9'"),
+    (lambda c: c["experiments"]["main"].update(dataset="nope"), "experiments.main.dataset", "not defined"),
+    (lambda c: c["experiments"]["main"].update(augment=["rot90"]), "experiments.main.augment.0", "is not one of"),
+])
+def test_bad_config_names_the_key(tmp_path, mutate, key, words):
+    cfg = minimal(tmp_path)
+    mutate(cfg)
+    with pytest.raises(CvmError) as err:
+        validate_config(cfg, source="my.yaml")
+    message = str(err.value)
+    assert f"config key '{key}' in my.yaml" in message and words in message
+    assert "\n" not in message
+
+
+def test_missing_dataset_root_is_reported(tmp_path):
+    cfg = {"datasets": {"real": {"kind": "imagefolder", "root": str(tmp_path / "absent")}},
+           "experiments": {"e": {"dataset": "real", "models": ["resnet18"]}}}
+    with pytest.raises(CvmError, match=r"datasets\.real\.root.*does not exist"):
+        validate_config(cfg)
+    cfg["datasets"]["real"]["root"] = ""
+    with pytest.raises(CvmError, match=r"datasets\.real\.root.*not set"):
+        validate_config(cfg)
+
+
+def test_combined_parts_must_exist_and_are_used(tmp_path):
+    (tmp_path / "a").mkdir()
+    cfg = {"datasets": {"a": {"kind": "imagefolder", "root": str(tmp_path / "a")},
+                        "both": {"kind": "combined", "parts": ["a", "b"]}},
+           "experiments": {"e": {"dataset": "both", "models": ["resnet18"]}}}
+    with pytest.raises(CvmError, match=r"datasets\.both\.parts.*'b'"):
+        validate_config(cfg)
+    cfg["datasets"]["b"] = {"kind": "synthetic"}
+    validate_config(cfg)
+    assert used_datasets(cfg) == ["a", "b", "both"]
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
+def test_shipped_configs_are_valid_apart_from_roots(name, tmp_path):
+    cfg = yaml.safe_load((REPO / "config" / name).read_text())
+    for spec in cfg["datasets"].values():
+        if "root" in spec:
+            spec["root"] = str(tmp_path)
+    validate_config(copy.deepcopy(cfg))

@@ -1,0 +1,116 @@
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import write_image
+from cvm_cervix.data import (
+    assign_splits, build_cache, list_dataset, load_cache, load_image, prepare_dataset, read_manifest,
+    records_frame, split_counts,
+)
+from cvm_cervix.errors import CvmError
+
+
+def test_imagefolder_manifest_and_stratified_split(imagefolder, tmp_path):
+    summary = prepare_dataset("f", {"kind": "imagefolder"}, tmp_path / "out", root=imagefolder)
+    frame = read_manifest(tmp_path / "out" / "manifest.csv")
+    assert list(frame.columns) == ["path", "class", "label", "sha256", "group", "dataset", "split"]
+    assert len(frame) == 30 and summary["classes"] == ["alpha", "beta", "gamma"]
+    assert (frame.groupby("class")["label"].first() == pd.Series({"alpha": 0, "beta": 1, "gamma": 2})).all()
+    counts = split_counts(frame, summary["classes"])
+    assert counts.loc["alpha"].tolist() == [6, 2, 2, 10]
+    assert frame["sha256"].str.len().eq(64).all()
+    assert (tmp_path / "out" / "classes.json").read_text().count("alpha") == 1
+
+
+def test_split_is_seeded(imagefolder):
+    frame = records_frame(list_dataset("imagefolder", imagefolder), "f")
+    a = assign_splits(frame, seed=1)["split"].tolist()
+    assert a == assign_splits(frame, seed=1)["split"].tolist()
+    assert a != assign_splits(frame, seed=2)["split"].tolist()
+
+
+def test_duplicates_share_a_split(imagefolder):
+    for i in range(4):  # four copies of one image, one of them under another class
+        shutil.copy(imagefolder / "alpha" / "alpha_0.png", imagefolder / ("beta" if i == 3 else "alpha") / f"copy{i}.png")
+    frame = records_frame(list_dataset("imagefolder", imagefolder), "f")
+    for seed in range(5):
+        split = assign_splits(frame, seed=seed)
+        copies = split[split["sha256"] == split.loc[split["path"].str.endswith("alpha_0.png"), "sha256"].iloc[0]]
+        assert len(copies) == 5 and copies["split"].nunique() == 1
+
+
+def test_grouped_split_keeps_groups_together(imagefolder):
+    frame = records_frame(list_dataset("imagefolder", imagefolder), "f")
+    frame["group"] = [f"slide{i // 3}" for i in range(len(frame))]
+    split = assign_splits(frame, seed=0, method="grouped")
+    assert (split.groupby("group")["split"].nunique() == 1).all()
+    assert set(split["split"]) == {"train", "val", "test"}
+
+
+def test_class_too_small_to_split(imagefolder):
+    for p in sorted((imagefolder / "gamma").iterdir())[2:]:
+        p.unlink()
+    frame = records_frame(list_dataset("imagefolder", imagefolder), "f")
+    with pytest.raises(CvmError, match=r"class 'gamma' of dataset 'f' has too few images \(2\)"):
+        assign_splits(frame, dataset="f")
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"", r"empty \(zero-byte\) file"),
+    (b"this is not a png", "cannot be read as an image"),
+])
+def test_unreadable_image_names_the_file(imagefolder, content, words):
+    bad = imagefolder / "beta" / "bad.png"
+    bad.write_bytes(content)
+    with pytest.raises(CvmError, match=words) as err:
+        records_frame(list_dataset("imagefolder", imagefolder), "f")
+    assert str(bad) in str(err.value)
+
+
+def test_truncated_image_is_an_error(imagefolder):
+    good = write_image(imagefolder / "beta" / "big.jpg", seed=9, size=(64, 64))
+    data = good.read_bytes()
+    good.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CvmError, match="big.jpg: cannot be read as an image"):
+        records_frame(list_dataset("imagefolder", imagefolder), "f")
+
+
+def test_hidden_and_foreign_files_are_left_out_and_reported(imagefolder):
+    (imagefolder / "alpha" / ".DS_Store.jpg").write_bytes(b"\0\0junk")
+    (imagefolder / "alpha" / "notes.txt").write_text("hello")
+    listing = list_dataset("imagefolder", imagefolder)
+    assert len(listing.records) == 30
+    reasons = dict(listing.skipped)
+    assert "hidden file" in reasons[str(imagefolder / "alpha" / ".DS_Store.jpg")]
+    assert "not an image extension" in reasons[str(imagefolder / "alpha" / "notes.txt")]
+
+
+def test_empty_class_and_missing_root(imagefolder, tmp_path):
+    (imagefolder / "delta").mkdir()
+    with pytest.raises(CvmError, match="class folder .*delta has no images"):
+        list_dataset("imagefolder", imagefolder)
+    with pytest.raises(CvmError, match="does not exist"):
+        list_dataset("imagefolder", tmp_path / "nowhere")
+
+
+def test_cache_decodes_once_in_manifest_order(imagefolder, tmp_path):
+    frame = records_frame(list_dataset("imagefolder", imagefolder), "f")
+    paths = frame["path"].tolist()
+    array = build_cache(paths, 16, tmp_path / "cache_16.npy", threads=2)
+    assert array.shape == (30, 3, 16, 16) and array.dtype == np.uint8
+    loaded = load_cache(tmp_path / "cache_16.npy", expected_rows=30)
+    np.testing.assert_array_equal(loaded[7], load_image(paths[7], 16))
+    with pytest.raises(CvmError, match="has 30 rows but its manifest 31"):
+        load_cache(tmp_path / "cache_16.npy", expected_rows=31)
+    assert not list(tmp_path.glob(".*tmp*"))  # nothing half-written left behind
+
+
+def test_split_counts_follow_the_fractions_like_the_papers_table1():
+    n = 806  # ASC-H in the paper's Table 1: 484 / 161 / 161
+    frame = pd.DataFrame({"path": [f"p{i}" for i in range(n)], "class": "ASC-H", "label": 0,
+                          "sha256": [f"{i:064x}" for i in range(n)], "group": [str(i) for i in range(n)],
+                          "dataset": "d"})
+    split = assign_splits(frame, seed=3)
+    assert split["split"].value_counts().to_dict() == {"train": 484, "val": 161, "test": 161}

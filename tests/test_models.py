@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from cvm_cervix.errors import CvmError
+from cvm_cervix.models import PAPER_MODELS, create_model, get_model_spec, model_names
+
+PAPER_TABLE3 = [
+    "cvm_cervix", "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "resnet101",
+    "densenet121", "densenet169", "inception_v3", "xception", "alexnet", "googlenet", "mobilenet_v2",
+    "shufflenet_v2_x1_0", "shufflenet_v2_x0_5", "inception_resnet_v1", "vit", "botnet", "deit_tiny", "t2t_vit",
+]
+
+
+def test_registry_holds_the_papers_23_models():
+    assert sorted(PAPER_MODELS) == sorted(PAPER_TABLE3) and len(PAPER_MODELS) == 23
+    assert set(model_names()) - set(PAPER_MODELS) == {"cvm_cervix_distilled"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", model_names())
+def test_every_model_builds_and_runs_forward(name):
+    torch.manual_seed(0)
+    size = max(32, get_model_spec(name).min_img_size)
+    model = create_model(name, num_classes=5, img_size=size).eval()
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        logits = model(x)
+    assert feats.shape == (2, model.num_features)
+    assert logits.shape == (2, 5)
+    assert torch.allclose(model.head(feats), logits, atol=1e-5)
+
+
+def test_cvm_cervix_is_xception_deit_fusion_with_gelu_mlp():
+    model = create_model("cvm_cervix", num_classes=11, img_size=32)
+    assert model.num_features == 2048 + 192
+    assert model.head.fc1.in_features == 2240 and model.head.fc1.out_features == 2240
+    assert isinstance(model.head.act, torch.nn.GELU) and model.head.fc2.out_features == 11
+    params = sum(p.numel() for p in model.parameters())
+    assert 31.2e6 < params < 31.5e6  # 20.8 M + 5.5 M + 5.0 M, the paper's "about 120 MB" in float32
+    assert not hasattr(model.backbone.vt, "dist_token") or model.backbone.vt.dist_token is None
+    distilled = create_model("cvm_cervix_distilled", num_classes=11, img_size=32)
+    assert distilled.backbone.vt.dist_token is not None
+
+
+@pytest.mark.parametrize("name, minimum", [("inception_v3", 75), ("inception_resnet_v1", 75), ("alexnet", 63)])
+def test_too_small_image_size_names_the_minimum(name, minimum):
+    with pytest.raises(CvmError, match=f"model '{name}' needs train.img_size >= {minimum} \\(got 32\\)"):
+        create_model(name, 3, img_size=32)
+
+
+def test_vision_transformers_are_built_for_the_configured_size():
+    model = create_model("deit_tiny", 3, img_size=64)
+    assert model.backbone.patch_embed.num_patches == 16
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3)
+
+
+def test_unknown_model():
+    with pytest.raises(CvmError, match="unknown model 'resnet9'"):
+        create_model("resnet9", 3)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_weights_round_trip_and_head_of_other_size(tmp_path, suffix):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    source = create_model("resnet18", 4, img_size=32)
+    path = tmp_path / f"w{suffix}"
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    save_file(state, path) if suffix == ".safetensors" else torch.save({"state_dict": state}, path)
+    same = create_model("resnet18", 4, img_size=32, weights=path)
+    for key, value in source.state_dict().items():
+        assert torch.equal(value, same.state_dict()[key])
+    other = create_model("resnet18", 7, img_size=32, weights=path)  # fine-tune: backbone loads, head fresh
+    assert torch.equal(other.backbone.conv1.weight, source.backbone.conv1.weight)
+    assert other.head.out_features == 7
+
+
+def test_backbone_only_weights_load(tmp_path):
+    torch.manual_seed(0)
+    source = create_model("shufflenet_v2_x0_5", 3, img_size=32)
+    torch.save(source.backbone.state_dict(), tmp_path / "backbone.pt")
+    model = create_model("shufflenet_v2_x0_5", 3, img_size=32, weights=tmp_path / "backbone.pt")
+    assert torch.equal(model.backbone.conv1[0].weight, source.backbone.conv1[0].weight)
+
+
+def test_weights_of_another_model_are_refused(tmp_path):
+    torch.save(create_model("resnet18", 3, img_size=32).state_dict(), tmp_path / "r18.pt")
+    with pytest.raises(CvmError, match="does not fit this model"):
+        create_model("resnet34", 3, img_size=32, weights=tmp_path / "r18.pt")
+    with pytest.raises(CvmError, match="not found"):
+        create_model("resnet18", 3, weights=tmp_path / "absent.pt")

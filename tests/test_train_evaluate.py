@@ -1,0 +1,100 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cvm_cervix.evaluate import compute_metrics, evaluate_run, predictions_frame
+from cvm_cervix.train import expand_flip4x, load_trained, train_run
+
+
+def test_flip4x_is_identity_rot180_hflip_vflip():
+    x = torch.arange(2 * 3 * 2 * 2, dtype=torch.uint8).view(2, 3, 2, 2)
+    out, labels = expand_flip4x(x, torch.tensor([4, 7]))
+    assert out.shape == (8, 3, 2, 2) and labels.tolist() == [4, 7] * 4
+    a = x[0, 0]  # [[0, 1], [2, 3]]
+    assert out[0, 0].tolist() == [[0, 1], [2, 3]]
+    assert out[2, 0].tolist() == [[3, 2], [1, 0]]  # rotated 180°
+    assert out[4, 0].tolist() == [[1, 0], [3, 2]]  # left-right
+    assert out[6, 0].tolist() == [[2, 3], [0, 1]]  # up-down
+    assert torch.equal(out[2], torch.rot90(x[0], 2, dims=(1, 2))) and torch.equal(a, x[0, 0])
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    info = train_run("shufflenet_v2_x0_5", tiny_dataset, out, img_size=32, epochs=2, batch_size=8, lr=1e-3,
+                     seed=0, threads=2, progress=False)
+    return out, info
+
+
+def test_training_writes_the_run(trained, tiny_dataset):
+    out, info = trained
+    history = pd.read_csv(out / "history.csv")
+    assert history["epoch"].tolist() == [1, 2]
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "seconds"} <= set(history.columns)
+    saved = json.loads((out / "train.json").read_text())
+    assert saved["model"] == "shufflenet_v2_x0_5" and saved["num_classes"] == 11 and saved["lr"] == 1e-3
+    assert saved["train_images"] == 44 and saved["device"] == "cpu"
+    assert saved["params"] == sum(v.numel() for k, v in load_file(out / "weights.safetensors").items()
+                                  if "running" not in k and "num_batches" not in k)
+    best = int(history["val_acc"].idxmax())
+    assert saved["best_epoch"] == history.loc[best, "epoch"]  # the kept weights are the best validation epoch
+    assert saved["best_val_acc"] == pytest.approx(history["val_acc"].max())
+
+
+def test_flip4x_quadruples_the_training_set(tiny_dataset, tmp_path):
+    info = train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path, img_size=32, epochs=1, batch_size=16,
+                     augment="flip4x", threads=2, progress=False)
+    assert info["train_images"] == 4 * 44 and info["val_images"] == 11
+
+
+def test_training_is_reproducible_for_a_seed(tiny_dataset, tmp_path):
+    runs = [train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / str(i), img_size=32, epochs=1, batch_size=8,
+                      seed=3, threads=1, progress=False) for i in range(2)]
+    a, b = (load_file(tmp_path / str(i) / "weights.safetensors") for i in range(2))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_evaluation_outputs_and_metrics(trained, tiny_dataset):
+    out, info = trained
+    metrics = evaluate_run(out, tiny_dataset, threads=2)
+    classes = info["classes"]
+    test = pd.read_csv(out / "predictions_test.csv")
+    assert list(test.columns[:3]) == ["path", "label", "pred"]
+    assert list(test.columns[3:]) == [f"prob_{c}" for c in classes]
+    np.testing.assert_allclose(test.iloc[:, 3:].sum(axis=1), 1.0, atol=1e-5)
+    assert len(test) == 11 and len(pd.read_csv(out / "predictions_val.csv")) == 11
+    saved = json.loads((out / "metrics.json").read_text())
+    for split in ("val", "test"):
+        m = saved[split]
+        assert {"accuracy", "precision_macro", "recall_macro", "f1_macro", "per_class", "confusion", "ms_per_image"} <= set(m)
+        assert 0 <= m["accuracy"] <= 1 and np.asarray(m["confusion"]).shape == (11, 11)
+        assert np.asarray(m["confusion"]).sum() == 11
+    assert saved["test"]["accuracy"] == pytest.approx((test["label"] == test["pred"]).mean())
+    assert saved["size_mb"] == pytest.approx((out / "weights.safetensors").stat().st_size / 1e6)
+    assert saved["params"] == info["params"] and metrics["test"] == saved["test"]
+    model, _ = load_trained(out)
+    assert model.head.out_features == 11
+
+
+def test_metrics_match_hand_counts():
+    classes = ["a", "b", "c"]
+    probs = np.eye(3)[[0, 0, 1, 1, 2, 0]]
+    frame = predictions_frame(["p"] * 6, [0, 0, 1, 1, 2, 2], probs, classes)
+    m = compute_metrics(frame, classes)
+    assert m["accuracy"] == pytest.approx(5 / 6)
+    assert m["confusion"] == [[2, 0, 0], [0, 2, 0], [1, 0, 1]]
+    assert m["per_class"]["a"]["precision"] == pytest.approx(2 / 3)
+    assert m["per_class"]["c"]["recall"] == pytest.approx(0.5)
+    assert m["recall_macro"] == pytest.approx((1 + 1 + 0.5) / 3)
+    assert m["precision_macro"] == pytest.approx((2 / 3 + 1 + 1) / 3)
+
+
+def test_load_trained_rejects_a_non_run_folder(tmp_path):
+    from cvm_cervix.errors import CvmError
+
+    with pytest.raises(CvmError, match="not a training run folder"):
+        load_trained(tmp_path)

@@ -1,0 +1,92 @@
+# Config validation and input helpers shared by every rule file.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from snakemake.exceptions import WorkflowError
+
+from cvm_cervix.config import all_runs, as_dict, used_datasets, validate_config
+from cvm_cervix.errors import CvmError
+
+try:
+    validate_config(
+        config,
+        workflow.source_path("../schemas/config.schema.yaml"),
+        source=", ".join(map(str, workflow.configfiles)) or "the config",
+    )
+except CvmError as err:
+    raise WorkflowError(f"error: {err}") from None
+
+RESULTS = config["results"]
+TRAIN = config["train"]
+IMG = TRAIN["img_size"]
+RUNS = all_runs(config)
+DATASETS = used_datasets(config)
+
+
+def _wants_gpu():
+    if TRAIN["device"] == "cuda":
+        return 1
+    if TRAIN["device"] == "cpu":
+        return 0
+    import torch
+
+    return int(torch.cuda.is_available())
+
+
+GPU = _wants_gpu()
+
+
+wildcard_constraints:
+    dataset="|".join(map(str, DATASETS)) or "NONE",
+    model=r"[A-Za-z0-9_]+",
+    augment="none|flip4x",
+    seed=r"\d+",
+
+
+def dataset_spec(wildcards):
+    return as_dict(config["datasets"][wildcards.dataset])
+
+
+def prepare_input(wildcards):
+    """Synthetic data is generated first; a combined set needs its parts' manifests."""
+    spec = config["datasets"][wildcards.dataset]
+    if spec["kind"] == "synthetic":
+        return {"root": f"{RESULTS}/synthetic/{wildcards.dataset}"}
+    if spec["kind"] == "combined":
+        return {
+            f"part_{p}": f"{RESULTS}/data/{p}/manifest.csv" for p in spec["parts"]
+        }
+    return {}
+
+
+def dataset_root(wildcards, input):
+    spec = config["datasets"][wildcards.dataset]
+    if spec["kind"] == "synthetic":
+        return input.root
+    return spec.get("root", "")
+
+
+def combined_parts(wildcards):
+    spec = config["datasets"][wildcards.dataset]
+    return {p: f"{RESULTS}/data/{p}" for p in spec.get("parts") or []}
+
+
+def run_dir(run):
+    return f"{RESULTS}/{run.path}"
+
+
+def train_weights(wildcards):
+    return TRAIN["weights"].get(wildcards.model) or ""
+
+
+def report_inputs(wildcards):
+    runs = [run_dir(r) for r in RUNS]
+    return {
+        "metrics": [f"{r}/metrics.json" for r in runs],
+        "history": [f"{r}/history.csv" for r in runs],
+        "train": [f"{r}/train.json" for r in runs],
+        "summaries": [f"{RESULTS}/data/{d}/summary.json" for d in DATASETS],
+        "manifests": [f"{RESULTS}/data/{d}/manifest.csv" for d in DATASETS],
+    }
