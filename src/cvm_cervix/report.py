@@ -116,6 +116,7 @@ def dataset_section(name: str, spec: dict, data_dir: Path, paper_key: str | None
         "skipped": summary.get("skipped", []),
         "duplicates": summary.get("duplicates", {}),
         "paper_key": paper_key,
+        "paper_note": paper_results().get("split_notes", {}).get(paper_key) if paper_key else None,
     }
 
 

@@ -64,7 +64,7 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
     cache = load_cache(dataset_dir / f"cache_{img_size}.npy", len(manifest))
     x_train, y_train, _ = split_arrays(manifest, cache, "train")
     x_val, y_val, _ = split_arrays(manifest, cache, "val")
-    x_train, y_train = to_device_images(x_train, dev), torch.as_tensor(y_train, device=dev)
+    x_train, y_train = to_device_images(x_train, dev), torch.tensor(y_train, device=dev)
     x_val_d = to_device_images(x_val, dev)
     if augment == "flip4x":
         x_train, y_train = expand_flip4x(x_train, y_train)

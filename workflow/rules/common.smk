@@ -22,6 +22,8 @@ RESULTS = config["results"]
 TRAIN = config["train"]
 IMG = TRAIN["img_size"]
 RUNS = all_runs(config)
+# What one run depends on: changing the seed list or another model's weights must not retrain it.
+RUN_SETTINGS = {k: v for k, v in as_dict(TRAIN).items() if k not in ("seeds", "weights")}
 DATASETS = used_datasets(config)
 
 

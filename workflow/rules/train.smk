@@ -8,7 +8,7 @@ rule train:
         history=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/history.csv",
         info=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/train.json",
     params:
-        train=as_dict(TRAIN),
+        train=RUN_SETTINGS,
         weights=train_weights,
     threads: 4
     resources:

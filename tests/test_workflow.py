@@ -1,0 +1,156 @@
+"""Snakemake end to end on tiny synthetic data, in a temporary working directory."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+
+pytestmark = pytest.mark.workflow
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def snakemake(workdir: Path, *args: str, check=True) -> subprocess.CompletedProcess:
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a (dry) run: rule -> number of jobs."""
+    return {line.split()[0]: int(line.split()[1]) for line in output.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
+
+
+def tiny_config(**train) -> dict:
+    return {
+        "datasets": {"syn": {"kind": "synthetic", "classes": "combined", "per_class": 5, "image_size": 32}},
+        "train": {"img_size": 32, "epochs": 1, "batch_size": 8, "lr": 0.001, "seeds": [0], **train},
+        "experiments": {
+            "main": {"dataset": "syn", "models": ["cvm_cervix"], "paper": "combined"},
+            "comparison": {"dataset": "syn", "models": ["shufflenet_v2_x0_5"], "augment": ["none", "flip4x"],
+                           "paper": "combined"},
+        },
+    }
+
+
+def write_config(workdir: Path, config: dict) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("wf")
+    cfg = write_config(workdir, tiny_config())
+    snakemake(workdir, "--configfile", str(cfg))
+    return workdir
+
+
+def test_every_run_has_its_outputs(finished):
+    runs = finished / "results" / "runs" / "syn"
+    expected = [runs / "cvm_cervix" / "none" / "seed0", runs / "shufflenet_v2_x0_5" / "none" / "seed0",
+                runs / "shufflenet_v2_x0_5" / "flip4x" / "seed0"]
+    for run in expected:
+        for name in ("weights.safetensors", "history.csv", "train.json", "predictions_val.csv",
+                     "predictions_test.csv", "metrics.json"):
+            assert (run / name).is_file(), run / name
+        metrics = json.loads((run / "metrics.json").read_text())
+        for split in ("val", "test"):
+            assert 0 <= metrics[split]["f1_macro"] <= 1
+        assert metrics["size_mb"] > 0 and metrics["params"] > 0
+    assert json.loads((expected[2] / "train.json").read_text())["train_images"] == 4 * 33
+    assert (finished / "results" / "data" / "syn" / "cache_32.npy").is_file()
+    assert (finished / "logs" / "train" / "syn" / "cvm_cervix_none_seed0.log").is_file()
+
+
+def test_report_is_self_contained_and_labelled_synthetic(finished):
+    html = (finished / "results" / "report.html").read_text()
+    assert "SYNTHETIC DATA" in html
+    assert "cdn.plot.ly" not in html.split("</script>", 1)[1] and "<script src=" not in html
+    assert "Plotly" in html  # plotly.js is inlined
+    # the paper's combined-set numbers are shown beside ours, from paper_results.yaml
+    assert "91.72" in html and "91.70" in html
+    # every reproduced number comes from metrics.json
+    metrics = json.loads((finished / "results/runs/syn/cvm_cervix/none/seed0/metrics.json").read_text())
+    assert f"{100 * metrics['test']['accuracy']:.2f}" in html
+    assert "ShuffleNetV2×0.5" in html and "flip4x" in html
+    # data table: per-class counts per split from the manifest, with the paper's Table 1 beside
+    assert "<td class=\"paper\">484</td>" in html
+
+
+def test_rerun_has_nothing_to_do(finished):
+    proc = snakemake(finished, "--configfile", str(finished / "config.yaml"), "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_config_overlays_merge_in_order(finished):
+    overlay = finished / "seeds.yaml"
+    overlay.write_text("train:\n  seeds: [0, 1]\n")
+    proc = snakemake(finished, "--configfile", str(finished / "config.yaml"), str(overlay), "-n")
+    out = proc.stdout + proc.stderr
+    assert "seed1/weights.safetensors" in out
+    assert job_counts(out)["train"] == 3  # only the new seed's runs; seed 0 is done
+    proc = snakemake(finished, "--configfile", str(finished / "config.yaml"), "-n", "--config", "results=elsewhere")
+    assert "elsewhere/report.html" in proc.stdout + proc.stderr
+
+
+def test_bad_config_stops_with_one_line(tmp_path):
+    cfg = tiny_config()
+    cfg["train"]["epochs"] = "many"
+    proc = snakemake(tmp_path, "--configfile", str(write_config(tmp_path, cfg)), "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "error: config key 'train.epochs'" in out and "should be of type integer" in out
+    cfg = tiny_config()
+    cfg["experiments"]["main"]["models"] = ["cvm_cervics"]
+    proc = snakemake(tmp_path, "--configfile", str(write_config(tmp_path, cfg)), "-n", check=False)
+    assert proc.returncode != 0 and "unknown model 'cvm_cervics'" in proc.stdout + proc.stderr
+
+
+def test_unreadable_image_fails_the_prepare_job_naming_the_file(tmp_path):
+    root = tmp_path / "images"
+    from conftest import write_image
+
+    for cls in ("a", "b"):
+        for i in range(4):
+            write_image(root / cls / f"{i}.png", seed=i + (10 if cls == "b" else 0))
+    (root / "b" / "broken.png").write_bytes(b"\x89PNG broken")
+    cfg = tiny_config()
+    cfg["datasets"] = {"mine": {"kind": "imagefolder", "root": str(root)}}
+    cfg["experiments"] = {"e": {"dataset": "mine", "models": ["shufflenet_v2_x0_5"]}}
+    proc = snakemake(tmp_path, "--configfile", str(write_config(tmp_path, cfg)), check=False)
+    assert proc.returncode != 0
+    assert f"error: {root / 'b' / 'broken.png'}: cannot be read as an image" in proc.stderr
+    assert not (tmp_path / "results" / "data" / "mine" / "manifest.csv").exists()
+
+
+def test_paper_config_plans_one_training_job_per_model(tmp_path):
+    cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    for name, spec in cfg["datasets"].items():
+        if "root" in spec:
+            spec["root"] = str(tmp_path / name)
+            (tmp_path / name).mkdir()
+    proc = snakemake(tmp_path, "--configfile", str(write_config(tmp_path, cfg)), "-n", "--quiet", "rules")
+    out = proc.stdout + proc.stderr
+    counts = job_counts(out)
+    assert counts["train"] == 23 + 1 + 1  # 23 models on combined, cvm_cervix on Herlev and blood cells
+    assert counts["evaluate"] == counts["train"]
+    assert counts["prepare"] == 5 and counts["cache"] == 3
+
+
+def test_lint_is_clean():
+    proc = subprocess.run([SNAKEMAKE, "--lint", "-s", str(REPO / "Snakefile")], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations" in proc.stdout + proc.stderr
