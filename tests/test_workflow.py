@@ -154,3 +154,19 @@ def test_lint_is_clean():
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Congratulations" in proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "cric").is_dir(), reason="../shared/data/cric not present")
+def test_whole_path_on_real_cric_crops(tmp_path):
+    cfg = {
+        "datasets": {"cric": {"kind": "cric", "root": str(REPO.parent / "shared" / "data" / "cric")}},
+        "train": {"img_size": 32, "epochs": 1, "batch_size": 32, "lr": 0.001},
+        "experiments": {"real": {"dataset": "cric", "models": ["shufflenet_v2_x0_5"]}},
+    }
+    snakemake(tmp_path, "--configfile", str(write_config(tmp_path, cfg)))
+    metrics = json.loads((tmp_path / "results/runs/cric/shufflenet_v2_x0_5/none/seed0/metrics.json").read_text())
+    assert metrics["classes"] == ["ASC-H", "ASC-US", "SCC", "HSIL", "LSIL", "NILM"]
+    # 20% per class, rounded: 68 + 25 + 9 + 64 + 78 + 180
+    assert metrics["test"]["n"] == 424 and sum(map(sum, metrics["test"]["confusion"])) == 424
+    html = (tmp_path / "results" / "report.html").read_text()
+    assert "SYNTHETIC DATA" not in html and "902" in html  # NILM's total, from the manifest
