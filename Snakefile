@@ -1,4 +1,4 @@
-# CVM-Cervix workflow: data -> cache -> train -> evaluate -> report.
+# CVM-Cervix workflow: data -> cache -> train -> evaluate -> compress / analyse / stats -> report.
 # Default: the embedded synthetic config. `--configfile config/paper.yaml` replaces it (not merged).
 from snakemake.utils import min_version
 
@@ -14,6 +14,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/compress.smk"
+include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
 
 

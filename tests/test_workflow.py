@@ -35,7 +35,8 @@ def tiny_config(**train) -> dict:
         "datasets": {"syn": {"kind": "synthetic", "classes": "combined", "per_class": 5, "image_size": 32}},
         "train": {"img_size": 32, "epochs": 1, "batch_size": 8, "lr": 0.001, "seeds": [0], **train},
         "experiments": {
-            "main": {"dataset": "syn", "models": ["cvm_cervix"], "paper": "combined"},
+            "main": {"dataset": "syn", "models": ["cvm_cervix"], "paper": "combined", "analysis": True,
+                     "compress": ["fp16", "int8", "onnx"]},
             "comparison": {"dataset": "syn", "models": ["shufflenet_v2_x0_5"], "augment": ["none", "flip4x"],
                            "paper": "combined"},
         },
@@ -72,6 +73,27 @@ def test_every_run_has_its_outputs(finished):
     assert json.loads((expected[2] / "train.json").read_text())["train_images"] == 4 * 33
     assert (finished / "results" / "data" / "syn" / "cache_32.npy").is_file()
     assert (finished / "logs" / "train" / "syn" / "cvm_cervix_none_seed0.log").is_file()
+
+
+def test_analysis_compression_and_statistics(finished):
+    run = finished / "results/runs/syn/cvm_cervix/none/seed0"
+    for precision in ("fp16", "int8", "onnx"):
+        assert json.loads((run / "compressed" / precision / "metrics.json").read_text())["precision"] == precision
+    assert not (run / "compressed" / "bf16").exists()
+    tsne = pd.read_csv(run / "analysis" / "tsne.csv")
+    assert len(tsne) == 33 and {"x", "y", "z"} <= set(tsne.columns)
+    gallery = json.loads((run / "analysis" / "gallery.json").read_text())
+    assert all((run / "analysis" / img["file"]).is_file() for img in gallery["images"])
+    stats = json.loads((finished / "results" / "stats" / "comparison.json").read_text())
+    by_key = {(r["model"], r["augment"]): r for r in stats["runs"]}
+    # the comparison experiment is compared with cvm_cervix, trained for "main"
+    assert by_key[("shufflenet_v2_x0_5", "none")]["mcnemar"]["reference"] == "cvm_cervix"
+    assert by_key[("shufflenet_v2_x0_5", "flip4x")]["mcnemar"] is None  # no flip4x reference run
+    html = (finished / "results" / "report.html").read_text()
+    for heading in ("Compression", "Features and misclassifications", "McNemar p vs CVM-Cervix", "Acc 95% CI"):
+        assert heading in html
+    fp16 = json.loads((run / "compressed" / "fp16" / "metrics.json").read_text())
+    assert f"{fp16['size_mb']:.1f}" in html
 
 
 def test_report_is_self_contained_and_labelled_synthetic(finished):
@@ -144,9 +166,12 @@ def test_paper_config_plans_one_training_job_per_model(tmp_path):
     proc = snakemake(tmp_path, "--configfile", str(write_config(tmp_path, cfg)), "-n", "--quiet", "rules")
     out = proc.stdout + proc.stderr
     counts = job_counts(out)
-    assert counts["train"] == 23 + 1 + 1  # 23 models on combined, cvm_cervix on Herlev and blood cells
+    # 23 models on combined, + cvm_cervix flip4x, + the distilled-DeiT fusion, + Herlev and blood cells
+    assert counts["train"] == 23 + 1 + 1 + 1 + 1
     assert counts["evaluate"] == counts["train"]
     assert counts["prepare"] == 5 and counts["cache"] == 3
+    assert counts["compress"] == 4 and counts["analyse"] == 1
+    assert counts["stats"] == len(cfg["experiments"]) == 6
 
 
 def test_lint_is_clean():

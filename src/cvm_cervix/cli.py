@@ -53,6 +53,48 @@ def _cmd_manifest(args) -> int:
     return 0
 
 
+def _image_files(inputs: list[str]) -> list[Path]:
+    from .data._adapters import IMAGE_EXTENSIONS
+
+    files = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                            and not p.name.startswith("."))
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise CvmError(f"{item} does not exist; give image files or folders of images")
+    if not files:
+        raise CvmError(f"no images found in {', '.join(inputs)} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return files
+
+
+def _cmd_predict(args) -> int:
+    import numpy as np
+    import torch
+
+    from ._io import write_csv
+    from .compress import Predictor
+    from .data import load_image
+    from .evaluate import predictions_frame
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    predictor = Predictor(args.run, args.precision, args.device)
+    files = _image_files(args.images)
+    images = torch.from_numpy(np.stack([load_image(f, predictor.img_size) for f in files]))
+    probs, _ = predictor(images.to(predictor.device), args.batch_size)
+    frame = predictions_frame([str(f) for f in files], probs.argmax(1), probs, predictor.classes).drop(columns="label")
+    frame.insert(2, "confidence", probs.max(1))
+    if args.output:
+        write_csv(args.output, frame)
+        print(f"{len(frame)} predictions written to {args.output} ({args.precision}, {predictor.info['model']})")
+    else:
+        frame.to_csv(sys.stdout, index=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cvm-cervix", description="CVM-Cervix workflow tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--json", action="store_true", help="also print the summary as JSON")
     p.set_defaults(func=_cmd_manifest)
+
+    p = sub.add_parser("predict", help="classify images with a trained run")
+    p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    p.add_argument("--run", required=True, help="a run folder: results/runs/<dataset>/<model>/<augment>/seed<N>")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8", "onnx"], default="fp32")
+    p.add_argument("-o", "--output", help="CSV to write (default: standard output)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
+    p.set_defaults(func=_cmd_predict)
     return parser
 
 

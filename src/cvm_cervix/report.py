@@ -97,6 +97,55 @@ def curves_figure(history: pd.DataFrame, title: str) -> str:
     return _figure_html(fig)
 
 
+def tsne_figure(tsne: pd.DataFrame, classes: list[str], title: str) -> str:
+    """Interactive 3-D scatter of the t-SNE embedding: colour = true class, ✕ = misclassified."""
+    import plotly.express as px
+    import plotly.graph_objects as go
+
+    palette = px.colors.qualitative.Dark24
+    fig = go.Figure()
+    for i, cls in enumerate(classes):
+        for wrong in (False, True):
+            part = tsne[(tsne["label"] == cls) & ((tsne["label"] != tsne["pred"]) == wrong)]
+            if part.empty:
+                continue
+            fig.add_trace(go.Scatter3d(
+                x=part["x"], y=part["y"], z=part["z"], mode="markers",
+                name=f"{cls}{' (misclassified)' if wrong else ''}", legendgroup=cls,
+                marker=dict(size=5 if wrong else 3, color=palette[i % len(palette)],
+                            symbol="x" if wrong else "circle", line=dict(width=0)),
+                text=[f"true {t}<br>predicted {p}<br>{Path(f).name}" for t, p, f in
+                      zip(part["label"], part["pred"], part["path"])],
+                hovertemplate="%{text}<extra></extra>"))
+    fig.update_layout(title=title, height=620, margin=dict(l=0, r=0, t=50, b=0),
+                      scene=dict(xaxis_title="t-SNE 1", yaxis_title="t-SNE 2", zaxis_title="t-SNE 3"))
+    return _figure_html(fig)
+
+
+def _png_data_uri(path: Path) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def analysis_section(run_path: Path, label: str, classes: list[str]) -> dict:
+    analysis = run_path / "analysis"
+    gallery = read_json(analysis / "gallery.json")
+    images = [{**img, "src": _png_data_uri(analysis / img["file"])} for img in gallery["images"]]
+    return {"label": label, "layer": gallery["layer"], "resolution": gallery.get("cam_resolution"),
+            "pairs": gallery["pairs"], "images": images,
+            "tsne": tsne_figure(pd.read_csv(analysis / "tsne.csv"), classes, f"t-SNE (3-D) of the test features: {label}")}
+
+
+def compression_rows(run_path: Path, precisions: list[str]) -> list[dict]:
+    fp32 = read_json(run_path / "metrics.json")
+    rows = [{"precision": "fp32", "size_mb": fp32["size_mb"], "accuracy": fp32["test"]["accuracy"],
+             "f1_macro": fp32["test"]["f1_macro"], "delta_accuracy": 0.0, "delta_f1_macro": 0.0,
+             "agreement_with_fp32": 1.0, "ms_per_image": fp32["test"]["ms_per_image"], "device": fp32["device"]}]
+    rows += [read_json(run_path / "compressed" / p / "metrics.json") for p in precisions]
+    return rows
+
+
 def dataset_section(name: str, spec: dict, data_dir: Path, paper_key: str | None) -> dict:
     manifest = read_manifest(data_dir / "manifest.csv")
     classes = read_json(data_dir / "classes.json")
@@ -132,15 +181,30 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
     synthetic_sets = {d["name"] for d in ds_sections if d["synthetic"]}
 
     experiments, run_details, seen = [], [], set()
+    compression, analyses = [], []
+    first_seed = config["train"]["seeds"][0]
     for exp_name, exp in config["experiments"].items():
         runs = experiment_runs(config, exp_name)
+        stats_file = results / "stats" / f"{exp_name}.json"
+        stats = {(e["model"], e["augment"], e["seed"]): e for e in read_json(stats_file)["runs"]} if stats_file.is_file() else {}
+        for run in runs:
+            if run.seed != first_seed:
+                continue
+            label = f"{exp['dataset']} · {run.model} · augment {run.augment} · seed {run.seed}"
+            if exp.get("compress"):
+                compression.append({"experiment": exp_name, "label": label,
+                                    "rows": compression_rows(results / run.path, exp["compress"])})
+            if exp.get("analysis"):
+                metrics = read_json(results / run.path / "metrics.json")
+                analyses.append(analysis_section(results / run.path, label, metrics["classes"]))
         groups: dict[tuple, list[Path]] = {}
         for run in runs:
             groups.setdefault((run.model, run.augment), []).append(results / run.path)
         rows = []
         for (model, augment), dirs in groups.items():
             agg = aggregate_runs(dirs)
-            row = {"model": model, "paper_name": get_model_spec(model).paper_name, "augment": augment, **agg}
+            row = {"model": model, "paper_name": get_model_spec(model).paper_name, "augment": augment, **agg,
+                   "stats": stats.get((model, augment, first_seed))}
             for split in ("val", "test"):
                 paper = paper_metrics(exp.get("paper"), model, augment, split)
                 row[f"paper_{split}"] = paper
@@ -168,6 +232,8 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
         "generated": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "synthetic": bool(synthetic_sets), "synthetic_sets": sorted(synthetic_sets),
         "datasets": ds_sections, "experiments": experiments, "runs": run_details,
+        "compression": compression, "analyses": analyses, "first_seed": first_seed,
+        "reference": get_model_spec(config.get("analysis", {}).get("reference", "cvm_cervix")).paper_name,
         "train": config["train"], "paper": paper_results(),
         "plotly_js": plotly.offline.get_plotlyjs(),
     }

@@ -113,7 +113,7 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
         train_seconds = time.perf_counter() - t0
         out = predict(model, x_val_d, max(batch_size, 64), dev, use_amp)
         probs = torch.from_numpy(out["probs"])
-        y_val_t = torch.as_tensor(y_val)
+        y_val_t = torch.tensor(y_val)
         val_loss = float(torch.nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), y_val_t))
         val_acc = float((probs.argmax(1) == y_val_t).float().mean())
         row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),

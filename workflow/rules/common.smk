@@ -6,7 +6,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from snakemake.exceptions import WorkflowError
 
-from cvm_cervix.config import all_runs, as_dict, used_datasets, validate_config
+from cvm_cervix.config import Run, all_runs, as_dict, experiment_runs, used_datasets, validate_config
 from cvm_cervix.errors import CvmError
 
 try:
@@ -45,6 +45,8 @@ wildcard_constraints:
     model=r"[A-Za-z0-9_]+",
     augment="none|flip4x",
     seed=r"\d+",
+    precision="fp16|bf16|int8|onnx",
+    experiment="|".join(config["experiments"]),
 
 
 def dataset_spec(wildcards):
@@ -83,9 +85,72 @@ def train_weights(wildcards):
     return TRAIN["weights"].get(wildcards.model) or ""
 
 
+def first_seed_runs(flag):
+    """Runs (first seed) of every experiment that switches ``flag`` on."""
+    seed = TRAIN["seeds"][0]
+    return sorted(
+        {
+            r
+            for name, exp in config["experiments"].items()
+            if exp.get(flag)
+            for r in experiment_runs(config, name)
+            if r.seed == seed
+        }
+    )
+
+
+def compress_targets():
+    seed = TRAIN["seeds"][0]
+    return sorted(
+        {
+            f"{run_dir(r)}/compressed/{p}/metrics.json"
+            for name, exp in config["experiments"].items()
+            for r in experiment_runs(config, name)
+            if r.seed == seed
+            for p in exp["compress"]
+        }
+    )
+
+
+def analysis_targets():
+    return [f"{run_dir(r)}/analysis/gallery.json" for r in first_seed_runs("analysis")] + [
+        f"{run_dir(r)}/analysis/tsne.csv" for r in first_seed_runs("analysis")
+    ]
+
+
+def stats_runs(experiment):
+    """The experiment's runs plus the reference model's runs they are compared with."""
+    reference = config["analysis"]["reference"]
+    runs = set(experiment_runs(config, experiment))
+    for r in list(runs):
+        ref = Run(r.dataset, reference, r.augment, r.seed)
+        if ref in RUNS:
+            runs.add(ref)
+    return sorted(runs)
+
+
+def stats_inputs(wildcards):
+    return [f"{run_dir(r)}/predictions_test.csv" for r in stats_runs(wildcards.experiment)]
+
+
+def stats_params(wildcards):
+    return [
+        {
+            "model": r.model,
+            "augment": r.augment,
+            "seed": r.seed,
+            "predictions": f"{run_dir(r)}/predictions_test.csv",
+        }
+        for r in stats_runs(wildcards.experiment)
+    ]
+
+
 def report_inputs(wildcards):
     runs = [run_dir(r) for r in RUNS]
     return {
+        "stats": [f"{RESULTS}/stats/{e}.json" for e in config["experiments"]],
+        "compressed": compress_targets(),
+        "analysis": analysis_targets(),
         "metrics": [f"{r}/metrics.json" for r in runs],
         "history": [f"{r}/history.csv" for r in runs],
         "train": [f"{r}/train.json" for r in runs],

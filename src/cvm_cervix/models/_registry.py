@@ -194,7 +194,7 @@ def _register_all() -> None:
     tv, tm = "torchvision", "timm"
     specs = [
         ModelSpec("cvm_cervix", "CVM-Cervix", partial(_fusion, "deit_tiny_patch16_224"), "cvm_cervix",
-                  mlp_head=True, cam_layer="cnn.conv4",
+                  mlp_head=True, cam_layer="cnn.act4",
                   note="legacy_xception (2048) ‖ deit_tiny_patch16_224 (192) → MLP 2240-2240-classes, GELU"),
         *[ModelSpec(f"vgg{d}", f"VGG{d}", partial(_torchvision, f"vgg{d}", "classifier.6"), tv,
                     cam_layer="features") for d in (11, 13, 16, 19)],
@@ -204,7 +204,7 @@ def _register_all() -> None:
                     cam_layer="features") for d in (121, 169)],
         ModelSpec("inception_v3", "InceptionV3", partial(_torchvision, "inception_v3", "fc", aux=True), tv,
                   min_img_size=75, cam_layer="Mixed_7c"),
-        ModelSpec("xception", "Xception", partial(_timm, "legacy_xception", sized=False), tm, cam_layer="conv4"),
+        ModelSpec("xception", "Xception", partial(_timm, "legacy_xception", sized=False), tm, cam_layer="act4"),
         ModelSpec("alexnet", "AlexNet", partial(_torchvision, "alexnet", "classifier.6"), tv,
                   min_img_size=63, cam_layer="features"),
         ModelSpec("googlenet", "GoogLeNet", partial(_torchvision, "googlenet", "fc", aux=True), tv,
@@ -225,7 +225,7 @@ def _register_all() -> None:
         # Fusion ablations (Sec. 5.2): DeiT with its distillation token fused instead.
         ModelSpec("cvm_cervix_distilled", "CVM-Cervix (DeiT distilled)",
                   partial(_fusion, "deit_tiny_distilled_patch16_224"), "cvm_cervix", mlp_head=True,
-                  cam_layer="cnn.conv4", note="ablation: deit_tiny_distilled_patch16_224 in the VT branch"),
+                  cam_layer="cnn.act4", note="ablation: deit_tiny_distilled_patch16_224 in the VT branch"),
     ]
     for spec in specs:
         register_model(spec)

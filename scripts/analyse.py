@@ -1,0 +1,17 @@
+"""t-SNE of one run's test features and its Grad-CAM gallery of misclassified images."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
+from cvm_cervix._snakemake import run_script
+from cvm_cervix.analysis import analyse_run
+
+
+def main(sm):
+    a = sm.params.analysis
+    analyse_run(Path(sm.input.weights).parent, Path(sm.input.manifest).parent, Path(sm.output.tsne).parent,
+                perplexity=a["perplexity"], pairs=a["gallery_pairs"], per_pair=a["gallery_per_pair"],
+                device=sm.params.device, threads=sm.threads)
+
+
+run_script(snakemake, main)

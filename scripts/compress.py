@@ -1,0 +1,16 @@
+"""Export one compressed variant of a run and evaluate it on the test split."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
+from cvm_cervix._snakemake import run_script
+from cvm_cervix.compress import compress_run
+
+
+def main(sm):
+    compress_run(Path(sm.input.weights).parent, Path(sm.input.manifest).parent, sm.wildcards.precision,
+                 Path(sm.output.metrics).parent, device=sm.params.device, batch_size=sm.params.batch_size,
+                 threads=sm.threads)
+
+
+run_script(snakemake, main)

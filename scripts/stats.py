@@ -1,0 +1,17 @@
+"""Bootstrap intervals, McNemar's test against the reference model and the clinical view."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
+from cvm_cervix._io import write_json
+from cvm_cervix._snakemake import run_script
+from cvm_cervix.analysis import experiment_stats
+
+
+def main(sm):
+    a = sm.params.analysis
+    stats = experiment_stats(sm.params.runs, a["reference"], a["abnormal_classes"], a["bootstrap"])
+    write_json(sm.output.stats, stats)
+
+
+run_script(snakemake, main)

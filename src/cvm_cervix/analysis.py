@@ -1,0 +1,209 @@
+"""Analysis beyond the metrics: statistics (bootstrap, McNemar, clinical view), t-SNE, Grad-CAM."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from scipy.stats import binomtest
+from sklearn.metrics import f1_score
+
+from ._io import atomic_path, read_json, write_csv, write_json
+from .data import load_cache, read_manifest
+from .engine import normalize, predict, resolve_device, to_device_images
+from .errors import CvmError
+from .models import get_model_spec
+from .train import load_trained, split_arrays
+
+log = logging.getLogger(__name__)
+
+# --- statistics -------------------------------------------------------------------------------------
+
+
+def bootstrap_ci(labels, preds, classes, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """Percentile bootstrap intervals for accuracy and macro F1 over resampled test images."""
+    labels, preds = np.asarray(labels), np.asarray(preds)
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    accs, f1s = np.empty(n_boot), np.empty(n_boot)
+    for b in range(n_boot):
+        idx = rng.integers(0, n, n)
+        accs[b] = np.mean(labels[idx] == preds[idx])
+        f1s[b] = f1_score(labels[idx], preds[idx], labels=classes, average="macro", zero_division=0)
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    return {
+        "level": level, "n_boot": n_boot, "seed": seed,
+        "accuracy": [float(np.percentile(accs, lo)), float(np.percentile(accs, hi))],
+        "f1_macro": [float(np.percentile(f1s, lo)), float(np.percentile(f1s, hi))],
+    }
+
+
+def mcnemar_exact(correct_a, correct_b) -> dict:
+    """McNemar's exact test on paired correctness: ``b`` = only A right, ``c`` = only B right.
+
+    The p-value is the two-sided binomial test of ``min(b, c)`` in ``b + c`` trials at 1/2.
+    """
+    a, b_ = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != b_.shape:
+        raise ValueError("McNemar needs predictions on the same images")
+    b, c = int(np.sum(a & ~b_)), int(np.sum(~a & b_))
+    p = 1.0 if b + c == 0 else float(binomtest(min(b, c), b + c, 0.5).pvalue)
+    return {"only_a": b, "only_b": c, "p_value": min(1.0, p)}
+
+
+def clinical_view(labels, preds, abnormal: list[str]) -> dict | None:
+    """Sensitivity and specificity of abnormal (any abnormal class) versus normal; None if undefined."""
+    labels, preds = np.asarray(labels), np.asarray(preds)
+    true_abn, pred_abn = np.isin(labels, abnormal), np.isin(preds, abnormal)
+    if true_abn.all() or (~true_abn).all():
+        return None
+    tp, fn = int(np.sum(true_abn & pred_abn)), int(np.sum(true_abn & ~pred_abn))
+    tn, fp = int(np.sum(~true_abn & ~pred_abn)), int(np.sum(~true_abn & pred_abn))
+    return {"sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp), "tp": tp, "fn": fn, "tn": tn, "fp": fp,
+            "abnormal_classes": [c for c in abnormal if c in set(labels)]}
+
+
+def experiment_stats(runs: list[dict], reference: str | None, abnormal: list[str], n_boot: int = 1000) -> dict:
+    """Statistics of one experiment's runs from their test predictions.
+
+    ``runs``: dicts with ``model``, ``augment``, ``seed`` and ``predictions`` (path of
+    predictions_test.csv); the reference model's runs may be among them. McNemar compares every
+    run with the reference run of the same augment and seed on the same test images.
+    """
+    frames = {(r["model"], r["augment"], r["seed"]): pd.read_csv(r["predictions"]) for r in runs}
+    out = []
+    for (model, augment, seed), frame in frames.items():
+        classes = sorted(set(frame["label"]) | set(frame["pred"]))
+        entry = {"model": model, "augment": augment, "seed": seed,
+                 "bootstrap": bootstrap_ci(frame["label"], frame["pred"], classes, n_boot, seed=seed),
+                 "clinical": clinical_view(frame["label"], frame["pred"], abnormal), "mcnemar": None}
+        ref = frames.get((reference, augment, seed))
+        if ref is not None and model != reference:
+            if not ref["path"].equals(frame["path"]):
+                raise CvmError(f"runs of {model} and {reference} were tested on different images; re-run prepare")
+            entry["mcnemar"] = {"reference": reference, **mcnemar_exact(ref["label"] == ref["pred"],
+                                                                        frame["label"] == frame["pred"])}
+        out.append(entry)
+    return {"reference": reference, "abnormal_classes": abnormal, "runs": out}
+
+
+# --- features and t-SNE -----------------------------------------------------------------------------
+
+
+def tsne_3d(features: np.ndarray, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:
+    """3-D t-SNE with openTSNE's Barnes-Hut gradients (its FFT method is 2-D only)."""
+    from openTSNE import TSNE
+
+    perplexity = float(min(perplexity, max(2.0, (len(features) - 1) / 3)))
+    return np.asarray(TSNE(n_components=3, perplexity=perplexity, negative_gradient_method="bh",
+                           random_state=seed, n_jobs=1, verbose=False).fit(features.astype(np.float64)))
+
+
+# --- Grad-CAM ---------------------------------------------------------------------------------------
+
+
+def grad_cam(model, images: torch.Tensor, targets: list[int], layer: str, return_resolution: bool = False):
+    """Grad-CAM maps (N×H×W in [0, 1]) of ``layer`` (a module path inside ``model.backbone``).
+
+    Maps are scaled by their maximum (not min-max: a flat map stays flat instead of turning
+    rounding noise into structure). With ``return_resolution`` also returns the layer's map size.
+    """
+    module = model.backbone.get_submodule(layer)
+    store = {}
+    hook = module.register_forward_hook(lambda m, i, o: store.__setitem__("act", o))
+    try:
+        model.eval()
+        with torch.enable_grad():
+            x = normalize(images).requires_grad_(True)
+            logits = model(x)
+            act = store["act"]
+            score = logits[torch.arange(len(targets)), torch.as_tensor(targets)].sum()
+            grads = torch.autograd.grad(score, act)[0]
+    finally:
+        hook.remove()
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * act).sum(1, keepdim=True))
+    resolution = tuple(cam.shape[-2:])
+    cam = torch.nn.functional.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    cam = (cam / cam.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)).clamp(0, 1).detach().cpu().numpy()
+    return (cam, resolution) if return_resolution else cam
+
+
+_HEAT = np.array([[0, 0, 0.5], [0, 0.4, 1], [0, 0.9, 0.6], [1, 0.9, 0], [1, 0.2, 0]])  # blue → red
+
+
+def overlay(image_chw: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """The image with its Grad-CAM map blended in (H×W×3 uint8)."""
+    pos = cam * (len(_HEAT) - 1)
+    lo = np.floor(pos).astype(int).clip(0, len(_HEAT) - 2)
+    frac = (pos - lo)[..., None]
+    heat = (1 - frac) * _HEAT[lo] + frac * _HEAT[lo + 1]
+    image = image_chw.transpose(1, 2, 0).astype(np.float32) / 255
+    return ((1 - alpha) * image + alpha * heat).clip(0, 1).__mul__(255).astype(np.uint8)
+
+
+def top_confusions(confusion, classes: list[str], k: int) -> list[tuple[str, str, int]]:
+    cm = np.asarray(confusion)
+    pairs = [(classes[i], classes[j], int(cm[i, j])) for i in range(len(cm)) for j in range(len(cm)) if i != j and cm[i, j]]
+    return sorted(pairs, key=lambda p: (-p[2], p[0], p[1]))[:k]
+
+
+def analyse_run(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                perplexity: float = 30.0, pairs: int = 5, per_pair: int = 3, device: str = "auto",
+                threads: int | None = None, display_size: int = 160) -> dict:
+    """Test-split features, their 3-D t-SNE and a Grad-CAM gallery of the most frequent confusions.
+
+    Writes ``features_test.npy``, ``tsne.csv`` (x, y, z, path, label, pred) and ``gallery.json``
+    with PNGs under ``gallery/``.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    run_dir, dataset_dir = Path(run_dir), Path(dataset_dir)
+    out_dir = Path(out_dir or run_dir / "analysis")
+    dev = resolve_device(device)
+    model, info = load_trained(run_dir, dev)
+    classes = info["classes"]
+    manifest = read_manifest(dataset_dir / "manifest.csv")
+    cache = load_cache(dataset_dir / f"cache_{info['img_size']}.npy", len(manifest))
+    x, y, rows = split_arrays(manifest, cache, "test")
+    images = to_device_images(x, dev)
+    out = predict(model, images, 64, dev, features=True)
+    feats, preds = out["features"], out["probs"].argmax(1)
+    with atomic_path(out_dir / "features_test.npy") as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, feats)
+    emb = tsne_3d(feats, perplexity, seed=info["seed"])
+    tsne = pd.DataFrame({"x": emb[:, 0], "y": emb[:, 1], "z": emb[:, 2], "path": rows["path"],
+                         "label": [classes[i] for i in y], "pred": [classes[i] for i in preds]})
+    write_csv(out_dir / "tsne.csv", tsne)
+
+    layer = get_model_spec(info["model"]).cam_layer
+    gallery_dir = out_dir / "gallery"
+    gallery_dir.mkdir(parents=True, exist_ok=True)
+    metrics = read_json(run_dir / "metrics.json")
+    entries, resolution = [], None
+    for true_cls, pred_cls, count in top_confusions(metrics["test"]["confusion"], classes, pairs):
+        idx = np.flatnonzero((y == classes.index(true_cls)) & (preds == classes.index(pred_cls)))[:per_pair]
+        cams = [None] * len(idx)
+        if layer and len(idx):
+            cams, resolution = grad_cam(model, images[idx].to(dev), [classes.index(pred_cls)] * len(idx), layer,
+                                        return_resolution=True)
+        for i, cam in zip(idx, cams):
+            name = f"{true_cls}_as_{pred_cls}_{i}.png".replace("/", "-").replace(" ", "_")
+            original = x[i]
+            panels = [original.transpose(1, 2, 0)] + ([overlay(original, cam)] if cam is not None else [])
+            strip = np.concatenate(panels, axis=1)
+            with atomic_path(gallery_dir / name) as tmp:
+                Image.fromarray(strip).resize((display_size * len(panels), display_size), Image.NEAREST).save(tmp, format="PNG")
+            entries.append({"file": f"gallery/{name}", "path": rows["path"][i], "true": true_cls, "pred": pred_cls,
+                            "pair_count": count, "grad_cam_layer": layer})
+    gallery = {"model": info["model"], "layer": layer, "cam_resolution": list(resolution) if resolution else None,
+               "pairs": [list(p) for p in top_confusions(
+        metrics["test"]["confusion"], classes, pairs)], "images": entries}
+    write_json(out_dir / "gallery.json", gallery)
+    return gallery

@@ -1,0 +1,118 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cvm_cervix.analysis import (
+    analyse_run, bootstrap_ci, clinical_view, experiment_stats, grad_cam, mcnemar_exact, top_confusions, tsne_3d,
+)
+from cvm_cervix.models import create_model
+
+
+def test_mcnemar_exact_against_the_binomial_table():
+    # 1 image only A gets right, 6 only B: p = 2 * P(X <= 1 | n=7, 1/2) = 2 * 8 / 128
+    a = np.array([1, 0, 0, 0, 0, 0, 0, 1, 1], bool)
+    b = np.array([0, 1, 1, 1, 1, 1, 1, 1, 1], bool)
+    result = mcnemar_exact(a, b)
+    assert (result["only_a"], result["only_b"]) == (1, 6)
+    assert result["p_value"] == pytest.approx(0.125)
+    assert mcnemar_exact(a, a)["p_value"] == 1.0
+    assert mcnemar_exact([1] * 10 + [0] * 0, [0] * 10)["p_value"] == pytest.approx(2 / 1024)
+
+
+def test_bootstrap_is_seeded_and_brackets_the_estimate():
+    labels = np.array(["a", "b"] * 50)
+    preds = labels.copy()
+    preds[:30] = np.where(labels[:30] == "a", "b", "a")  # 70% right
+    ci = bootstrap_ci(labels, preds, ["a", "b"], n_boot=500, seed=7)
+    assert ci == bootstrap_ci(labels, preds, ["a", "b"], n_boot=500, seed=7)
+    assert ci != bootstrap_ci(labels, preds, ["a", "b"], n_boot=500, seed=8)
+    lo, hi = ci["accuracy"]
+    assert 0.58 < lo < 0.7 < hi < 0.8  # binomial sd at n=100: 4.6 points
+    assert ci["f1_macro"][0] < 0.7 < ci["f1_macro"][1]
+    perfect = bootstrap_ci(labels, labels, ["a", "b"], n_boot=200)
+    assert perfect["accuracy"] == [1.0, 1.0] and perfect["f1_macro"] == [1.0, 1.0]
+
+
+def test_clinical_view_counts_abnormal_as_positive():
+    labels = ["HSIL", "HSIL", "SCC", "NILM", "NILM", "LSIL"]
+    preds = ["SCC", "NILM", "SCC", "NILM", "HSIL", "LSIL"]  # HSIL→SCC still caught as abnormal
+    view = clinical_view(labels, preds, ["HSIL", "SCC", "ASC-H"])
+    assert (view["tp"], view["fn"], view["tn"], view["fp"]) == (2, 1, 2, 1)
+    assert view["sensitivity"] == pytest.approx(2 / 3) and view["specificity"] == pytest.approx(2 / 3)
+    assert clinical_view(["a", "b"], ["a", "b"], ["HSIL"]) is None  # no abnormal class present
+
+
+def test_experiment_stats_compares_with_the_reference(tmp_path):
+    paths = [f"img{i}.png" for i in range(8)]
+    truth = ["HSIL", "NILM"] * 4
+    def write(name, preds):
+        pd.DataFrame({"path": paths, "label": truth, "pred": preds}).to_csv(tmp_path / name, index=False)
+        return str(tmp_path / name)
+    runs = [
+        {"model": "cvm_cervix", "augment": "none", "seed": 0, "predictions": write("ref.csv", truth)},
+        {"model": "resnet18", "augment": "none", "seed": 0, "predictions": write("r18.csv", ["NILM"] * 8)},
+    ]
+    stats = experiment_stats(runs, "cvm_cervix", ["HSIL"], n_boot=100)
+    by_model = {r["model"]: r for r in stats["runs"]}
+    assert by_model["cvm_cervix"]["mcnemar"] is None
+    assert by_model["resnet18"]["mcnemar"]["only_a"] == 4 and by_model["resnet18"]["mcnemar"]["only_b"] == 0
+    assert by_model["resnet18"]["clinical"]["sensitivity"] == 0.0
+
+
+def test_top_confusions_are_ordered_by_count():
+    cm = [[5, 2, 0], [7, 3, 1], [0, 2, 9]]
+    assert top_confusions(cm, ["a", "b", "c"], 2) == [("b", "a", 7), ("a", "b", 2)]
+
+
+def test_tsne_3d_shape_and_determinism():
+    feats = np.random.default_rng(0).normal(size=(40, 16))
+    a, b = tsne_3d(feats, perplexity=10, seed=1), tsne_3d(feats, perplexity=10, seed=1)
+    assert a.shape == (40, 3) and np.allclose(a, b)
+
+
+def test_grad_cam_maps_the_cnn_branch():
+    torch.manual_seed(0)
+    model = create_model("resnet18", 3, img_size=64)
+    images = torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8)
+    cams = grad_cam(model, images, [0, 2], "layer4")
+    assert cams.shape == (2, 64, 64) and cams.min() >= 0 and cams.max() <= 1 + 1e-6
+    fusion = create_model("cvm_cervix", 3, img_size=64)
+    assert grad_cam(fusion, images, [1, 1], "cnn.act4").shape == (2, 64, 64)
+    _, resolution = grad_cam(model, images, [0, 2], "layer4", return_resolution=True)
+    assert resolution == (2, 2)
+
+
+def test_grad_cam_of_a_one_pixel_map_stays_flat():
+    torch.manual_seed(0)
+    model = create_model("cvm_cervix", 3, img_size=32)  # Xception's last map is 1×1 at 32 px
+    images = torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)
+    cams, resolution = grad_cam(model, images, [0, 1], "cnn.act4", return_resolution=True)
+    assert resolution == (1, 1)
+    assert np.ptp(cams, axis=(1, 2)).max() < 1e-5  # no rounding noise blown up into structure
+
+
+@pytest.fixture(scope="module")
+def cvm_run(tiny_dataset, tmp_path_factory):
+    from cvm_cervix.evaluate import evaluate_run
+    from cvm_cervix.train import train_run
+
+    out = tmp_path_factory.mktemp("cvm")
+    train_run("cvm_cervix", tiny_dataset, out, img_size=32, epochs=1, batch_size=16, threads=2, progress=False)
+    evaluate_run(out, tiny_dataset, threads=2)
+    return out
+
+
+def test_analyse_run_writes_tsne_features_and_gallery(cvm_run, tiny_dataset):
+    gallery = analyse_run(cvm_run, tiny_dataset, perplexity=5, pairs=2, per_pair=2, threads=2)
+    tsne = pd.read_csv(cvm_run / "analysis" / "tsne.csv")
+    assert list(tsne.columns) == ["x", "y", "z", "path", "label", "pred"] and len(tsne) == 11
+    assert np.load(cvm_run / "analysis" / "features_test.npy").shape == (11, 2240)
+    metrics = json.loads((cvm_run / "metrics.json").read_text())
+    assert gallery["pairs"] == [list(p) for p in top_confusions(metrics["test"]["confusion"], metrics["classes"], 2)]
+    assert gallery["layer"] == "cnn.act4"
+    for img in gallery["images"]:
+        assert (cvm_run / "analysis" / img["file"]).is_file() and img["true"] != img["pred"]
+        assert (img["true"], img["pred"]) in {(p[0], p[1]) for p in gallery["pairs"]}

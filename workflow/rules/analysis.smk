@@ -1,0 +1,38 @@
+rule analyse:
+    input:
+        weights=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/weights.safetensors",
+        metrics=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/metrics.json",
+        manifest=f"{RESULTS}/data/{{dataset}}/manifest.csv",
+        cache=f"{RESULTS}/data/{{dataset}}/cache_{IMG}.npy",
+    output:
+        features=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/analysis/features_test.npy",
+        tsne=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/analysis/tsne.csv",
+        gallery=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/analysis/gallery.json",
+    params:
+        analysis=as_dict(config["analysis"]),
+        device=TRAIN["device"],
+    threads: 4
+    resources:
+        gpu=GPU,
+    log:
+        "logs/analyse/{dataset}/{model}_{augment}_seed{seed}.log",
+    conda:
+        "../../envs/cvm_cervix.yaml"
+    script:
+        "../../scripts/analyse.py"
+
+
+rule stats:
+    input:
+        stats_inputs,
+    output:
+        stats=f"{RESULTS}/stats/{{experiment}}.json",
+    params:
+        runs=stats_params,
+        analysis=as_dict(config["analysis"]),
+    log:
+        "logs/stats/{experiment}.log",
+    conda:
+        "../../envs/cvm_cervix.yaml"
+    script:
+        "../../scripts/stats.py"
