@@ -45,6 +45,8 @@ def test_runs_expand_models_augments_and_seeds(tmp_path):
     (lambda c: c["experiments"]["main"].update(models=["resnet9"]), "experiments.main.models", "unknown model 'resnet9'"),
     (lambda c: c["experiments"]["main"].update(dataset="nope"), "experiments.main.dataset", "not defined"),
     (lambda c: c["experiments"]["main"].update(augment=["rot90"]), "experiments.main.augment.0", "is not one of"),
+    (lambda c: (c.setdefault("train", {}).update(img_size=64), c["experiments"]["main"]["models"].append("inception_v3")),
+     "train.img_size", "64 is too small for model 'inception_v3' (experiment 'main') which needs at least 75"),
 ])
 def test_bad_config_names_the_key(tmp_path, mutate, key, words):
     cfg = minimal(tmp_path)

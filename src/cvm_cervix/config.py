@@ -94,9 +94,10 @@ def _why(err: jsonschema.ValidationError) -> str:
 
 def check_config(config: dict, source: str = "the config") -> None:
     """Checks a schema cannot express: references between keys, model names, dataset roots."""
-    from .models import model_names
+    from .models import get_model_spec, model_names
 
     datasets = config["datasets"]
+    img_size = config.get("train", {}).get("img_size", 224)
     known = set(model_names())
     used = set()
     for name, exp in config["experiments"].items():
@@ -110,6 +111,12 @@ def check_config(config: dict, source: str = "the config") -> None:
                 raise CvmError(
                     f"config key 'experiments.{name}.models' in {source}: unknown model {model!r}; "
                     "`cvm-cervix models` lists the registered names"
+                )
+            minimum = get_model_spec(model).min_img_size
+            if img_size < minimum:
+                raise CvmError(
+                    f"config key 'train.img_size' in {source}: {img_size} is too small for model {model!r} "
+                    f"(experiment {name!r}) which needs at least {minimum}; raise img_size or drop the model"
                 )
         used.add(exp["dataset"])
     for model in config.get("train", {}).get("weights", {}):

@@ -136,7 +136,8 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
         "train_images": int(n), "val_images": int(len(x_val)),
         "best_epoch": best_state["epoch"], "best_val_acc": best[0],
         "params": int(sum(p.numel() for p in model.parameters())),
-        "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
+        "device": str(dev), "device_name": (torch.cuda.get_device_name(dev) if dev.type == "cuda"
+                        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"),
         "amp": use_amp, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "total_seconds": total, "seconds_per_epoch": total / epochs,
         **(extra or {}),
