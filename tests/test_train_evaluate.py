@@ -52,10 +52,12 @@ def test_flip4x_quadruples_the_training_set(tiny_dataset, tmp_path):
 
 
 def test_training_is_reproducible_for_a_seed(tiny_dataset, tmp_path):
-    runs = [train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / str(i), img_size=32, epochs=1, batch_size=8,
-                      seed=3, threads=1, progress=False) for i in range(2)]
-    a, b = (load_file(tmp_path / str(i) / "weights.safetensors") for i in range(2))
+    infos = [train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / str(i), img_size=32, epochs=1, batch_size=8,
+                       seed=seed, threads=1, progress=False) for i, seed in enumerate((3, 3, 4))]
+    a, b, c = (load_file(tmp_path / str(i) / "weights.safetensors") for i in range(3))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # another seed, other weights
+    assert infos[0]["seed"] == 3 and infos[2]["seed"] == 4
 
 
 def test_evaluation_outputs_and_metrics(trained, tiny_dataset):

@@ -176,26 +176,6 @@ def all_runs(config: dict) -> list[Run]:
     return sorted({run for name in config["experiments"] for run in experiment_runs(config, name)})
 
 
-def load_config_file(path: str | os.PathLike) -> dict:
-    try:
-        return yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise CvmError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as err:
-        raise CvmError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
-
-
-def deep_merge(base: dict, overlay: dict) -> dict:
-    """``overlay`` on ``base`` the way Snakemake merges --configfile and --config (dicts recurse)."""
-    out = copy.deepcopy(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def as_dict(value: Any) -> Any:
     """Snakemake hands the config as nested dict subclasses; plain dicts dump cleanly to YAML/JSON."""
     if isinstance(value, dict):

@@ -43,8 +43,7 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: dict
 def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, *, img_size: int,
               epochs: int, batch_size: int = 16, lr: float = 2e-4, weight_decay: float = 0.01, seed: int = 0,
               augment: str = "none", device: str = "auto", amp: bool = True, pretrained: bool = False,
-              weights: str | None = None, threads: int | None = None, progress: bool = True,
-              extra: dict | None = None) -> dict:
+              weights: str | None = None, threads: int | None = None, progress: bool = True) -> dict:
     """Train ``model_name`` on the cached dataset in ``dataset_dir``; write the run into ``out_dir``.
 
     Writes ``weights.safetensors`` (the best validation epoch), ``history.csv`` and ``train.json``;
@@ -140,7 +139,6 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
                         else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"),
         "amp": use_amp, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "total_seconds": total, "seconds_per_epoch": total / epochs,
-        **(extra or {}),
     }
     save_weights(model, out_dir / "weights.safetensors", {"model": model_name, "num_classes": len(classes),
                                                           "img_size": img_size})
