@@ -100,3 +100,40 @@ def test_load_trained_rejects_a_non_run_folder(tmp_path):
 
     with pytest.raises(CvmError, match="not a training run folder"):
         load_trained(tmp_path)
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(tiny_dataset, tmp_path, monkeypatch):
+    import cvm_cervix.train as train_module
+
+    kwargs = dict(img_size=32, epochs=3, batch_size=8, lr=1e-3, seed=5, threads=1, progress=False)
+    straight = train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / "straight", **kwargs)
+    assert not (tmp_path / "straight" / "checkpoint.pt").exists()  # removed on completion
+
+    real_predict, calls = train_module.predict, []
+
+    def crash_in_epoch_3(*args, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("time limit")
+        return real_predict(*args, **kw)
+
+    monkeypatch.setattr(train_module, "predict", crash_in_epoch_3)
+    with pytest.raises(RuntimeError, match="time limit"):
+        train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / "resumed", **kwargs)
+    assert (tmp_path / "resumed" / "checkpoint.pt").is_file()
+    assert not (tmp_path / "resumed" / "weights.safetensors").exists()
+    monkeypatch.setattr(train_module, "predict", real_predict)
+
+    resumed = train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / "resumed", **kwargs)
+    a = load_file(tmp_path / "straight" / "weights.safetensors")
+    b = load_file(tmp_path / "resumed" / "weights.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "straight" / "history.csv").drop(columns=["seconds", "train_seconds"]),
+                                  pd.read_csv(tmp_path / "resumed" / "history.csv").drop(columns=["seconds", "train_seconds"]))
+    assert resumed["best_epoch"] == straight["best_epoch"]
+
+
+def test_a_checkpoint_of_other_settings_is_ignored(tiny_dataset, tmp_path):
+    torch.save({"settings": {"model": "other"}, "epoch": 1}, tmp_path / "checkpoint.pt")
+    info = train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path, img_size=32, epochs=1, threads=1, progress=False)
+    assert info["epochs"] == 1 and not (tmp_path / "checkpoint.pt").exists()

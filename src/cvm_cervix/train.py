@@ -21,6 +21,7 @@ from .engine import autocast, normalize, predict, resolve_device, seed_everythin
 from .models import create_model
 
 log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"  # written after every epoch, removed when the run completes
 
 
 def expand_flip4x(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,7 +48,8 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
     """Train ``model_name`` on the cached dataset in ``dataset_dir``; write the run into ``out_dir``.
 
     Writes ``weights.safetensors`` (the best validation epoch), ``history.csv`` and ``train.json``;
-    returns the content of ``train.json``.
+    returns the content of ``train.json``. A ``checkpoint.pt`` left in ``out_dir`` by an interrupted
+    run with the same settings is resumed from (bit-identical on the CPU).
     """
     if threads:
         torch.set_num_threads(threads)
@@ -80,8 +82,29 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
 
     history, best, best_state = [], (-1.0, float("inf")), None
     n = len(x_train)
-    start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    checkpoint = out_dir / CHECKPOINT
+    settings = {"model": model_name, "classes": classes, "img_size": img_size, "batch_size": batch_size, "lr": lr,
+                "weight_decay": weight_decay, "seed": seed, "augment": augment, "pretrained": pretrained,
+                "weights": str(weights or ""), "train_images": int(n), "device": dev.type}
+    first_epoch, elapsed = 1, 0.0
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if state["settings"] == settings and state["epoch"] < epochs:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            if dev.type == "cuda" and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"], dev)
+            history, best = state["history"], tuple(state["best"])
+            best_state = {"epoch": state["best_epoch"], "state": {k: v.to(dev) for k, v in state["best_state"].items()}}
+            first_epoch, elapsed = state["epoch"] + 1, state["elapsed"]
+            log.info("resuming from %s after epoch %d", checkpoint, state["epoch"])
+        else:
+            log.warning("ignoring %s: it was written with other settings or is already complete", checkpoint)
+    start = time.perf_counter() - elapsed
+    for epoch in range(first_epoch, epochs + 1):
         t0 = time.perf_counter()
         model.train()
         order = torch.randperm(n, generator=generator).to(dev)
@@ -124,6 +147,15 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
         if (val_acc, -val_loss) > (best[0], -best[1]):
             best = (val_acc, val_loss)
             best_state = {"epoch": epoch, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        if epoch < epochs:
+            _save_checkpoint(checkpoint, {
+                "settings": settings, "epoch": epoch, "elapsed": time.perf_counter() - start,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+                "history": history, "best": list(best), "best_epoch": best_state["epoch"],
+                "best_state": best_state["state"],
+            })
     total = time.perf_counter() - start
 
     model.load_state_dict(best_state["state"])
@@ -144,7 +176,14 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
                                                           "img_size": img_size})
     write_csv(out_dir / "history.csv", pd.DataFrame(history))
     write_json(out_dir / "train.json", info)
+    checkpoint.unlink(missing_ok=True)
     return info
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """Everything needed to continue after an interruption (a cluster time limit, a crash)."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_trained(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
