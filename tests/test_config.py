@@ -66,6 +66,8 @@ def test_missing_dataset_root_is_reported(tmp_path):
     cfg["datasets"]["real"]["root"] = ""
     with pytest.raises(CvmError, match=r"datasets\.real\.root.*not set"):
         validate_config(cfg)
+    with pytest.warns(UserWarning, match=r"datasets\.real\.root.*not set.*planning anyway"):
+        validate_config(cfg, require_roots=False)
 
 
 def test_combined_parts_must_exist_and_are_used(tmp_path):

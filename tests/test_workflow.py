@@ -174,6 +174,21 @@ def test_paper_config_plans_one_training_job_per_model(tmp_path):
     assert counts["stats"] == len(cfg["experiments"]) == 6
 
 
+def test_paper_config_plans_without_roots_and_stops_before_training(tmp_path):
+    cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())  # roots left empty, as shipped
+    path = write_config(tmp_path, cfg)
+    proc = snakemake(tmp_path, "--configfile", str(path), "-n", "--quiet", "rules")
+    out = proc.stdout + proc.stderr
+    assert "warning: config key 'datasets.sipakmed.root'" in out and "not set" in out
+    assert job_counts(out)["train"] == 27
+    cfg["datasets"] = {"cric": {"kind": "cric", "root": ""}}
+    cfg["experiments"] = {"e": {"dataset": "cric", "models": ["resnet18"]}}
+    proc = snakemake(tmp_path, "--configfile", str(write_config(tmp_path, cfg)), check=False)
+    assert proc.returncode != 0
+    assert "error: config key 'datasets.cric.root' is not set" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results" / "runs").exists()
+
+
 def test_lint_is_clean():
     proc = subprocess.run([SNAKEMAKE, "--lint", "-s", str(REPO / "Snakefile")], cwd=REPO,
                           capture_output=True, text=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -53,10 +54,13 @@ def load_schema(path: str | os.PathLike = SCHEMA) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
 
-def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA, source: str = "the config") -> dict:
+def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA, source: str = "the config",
+                    require_roots: bool = True) -> dict:
     """Fill defaults into ``config`` in place and check it against the schema and itself.
 
-    Raises :class:`CvmError` naming the first bad key. Returns ``config``.
+    Raises :class:`CvmError` naming the first bad key. With ``require_roots=False`` a missing
+    dataset root is only warned about, so a plan can be made before the data is there.
+    Returns ``config``.
     """
     schema = load_schema(schema_path)
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
@@ -64,7 +68,7 @@ def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA, sourc
     if errors:
         err = jsonschema.exceptions.best_match(errors)
         raise CvmError(f"config key '{_key(err)}' in {source}: {_why(err)}")
-    check_config(config, source)
+    check_config(config, source, require_roots)
     return config
 
 
@@ -92,7 +96,7 @@ def _why(err: jsonschema.ValidationError) -> str:
     return err.message
 
 
-def check_config(config: dict, source: str = "the config") -> None:
+def check_config(config: dict, source: str = "the config", require_roots: bool = True) -> None:
     """Checks a schema cannot express: references between keys, model names, dataset roots."""
     from .models import get_model_spec, model_names
 
@@ -134,17 +138,17 @@ def check_config(config: dict, source: str = "the config") -> None:
             if not spec.get("parts"):
                 raise CvmError(f"config key 'datasets.{name}.parts' in {source}: a combined dataset needs its parts")
         elif spec["kind"] != "synthetic":
-            root = spec.get("root")
+            root, problem = spec.get("root"), None
             if not root:
-                raise CvmError(
-                    f"config key 'datasets.{name}.root' in {source}: not set; give the folder the "
-                    f"{spec['kind']} dataset was unpacked into"
-                )
-            if not Path(root).is_dir():
-                raise CvmError(
-                    f"config key 'datasets.{name}.root' in {source}: folder {root!r} does not exist; "
-                    "point it at the unpacked dataset"
-                )
+                problem = (f"config key 'datasets.{name}.root' in {source}: not set; give the folder the "
+                           f"{spec['kind']} dataset was unpacked into")
+            elif not Path(root).is_dir():
+                problem = (f"config key 'datasets.{name}.root' in {source}: folder {root!r} does not exist; "
+                           "point it at the unpacked dataset")
+            if problem and require_roots:
+                raise CvmError(problem)
+            if problem:
+                warnings.warn(f"{problem} (planning anyway; its prepare job will stop)", stacklevel=2)
 
 
 def _with_parts(datasets: dict, names: Iterable[str]) -> set[str]:

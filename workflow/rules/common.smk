@@ -9,14 +9,23 @@ from snakemake.exceptions import WorkflowError
 from cvm_cervix.config import Run, all_runs, as_dict, experiment_runs, used_datasets, validate_config
 from cvm_cervix.errors import CvmError
 
+import warnings
+
 try:
-    validate_config(
-        config,
-        workflow.source_path("../schemas/config.schema.yaml"),
-        source=", ".join(map(str, workflow.configfiles)) or "the config",
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        validate_config(
+            config,
+            workflow.source_path("../schemas/config.schema.yaml"),
+            source=", ".join(map(str, workflow.configfiles)) or "the config",
+            # Snakemake parses before it knows about -n: missing roots warn here, so a dry run can
+            # plan before the data is there, and stop the prepare job (the first to need them).
+            require_roots=False,
+        )
 except CvmError as err:
     raise WorkflowError(f"error: {err}") from None
+for warning in caught:
+    print(f"warning: {warning.message}", file=sys.stderr)
 
 RESULTS = config["results"]
 TRAIN = config["train"]

@@ -32,7 +32,11 @@ def prepare_dataset(name: str, spec: dict, out_dir: str | os.PathLike, root: str
         frame, classes = combine_frames(frames)
         skipped = []
     else:
-        listing = list_dataset(spec["kind"], root or spec.get("root"), spec, out_dir)
+        root = root or spec.get("root")
+        if not root:
+            raise CvmError(f"config key 'datasets.{name}.root' is not set; give the folder the {spec['kind']} "
+                           "dataset was unpacked into")
+        listing = list_dataset(spec["kind"], root, spec, out_dir)
         frame, classes, skipped = records_frame(listing, name, threads), listing.classes, listing.skipped
     frame = assign_splits(frame, spec.get("split_fractions", (0.6, 0.2, 0.2)), spec.get("split_seed", 0),
                           spec.get("split", "stratified"), dataset=name)
