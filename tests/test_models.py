@@ -91,3 +91,13 @@ def test_weights_of_another_model_are_refused(tmp_path):
         create_model("resnet34", 3, img_size=32, weights=tmp_path / "r18.pt")
     with pytest.raises(CvmError, match="not found"):
         create_model("resnet18", 3, weights=tmp_path / "absent.pt")
+
+
+def test_models_command_prints_one_name_per_line(capsys):
+    from cvm_cervix.cli import main as cli
+
+    assert cli(["models"]) == 0
+    assert capsys.readouterr().out.splitlines() == model_names()
+    assert cli(["models", "-v"]) == 0
+    verbose = capsys.readouterr().out.splitlines()
+    assert verbose[0].startswith("cvm_cervix\tCVM-Cervix\t") and "min 75px" in next(l for l in verbose if l.startswith("inception_v3"))
