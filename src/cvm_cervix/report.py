@@ -146,6 +146,17 @@ def compression_rows(run_path: Path, precisions: list[str]) -> list[dict]:
     return rows
 
 
+def paper_confusions(metrics: dict) -> list[dict]:
+    """The paper's most frequent test confusions (Fig. 6) beside this run's counts of the same pairs."""
+    classes, cm = metrics["classes"], metrics["test"]["confusion"]
+    rows = []
+    for item in paper_results().get("confusions", []):
+        known = {item["label"], item["pred"]} <= set(classes)
+        ours = cm[classes.index(item["label"])][classes.index(item["pred"])] if known else None
+        rows.append({**item, "ours": ours})
+    return rows
+
+
 def dataset_section(name: str, spec: dict, data_dir: Path, paper_key: str | None) -> dict:
     manifest = read_manifest(data_dir / "manifest.csv")
     classes = read_json(data_dir / "classes.json")
@@ -218,6 +229,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
                 label = f"{exp['dataset']} · {model} · augment {augment} · seed {metrics['seed']}"
                 run_details.append({
                     "label": label, "path": str(first.relative_to(results)), "metrics": metrics,
+                    "paper_confusions": paper_confusions(metrics) if exp.get("paper") == "combined" else [],
                     "confusion": confusion_figure(metrics, metrics["classes"], f"Confusion matrices: {label}"),
                     "curves": curves_figure(pd.read_csv(first / "history.csv"), f"Training curves: {label}"),
                 })
