@@ -32,13 +32,16 @@ def job_counts(output: str) -> dict[str, int]:
 
 def tiny_config(**train) -> dict:
     return {
-        "datasets": {"syn": {"kind": "synthetic", "classes": "combined", "per_class": 5, "image_size": 32}},
+        "datasets": {"syn": {"kind": "synthetic", "classes": "combined", "per_class": 5, "image_size": 32},
+                     "herl": {"kind": "synthetic", "classes": "herlev", "per_class": 6, "image_size": 32}},
         "train": {"img_size": 32, "epochs": 1, "batch_size": 8, "lr": 0.001, "seeds": [0], **train},
         "experiments": {
             "main": {"dataset": "syn", "models": ["cvm_cervix"], "paper": "combined", "analysis": True,
                      "compress": ["fp16", "int8", "onnx"]},
             "comparison": {"dataset": "syn", "models": ["shufflenet_v2_x0_5"], "augment": ["none", "flip4x"],
                            "paper": "combined"},
+            # generalisation set + the fusion ablation with distilled DeiT
+            "herlev": {"dataset": "herl", "models": ["cvm_cervix_distilled"], "augment": ["flip4x"], "paper": "herlev"},
         },
     }
 
@@ -89,7 +92,13 @@ def test_analysis_compression_and_statistics(finished):
     # the comparison experiment is compared with cvm_cervix, trained for "main"
     assert by_key[("shufflenet_v2_x0_5", "none")]["mcnemar"]["reference"] == "cvm_cervix"
     assert by_key[("shufflenet_v2_x0_5", "flip4x")]["mcnemar"] is None  # no flip4x reference run
+    herlev = json.loads((finished / "results" / "stats" / "herlev.json").read_text())["runs"][0]
+    assert herlev["model"] == "cvm_cervix_distilled" and herlev["mcnemar"] is None
+    clinical = herlev["clinical"]  # Normal vs Abnormal
+    assert clinical["abnormal_classes"] == ["Abnormal"] and clinical["tp"] + clinical["fn"] == 1
     html = (finished / "results" / "report.html").read_text()
+    assert "CVM-Cervix (DeiT distilled)" in html
+    assert "<td class=\"paper\">1620</td>" in html  # the paper's Table 4 beside the Herlev-like counts
     for heading in ("Compression", "Features and misclassifications", "McNemar p vs CVM-Cervix", "Acc 95% CI"):
         assert heading in html
     fp16 = json.loads((run / "compressed" / "fp16" / "metrics.json").read_text())
