@@ -135,7 +135,9 @@ def test_config_overlays_merge_in_order(finished):
     proc = snakemake(finished, "--configfile", str(finished / "config.yaml"), str(overlay), "-n")
     out = proc.stdout + proc.stderr
     assert "seed1/weights.safetensors" in out
-    assert job_counts(out)["train"] == 3  # only the new seed's runs; seed 0 is done
+    seed0_runs = list((finished / "results" / "runs").glob("*/*/*/seed0"))
+    assert len(seed0_runs) == 4
+    assert job_counts(out)["train"] == len(seed0_runs)  # only the new seed's runs; seed 0 is done
     proc = snakemake(finished, "--configfile", str(finished / "config.yaml"), "-n", "--config", "results=elsewhere")
     assert "elsewhere/report.html" in proc.stdout + proc.stderr
 
