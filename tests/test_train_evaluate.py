@@ -22,6 +22,19 @@ def test_flip4x_is_identity_rot180_hflip_vflip():
     assert torch.equal(out[2], torch.rot90(x[0], 2, dims=(1, 2))) and torch.equal(a, x[0, 0])
 
 
+def test_virtual_flip4x_batches_equal_the_materialised_set():
+    from cvm_cervix.train import virtual_batch
+
+    x = torch.randint(0, 255, (5, 3, 4, 4), dtype=torch.uint8)
+    y = torch.arange(5)
+    full_x, full_y = expand_flip4x(x, y)
+    idx = torch.tensor([0, 7, 13, 19, 4, 11])
+    bx, by = virtual_batch(x, y, idx, 4, torch.device("cpu"))
+    assert torch.equal(bx, full_x[idx]) and torch.equal(by, full_y[idx])
+    bx, by = virtual_batch(x, y, torch.tensor([3, 1]), 1, torch.device("cpu"))
+    assert torch.equal(bx, x[[3, 1]]) and by.tolist() == [3, 1]
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")

@@ -24,10 +24,46 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"  # written after every epoch, removed when the run completes
 
 
+def flip4x(images: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
+    """The paper's ×4 transforms per image: kind 0 original, 1 rotated 180°, 2 left-right, 3 up-down."""
+    k = kinds.view(-1, 1, 1, 1)
+    out = torch.where(k == 1, images.flip(-1, -2), images)
+    out = torch.where(k == 2, images.flip(-1), out)
+    return torch.where(k == 3, images.flip(-2), out)
+
+
 def expand_flip4x(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The paper's ×4 training set: original, rotated 180°, left-right and up-down flipped."""
-    out = torch.cat([images, images.flip(-1, -2), images.flip(-1), images.flip(-2)])
-    return out, labels.repeat(4)
+    """The ×4 training set materialised: every image in each of the four :func:`flip4x` forms.
+
+    Training does not call this: it draws indices over the virtual ×4 set and transforms per batch,
+    so the enlarged set never occupies four times the memory.
+    """
+    n = len(images)
+    kinds = torch.arange(4 * n, device=images.device) // n
+    return flip4x(images.repeat(4, 1, 1, 1), kinds), labels.repeat(4)
+
+
+def virtual_batch(images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, copies: int,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``idx`` of the training set enlarged ``copies`` times (1, or 4 for flip4x), on ``device``.
+
+    Index ``i`` is image ``i % n`` in :func:`flip4x` form ``i // n``: the same order as
+    :func:`expand_flip4x`, without holding four copies in memory.
+    """
+    n = len(images)
+    base = idx % n
+    batch, target = images[base].to(device, non_blocking=True), labels[base].to(device)
+    if copies == 4:
+        batch = flip4x(batch, (idx // n).to(device))
+    return batch, target
+
+
+def _storage_device(dev: torch.device, nbytes: int) -> torch.device:
+    """Keep the uint8 images on the GPU when they take under half its free memory, else on the host."""
+    if dev.type != "cuda":
+        return dev
+    free, _ = torch.cuda.mem_get_info(dev)
+    return dev if nbytes < 0.5 * free else torch.device("cpu")
 
 
 def split_arrays(manifest: pd.DataFrame, cache: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
@@ -65,12 +101,17 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
     cache = load_cache(dataset_dir / f"cache_{img_size}.npy", len(manifest))
     x_train, y_train, _ = split_arrays(manifest, cache, "train")
     x_val, y_val, _ = split_arrays(manifest, cache, "val")
-    x_train, y_train = to_device_images(x_train, dev), torch.tensor(y_train, device=dev)
-    x_val_d = to_device_images(x_val, dev)
-    if augment == "flip4x":
-        x_train, y_train = expand_flip4x(x_train, y_train)
-    elif augment != "none":
+    if augment not in ("none", "flip4x"):
         raise ValueError(f"unknown augment {augment!r}")
+    store = _storage_device(dev, x_train.nbytes + x_val.nbytes)
+    if store != dev:
+        log.info("images stay in host memory (%.1f GB): too large for the GPU's free memory", (x_train.nbytes + x_val.nbytes) / 1e9)
+    x_train, y_train = to_device_images(x_train, store), torch.tensor(y_train, device=store)
+    x_val_d = to_device_images(x_val, store)
+    if store.type == "cpu" and dev.type == "cuda":
+        x_train, x_val_d = x_train.pin_memory(), x_val_d.pin_memory()
+    n_base = len(x_train)
+    copies = 4 if augment == "flip4x" else 1
 
     model = create_model(model_name, len(classes), img_size, pretrained=pretrained, weights=weights).to(dev)
     if dev.type == "cuda":
@@ -81,7 +122,7 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
     generator = torch.Generator(device="cpu").manual_seed(seed)
 
     history, best, best_state = [], (-1.0, float("inf")), None
-    n = len(x_train)
+    n = n_base * copies  # flip4x: a virtual ×4 set, index i is image i % n_base in form i // n_base
     checkpoint = out_dir / CHECKPOINT
     settings = {"model": model_name, "classes": classes, "img_size": img_size, "batch_size": batch_size, "lr": lr,
                 "weight_decay": weight_decay, "seed": seed, "augment": augment, "pretrained": pretrained,
@@ -107,7 +148,7 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
     for epoch in range(first_epoch, epochs + 1):
         t0 = time.perf_counter()
         model.train()
-        order = torch.randperm(n, generator=generator).to(dev)
+        order = torch.randperm(n, generator=generator).to(store)
         steps = [order[i:i + batch_size] for i in range(0, n, batch_size)]
         if len(steps) > 1 and len(steps[-1]) == 1:  # BatchNorm cannot train on a batch of one
             steps = steps[:-1]
@@ -115,12 +156,12 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
         bar = tqdm(steps, desc=f"epoch {epoch}/{epochs}", file=sys.stderr, disable=not progress,
                    mininterval=5.0, leave=True)
         for idx in bar:
-            batch = normalize(x_train[idx])
+            images, target = virtual_batch(x_train, y_train, idx, copies, dev)
+            batch = normalize(images)
             flip = torch.rand(len(idx), device=dev, generator=None) < 0.5
             batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
             if dev.type == "cuda":
                 batch = batch.contiguous(memory_format=torch.channels_last)
-            target = y_train[idx]
             with autocast(dev, use_amp):
                 logits = model(batch)
                 loss = loss_fn(logits.float(), target)
