@@ -187,7 +187,8 @@ def analyse_run(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, out_
     gallery_dir.mkdir(parents=True, exist_ok=True)
     metrics = read_json(run_dir / "metrics.json")
     entries, resolution = [], None
-    for true_cls, pred_cls, count in top_confusions(metrics["test"]["confusion"], classes, pairs):
+    confusions = top_confusions(metrics["test"]["confusion"], classes, pairs)
+    for true_cls, pred_cls, count in confusions:
         idx = np.flatnonzero((y == classes.index(true_cls)) & (preds == classes.index(pred_cls)))[:per_pair]
         cams = [None] * len(idx)
         if layer and len(idx):
@@ -203,7 +204,6 @@ def analyse_run(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, out_
             entries.append({"file": f"gallery/{name}", "path": rows["path"][i], "true": true_cls, "pred": pred_cls,
                             "pair_count": count, "grad_cam_layer": layer})
     gallery = {"model": info["model"], "layer": layer, "cam_resolution": list(resolution) if resolution else None,
-               "pairs": [list(p) for p in top_confusions(
-        metrics["test"]["confusion"], classes, pairs)], "images": entries}
+               "pairs": [list(p) for p in confusions], "images": entries}
     write_json(out_dir / "gallery.json", gallery)
     return gallery

@@ -61,10 +61,11 @@ def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int, devic
     Returns ``{"probs": N×C, "features": N×D (if asked), "seconds": pure inference time}``.
     """
     model.eval()
+    dtype = next(model.parameters()).dtype  # a model stored in fp16/bf16 takes batches of its dtype
     probs, feats = [], []
     start = time.perf_counter()
     for i in range(0, len(images), batch_size):
-        batch = normalize(images[i:i + batch_size].to(device, non_blocking=True))
+        batch = normalize(images[i:i + batch_size].to(device, non_blocking=True)).to(dtype)
         with autocast(device, amp):
             f = model.forward_features(batch)
             logits = model.head(f)

@@ -162,7 +162,7 @@ def _herlev(root: Path, spec: dict, workdir: Path) -> Listing:
     base = inner if inner.is_dir() else root
     skipped: list = []
     records = []
-    dirs = [d for d in _class_dirs(base)]
+    dirs = _class_dirs(base)
     unknown = [d.name for d in dirs if d.name not in HERLEV_FOLDERS]
     if unknown or not dirs:
         raise CvmError(
