@@ -4,16 +4,20 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
+from cvm_cervix._io import partial_path, remove_stale_partials
 from cvm_cervix._snakemake import run_script
 from cvm_cervix.data import make_synthetic_dataset
 
 
 def main(sm):
     spec, root = sm.params.spec, Path(sm.output.root)
-    tmp = root.with_name(root.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    make_synthetic_dataset(tmp, spec["classes"], spec["per_class"], spec["image_size"], spec["seed"])
-    tmp.rename(root)
+    remove_stale_partials(root)
+    tmp = partial_path(root)
+    try:
+        make_synthetic_dataset(tmp, spec["classes"], spec["per_class"], spec["image_size"], spec["seed"])
+        tmp.rename(root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 run_script(snakemake, main)

@@ -47,6 +47,19 @@ def test_runs_expand_models_augments_and_seeds(tmp_path):
     (lambda c: c["experiments"]["main"].update(augment=["rot90"]), "experiments.main.augment.0", "is not one of"),
     (lambda c: (c.setdefault("train", {}).update(img_size=64), c["experiments"]["main"]["models"].append("inception_v3")),
      "train.img_size", "64 is too small for model 'inception_v3' (experiment 'main') which needs at least 75"),
+    # whole numbers given as floats, negative seeds, unknown reference, missing weights file
+    (lambda c: c.setdefault("train", {}).update(epochs=2.0), "train.epochs", "2.0 should be of type integer"),
+    (lambda c: c.setdefault("train", {}).update(img_size=32.0), "train.img_size", "a whole number"),
+    (lambda c: c.setdefault("train", {}).update(seeds=[0, -3]), "train.seeds.1", "-3 is below the minimum 0"),
+    (lambda c: c["datasets"]["syn"].update(split_seed=-1), "datasets.syn.split_seed", "below the minimum 0"),
+    (lambda c: c.setdefault("analysis", {}).update(reference="cvm"), "analysis.reference", "unknown model 'cvm'"),
+    (lambda c: c.setdefault("train", {}).update(weights={"resnet18": "gone.pt"}), "train.weights.resnet18",
+     "file 'gone.pt' does not exist"),
+    # names that become folders and wildcards
+    *[(lambda c, n=name: c["datasets"].update({n: {"kind": "synthetic"}}), "datasets", f"name {name!r} is not allowed")
+      for name in ("c++", "a(b", "x/y", "../..", "", "-lead")],
+    (lambda c: c["experiments"].update({"a b": {"dataset": "syn", "models": ["resnet18"]}}), "experiments",
+     "name 'a b' is not allowed"),
 ])
 def test_bad_config_names_the_key(tmp_path, mutate, key, words):
     cfg = minimal(tmp_path)

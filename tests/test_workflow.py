@@ -172,6 +172,33 @@ def test_unreadable_image_fails_the_prepare_job_naming_the_file(tmp_path):
     assert not (tmp_path / "results" / "data" / "mine" / "manifest.csv").exists()
 
 
+def test_a_changed_dataset_folder_is_prepared_again(tmp_path):
+    from conftest import write_image
+
+    root = tmp_path / "images"
+    for c, cls in enumerate(("a", "b")):
+        for i in range(5):
+            write_image(root / cls / f"{i}.png", seed=10 * c + i)
+    cfg = tiny_config()
+    cfg["datasets"] = {"my-set_1": {"kind": "imagefolder", "root": str(root)}}  # '-' is allowed and escaped
+    cfg["experiments"] = {"e": {"dataset": "my-set_1", "models": ["shufflenet_v2_x0_5"]}}
+    path = str(write_config(tmp_path, cfg))
+    manifest = "results/data/my-set_1/manifest.csv"
+
+    def planned():
+        proc = snakemake(tmp_path, manifest, "-n", "--configfile", path)
+        return job_counts(proc.stdout + proc.stderr).get("prepare", 0)
+
+    snakemake(tmp_path, manifest, "--configfile", path)
+    assert planned() == 0
+    write_image(root / "b" / "new.png", seed=99)  # an image added
+    assert planned() == 1
+    snakemake(tmp_path, manifest, "--configfile", path)
+    assert len(pd.read_csv(tmp_path / manifest)) == 11 and planned() == 0
+    (root / "a" / "0.png").unlink()  # an image removed
+    assert planned() == 1
+
+
 def test_paper_config_plans_one_training_job_per_model(tmp_path):
     cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     for name, spec in cfg["datasets"].items():

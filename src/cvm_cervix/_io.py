@@ -3,11 +3,64 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import shutil
+import socket
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
+
+from .errors import CvmError
+
+_HOST = socket.gethostname().replace(".", "_") or "host"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
+def remove_stale_partials(path: str | os.PathLike) -> list[Path]:
+    """Remove temporary files of ``path`` left by writers on this host that no longer run.
+
+    A cache at 224 px is gigabytes: an interrupted write must not stay behind. Temporaries of
+    live processes, and of other hosts sharing the folder, are left alone. Returns what was removed.
+    """
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.partial*"):
+        parts = tmp.name[len(path.name) + 2:].split(".")
+        if len(parts) >= 3 and parts[0] == _HOST and parts[1].isdigit() and not _pid_alive(int(parts[1])):
+            with contextlib.suppress(FileNotFoundError):
+                if tmp.is_dir():
+                    shutil.rmtree(tmp)
+                else:
+                    tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """A temporary name beside ``path``, unique to this host, process and call.
+
+    Two workflows writing into one results folder (other working directories, other hosts on a
+    shared file system) never share a temporary name; the host and pid let the next writer tell a
+    dead writer's leftovers (see :func:`remove_stale_partials`).
+    """
+    path = Path(path)
+    return path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
 
 
 @contextlib.contextmanager
@@ -15,13 +68,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    remove_stale_partials(path)
+    tmp = partial_path(path)
     try:
         yield tmp
+        if tmp.is_file():  # some writers (safetensors) create 0600 files: give every output the same mode
+            os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def safe_component(value: str, what: str) -> str:
+    """``value`` if it can be one file or folder name inside the results, else a :class:`CvmError`.
+
+    Values read from data files (CRIC's class and cell id columns) become file names: ``../``,
+    absolute paths, separators and NUL bytes would write outside the results folder.
+    """
+    text = str(value)
+    if (not text.strip() or text in (".", "..") or "/" in text or "\\" in text or "\0" in text
+            or text != text.strip() or len(text.encode()) > 200):
+        raise CvmError(f"{what}: {text!r} cannot be a file name (empty, '.', '..', a path separator, a NUL byte, "
+                       "surrounding spaces or over 200 bytes); correct the value")
+    return text
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -25,14 +25,16 @@ def _cmd_models(args) -> int:
 def _cmd_manifest(args) -> int:
     import pandas as pd
 
-    from .data import assign_splits, list_dataset, records_frame, split_counts, summarize
+    from .data import assign_splits, conversions, list_dataset, records_frame, split_counts, summarize
 
+    _check_writable(args.output)
     spec = {"kind": args.kind, "task": args.task, "layout": args.layout, "crop_size": args.crop_size}
     workdir = Path(args.workdir) if args.workdir else Path(args.output).parent if args.output else None
     listing = list_dataset(args.kind, args.root, spec, workdir or Path(args.root))
     frame = records_frame(listing, Path(args.root).name, threads=args.threads)
+    converted = conversions(frame)
     frame = assign_splits(frame, args.fractions, args.seed, args.split, dataset=str(args.root))
-    summary = summarize(frame, listing.classes, listing.skipped)
+    summary = summarize(frame, listing.classes, listing.skipped, converted)
     table = split_counts(frame, listing.classes)
     print(f"{args.kind} dataset at {args.root}: {len(frame)} images, {len(listing.classes)} classes ({args.split} split)")
     with pd.option_context("display.width", 200):
@@ -43,6 +45,8 @@ def _cmd_manifest(args) -> int:
         print(f"warning: identical images carry different classes {conflict['classes']}: {' = '.join(conflict['paths'])}")
     for item in summary["skipped"]:
         print(f"left out: {item['path']}: {item['reason']}")
+    for item in summary["converted"]:
+        print(f"converted: {item['path']}: {item['how']}")
     if args.output:
         from ._io import write_csv
 
@@ -51,6 +55,36 @@ def _cmd_manifest(args) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     return 0
+
+
+def _whole(minimum: int):
+    """An argparse type: a whole number of at least ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least {minimum}")
+        return value
+
+    return parse
+
+
+def _check_writable(path: str | None) -> None:
+    """Fail before any work when ``-o`` cannot be written, instead of after it."""
+    if not path:
+        return
+    import os
+
+    target = Path(path)
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if target.is_dir():
+        raise CvmError(f"-o {path} is a folder; give a file name such as {target / 'out.csv'}")
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise CvmError(f"-o {path} cannot be written (no permission in {folder}); choose a writable path")
 
 
 def _image_files(inputs: list[str]) -> list[Path]:
@@ -79,6 +113,7 @@ def _cmd_predict(args) -> int:
     from .data import load_image
     from .evaluate import predictions_frame
 
+    _check_writable(args.output)
     if args.threads:
         torch.set_num_threads(args.threads)
     predictor = Predictor(args.run, args.precision, args.device)
@@ -114,9 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--task", type=int, choices=[2, 7], default=2, help="herlev: 2 or 7 classes")
     p.add_argument("--layout", choices=["auto", "crops", "full"], default="auto", help="cric layout")
-    p.add_argument("--crop-size", type=int, default=100, help="cric full images: crop side")
+    p.add_argument("--crop-size", type=_whole(1), default=100, help="cric full images: crop side")
     p.add_argument("--workdir", help="where cric crops cut from full images are written")
-    p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--threads", type=_whole(1), default=4)
     p.add_argument("--json", action="store_true", help="also print the summary as JSON")
     p.set_defaults(func=_cmd_manifest)
 
@@ -126,8 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8", "onnx"], default="fp32")
     p.add_argument("-o", "--output", help="CSV to write (default: standard output)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
+    p.add_argument("--batch-size", type=_whole(1), default=64)
+    p.add_argument("--threads", type=_whole(0), default=0, help="CPU threads (0: PyTorch's default)")
     p.set_defaults(func=_cmd_predict)
     return parser
 

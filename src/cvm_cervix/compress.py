@@ -22,7 +22,7 @@ from ._io import atomic_path, read_json, write_json
 from .data import load_cache, read_manifest
 from .engine import normalize, predict, resolve_device, to_device_images
 from .errors import CvmError
-from .train import load_trained, save_weights, split_arrays
+from .train import check_weights_metadata, load_trained, save_weights, split_arrays
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,11 @@ def export(run_dir: str | os.PathLike, precision: str, out_dir: str | os.PathLik
         raise CvmError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     model, info = load_trained(run_dir, "cpu")
     path = Path(out_dir) / ARTIFACTS[precision]
+    meta = {k: info[k] for k in ("model", "num_classes", "img_size")}
     if precision == "fp32":
-        save_weights(model, path)
+        save_weights(model, path, meta)
     elif precision in _DTYPES:
-        save_weights(model.to(_DTYPES[precision]), path)
+        save_weights(model.to(_DTYPES[precision]), path, {**meta, "precision": precision})
     elif precision == "int8":
         buffer = io.BytesIO()
         torch.save(_quantize_int8(model).state_dict(), buffer)
@@ -63,7 +64,34 @@ def export(run_dir: str | os.PathLike, precision: str, out_dir: str | os.PathLik
             torch.onnx.export(_Normalised(model), dummy.to(torch.uint8), str(tmp), dynamo=False, opset_version=17,
                               input_names=["images"], output_names=["probs"],
                               dynamic_axes={"images": {0: "batch"}, "probs": {0: "batch"}})
+            _stamp_onnx(tmp, meta)
     return path
+
+
+def _stamp_onnx(path: Path, meta: dict) -> None:
+    """Record the run's model name, class count and size in the ONNX file's metadata."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, {k: str(v) for k, v in meta.items()})
+    onnx.save(proto, str(path))
+
+
+def _onnx_session(path: Path, info: dict, info_path: Path):
+    """An ONNX Runtime session for ``path``, refused when the file was exported from another run."""
+    import onnxruntime
+
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise CvmError(f"{path} cannot be loaded by ONNX Runtime ({str(err).splitlines()[0]}); "
+                       "delete it and run the compress step again") from None
+    meta = session.get_modelmeta().custom_metadata_map
+    check_weights_metadata(meta, info, path, info_path)
+    if not meta:
+        raise CvmError(f"{path} carries no model metadata, so it cannot be matched to {info_path}; "
+                       "delete it and run the compress step again")
+    return session
 
 
 class _Normalised(torch.nn.Module):
@@ -89,27 +117,23 @@ class Predictor:
         self.device = torch.device("cpu") if precision in ("int8", "onnx") else resolve_device(device)
         self.session = None
         if precision == "onnx":
-            import onnxruntime
-
             path = self.run_dir / "compressed" / "onnx" / ARTIFACTS["onnx"]
+            info_path = self.run_dir / "train.json"
             if path.is_file():
-                self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+                self.session = _onnx_session(path, self.info, info_path)
             else:  # not exported by the workflow: export to a temporary file, leave the run untouched
                 import tempfile
 
                 with tempfile.TemporaryDirectory() as tmp:
-                    self.session = onnxruntime.InferenceSession(str(export(run_dir, "onnx", tmp)),
-                                                                providers=["CPUExecutionProvider"])
+                    self.session = _onnx_session(export(run_dir, "onnx", tmp), self.info, info_path)
         elif precision == "int8":
             self.model = _quantize_int8(model)
         elif precision in _DTYPES:
-            self.model = model.to(_DTYPES[precision])
             stored = self.run_dir / "compressed" / precision / ARTIFACTS[precision]
-            if stored.is_file():  # evaluate the very file whose size is reported
-                from safetensors.torch import load_file
-
-                self.model.load_state_dict(load_file(stored))
-            self.model = self.model.to(self.device)
+            if stored.is_file():  # evaluate the very file whose size is reported, checked against the run
+                self.model, _ = load_trained(run_dir, self.device, weights=stored)
+            else:
+                self.model = model.to(_DTYPES[precision]).to(self.device)
         else:
             self.model = model.to(self.device)
 

@@ -21,6 +21,7 @@ from .errors import CvmError
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 AUGMENTS = ("none", "flip4x")
+NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # the schema's $defs.name
 
 
 @dataclass(frozen=True, order=True)
@@ -37,6 +38,11 @@ class Run:
         return f"runs/{self.dataset}/{self.model}/{self.augment}/seed{self.seed}"
 
 
+def _is_strict_integer(checker, instance) -> bool:
+    # JSON Schema counts 2.0 as an integer; here it would reach range() or a file name as "2.0".
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
 def _with_defaults(cls):
     properties = cls.VALIDATORS["properties"]
 
@@ -47,7 +53,8 @@ def _with_defaults(cls):
                     instance[key] = copy.deepcopy(sub["default"])
         yield from properties(validator, props, instance, schema)
 
-    return jsonschema.validators.extend(cls, {"properties": fill})
+    types = cls.TYPE_CHECKER.redefine("integer", _is_strict_integer)
+    return jsonschema.validators.extend(cls, {"properties": fill}, type_checker=types)
 
 
 def load_schema(path: str | os.PathLike = SCHEMA) -> dict:
@@ -92,7 +99,13 @@ def _why(err: jsonschema.ValidationError) -> str:
     if err.validator == "enum":
         return f"{err.instance!r} is not one of {', '.join(map(str, err.validator_value))}"
     if err.validator == "type":
-        return f"{err.instance!r} should be of type {err.validator_value}"
+        whole = " (a whole number without a decimal point)" if err.validator_value == "integer" else ""
+        return f"{err.instance!r} should be of type {err.validator_value}{whole}"
+    if err.validator == "pattern" and err.validator_value == NAME_PATTERN:
+        return (f"name {err.instance!r} is not allowed: it becomes a folder and a wildcard, so use letters, digits, "
+                "'_' and '-' (at most 64, starting with a letter or digit)")
+    if err.validator == "minimum":
+        return f"{err.instance!r} is below the minimum {err.validator_value}"
     return err.message
 
 
@@ -123,9 +136,16 @@ def check_config(config: dict, source: str = "the config", require_roots: bool =
                     f"(experiment {name!r}) which needs at least {minimum}; raise img_size or drop the model"
                 )
         used.add(exp["dataset"])
-    for model in config.get("train", {}).get("weights", {}):
+    for model, path in config.get("train", {}).get("weights", {}).items():
         if model not in known:
             raise CvmError(f"config key 'train.weights.{model}' in {source}: unknown model {model!r}")
+        if not Path(path).is_file():
+            raise CvmError(f"config key 'train.weights.{model}' in {source}: file {path!r} does not exist; "
+                           "give the path of a .safetensors or .pt file (relative to the working directory)")
+    reference = config.get("analysis", {}).get("reference")
+    if reference is not None and reference not in known:
+        raise CvmError(f"config key 'analysis.reference' in {source}: unknown model {reference!r}; "
+                       "`cvm-cervix models` lists the registered names")
     for name in sorted(_with_parts(datasets, used)):
         spec = datasets[name]
         if spec["kind"] == "combined":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import platform
@@ -18,7 +19,8 @@ from tqdm import tqdm
 from ._io import atomic_path, read_json, write_csv, write_json
 from .data import load_cache, read_manifest
 from .engine import autocast, normalize, predict, resolve_device, seed_everything, to_device_images
-from .models import create_model
+from .errors import CvmError
+from .models import create_model, load_exact
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"  # written after every epoch, removed when the run completes
@@ -124,13 +126,16 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
     history, best, best_state = [], (-1.0, float("inf")), None
     n = n_base * copies  # flip4x: a virtual ×4 set, index i is image i % n_base in form i // n_base
     checkpoint = out_dir / CHECKPOINT
+    digest = data_digest(manifest, cache)
     settings = {"model": model_name, "classes": classes, "img_size": img_size, "batch_size": batch_size, "lr": lr,
                 "weight_decay": weight_decay, "seed": seed, "augment": augment, "pretrained": pretrained,
-                "weights": str(weights or ""), "train_images": int(n), "device": dev.type}
+                "weights": str(weights or ""), "train_images": int(n), "device": dev.type, "data": digest}
     first_epoch, elapsed = 1, 0.0
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if state["settings"] == settings and state["epoch"] < epochs:
+    state = _read_checkpoint(checkpoint)
+    if state is not None:
+        saved = dict(state.get("settings") or {})
+        same_run = {k: v for k, v in saved.items() if k != "data"} == {k: v for k, v in settings.items() if k != "data"}
+        if same_run and saved.get("data") == digest and state["epoch"] < epochs:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
@@ -142,6 +147,9 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
             best_state = {"epoch": state["best_epoch"], "state": {k: v.to(dev) for k, v in state["best_state"].items()}}
             first_epoch, elapsed = state["epoch"] + 1, state["elapsed"]
             log.info("resuming from %s after epoch %d", checkpoint, state["epoch"])
+        elif same_run and state["epoch"] < epochs:
+            log.warning("starting afresh: %s was written on other data (the manifest, its split or the image "
+                        "cache changed since)", checkpoint)
         else:
             log.warning("ignoring %s: it was written with other settings or is already complete", checkpoint)
     start = time.perf_counter() - elapsed
@@ -210,7 +218,7 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
         "params": int(sum(p.numel() for p in model.parameters())),
         "device": str(dev), "device_name": (torch.cuda.get_device_name(dev) if dev.type == "cuda"
                         else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"),
-        "amp": use_amp, "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "amp": use_amp, "threads": torch.get_num_threads(), "torch": torch.__version__, "data_digest": digest,
         "total_seconds": total, "seconds_per_epoch": total / epochs,
     }
     save_weights(model, out_dir / "weights.safetensors", {"model": model_name, "num_classes": len(classes),
@@ -221,20 +229,108 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
     return info
 
 
+def _read_checkpoint(path: Path) -> dict | None:
+    """The checkpoint in ``path``, or None (with a warning) when there is none or it cannot be read."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+            raise ValueError("not a checkpoint of this workflow")
+        return state
+    except Exception as err:
+        log.warning("starting afresh: %s cannot be read (%s)", path, str(err).splitlines()[0] if str(err) else err)
+        return None
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
     """Everything needed to continue after an interruption (a cluster time limit, a crash)."""
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def load_trained(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild a trained model from a run folder: returns ``(model, train_info)``."""
-    run_dir = Path(run_dir)
-    info_path = run_dir / "train.json"
-    if not info_path.is_file():
-        from .errors import CvmError
+# What train.json must hold to rebuild its model: key -> type.
+_INFO_KEYS = {"model": str, "num_classes": int, "img_size": int, "classes": list, "seed": int, "augment": str}
 
-        raise CvmError(f"{run_dir} is not a training run folder (no train.json); pass results/runs/<dataset>/<model>/<augment>/seed<N>")
-    info = read_json(info_path)
-    model = create_model(info["model"], info["num_classes"], info["img_size"], weights=run_dir / "weights.safetensors")
+
+def read_train_info(run_dir: str | os.PathLike) -> dict:
+    """``train.json`` of a run folder, checked for what rebuilding the model needs; one line otherwise."""
+    run_dir = Path(run_dir)
+    path = run_dir / "train.json"
+    if not path.is_file():
+        raise CvmError(f"{run_dir} is not a training run folder (no train.json); "
+                       "pass results/runs/<dataset>/<model>/<augment>/seed<N>")
+    try:
+        info = read_json(path)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CvmError(f"{path} is not valid JSON ({err}); delete the run folder and train it again") from None
+    if not isinstance(info, dict):
+        raise CvmError(f"{path} does not hold a JSON object; delete the run folder and train it again")
+    for key, kind in _INFO_KEYS.items():
+        if not isinstance(info.get(key), kind) or isinstance(info.get(key), bool):
+            raise CvmError(f"{path} lacks key {key!r} (or it is not a {kind.__name__}); "
+                           "delete the run folder and train it again")
+    if len(info["classes"]) != info["num_classes"]:
+        raise CvmError(f"{path}: {len(info['classes'])} classes listed but num_classes is {info['num_classes']}; "
+                       "delete the run folder and train it again")
+    return info
+
+
+def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a ``.safetensors`` file written by :func:`save_weights`."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CvmError(f"weights file {path} not found; run the workflow's train step for this run")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})
+    except Exception as err:
+        raise CvmError(f"weights file {path} cannot be read ({str(err).splitlines()[0]}); "
+                       "delete it and train the run again") from None
+
+
+def check_weights_metadata(meta: dict[str, str], info: dict, weights: Path, info_path: Path) -> None:
+    """The model name, class count and size stored with the weights must be those of ``train.json``."""
+    for key in ("model", "num_classes", "img_size"):
+        if key in meta and meta[key] != str(info[key]):
+            raise CvmError(f"{weights} was saved for {key} {meta[key]!r} but {info_path} says {info[key]!r}; "
+                           "the two files belong to different runs: train the run again")
+
+
+def load_trained(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
+                 weights: str | os.PathLike | None = None):
+    """Rebuild a trained model from a run folder: returns ``(model, train_info)``.
+
+    Every tensor of ``weights`` (default: the run's ``weights.safetensors``) must fit the model that
+    ``train.json`` describes, and its stored model name and class count must agree; otherwise one
+    line names both files. A run never loads with a fresh random head.
+    """
+    run_dir = Path(run_dir)
+    info = read_train_info(run_dir)
+    path = Path(weights or run_dir / "weights.safetensors")
+    state, meta = read_weights(path)
+    check_weights_metadata(meta, info, path, run_dir / "train.json")
+    model = create_model(info["model"], info["num_classes"], info["img_size"])
+    dtype = next(iter(state.values())).dtype if state else torch.float32
+    if dtype in (torch.float16, torch.bfloat16):
+        model = model.to(dtype)
+    load_exact(model, state, f"{path} does not match {run_dir / 'train.json'} "
+                              f"({info['model']}, {info['num_classes']} classes, {info['img_size']} px)")
     return model.to(device).eval(), info
+
+
+def data_digest(manifest: pd.DataFrame, cache: np.ndarray) -> str:
+    """sha256 of what a run trains and validates on: the manifest's paths, labels and splits, and the cache.
+
+    A checkpoint resumes only on the same digest: after a re-split, former training images
+    could otherwise become test images.
+    """
+    digest = hashlib.sha256()
+    digest.update(manifest[["path", "label", "split"]].to_csv(index=False).encode())
+    digest.update(repr((cache.shape, str(cache.dtype))).encode())
+    flat = cache.reshape(len(cache), -1) if len(cache) else cache
+    for i in range(0, len(flat), 256):  # in slices: a memory-mapped cache is read, never copied whole
+        digest.update(np.ascontiguousarray(flat[i:i + 256]).data)
+    return digest.hexdigest()

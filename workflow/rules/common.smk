@@ -1,4 +1,5 @@
 # Config validation and input helpers shared by every rule file.
+import re
 import sys
 from pathlib import Path
 
@@ -6,6 +7,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from snakemake.exceptions import WorkflowError
 
+from cvm_cervix.data import listing_digest
 from cvm_cervix.config import Run, all_runs, as_dict, experiment_runs, used_datasets, validate_config
 from cvm_cervix.errors import CvmError
 
@@ -50,12 +52,12 @@ GPU = _wants_gpu()
 
 
 wildcard_constraints:
-    dataset="|".join(map(str, DATASETS)) or "NONE",
+    dataset="|".join(map(re.escape, DATASETS)) or "NONE",
     model=r"[A-Za-z0-9_]+",
     augment="none|flip4x",
     seed=r"\d+",
     precision="fp16|bf16|int8|onnx",
-    experiment="|".join(config["experiments"]),
+    experiment="|".join(map(re.escape, config["experiments"])),
 
 
 def dataset_spec(wildcards):
@@ -72,6 +74,15 @@ def prepare_input(wildcards):
             f"part_{p}": f"{RESULTS}/data/{p}/manifest.csv" for p in spec["parts"]
         }
     return {}
+
+
+def dataset_listing(wildcards):
+    """A digest of the names, sizes and mtimes under a real dataset's root: images added to or removed
+    from the folder change this param, so prepare runs again and, through the manifest, what depends on it."""
+    spec = config["datasets"][wildcards.dataset]
+    if spec["kind"] in ("synthetic", "combined"):
+        return ""
+    return listing_digest(spec.get("root") or "")
 
 
 def dataset_root(wildcards, input):

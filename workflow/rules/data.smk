@@ -22,6 +22,7 @@ rule prepare:
         spec=dataset_spec,
         root=dataset_root,
         parts=combined_parts,
+        listing=dataset_listing,
     threads: 4
     log:
         "logs/prepare/{dataset}.log",

@@ -8,6 +8,8 @@ Adapters only list files; reading and checking the images happens once, in the m
 from __future__ import annotations
 
 import csv
+import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -15,8 +17,9 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from .._io import atomic_path
+from .._io import atomic_path, safe_component
 from ..errors import CvmError
+from ._cache import decode_rgb
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -74,6 +77,29 @@ def list_dataset(kind: str, root: str | Path, spec: dict | None = None, workdir:
     if not listing.records:
         raise CvmError(f"no images found under {root} for dataset kind {kind!r}; check the folder layout (README: Datasets)")
     return listing
+
+
+def listing_digest(root: str | os.PathLike) -> str:
+    """sha256 of every file's relative path, size and modification time under ``root``.
+
+    Cheap (no file is read), so the workflow can compute it whenever it plans: a changed folder
+    changes the digest. ``"missing"`` when ``root`` is not a folder.
+    """
+    root = Path(root)
+    if not str(root) or not root.is_dir():
+        return "missing"
+    digest = hashlib.sha256()
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(folder, name)
+            try:
+                st = path.stat()
+            except OSError:  # a dangling link: listed by name only
+                st = None
+            digest.update(f"{path.relative_to(root)}\0{st.st_size if st else -1}\0{st.st_mtime_ns if st else -1}\n"
+                          .encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
 
 
 def _is_junk(path: Path) -> str | None:
@@ -212,12 +238,23 @@ def _cric(root: Path, spec: dict, workdir: Path) -> Listing:
     return Listing(records, classes, skipped)
 
 
+def _cric_coordinate(row: dict, key: str, line: str, size: int) -> int:
+    """A 1-based pixel coordinate inside an image of ``size`` pixels along that axis."""
+    value = str(row.get(key) or "").strip()
+    if not value.isdigit() or not 1 <= int(value) <= size:
+        raise CvmError(f"{line}: {key} {value!r} is not a whole pixel coordinate between 1 and {size}; "
+                       "correct the row or remove it")
+    return int(value)
+
+
 def _cric_full(root: Path, crop: int, workdir: Path) -> Listing:
+    if crop < 1:
+        raise CvmError(f"CRIC crop_size {crop} must be a positive number of pixels")
     table = root / "classifications.csv"
     if not table.is_file():
         raise CvmError(f"{table} not found; the full-image CRIC layout needs classifications.csv beside the images")
     with open(table, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+        rows = [{**row, "_line": i} for i, row in enumerate(csv.DictReader(handle), start=2)]
     needed = {"image_filename", "cell_id", "bethesda_system", "nucleus_x", "nucleus_y", "image_id"}
     if not rows or needed - set(rows[0]):
         raise CvmError(f"{table} lacks columns {sorted(needed - set(rows[0] if rows else {}))}; is it CRIC's classifications.csv?")
@@ -229,18 +266,17 @@ def _cric_full(root: Path, crop: int, workdir: Path) -> Listing:
     for filename, cells in sorted(by_image.items()):
         if filename not in files:
             raise CvmError(f"{table} names image {filename!r}, which is not under {root}; download the full CRIC image set")
-        try:
-            with Image.open(files[filename]) as img:
-                pixels = np.asarray(img.convert("RGB"))
-        except OSError as err:
-            raise CvmError(f"{files[filename]}: cannot be read as an image ({err}); replace the file") from None
+        pixels, _ = decode_rgb(files[filename])
         half = crop // 2
         padded = np.pad(pixels, ((half, crop), (half, crop), (0, 0)))  # zero padding past the edges
         for row in cells:
-            cls = _cric_class(row["bethesda_system"])
-            x, y = int(row["nucleus_x"]) - 1, int(row["nucleus_y"]) - 1  # 1-based in the CSV
+            line = f"{table} line {row['_line']}"
+            cls = safe_component(_cric_class(row["bethesda_system"]), f"{line}: bethesda_system")
+            cell_id = safe_component(row["cell_id"], f"{line}: cell_id")
+            x, y = (_cric_coordinate(row, key, line, size) - 1  # 1-based in the CSV
+                    for key, size in (("nucleus_x", pixels.shape[1]), ("nucleus_y", pixels.shape[0])))
             cell = padded[y:y + crop, x:x + crop]
-            path = out / cls / f"{row['cell_id']}.png"
+            path = out / cls / f"{cell_id}.png"
             if not path.is_file():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(path) as tmp:

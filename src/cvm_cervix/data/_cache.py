@@ -13,13 +13,57 @@ from .._io import atomic_path
 from ..errors import CvmError
 
 
-def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
-    """Decode ``path`` as RGB and resize it (both sides, like the paper) to ``size``: 3×S×S uint8."""
+_INTEGER_MODES = {"I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 16}
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+
+
+def to_rgb(img: Image.Image, path: str | os.PathLike = "image") -> tuple[Image.Image, str | None]:
+    """``img`` as 8-bit RGB, and a note of the conversion when it changed more than the layout.
+
+    Pillow's ``convert("RGB")`` clips high-depth grey (16-bit PNG, TIFF) to 255, which turns almost
+    every pixel white: such images are scaled to 8 bits instead. Alpha is composited on white
+    (a transparent background is the slide's light background, not black).
+    """
+    mode = img.mode
+    if mode in ("RGB", "L", "1"):
+        return (img if mode == "RGB" else img.convert("RGB")), None
+    if mode == "P" and "transparency" in img.info:
+        img, mode = img.convert("RGBA"), "P with transparency"
+    if img.mode in _ALPHA_MODES:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB"), f"{mode}: alpha composited on white"
+    if mode in _INTEGER_MODES or mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        if mode == "F":
+            top, how = 1.0, "floating-point grey in [0, 1] scaled to 8 bits"
+        else:
+            top, how = 65535.0, "16-bit grey scaled to 8 bits"
+        if values.size and (values.min() < 0 or values.max() > top):
+            raise CvmError(f"{path}: {mode} pixel values {values.min():g}..{values.max():g} are outside 0..{top:g}; "
+                           "convert the image to 8-bit RGB")
+        grey = np.rint(values * (255.0 / top)).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB"), f"{mode}: {how}"
+    return img.convert("RGB"), f"{mode}: converted to RGB"
+
+
+def decode_rgb(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
+    """Decode ``path`` fully as H×W×3 uint8 RGB; a :class:`CvmError` naming the file if it cannot be."""
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB").resize((size, size), Image.BILINEAR, reducing_gap=3.0)
-    except Exception as err:
+            img.load()
+            rgb, note = to_rgb(img, path)
+    except CvmError:
+        raise
+    except Exception as err:  # PIL raises several types for corrupt data
         raise CvmError(f"{path}: cannot be read as an image ({err}); delete it or download it again") from None
+    return np.asarray(rgb, dtype=np.uint8), note
+
+
+def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
+    """Decode ``path`` as RGB and resize it (both sides, like the paper) to ``size``: 3×S×S uint8."""
+    pixels, _ = decode_rgb(path)
+    img = Image.fromarray(pixels).resize((size, size), Image.BILINEAR, reducing_gap=3.0)
     return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
 

@@ -9,34 +9,36 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from .._io import sha256_file
 from ..errors import CvmError
 from ._adapters import COMBINED_CLASSES, Listing
+from ._cache import decode_rgb
 
 SPLITS = ("train", "val", "test")
 COLUMNS = ["path", "class", "label", "sha256", "group", "dataset", "split"]
 
 
-def _check_image(path: str) -> str:
-    """sha256 of a readable image; a :class:`CvmError` naming the file otherwise."""
+def _check_image(path: str) -> tuple[str, str | None]:
+    """sha256 of a readable image and its conversion note; a :class:`CvmError` naming the file otherwise."""
     p = Path(path)
     if p.stat().st_size == 0:
         raise CvmError(f"{p}: empty (zero-byte) file; delete it or download it again")
-    try:
-        with Image.open(p) as img:
-            img.load()
-    except Exception as err:  # PIL raises several types for corrupt data
-        raise CvmError(f"{p}: cannot be read as an image ({err}); delete it or download it again") from None
-    return sha256_file(p)
+    _, note = decode_rgb(p)
+    return sha256_file(p), note
 
 
 def records_frame(listing: Listing, dataset: str, threads: int = 4) -> pd.DataFrame:
-    """Check every image once (decode fully) and return the unsplit manifest."""
+    """Check every image once (decode fully) and return the unsplit manifest.
+
+    A ``converted`` column notes images that were not plain 8-bit RGB or grey (see :func:`to_rgb`);
+    :func:`conversions` turns it into the summary's list before the split drops it.
+    """
     frame = pd.DataFrame(listing.records, columns=["path", "class", "group"])
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        frame["sha256"] = list(pool.map(_check_image, frame["path"]))
+        checked = list(pool.map(_check_image, frame["path"]))
+    frame["sha256"] = [sha for sha, _ in checked]
+    frame["converted"] = [note or "" for _, note in checked]
     index = {c: i for i, c in enumerate(listing.classes)}
     frame["label"] = frame["class"].map(index)
     frame["dataset"] = dataset
@@ -154,11 +156,20 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     return frame
 
 
-def summarize(frame: pd.DataFrame, classes: list[str], skipped: list) -> dict:
+def conversions(frame: pd.DataFrame) -> list[dict]:
+    """Images of :func:`records_frame` that were converted on decoding: ``{"path", "how"}`` each."""
+    if "converted" not in frame:
+        return []
+    rows = frame[frame["converted"].fillna("") != ""]
+    return [{"path": p, "how": how} for p, how in zip(rows["path"], rows["converted"])]
+
+
+def summarize(frame: pd.DataFrame, classes: list[str], skipped: list, converted: list[dict] | None = None) -> dict:
     return {
         "images": int(len(frame)),
         "classes": classes,
         "counts": {c: dict(Counter(frame.loc[frame["class"] == c, "split"])) for c in classes},
         "skipped": [{"path": p, "reason": r} for p, r in skipped],
+        "converted": list(converted or []),
         "duplicates": duplicate_report(frame),
     }

@@ -9,7 +9,7 @@ from pathlib import Path
 from .._io import read_json, write_csv, write_json
 from ..errors import CvmError
 from ._adapters import list_dataset
-from ._manifest import assign_splits, combine_frames, read_manifest, records_frame, summarize
+from ._manifest import assign_splits, combine_frames, conversions, read_manifest, records_frame, summarize
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ def prepare_dataset(name: str, spec: dict, out_dir: str | os.PathLike, root: str
             raise CvmError(f"dataset {name!r}: a combined dataset needs 'parts'")
         frame, classes = combine_frames(frames)
         skipped = []
+        converted = [c for folder in (parts or {}).values() for c in _part_summary(folder).get("converted", [])]
     else:
         root = root or spec.get("root")
         if not root:
@@ -38,13 +39,16 @@ def prepare_dataset(name: str, spec: dict, out_dir: str | os.PathLike, root: str
                            "dataset was unpacked into")
         listing = list_dataset(spec["kind"], root, spec, out_dir)
         frame, classes, skipped = records_frame(listing, name, threads), listing.classes, listing.skipped
+        converted = conversions(frame)
     frame = assign_splits(frame, spec.get("split_fractions", (0.6, 0.2, 0.2)), spec.get("split_seed", 0),
                           spec.get("split", "stratified"), dataset=name)
-    summary = summarize(frame, classes, skipped)
+    summary = summarize(frame, classes, skipped, converted)
     summary.update(dataset=name, kind=spec["kind"], synthetic=spec["kind"] == "synthetic" or _any_synthetic(parts),
                    split=spec.get("split", "stratified"))
     for path, reason in skipped:
         log.warning("left out %s: %s", path, reason)
+    for item in converted:
+        log.info("converted %s: %s", item["path"], item["how"])
     for conflict in summary["duplicates"]["label_conflicts"]:
         log.warning("identical images with different classes %s: %s", conflict["classes"], conflict["paths"])
     write_csv(out_dir / "manifest.csv", frame)
@@ -53,6 +57,10 @@ def prepare_dataset(name: str, spec: dict, out_dir: str | os.PathLike, root: str
     return summary
 
 
+def _part_summary(folder) -> dict:
+    path = Path(folder) / "summary.json"
+    return read_json(path) if path.is_file() else {}
+
+
 def _any_synthetic(parts) -> bool:
-    return any(read_json(Path(folder) / "summary.json").get("synthetic", False) for folder in (parts or {}).values()
-               if (Path(folder) / "summary.json").is_file())
+    return any(_part_summary(folder).get("synthetic", False) for folder in (parts or {}).values())

@@ -7,6 +7,7 @@ from ._registry import (
     ModelSpec,
     create_model,
     get_model_spec,
+    load_exact,
     load_weights,
     model_names,
     read_state_dict,
@@ -15,5 +16,5 @@ from ._registry import (
 
 __all__ = [
     "PAPER_MODELS", "FusionBackbone", "ImageClassifier", "ModelSpec", "create_model", "get_model_spec",
-    "load_weights", "model_names", "read_state_dict", "register_model",
+    "load_exact", "load_weights", "model_names", "read_state_dict", "register_model",
 ]

@@ -111,6 +111,30 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
+def load_exact(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model`` only if every tensor is there with its shape; else one line naming ``source``.
+
+    Unlike :func:`load_weights` (initialisation, where a fresh head is wanted), a trained run that
+    loads with a random head would predict near-uniform noise without any error.
+    """
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} tensors missing (first: {missing[0]})")
+    if extra:
+        problems.append(f"{len(extra)} unexpected tensors (first: {extra[0]})")
+    if shapes:
+        k = shapes[0]
+        problems.append(f"{len(shapes)} of another shape (first: {k} {tuple(state[k].shape)} "
+                        f"instead of {tuple(own[k].shape)})")
+    if problems:
+        raise CvmError(f"{source}: {'; '.join(problems)}")
+    model.load_state_dict(state, strict=True)
+
+
 def load_weights(model: ImageClassifier, path: str | os.PathLike) -> None:
     """Load a whole-model or backbone-only state dict; a head of another class count is left fresh."""
     state = read_state_dict(path)
