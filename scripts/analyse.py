@@ -11,7 +11,7 @@ def main(sm):
     a = sm.params.analysis
     analyse_run(Path(sm.input.weights).parent, Path(sm.input.manifest).parent, Path(sm.output.tsne).parent,
                 perplexity=a["perplexity"], pairs=a["gallery_pairs"], per_pair=a["gallery_per_pair"],
-                device=sm.params.device, threads=sm.threads)
+                device=sm.config["train"]["device"], threads=sm.threads)
 
 
 run_script(snakemake, main)

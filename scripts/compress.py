@@ -9,7 +9,7 @@ from cvm_cervix.compress import compress_run
 
 def main(sm):
     compress_run(Path(sm.input.weights).parent, Path(sm.input.manifest).parent, sm.wildcards.precision,
-                 Path(sm.output.metrics).parent, device=sm.params.device, batch_size=sm.params.batch_size,
+                 Path(sm.output.metrics).parent, device=sm.config["train"]["device"], batch_size=sm.params.batch_size,
                  threads=sm.threads)
 
 

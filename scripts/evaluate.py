@@ -9,7 +9,7 @@ from cvm_cervix.evaluate import evaluate_run
 
 def main(sm):
     evaluate_run(Path(sm.input.weights).parent, Path(sm.input.manifest).parent,
-                 device=sm.params.device, batch_size=sm.params.batch_size, threads=sm.threads)
+                 device=sm.config["train"]["device"], batch_size=sm.params.batch_size, threads=sm.threads)
 
 
 run_script(snakemake, main)

@@ -8,12 +8,12 @@ from cvm_cervix.train import train_run
 
 
 def main(sm):
-    t, w = sm.params.train, sm.wildcards
+    t, w, c = sm.params.train, sm.wildcards, sm.config["train"]
     train_run(w.model, Path(sm.input.manifest).parent, Path(sm.output.weights).parent,
               img_size=t["img_size"], epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
-              weight_decay=t["weight_decay"], seed=int(w.seed), augment=w.augment, device=t["device"],
-              amp=t["amp"], pretrained=t["pretrained"], weights=sm.params.weights or None,
-              threads=sm.threads)
+              weight_decay=t["weight_decay"], seed=int(w.seed), augment=w.augment, amp=t["amp"],
+              pretrained=t["pretrained"], weights=sm.params.weights or None, threads=sm.threads,
+              device=c["device"], compile=c["compile"])  # from the config, not params: no retraining
 
 
 run_script(snakemake, main)

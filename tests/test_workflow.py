@@ -16,9 +16,9 @@ pytestmark = pytest.mark.workflow
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
-def snakemake(workdir: Path, *args: str, check=True) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check=True, env=None) -> subprocess.CompletedProcess:
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
@@ -170,6 +170,35 @@ def test_unreadable_image_fails_the_prepare_job_naming_the_file(tmp_path):
     assert proc.returncode != 0
     assert f"error: {root / 'b' / 'broken.png'}: cannot be read as an image" in proc.stderr
     assert not (tmp_path / "results" / "data" / "mine" / "manifest.csv").exists()
+
+
+def planned_resources(output: str) -> list[tuple[str, dict]]:
+    """(rule, {wildcard or resource: value}) of every job block of a dry run."""
+    jobs = []
+    for block in output.split("\n\n"):
+        fields = {}
+        for line in block.splitlines():
+            head, _, rest = line.strip().partition(" ")
+            if head in ("rule", "localrule"):
+                fields["rule"] = rest.rstrip(":")
+            elif head in ("wildcards:", "resources:"):
+                fields.update(kv.split("=", 1) for kv in rest.split(", "))
+        if "rule" in fields:
+            jobs.append((fields.pop("rule"), fields))
+    return jobs
+
+
+def test_gpu_rules_ask_for_a_gpu_whatever_the_planning_machine(tmp_path):
+    proc = snakemake(tmp_path, "--configfile", str(write_config(tmp_path, tiny_config())), "-n",
+                     env={"CUDA_VISIBLE_DEVICES": ""})
+    jobs = planned_resources(proc.stdout + proc.stderr)
+    gpu = {}
+    for rule, res in jobs:
+        key = f"{rule}:{res['precision']}" if rule == "compress" else rule
+        gpu.setdefault(key, set()).add(int(res.get("gpu", 0)))
+    assert gpu["train"] == gpu["evaluate"] == gpu["analyse"] == gpu["compress:fp16"] == {1}
+    assert gpu["compress:int8"] == gpu["compress:onnx"] == {0}
+    assert all(gpu[r] == {0} for r in ("synthesize", "prepare", "cache", "stats", "report"))
 
 
 def test_a_changed_dataset_folder_is_prepared_again(tmp_path):

@@ -68,6 +68,43 @@ def _storage_device(dev: torch.device, nbytes: int) -> torch.device:
     return dev if nbytes < 0.5 * free else torch.device("cpu")
 
 
+def train_epoch(model: torch.nn.Module, optimizer, scaler, images: torch.Tensor, labels: torch.Tensor, steps,
+                copies: int, device: torch.device, amp: bool, on_progress=None,
+                progress_every: float = 5.0) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One epoch over the index batches ``steps``; returns (summed loss, correct count, images seen).
+
+    Loss and accuracy accumulate on the device: nothing is read back per step, so the GPU's queue
+    never drains while the host waits. ``on_progress(loss=..., acc=...)`` is called at most every
+    ``progress_every`` seconds (each call reads the running sums back once).
+    """
+    loss_fn = torch.nn.CrossEntropyLoss()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen, last = 0, time.monotonic()
+    channels_last = device.type == "cuda"
+    for idx in steps:
+        batch, target = virtual_batch(images, labels, idx, copies, device)
+        batch = normalize(batch)
+        flip = torch.rand(len(idx), device=device) < 0.5
+        batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
+        if channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            logits = model(batch)
+            loss = loss_fn(logits.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        seen += len(idx)
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.detach().argmax(1) == target).sum()
+        if on_progress is not None and time.monotonic() - last >= progress_every:
+            on_progress(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{int(correct) / seen:.3f}")
+            last = time.monotonic()
+    return loss_sum, correct, seen
+
+
 def split_arrays(manifest: pd.DataFrame, cache: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     rows = manifest.index[manifest["split"] == split].to_numpy()
     return cache[rows], manifest.loc[rows, "label"].to_numpy(), manifest.loc[rows].reset_index(drop=True)
@@ -82,7 +119,8 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: dict
 def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, *, img_size: int,
               epochs: int, batch_size: int = 16, lr: float = 2e-4, weight_decay: float = 0.01, seed: int = 0,
               augment: str = "none", device: str = "auto", amp: bool = True, pretrained: bool = False,
-              weights: str | None = None, threads: int | None = None, progress: bool = True) -> dict:
+              weights: str | None = None, threads: int | None = None, progress: bool = True,
+              compile: bool = False) -> dict:
     """Train ``model_name`` on the cached dataset in ``dataset_dir``; write the run into ``out_dir``.
 
     Writes ``weights.safetensors`` (the best validation epoch), ``history.csv`` and ``train.json``;
@@ -120,7 +158,8 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
-    loss_fn = torch.nn.CrossEntropyLoss()
+    # torch.compile wraps the module for the step only: weights, checkpoints and evaluation use ``model``.
+    step_model = torch.compile(model) if compile else model
     generator = torch.Generator(device="cpu").manual_seed(seed)
 
     history, best, best_state = [], (-1.0, float("inf")), None
@@ -160,27 +199,11 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
         steps = [order[i:i + batch_size] for i in range(0, n, batch_size)]
         if len(steps) > 1 and len(steps[-1]) == 1:  # BatchNorm cannot train on a batch of one
             steps = steps[:-1]
-        seen, loss_sum, correct = 0, 0.0, 0
         bar = tqdm(steps, desc=f"epoch {epoch}/{epochs}", file=sys.stderr, disable=not progress,
                    mininterval=5.0, leave=True)
-        for idx in bar:
-            images, target = virtual_batch(x_train, y_train, idx, copies, dev)
-            batch = normalize(images)
-            flip = torch.rand(len(idx), device=dev, generator=None) < 0.5
-            batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
-            if dev.type == "cuda":
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            with autocast(dev, use_amp):
-                logits = model(batch)
-                loss = loss_fn(logits.float(), target)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            seen += len(idx)
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(1) == target).sum())
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        loss_sum, correct, seen = train_epoch(step_model, optimizer, scaler, x_train, y_train, bar, copies, dev,
+                                              use_amp, on_progress=bar.set_postfix if progress else None)
+        loss_sum, correct = float(loss_sum), int(correct)  # the epoch's one read-back from the device
         train_seconds = time.perf_counter() - t0
         out = predict(model, x_val_d, max(batch_size, 64), dev, use_amp)
         probs = torch.from_numpy(out["probs"])
@@ -218,7 +241,7 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
         "params": int(sum(p.numel() for p in model.parameters())),
         "device": str(dev), "device_name": (torch.cuda.get_device_name(dev) if dev.type == "cuda"
                         else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"),
-        "amp": use_amp, "threads": torch.get_num_threads(), "torch": torch.__version__, "data_digest": digest,
+        "amp": use_amp, "compile": bool(compile), "threads": torch.get_num_threads(), "torch": torch.__version__, "data_digest": digest,
         "total_seconds": total, "seconds_per_epoch": total / epochs,
     }
     save_weights(model, out_dir / "weights.safetensors", {"model": model_name, "num_classes": len(classes),

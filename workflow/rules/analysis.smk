@@ -10,10 +10,9 @@ rule analyse:
         gallery=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/analysis/gallery.json",
     params:
         analysis=as_dict(config["analysis"]),
-        device=TRAIN["device"],
     threads: 4
     resources:
-        gpu=GPU,
+        gpu=1,
     log:
         "logs/analyse/{dataset}/{model}_{augment}_seed{seed}.log",
     conda:

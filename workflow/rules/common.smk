@@ -33,22 +33,16 @@ RESULTS = config["results"]
 TRAIN = config["train"]
 IMG = TRAIN["img_size"]
 RUNS = all_runs(config)
-# What one run depends on: changing the seed list or another model's weights must not retrain it.
-RUN_SETTINGS = {k: v for k, v in as_dict(TRAIN).items() if k not in ("seeds", "weights")}
+# What one run depends on: changing the seed list or another model's weights must not retrain it,
+# and neither must where it runs (device) or how the step is compiled: scripts read those from the
+# config, so they are not params and never trigger a rerun.
+RUN_SETTINGS = {k: v for k, v in as_dict(TRAIN).items() if k not in ("seeds", "weights", "device", "compile")}
 DATASETS = used_datasets(config)
 
 
-def _wants_gpu():
-    if TRAIN["device"] == "cuda":
-        return 1
-    if TRAIN["device"] == "cpu":
-        return 0
-    import torch
-
-    return int(torch.cuda.is_available())
-
-
-GPU = _wants_gpu()
+def compress_gpu(wildcards):
+    """fp16/bf16 are evaluated on the GPU; int8 and ONNX run on the CPU and hold no GPU token."""
+    return int(wildcards.precision in ("fp16", "bf16"))
 
 
 wildcard_constraints:

@@ -9,11 +9,10 @@ rule compress:
         metrics=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/compressed/{{precision}}/metrics.json",
         predictions=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/compressed/{{precision}}/predictions_test.csv",
     params:
-        device=TRAIN["device"],
         batch_size=max(TRAIN["batch_size"], 64),
     threads: 4
     resources:
-        gpu=GPU,
+        gpu=compress_gpu,
     log:
         "logs/compress/{dataset}/{model}_{augment}_seed{seed}_{precision}.log",
     conda:

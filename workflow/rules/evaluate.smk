@@ -9,11 +9,10 @@ rule evaluate:
         test=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/predictions_test.csv",
         metrics=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/metrics.json",
     params:
-        device=TRAIN["device"],
         batch_size=max(TRAIN["batch_size"], 64),
     threads: 4
     resources:
-        gpu=GPU,
+        gpu=1,
     log:
         "logs/evaluate/{dataset}/{model}_{augment}_seed{seed}.log",
     conda:

@@ -12,7 +12,7 @@ rule train:
         weights=train_weights,
     threads: 4
     resources:
-        gpu=GPU,
+        gpu=1,
     log:
         "logs/train/{dataset}/{model}_{augment}_seed{seed}.log",
     conda:
