@@ -23,13 +23,17 @@ def deit_run(tiny_dataset, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("precision, size_ratio", [("fp16", 0.5), ("bf16", 0.5), ("int8", 0.3), ("onnx", 1.0)])
-def test_compressed_sizes_and_agreement(deit_run, tiny_dataset, precision, size_ratio):
+@pytest.mark.parametrize("precision, low, high", [("fp16", 0.45, 0.55), ("bf16", 0.45, 0.55), ("int8", 0.2, 1 / 3),
+                                                   ("int8_dynamic", 0.2, 0.4), ("onnx", 0.9, 1.1)])
+def test_compressed_sizes_and_agreement(deit_run, tiny_dataset, precision, low, high):
     metrics = compress_run(deit_run, tiny_dataset, precision, threads=2)
     saved = json.loads((deit_run / "compressed" / precision / "metrics.json").read_text())
     assert saved == metrics
-    fp32_mb = (deit_run / "weights.safetensors").stat().st_size / 1e6
-    assert metrics["size_mb"] == pytest.approx(fp32_mb * size_ratio, rel=0.1)
+    fp32_mib = (deit_run / "weights.safetensors").stat().st_size / 2**20
+    assert metrics["fp32_size_mib"] == pytest.approx(fp32_mib)
+    assert low * fp32_mib < metrics["size_mib"] < high * fp32_mib
+    assert metrics["size_mib"] == pytest.approx((deit_run / "compressed" / precision / metrics["artifact"]).stat().st_size
+                                                / 2**20)
     assert metrics["agreement_with_fp32"] >= 0.8  # the same class for most test images
     fp32 = json.loads((deit_run / "metrics.json").read_text())["test"]
     assert metrics["delta_accuracy"] == pytest.approx(metrics["accuracy"] - fp32["accuracy"])
@@ -43,7 +47,7 @@ def test_predictor_probabilities_track_fp32(deit_run, tiny_dataset):
     manifest = read_manifest(tiny_dataset / "manifest.csv")
     images = torch.from_numpy(np.asarray(load_cache(tiny_dataset / "cache_32.npy")[:16]).copy())
     ref, _ = Predictor(deit_run, "fp32", "cpu")(images)
-    for precision, tol in (("onnx", 1e-4), ("fp16", 2e-2), ("bf16", 5e-2), ("int8", 5e-2)):
+    for precision, tol in (("onnx", 1e-4), ("fp16", 2e-2), ("bf16", 5e-2), ("int8_dynamic", 5e-2)):
         probs, _ = Predictor(deit_run, precision, "cpu")(images)
         assert probs.shape == ref.shape and np.abs(probs - ref).max() < tol, precision
     with pytest.raises(CvmError, match="unknown precision 'fp8'"):
@@ -80,3 +84,83 @@ def test_predict_cli_errors(deit_run, tmp_path, capsys):
     assert "no images found" in capsys.readouterr().err
     assert cli(["predict", str(tmp_path / "empty"), "--run", str(tmp_path)]) == 1
     assert "not a training run folder" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def conv_run(tiny_dataset, tmp_path_factory):
+    """A convolutional model, trained long enough for confident predictions."""
+    from cvm_cervix.evaluate import evaluate_run
+    from cvm_cervix.train import train_run
+
+    out = tmp_path_factory.mktemp("conv")
+    train_run("resnet18", tiny_dataset, out, img_size=32, epochs=4, batch_size=8, lr=1e-3, threads=2, progress=False)
+    evaluate_run(out, tiny_dataset, threads=2)
+    return out
+
+
+def test_static_int8_quantises_convolutions_and_linear_layers(conv_run, tiny_dataset):
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    metrics = compress_run(conv_run, tiny_dataset, "int8", threads=2)
+    graph = onnx.load(str(conv_run / "compressed" / "int8" / "model_int8.onnx")).graph
+    inits = {i.name: i for i in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+
+    def weight_dtype(node):  # the weight input of a Conv/Gemm: int8 behind a DequantizeLinear
+        dq = producers.get(node.input[1])
+        assert dq is not None and dq.op_type == "DequantizeLinear", node.name
+        return inits[dq.input[0]].data_type
+
+    layers = [n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and n.input[1] in producers]
+    convs = [n for n in layers if n.op_type == "Conv"]
+    assert len(convs) == 20 and any(n.op_type in ("Gemm", "MatMul") for n in layers)  # resnet18: 20 convolutions
+    assert {weight_dtype(n) for n in layers} == {TensorProto.INT8}
+    assert not [i for i in graph.initializer if i.data_type == TensorProto.FLOAT and numpy_helper.to_array(i).size > 4096]
+    fp32 = (conv_run / "weights.safetensors").stat().st_size
+    assert metrics["size_mib"] * 2**20 < fp32 / 3
+    assert metrics["agreement_with_fp32"] > 0.5  # most test images get float32's class
+    assert metrics["calibration"] == {"split": "train", "images": 44}
+    assert "static int8" in metrics["note"] and metrics["device"] == "cpu"
+
+
+def test_calibration_is_drawn_from_the_training_split_only(conv_run, tiny_dataset, monkeypatch):
+    import cvm_cervix.compress as compress
+    from cvm_cervix.compress import calibration_rows
+    from cvm_cervix.data import load_cache
+
+    manifest = read_manifest(tiny_dataset / "manifest.csv")
+    rows = calibration_rows(manifest, 30, seed=3)
+    assert len(rows) == 30 and len(set(rows)) == 30 and (manifest.loc[rows, "split"] == "train").all()
+    assert (calibration_rows(manifest, 10_000) == manifest.index[manifest["split"] == "train"]).all()
+    seen = []
+    real = compress._Calibration
+    monkeypatch.setattr(compress, "_Calibration", lambda images: seen.append(np.asarray(images)) or real(images))
+    compress_run(conv_run, tiny_dataset, "int8", threads=2, calibration_images=20)
+    cache = np.asarray(load_cache(tiny_dataset / "cache_32.npy"))
+    flat = {cache[i].tobytes(): manifest.loc[i, "split"] for i in range(len(cache))}
+    assert len(seen) == 1 and len(seen[0]) == 20
+    assert {flat[image.tobytes()] for image in seen[0]} == {"train"}
+
+
+def test_int8_prediction_needs_the_calibrated_artifact(deit_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(deit_run, run)
+    shutil.rmtree(run / "compressed", ignore_errors=True)
+    with pytest.raises(CvmError, match="run the workflow's compress step with int8 first"):
+        Predictor(run, "int8", "cpu")
+
+
+def test_recommendation_picks_the_smallest_and_fastest_within_one_point():
+    from cvm_cervix.compress import recommend
+
+    rows = [{"precision": "fp32", "size_mib": 100, "accuracy": 0.90, "ms_per_image": 5.0, "device": "cuda:0"},
+            {"precision": "fp16", "size_mib": 50, "accuracy": 0.895, "ms_per_image": 2.0, "device": "cuda:0"},
+            {"precision": "int8", "size_mib": 26, "accuracy": 0.891, "ms_per_image": 3.0, "device": "cpu"},
+            {"precision": "int8_dynamic", "size_mib": 20, "accuracy": 0.85, "ms_per_image": 1.0, "device": "cpu"},
+            {"precision": "onnx", "size_mib": 100, "accuracy": 0.90, "ms_per_image": 4.0, "device": "cpu"}]
+    rec = recommend(rows)
+    assert rec["smallest"]["precision"] == "int8"  # int8_dynamic is smaller but 5 points worse
+    assert rec["fastest"]["cuda"]["precision"] == "fp16" and rec["fastest"]["cpu"]["precision"] == "int8"

@@ -102,7 +102,12 @@ def test_analysis_compression_and_statistics(finished):
     for heading in ("Compression", "Features and misclassifications", "McNemar p vs CVM-Cervix", "Acc 95% CI"):
         assert heading in html
     fp16 = json.loads((run / "compressed" / "fp16" / "metrics.json").read_text())
-    assert f"{fp16['size_mb']:.1f}" in html
+    assert f"{fp16['size_mib']:.1f}" in html and "size (MiB)" in html
+    int8 = json.loads((run / "compressed" / "int8" / "metrics.json").read_text())
+    assert int8["size_mib"] < int8["fp32_size_mib"] / 3  # CVM-Cervix, static int8: under a third of float32
+    assert (run / "compressed" / "int8" / "model_int8.onnx").is_file() and "static int8" in html
+    assert f"{100 * int8['delta_accuracy']:+.2f}" in html
+    assert "To deploy" in html and "smallest <b>" in html
 
 
 def test_report_is_self_contained_and_labelled_synthetic(finished):
@@ -241,7 +246,7 @@ def test_paper_config_plans_one_training_job_per_model(tmp_path):
     assert counts["train"] == 23 + 1 + 1 + 1 + 1
     assert counts["evaluate"] == counts["train"]
     assert counts["prepare"] == 5 and counts["cache"] == 3
-    assert counts["compress"] == 4 and counts["analyse"] == 1
+    assert counts["compress"] == 5 and counts["analyse"] == 1
     assert counts["stats"] == len(cfg["experiments"]) == 6
 
 

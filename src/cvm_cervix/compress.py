@@ -1,7 +1,16 @@
-"""Compression: float16 and bfloat16 weights, int8 dynamic quantisation of the linear layers, ONNX.
+"""Compression: half-precision weights, static int8 (convolutions and linear layers), ONNX.
 
 Each precision gets an artifact beside the run and a :class:`Predictor` that turns uint8 images
-into class probabilities, so evaluation and ``cvm-cervix predict`` use one code path.
+into class probabilities, so evaluation and ``cvm-cervix predict`` use one code path:
+
+- ``fp16``/``bf16``: weights stored and run in half precision (fast on a GPU; on a CPU a smaller
+  file, not a faster model);
+- ``int8``: static quantisation with ONNX Runtime's ``quantize_static`` (QDQ, per-channel int8
+  weights, uint8 activations calibrated on training images) of every convolution and linear
+  layer, run by ONNX Runtime on the CPU;
+- ``int8_dynamic``: PyTorch's dynamic int8 of the linear layers only (the convolutions stay
+  float32), kept for comparison;
+- ``onnx``: the float32 graph run by ONNX Runtime on the CPU.
 """
 
 from __future__ import annotations
@@ -9,6 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -18,7 +28,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import f1_score
 
-from ._io import atomic_path, read_json, write_json
+from ._io import atomic_path, read_json, write_csv, write_json
 from .data import load_cache, read_manifest
 from .engine import normalize, predict, resolve_device, to_device_images
 from .errors import CvmError
@@ -26,13 +36,15 @@ from .train import check_weights_metadata, load_trained, save_weights, split_arr
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8", "onnx")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8_dynamic", "onnx")
 ARTIFACTS = {"fp32": "weights.safetensors", "fp16": "weights_fp16.safetensors", "bf16": "weights_bf16.safetensors",
-             "int8": "weights_int8.pt", "onnx": "model.onnx"}
+             "int8": "model_int8.onnx", "int8_dynamic": "weights_int8_dynamic.pt", "onnx": "model.onnx"}
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+_ONNX = ("int8", "onnx")  # run by ONNX Runtime on the CPU
+CALIBRATION_IMAGES = 256
 
 
-def _quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+def _quantize_dynamic(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 quantisation of every ``nn.Linear`` (weights int8, activations quantised on the fly)."""
     from torch.ao.quantization import quantize_dynamic
 
@@ -41,8 +53,60 @@ def _quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
         return quantize_dynamic(model.cpu().eval(), {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def export(run_dir: str | os.PathLike, precision: str, out_dir: str | os.PathLike) -> Path:
-    """Write the ``precision`` artifact of the run in ``run_dir`` into ``out_dir``; return its path."""
+def calibration_rows(manifest: pd.DataFrame, n: int = CALIBRATION_IMAGES, seed: int = 0) -> np.ndarray:
+    """Manifest rows of up to ``n`` training images, drawn with ``seed``: never validation or test images."""
+    train = manifest.index[manifest["split"] == "train"].to_numpy()
+    if len(train) == 0:
+        raise CvmError("the manifest has no training images to calibrate int8 with")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(train, size=min(n, len(train)), replace=False))
+
+
+def _export_onnx(model: torch.nn.Module, img_size: int, path: Path) -> None:
+    dummy = torch.zeros(1, 3, img_size, img_size, dtype=torch.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Normalised(model), dummy, str(path), dynamo=False, opset_version=17,
+                          input_names=["images"], output_names=["probs"],
+                          dynamic_axes={"images": {0: "batch"}, "probs": {0: "batch"}})
+
+
+class _Calibration:
+    """ONNX Runtime's calibration reader over uint8 images, in batches."""
+
+    def __init__(self, images: np.ndarray, batch: int = 16):
+        self.batches = iter([{"images": np.ascontiguousarray(images[i:i + batch])}
+                             for i in range(0, len(images), batch)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def _quantize_static(model: torch.nn.Module, img_size: int, calibration: np.ndarray, path: Path) -> None:
+    """Export ``model`` to ONNX and quantise it statically to int8 (QDQ, per-channel weights)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        fp32, prepared = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx"
+        _export_onnx(model, img_size, fp32)
+        try:  # shape inference and graph fusion before quantisation, as ONNX Runtime recommends
+            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        except Exception as err:  # some graphs do not pass the optimiser; quantise them as exported
+            log.warning("ONNX pre-processing skipped (%s)", str(err).splitlines()[0] if str(err) else err)
+            prepared = fp32
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_static(str(prepared), str(path), _Calibration(calibration), quant_format=QuantFormat.QDQ,
+                            per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+
+
+def export(run_dir: str | os.PathLike, precision: str, out_dir: str | os.PathLike,
+           calibration: np.ndarray | None = None) -> Path:
+    """Write the ``precision`` artifact of the run in ``run_dir`` into ``out_dir``; return its path.
+
+    ``int8`` needs ``calibration``: uint8 training images (N×3×S×S) to set the activation ranges.
+    """
     if precision not in PRECISIONS:
         raise CvmError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     model, info = load_trained(run_dir, "cpu")
@@ -52,19 +116,21 @@ def export(run_dir: str | os.PathLike, precision: str, out_dir: str | os.PathLik
         save_weights(model, path, meta)
     elif precision in _DTYPES:
         save_weights(model.to(_DTYPES[precision]), path, {**meta, "precision": precision})
-    elif precision == "int8":
+    elif precision == "int8_dynamic":
         buffer = io.BytesIO()
-        torch.save(_quantize_int8(model).state_dict(), buffer)
+        torch.save(_quantize_dynamic(model).state_dict(), buffer)
         with atomic_path(path) as tmp:
             tmp.write_bytes(buffer.getvalue())
     else:
-        dummy = torch.zeros(1, 3, info["img_size"], info["img_size"])
-        with atomic_path(path) as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(_Normalised(model), dummy.to(torch.uint8), str(tmp), dynamo=False, opset_version=17,
-                              input_names=["images"], output_names=["probs"],
-                              dynamic_axes={"images": {0: "batch"}, "probs": {0: "batch"}})
-            _stamp_onnx(tmp, meta)
+        if precision == "int8" and (calibration is None or not len(calibration)):
+            raise CvmError(f"int8 of {run_dir} needs calibration images from the training split; "
+                           "run the workflow's compress step with int8")
+        with atomic_path(path) as tmp:
+            if precision == "int8":
+                _quantize_static(model, info["img_size"], calibration, tmp)
+            else:
+                _export_onnx(model, info["img_size"], tmp)
+            _stamp_onnx(tmp, {**meta, "precision": precision})
     return path
 
 
@@ -114,22 +180,24 @@ class Predictor:
         self.run_dir, self.precision = Path(run_dir), precision
         model, self.info = load_trained(run_dir, "cpu")
         self.classes, self.img_size = self.info["classes"], self.info["img_size"]
-        self.device = torch.device("cpu") if precision in ("int8", "onnx") else resolve_device(device)
+        self.device = torch.device("cpu") if precision in (*_ONNX, "int8_dynamic") else resolve_device(device)
         self.session = None
+        info_path = self.run_dir / "train.json"
+        stored = self.run_dir / "compressed" / precision / ARTIFACTS[precision]
         if precision == "onnx":
-            path = self.run_dir / "compressed" / "onnx" / ARTIFACTS["onnx"]
-            info_path = self.run_dir / "train.json"
-            if path.is_file():
-                self.session = _onnx_session(path, self.info, info_path)
+            if stored.is_file():
+                self.session = _onnx_session(stored, self.info, info_path)
             else:  # not exported by the workflow: export to a temporary file, leave the run untouched
-                import tempfile
-
                 with tempfile.TemporaryDirectory() as tmp:
                     self.session = _onnx_session(export(run_dir, "onnx", tmp), self.info, info_path)
         elif precision == "int8":
-            self.model = _quantize_int8(model)
+            if not stored.is_file():
+                raise CvmError(f"{stored} not found: static int8 is calibrated on the run's training images; "
+                               "run the workflow's compress step with int8 first (compress: [int8])")
+            self.session = _onnx_session(stored, self.info, info_path)
+        elif precision == "int8_dynamic":
+            self.model = _quantize_dynamic(model)
         elif precision in _DTYPES:
-            stored = self.run_dir / "compressed" / precision / ARTIFACTS[precision]
             if stored.is_file():  # evaluate the very file whose size is reported, checked against the run
                 self.model, _ = load_trained(run_dir, self.device, weights=stored)
             else:
@@ -148,22 +216,54 @@ class Predictor:
         return out["probs"].astype(np.float32), out["seconds"]
 
 
+def describe(precision: str, device: str, calibration: int = 0) -> str:
+    """What an artifact is and what its timing means, for the report."""
+    on_cpu = not device.startswith("cuda")
+    return {
+        "fp16": "float16 weights, run in float16" + (
+            " on the CPU: a smaller file, not a faster model (this CPU emulates 16-bit arithmetic)" if on_cpu
+            else " on the GPU"),
+        "bf16": "bfloat16 weights, run in bfloat16" + (
+            " on the CPU: a smaller file, not a faster model" if on_cpu else " on the GPU"),
+        "int8": f"static int8 (QDQ) of every convolution and linear layer, calibrated on {calibration} training "
+                "images; ONNX Runtime on the CPU",
+        "int8_dynamic": "dynamic int8 of the linear layers only (convolutions stay float32); PyTorch on the CPU",
+        "onnx": "float32 graph; ONNX Runtime on the CPU",
+    }[precision]
+
+
+def recommend(rows: list[dict], tolerance: float = 0.01) -> dict:
+    """Among ``rows`` (fp32 first) within ``tolerance`` of float32 accuracy: the smallest artifact, and
+    the fastest on each device that ran one. Returns ``{"smallest": row, "fastest": {device: row}}``."""
+    fp32 = next(r for r in rows if r["precision"] == "fp32")
+    ok = [r for r in rows if r["accuracy"] >= fp32["accuracy"] - tolerance - 1e-12]
+    fastest: dict = {}
+    for r in ok:
+        kind = "cuda" if str(r["device"]).startswith("cuda") else "cpu"
+        if kind not in fastest or r["ms_per_image"] < fastest[kind]["ms_per_image"]:
+            fastest[kind] = r
+    return {"tolerance": tolerance, "smallest": min(ok, key=lambda r: r["size_mib"]), "fastest": fastest}
+
+
 def compress_run(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, precision: str,
                  out_dir: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 64,
-                 threads: int | None = None) -> dict:
+                 threads: int | None = None, calibration_images: int = CALIBRATION_IMAGES) -> dict:
     """Export ``precision``, predict the test split with it and compare with float32.
 
     Writes ``metrics.json`` (size, accuracy, macro F1, their change against float32, agreement
-    with the float32 predictions, latency per image) and ``predictions_test.csv``.
+    with the float32 predictions, latency per image, what was timed where) and ``predictions_test.csv``.
+    ``int8`` is calibrated on up to ``calibration_images`` images of the training split.
     """
     if threads:
         torch.set_num_threads(threads)
     run_dir, dataset_dir = Path(run_dir), Path(dataset_dir)
     out_dir = Path(out_dir or run_dir / "compressed" / precision)
-    artifact = export(run_dir, precision, out_dir)
-    predictor = Predictor(run_dir, precision, device)
+    info = read_json(run_dir / "train.json")
     manifest = read_manifest(dataset_dir / "manifest.csv")
-    cache = load_cache(dataset_dir / f"cache_{predictor.img_size}.npy", len(manifest))
+    cache = load_cache(dataset_dir / f"cache_{info['img_size']}.npy", len(manifest))
+    calibration = calibration_rows(manifest, calibration_images, info.get("seed", 0)) if precision == "int8" else []
+    artifact = export(run_dir, precision, out_dir, cache[calibration] if len(calibration) else None)
+    predictor = Predictor(run_dir, precision, device)
     x, y, rows = split_arrays(manifest, cache, "test")
     images = to_device_images(x, predictor.device)
     predictor(images[:batch_size], batch_size)  # warm-up
@@ -176,17 +276,18 @@ def compress_run(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, pre
     reference = pd.read_csv(run_dir / "predictions_test.csv")
     accuracy = float((frame["label"] == frame["pred"]).mean())
     f1 = float(f1_score(frame["label"], frame["pred"], labels=classes, average="macro", zero_division=0))
+    size, fp32_size = artifact.stat().st_size, (run_dir / "weights.safetensors").stat().st_size
     metrics = {
-        "precision": precision, "artifact": artifact.name, "size_mb": artifact.stat().st_size / 1e6,
-        "fp32_size_mb": (run_dir / "weights.safetensors").stat().st_size / 1e6,
+        "precision": precision, "artifact": artifact.name,
+        "size_mib": size / 2**20, "fp32_size_mib": fp32_size / 2**20, "size_mb": size / 1e6,
         "accuracy": accuracy, "f1_macro": f1,
         "delta_accuracy": accuracy - fp32["accuracy"], "delta_f1_macro": f1 - fp32["f1_macro"],
         "agreement_with_fp32": float((frame["pred"].to_numpy() == reference["pred"].to_numpy()).mean()),
         "ms_per_image": 1000 * seconds / max(len(x), 1), "fp32_ms_per_image": fp32["ms_per_image"],
         "device": str(predictor.device), "n": int(len(frame)),
+        "calibration": {"split": "train", "images": int(len(calibration))} if precision == "int8" else None,
+        "note": describe(precision, str(predictor.device), len(calibration)),
     }
-    from ._io import write_csv
-
     write_csv(out_dir / "predictions_test.csv", frame)
     write_json(out_dir / "metrics.json", metrics)
     return metrics

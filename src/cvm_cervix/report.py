@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 
 from ._io import atomic_path, read_json
+from .compress import recommend
 from .config import experiment_runs, used_datasets
 from .data import read_manifest, split_counts
 from .models import get_model_spec
@@ -139,9 +140,10 @@ def analysis_section(run_path: Path, label: str, classes: list[str]) -> dict:
 
 def compression_rows(run_path: Path, precisions: list[str]) -> list[dict]:
     fp32 = read_json(run_path / "metrics.json")
-    rows = [{"precision": "fp32", "size_mb": fp32["size_mb"], "accuracy": fp32["test"]["accuracy"],
-             "f1_macro": fp32["test"]["f1_macro"], "delta_accuracy": 0.0, "delta_f1_macro": 0.0,
-             "agreement_with_fp32": 1.0, "ms_per_image": fp32["test"]["ms_per_image"], "device": fp32["device"]}]
+    rows = [{"precision": "fp32", "size_mib": (run_path / "weights.safetensors").stat().st_size / 2**20,
+             "accuracy": fp32["test"]["accuracy"], "f1_macro": fp32["test"]["f1_macro"], "delta_accuracy": 0.0,
+             "delta_f1_macro": 0.0, "agreement_with_fp32": 1.0, "ms_per_image": fp32["test"]["ms_per_image"],
+             "device": fp32["device"], "note": "float32 weights (the trained run)"}]
     rows += [read_json(run_path / "compressed" / p / "metrics.json") for p in precisions]
     return rows
 
@@ -203,8 +205,9 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
                 continue
             label = f"{exp['dataset']} · {run.model} · augment {run.augment} · seed {run.seed}"
             if exp.get("compress"):
-                compression.append({"experiment": exp_name, "label": label,
-                                    "rows": compression_rows(results / run.path, exp["compress"])})
+                rows = compression_rows(results / run.path, exp["compress"])
+                compression.append({"experiment": exp_name, "label": label, "rows": rows,
+                                    "recommendation": recommend(rows)})
             if exp.get("analysis"):
                 metrics = read_json(results / run.path / "metrics.json")
                 analyses.append(analysis_section(results / run.path, label, metrics["classes"]))

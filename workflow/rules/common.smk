@@ -50,7 +50,7 @@ wildcard_constraints:
     model=r"[A-Za-z0-9_]+",
     augment="none|flip4x",
     seed=r"\d+",
-    precision="fp16|bf16|int8|onnx",
+    precision="fp16|bf16|int8_dynamic|int8|onnx",
     experiment="|".join(map(re.escape, config["experiments"])),
 
 
