@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CORES  ?= all
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test test-fast lint dry-run-paper clean env
+.PHONY: run test test-fast test-cluster lint dry-run-paper clean env
 
 env: $(STAMP)
 
@@ -23,11 +23,17 @@ run: $(STAMP)
 
 ## The test suite (unit tests and a tiny end-to-end workflow run)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -m "not cluster" tests
+
+## The workflow on a real one-node SLURM cluster (as root: installs Debian's slurm and munge)
+test-cluster: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[slurm]'
+	bash tests/cluster/slurm.sh up
+	CVM_CLUSTER_TEST=1 $(BIN)/python -m pytest -q -s -m cluster tests; rc=$$?; bash tests/cluster/slurm.sh down; exit $$rc
 
 ## Unit tests only (skips the end-to-end workflow tests)
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not workflow and not slow" tests
+	$(BIN)/python -m pytest -q -m "not workflow and not slow and not cluster" tests
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

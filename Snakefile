@@ -19,6 +19,13 @@ include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
 
 
+# Cheap rules run where Snakemake runs (on a cluster: the submit host), never as cluster jobs.
+localrules:
+    all,
+    report,
+    stats,
+
+
 rule all:
     input:
         f"{RESULTS}/report.html",

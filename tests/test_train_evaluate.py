@@ -150,3 +150,42 @@ def test_a_checkpoint_of_other_settings_is_ignored(tiny_dataset, tmp_path):
     torch.save({"settings": {"model": "other"}, "epoch": 1}, tmp_path / "checkpoint.pt")
     info = train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path, img_size=32, epochs=1, threads=1, progress=False)
     assert info["epochs"] == 1 and not (tmp_path / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("signame, after_steps, epoch, step", [("SIGUSR1", 8, 2, 2), ("SIGTERM", 2, 1, 2)])
+def test_a_signal_mid_epoch_checkpoints_and_the_rerun_ends_identically(tiny_dataset, tmp_path, monkeypatch,
+                                                                      signame, after_steps, epoch, step):
+    """SLURM's time-limit and preemption signals: finish the step, checkpoint, fail; the retry resumes."""
+    import os
+    import signal
+
+    import cvm_cervix.train as train_module
+    from cvm_cervix.errors import CvmError
+
+    kwargs = dict(img_size=32, epochs=2, batch_size=8, lr=1e-3, seed=7, threads=1, progress=False)
+    straight = train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / "straight", **kwargs)
+
+    real, calls = train_module.virtual_batch, []
+
+    def signalled(*args, **kw):  # the signal arrives while step `after_steps` is being computed
+        calls.append(1)
+        if len(calls) == after_steps:
+            os.kill(os.getpid(), getattr(signal, signame))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(train_module, "virtual_batch", signalled)
+    with pytest.raises(CvmError, match=f"stopped by {signame} in epoch {epoch} after step {step} of 6"):
+        train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / "resumed", **kwargs)
+    assert len(calls) == after_steps  # the step in flight finished, no further step began
+    checkpoint = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] == epoch - 1 and checkpoint["partial"]["step"] == step  # 44 images: 6 steps of 8
+    assert signal.getsignal(getattr(signal, signame)) in (signal.SIG_DFL, signal.default_int_handler)
+    monkeypatch.setattr(train_module, "virtual_batch", real)
+
+    resumed = train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / "resumed", **kwargs)
+    a = load_file(tmp_path / "straight" / "weights.safetensors")
+    b = load_file(tmp_path / "resumed" / "weights.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "straight" / "history.csv").drop(columns=["seconds", "train_seconds"]),
+                                  pd.read_csv(tmp_path / "resumed" / "history.csv").drop(columns=["seconds", "train_seconds"]))
+    assert resumed["best_epoch"] == straight["best_epoch"] and not (tmp_path / "resumed" / "checkpoint.pt").exists()

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -69,18 +70,24 @@ def _storage_device(dev: torch.device, nbytes: int) -> torch.device:
 
 
 def train_epoch(model: torch.nn.Module, optimizer, scaler, images: torch.Tensor, labels: torch.Tensor, steps,
-                copies: int, device: torch.device, amp: bool, on_progress=None,
-                progress_every: float = 5.0) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """One epoch over the index batches ``steps``; returns (summed loss, correct count, images seen).
+                copies: int, device: torch.device, amp: bool, on_progress=None, progress_every: float = 5.0,
+                stop=None, totals: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """One epoch over the index batches ``steps``; returns (summed loss, correct count, images seen, steps done).
 
     Loss and accuracy accumulate on the device: nothing is read back per step, so the GPU's queue
     never drains while the host waits. ``on_progress(loss=..., acc=...)`` is called at most every
-    ``progress_every`` seconds (each call reads the running sums back once).
+    ``progress_every`` seconds (each call reads the running sums back once). ``stop()`` is asked
+    after every step: when it says so, the epoch ends there (the caller checkpoints mid-epoch).
+    ``totals`` continues the sums of an epoch resumed mid-way.
     """
     loss_fn = torch.nn.CrossEntropyLoss()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen, last = 0, time.monotonic()
+    if totals is not None:
+        loss_sum, correct, seen = totals[0].to(device), totals[1].to(device), int(totals[2])
+    else:
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+    last, done = time.monotonic(), 0
     channels_last = device.type == "cuda"
     for idx in steps:
         batch, target = virtual_batch(images, labels, idx, copies, device)
@@ -99,10 +106,47 @@ def train_epoch(model: torch.nn.Module, optimizer, scaler, images: torch.Tensor,
         seen += len(idx)
         loss_sum += loss.detach() * len(idx)
         correct += (logits.detach().argmax(1) == target).sum()
+        done += 1
         if on_progress is not None and time.monotonic() - last >= progress_every:
             on_progress(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{int(correct) / seen:.3f}")
             last = time.monotonic()
-    return loss_sum, correct, seen
+        if stop is not None and stop():
+            break
+    return loss_sum, correct, seen, done
+
+
+class StopSignals:
+    """Turn SIGTERM and SIGUSR1 into a request to stop after the current step.
+
+    SLURM sends them before a time limit (``--signal``) and on preemption; the training loop then
+    writes its checkpoint and fails, so a retry resumes, losing at most the step in flight.
+    """
+
+    SIGNALS = ("SIGTERM", "SIGUSR1")
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous = {}
+
+    def __call__(self) -> bool:
+        return self.received is not None
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+        log.warning("%s received: stopping after the current step", self.received)
+
+    def __enter__(self):
+        for name in self.SIGNALS:
+            try:
+                self._previous[name] = signal.signal(getattr(signal, name), self._handle)
+            except ValueError:  # not the main thread: signals cannot be caught here
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for name, previous in self._previous.items():
+            signal.signal(getattr(signal, name), previous)
+        return False
 
 
 def split_arrays(manifest: pd.DataFrame, cache: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
@@ -169,7 +213,7 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
     settings = {"model": model_name, "classes": classes, "img_size": img_size, "batch_size": batch_size, "lr": lr,
                 "weight_decay": weight_decay, "seed": seed, "augment": augment, "pretrained": pretrained,
                 "weights": str(weights or ""), "train_images": int(n), "device": dev.type, "data": digest}
-    first_epoch, elapsed = 1, 0.0
+    first_epoch, elapsed, partial, resumes = 1, 0.0, None, []
     state = _read_checkpoint(checkpoint)
     if state is not None:
         saved = dict(state.get("settings") or {})
@@ -183,51 +227,76 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
             if dev.type == "cuda" and state.get("cuda_rng") is not None:
                 torch.cuda.set_rng_state(state["cuda_rng"], dev)
             history, best = state["history"], tuple(state["best"])
-            best_state = {"epoch": state["best_epoch"], "state": {k: v.to(dev) for k, v in state["best_state"].items()}}
+            if state.get("best_epoch") is not None:
+                best_state = {"epoch": state["best_epoch"],
+                              "state": {k: v.to(dev) for k, v in state["best_state"].items()}}
             first_epoch, elapsed = state["epoch"] + 1, state["elapsed"]
-            log.info("resuming from %s after epoch %d", checkpoint, state["epoch"])
+            partial = state.get("partial")
+            resumes = list(state.get("resumes", [])) + [{"after_epoch": state["epoch"],
+                                                         "step": partial["step"] if partial else None}]
+            log.info("resuming from %s after epoch %d%s", checkpoint, state["epoch"],
+                     f", step {partial['step']} of epoch {partial['epoch']}" if partial else "")
         elif same_run and state["epoch"] < epochs:
             log.warning("starting afresh: %s was written on other data (the manifest, its split or the image "
                         "cache changed since)", checkpoint)
         else:
             log.warning("ignoring %s: it was written with other settings or is already complete", checkpoint)
     start = time.perf_counter() - elapsed
-    for epoch in range(first_epoch, epochs + 1):
-        t0 = time.perf_counter()
-        model.train()
-        order = torch.randperm(n, generator=generator).to(store)
-        steps = [order[i:i + batch_size] for i in range(0, n, batch_size)]
-        if len(steps) > 1 and len(steps[-1]) == 1:  # BatchNorm cannot train on a batch of one
-            steps = steps[:-1]
-        bar = tqdm(steps, desc=f"epoch {epoch}/{epochs}", file=sys.stderr, disable=not progress,
-                   mininterval=5.0, leave=True)
-        loss_sum, correct, seen = train_epoch(step_model, optimizer, scaler, x_train, y_train, bar, copies, dev,
-                                              use_amp, on_progress=bar.set_postfix if progress else None)
-        loss_sum, correct = float(loss_sum), int(correct)  # the epoch's one read-back from the device
-        train_seconds = time.perf_counter() - t0
-        out = predict(model, x_val_d, max(batch_size, 64), dev, use_amp)
-        probs = torch.from_numpy(out["probs"])
-        y_val_t = torch.tensor(y_val)
-        val_loss = float(torch.nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), y_val_t))
-        val_acc = float((probs.argmax(1) == y_val_t).float().mean())
-        row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-               "val_loss": val_loss, "val_acc": val_acc, "seconds": time.perf_counter() - t0,
-               "train_seconds": train_seconds}
-        history.append(row)
-        log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.1fs", epoch, epochs,
-                 row["train_loss"], row["train_acc"], val_loss, val_acc, row["seconds"])
-        if (val_acc, -val_loss) > (best[0], -best[1]):
-            best = (val_acc, val_loss)
-            best_state = {"epoch": epoch, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-        if epoch < epochs:
-            _save_checkpoint(checkpoint, {
-                "settings": settings, "epoch": epoch, "elapsed": time.perf_counter() - start,
+
+    def snapshot(epoch: int, **extra) -> dict:
+        return {"settings": settings, "epoch": epoch, "elapsed": time.perf_counter() - start,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
-                "history": history, "best": list(best), "best_epoch": best_state["epoch"],
-                "best_state": best_state["state"],
-            })
+                "history": history, "best": list(best), "best_epoch": best_state["epoch"] if best_state else None,
+                "best_state": best_state["state"] if best_state else {}, "resumes": resumes, **extra}
+
+    stop = StopSignals()
+    with stop:
+        for epoch in range(first_epoch, epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            if partial and partial["epoch"] == epoch:  # resumed mid-epoch: the same order, from the next step
+                order, skip = partial["order"].to(store), partial["step"]
+                totals = (partial["loss_sum"], partial["correct"], partial["seen"])
+                t0 -= partial["seconds"]
+            else:
+                order, skip, totals = torch.randperm(n, generator=generator).to(store), 0, None
+            steps = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+            if len(steps) > 1 and len(steps[-1]) == 1:  # BatchNorm cannot train on a batch of one
+                steps = steps[:-1]
+            bar = tqdm(steps[skip:], desc=f"epoch {epoch}/{epochs}", file=sys.stderr, disable=not progress,
+                       mininterval=5.0, leave=True)
+            loss_sum, correct, seen, done = train_epoch(step_model, optimizer, scaler, x_train, y_train, bar, copies,
+                                                        dev, use_amp, on_progress=bar.set_postfix if progress else None,
+                                                        stop=stop, totals=totals)
+            if stop() and skip + done < len(steps):
+                _save_checkpoint(checkpoint, snapshot(epoch - 1, partial={
+                    "epoch": epoch, "step": skip + done, "order": order.cpu(), "loss_sum": loss_sum.cpu(),
+                    "correct": correct.cpu(), "seen": seen, "seconds": time.perf_counter() - t0}))
+                raise CvmError(f"training stopped by {stop.received} in epoch {epoch} after step {skip + done} of "
+                               f"{len(steps)}; {checkpoint} holds the run: run the job again to resume")
+            loss_sum, correct = float(loss_sum), int(correct)  # the epoch's one read-back from the device
+            train_seconds = time.perf_counter() - t0
+            out = predict(model, x_val_d, max(batch_size, 64), dev, use_amp)
+            probs = torch.from_numpy(out["probs"])
+            y_val_t = torch.tensor(y_val)
+            val_loss = float(torch.nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), y_val_t))
+            val_acc = float((probs.argmax(1) == y_val_t).float().mean())
+            row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+                   "val_loss": val_loss, "val_acc": val_acc, "seconds": time.perf_counter() - t0,
+                   "train_seconds": train_seconds}
+            history.append(row)
+            log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.1fs", epoch, epochs,
+                     row["train_loss"], row["train_acc"], val_loss, val_acc, row["seconds"])
+            if (val_acc, -val_loss) > (best[0], -best[1]):
+                best = (val_acc, val_loss)
+                best_state = {"epoch": epoch, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+            if epoch < epochs:
+                _save_checkpoint(checkpoint, snapshot(epoch))
+                if stop():  # a signal during validation: the epoch is saved whole
+                    raise CvmError(f"training stopped by {stop.received} after epoch {epoch}; {checkpoint} holds "
+                                   "the run: run the job again to resume")
     total = time.perf_counter() - start
 
     model.load_state_dict(best_state["state"])
@@ -241,8 +310,10 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
         "params": int(sum(p.numel() for p in model.parameters())),
         "device": str(dev), "device_name": (torch.cuda.get_device_name(dev) if dev.type == "cuda"
                         else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"),
-        "amp": use_amp, "compile": bool(compile), "threads": torch.get_num_threads(), "torch": torch.__version__, "data_digest": digest,
+        "amp": use_amp, "compile": bool(compile), "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "data_digest": digest,
         "total_seconds": total, "seconds_per_epoch": total / epochs,
+        "resumed": resumes,  # each resumption from a checkpoint: after which epoch (and step within the next)
     }
     save_weights(model, out_dir / "weights.safetensors", {"model": model_name, "num_classes": len(classes),
                                                           "img_size": img_size})
