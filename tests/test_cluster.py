@@ -25,7 +25,7 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 REQUIRED = os.environ.get("CVM_CLUSTER_TEST") == "1"
 # The test node has 2 CPUs and little memory: the profile's sizes for real clusters are lowered here,
 # the way a user overrides them on the command line.
-SMALL_NODE = ["--set-resources", *[f"{rule}:{key}={value}" for rule in ("train", "evaluate", "analyse", "compress",
+SMALL_NODE = ["--set-resources", *[f"{rule}:{key}={value}" for rule in ("train", "evaluate", "analyse", "compress_half", "compress_onnx",
                                                                         "cache", "prepare")
                                    for key, value in (("cpus_per_task", 2), ("mem_mb", 2000))]]
 FAST_POLL = ["--seconds-between-status-checks", "2", "--slurm-init-seconds-before-status-checks", "1",
@@ -123,9 +123,8 @@ def test_tiny_workflow_through_the_slurm_profile(tmp_path):
     # GPU rules asked SLURM for one GPU each, every other job for none; cheap rules never became jobs
     for rule in ("train", "evaluate"):
         assert by_rule[rule] and all("gres:gpu:1" in j.get("TresPerJob", "") for j in by_rule[rule]), rule
-    compress = {("fp16" if "fp16" in j["Comment"] else "int8"): j for j in by_rule["compress"]}
-    assert "gres:gpu:1" in compress["fp16"].get("TresPerJob", "")
-    assert "gpu" not in compress["int8"].get("TresPerJob", "")
+    assert [("gres:gpu:1" in j.get("TresPerJob", "")) for j in by_rule["compress_half"]] == [True]  # fp16
+    assert [("gpu" in j.get("TresPerJob", "")) for j in by_rule["compress_onnx"]] == [False]  # static int8
     for rule in ("synthesize", "prepare", "cache"):
         assert by_rule[rule] and all("gpu" not in j.get("TresPerJob", "") for j in by_rule[rule]), rule
     assert not {"all", "report", "stats"} & set(by_rule)

@@ -103,7 +103,7 @@ def test_static_int8_quantises_convolutions_and_linear_layers(conv_run, tiny_dat
     from onnx import TensorProto, numpy_helper
 
     metrics = compress_run(conv_run, tiny_dataset, "int8", threads=2)
-    graph = onnx.load(str(conv_run / "compressed" / "int8" / "model_int8.onnx")).graph
+    graph = onnx.load(str(conv_run / "compressed" / "int8" / "model.onnx")).graph
     inits = {i.name: i for i in graph.initializer}
     producers = {o: n for n in graph.node for o in n.output}
 

@@ -120,7 +120,7 @@ def test_compressed_artifacts_from_another_run_are_refused(run_copy, tmp_path):
     write_json(other / "train.json", {**info, "num_classes": 5, "classes": info["classes"][:5]})
     export(other, "fp16", other / "compressed" / "fp16")
     export(other, "onnx", other / "compressed" / "onnx")
-    for precision, artifact in (("fp16", "weights_fp16.safetensors"), ("onnx", "model.onnx")):
+    for precision, artifact in (("fp16", "weights.safetensors"), ("onnx", "model.onnx")):
         (run_copy / "compressed" / precision).mkdir(parents=True, exist_ok=True)
         shutil.copy(other / "compressed" / precision / artifact, run_copy / "compressed" / precision / artifact)
         with pytest.raises(CvmError, match=f"{artifact} was saved for num_classes '5'"):

@@ -37,8 +37,9 @@ from .train import check_weights_metadata, load_trained, save_weights, split_arr
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8_dynamic", "onnx")
-ARTIFACTS = {"fp32": "weights.safetensors", "fp16": "weights_fp16.safetensors", "bf16": "weights_bf16.safetensors",
-             "int8": "model_int8.onnx", "int8_dynamic": "weights_int8_dynamic.pt", "onnx": "model.onnx"}
+# The file in compressed/<precision>/ (the workflow's compress rules declare the same names).
+ARTIFACTS = {"fp32": "weights.safetensors", "fp16": "weights.safetensors", "bf16": "weights.safetensors",
+             "int8": "model.onnx", "int8_dynamic": "weights.pt", "onnx": "model.onnx"}
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 _ONNX = ("int8", "onnx")  # run by ONNX Runtime on the CPU
 CALIBRATION_IMAGES = 256

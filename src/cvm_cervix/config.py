@@ -19,7 +19,8 @@ import yaml
 
 from .errors import CvmError
 
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+# Package data (not workflow/schemas/): the library validates the same way from an installed wheel.
+SCHEMA = Path(__file__).resolve().with_name("config.schema.yaml")
 AUGMENTS = ("none", "flip4x")
 NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # the schema's $defs.name
 

@@ -20,7 +20,7 @@ from .config import experiment_runs, used_datasets
 from .data import read_manifest, split_counts
 from .models import get_model_spec
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "report"
+TEMPLATES = Path(__file__).resolve().parent / "templates"  # package data: works from an installed wheel
 METRICS = (("precision", "precision_macro"), ("recall", "recall_macro"), ("f1", "f1_macro"), ("accuracy", "accuracy"))
 
 

@@ -8,13 +8,14 @@ rule analyse:
         features=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/analysis/features_test.npy",
         tsne=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/analysis/tsne.csv",
         gallery=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/analysis/gallery.json",
+        images=directory(f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/analysis/gallery"),
     params:
         analysis=as_dict(config["analysis"]),
     threads: 4
     resources:
         gpu=1,
     log:
-        "logs/analyse/{dataset}/{model}_{augment}_seed{seed}.log",
+        f"{RESULTS}/logs/analyse/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}.log",
     conda:
         "../../envs/cvm_cervix.yaml"
     script:
@@ -30,7 +31,7 @@ rule stats:
         runs=stats_params,
         analysis=as_dict(config["analysis"]),
     log:
-        "logs/stats/{experiment}.log",
+        f"{RESULTS}/logs/stats/{{experiment}}.log",
     conda:
         "../../envs/cvm_cervix.yaml"
     script:

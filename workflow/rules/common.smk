@@ -1,9 +1,11 @@
 # Config validation and input helpers shared by every rule file.
+import importlib.util
 import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+if importlib.util.find_spec("cvm_cervix") is None:  # a checkout used without `pip install .`
+    sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from snakemake.exceptions import WorkflowError
 
@@ -18,7 +20,6 @@ try:
         warnings.simplefilter("always")
         validate_config(
             config,
-            workflow.source_path("../schemas/config.schema.yaml"),
             source=", ".join(map(str, workflow.configfiles)) or "the config",
             # Snakemake parses before it knows about -n: missing roots warn here, so a dry run can
             # plan before the data is there, and stop the prepare job (the first to need them).
@@ -39,10 +40,6 @@ RUNS = all_runs(config)
 RUN_SETTINGS = {k: v for k, v in as_dict(TRAIN).items() if k not in ("seeds", "weights", "device", "compile")}
 DATASETS = used_datasets(config)
 
-
-def compress_gpu(wildcards):
-    """fp16/bf16 are evaluated on the GPU; int8 and ONNX run on the CPU and hold no GPU token."""
-    return int(wildcards.precision in ("fp16", "bf16"))
 
 
 wildcard_constraints:

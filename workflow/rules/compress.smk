@@ -1,21 +1,51 @@
-rule compress:
+# One rule per kind of artifact, so each declares the file it writes and whether it needs a GPU.
+RUN = f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}"
+
+
+rule compress_half:
     input:
-        weights=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/weights.safetensors",
-        metrics=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/metrics.json",
-        predictions=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/predictions_test.csv",
+        weights=f"{RUN}/weights.safetensors",
+        metrics=f"{RUN}/metrics.json",
+        predictions=f"{RUN}/predictions_test.csv",
         manifest=f"{RESULTS}/data/{{dataset}}/manifest.csv",
         cache=f"{RESULTS}/data/{{dataset}}/cache_{IMG}.npy",
     output:
-        metrics=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/compressed/{{precision}}/metrics.json",
-        predictions=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/compressed/{{precision}}/predictions_test.csv",
+        artifact=f"{RUN}/compressed/{{precision}}/weights.safetensors",
+        metrics=f"{RUN}/compressed/{{precision}}/metrics.json",
+        predictions=f"{RUN}/compressed/{{precision}}/predictions_test.csv",
+    wildcard_constraints:
+        precision="fp16|bf16",
     params:
         batch_size=max(TRAIN["batch_size"], 64),
     threads: 4
     resources:
-        gpu=compress_gpu,
+        gpu=1,
     log:
-        "logs/compress/{dataset}/{model}_{augment}_seed{seed}_{precision}.log",
+        f"{RESULTS}/logs/compress/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}_{{precision}}.log",
     conda:
         "../../envs/cvm_cervix.yaml"
     script:
         "../../scripts/compress.py"
+
+
+# Static int8 (calibrated on training images) and the float32 graph, run by ONNX Runtime on the CPU.
+use rule compress_half as compress_onnx with:
+    output:
+        artifact=f"{RUN}/compressed/{{precision}}/model.onnx",
+        metrics=f"{RUN}/compressed/{{precision}}/metrics.json",
+        predictions=f"{RUN}/compressed/{{precision}}/predictions_test.csv",
+    wildcard_constraints:
+        precision="int8|onnx",
+    resources:
+        gpu=0,
+
+
+use rule compress_half as compress_dynamic with:
+    output:
+        artifact=f"{RUN}/compressed/{{precision}}/weights.pt",
+        metrics=f"{RUN}/compressed/{{precision}}/metrics.json",
+        predictions=f"{RUN}/compressed/{{precision}}/predictions_test.csv",
+    wildcard_constraints:
+        precision="int8_dynamic",
+    resources:
+        gpu=0,

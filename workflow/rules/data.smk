@@ -4,7 +4,7 @@ rule synthesize:
     params:
         spec=dataset_spec,
     log:
-        "logs/synthesize/{dataset}.log",
+        f"{RESULTS}/logs/synthesize/{{dataset}}.log",
     conda:
         "../../envs/cvm_cervix.yaml"
     script:
@@ -18,6 +18,7 @@ rule prepare:
         manifest=f"{RESULTS}/data/{{dataset}}/manifest.csv",
         classes=f"{RESULTS}/data/{{dataset}}/classes.json",
         summary=f"{RESULTS}/data/{{dataset}}/summary.json",
+        crops=directory(f"{RESULTS}/data/{{dataset}}/crops"),  # CRIC cells cut from the full images; else empty
     params:
         spec=dataset_spec,
         root=dataset_root,
@@ -25,7 +26,7 @@ rule prepare:
         listing=dataset_listing,
     threads: 4
     log:
-        "logs/prepare/{dataset}.log",
+        f"{RESULTS}/logs/prepare/{{dataset}}.log",
     conda:
         "../../envs/cvm_cervix.yaml"
     script:
@@ -41,7 +42,7 @@ rule cache:
         size=r"\d+",
     threads: 4
     log:
-        "logs/cache/{dataset}_{size}.log",
+        f"{RESULTS}/logs/cache/{{dataset}}_{{size}}.log",
     conda:
         "../../envs/cvm_cervix.yaml"
     script:

@@ -14,7 +14,7 @@ rule evaluate:
     resources:
         gpu=1,
     log:
-        "logs/evaluate/{dataset}/{model}_{augment}_seed{seed}.log",
+        f"{RESULTS}/logs/evaluate/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}.log",
     conda:
         "../../envs/cvm_cervix.yaml"
     script:

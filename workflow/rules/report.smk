@@ -10,7 +10,7 @@ rule report:
     params:
         config=as_dict(config),
     log:
-        "logs/report/report.log",
+        f"{RESULTS}/logs/report/report.log",
     conda:
         "../../envs/cvm_cervix.yaml"
     script:

@@ -14,7 +14,7 @@ rule train:
     resources:
         gpu=1,
     log:
-        "logs/train/{dataset}/{model}_{augment}_seed{seed}.log",
+        f"{RESULTS}/logs/train/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}.log",
     conda:
         "../../envs/cvm_cervix.yaml"
     script:

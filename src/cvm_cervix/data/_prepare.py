@@ -51,6 +51,7 @@ def prepare_dataset(name: str, spec: dict, out_dir: str | os.PathLike, root: str
         log.info("converted %s: %s", item["path"], item["how"])
     for conflict in summary["duplicates"]["label_conflicts"]:
         log.warning("identical images with different classes %s: %s", conflict["classes"], conflict["paths"])
+    (out_dir / "crops").mkdir(parents=True, exist_ok=True)  # declared by the workflow for every dataset
     write_csv(out_dir / "manifest.csv", frame)
     write_json(out_dir / "classes.json", classes)
     write_json(out_dir / "summary.json", summary)
