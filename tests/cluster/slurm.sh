@@ -60,12 +60,20 @@ CONF
   chmod 400 /etc/munge/munge.key
 }
 
+stop_daemons() {
+  pkill -x slurmd 2>/dev/null || true
+  pkill -x slurmctld 2>/dev/null || true
+  pkill -x munged 2>/dev/null || true
+  sleep 1
+}
+
 up() {
   install
+  stop_daemons  # always a fresh cluster with this configuration
   configure
-  pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged
-  pgrep -x slurmctld >/dev/null || slurmctld -c
-  pgrep -x slurmd >/dev/null || slurmd
+  runuser -u munge -- /usr/sbin/munged
+  slurmctld -c
+  slurmd
   for _ in $(seq 60); do
     if sinfo -h -N -o '%t' 2>/dev/null | grep -qx 'idle'; then
       sinfo -N -o '%N %t %G %c %m'
@@ -81,10 +89,7 @@ up() {
 
 down() {
   scancel --user="$(id -un)" 2>/dev/null || true
-  pkill -x slurmd 2>/dev/null || true
-  pkill -x slurmctld 2>/dev/null || true
-  pkill -x munged 2>/dev/null || true
-  sleep 1
+  stop_daemons
   rm -rf "$STATE"
 }
 
