@@ -10,7 +10,8 @@ from cvm_cervix.report import build_report
 
 
 def main(sm):
-    build_report(sm.params.config, sm.output.html)
+    build_report(sm.params.config, sm.output.html, files_dir=sm.output.files, configfiles=sm.params.configfiles,
+                 workflow_dir=sm.params.workflow_dir, benchmarks=sm.input.benchmarks)
 
 
 run_script(snakemake, main)

@@ -40,3 +40,73 @@ def tiny_dataset(tmp_path_factory):
     prepare_dataset("tiny", {"kind": "synthetic", "classes": "combined"}, out, root=base / "images")
     build_cache(read_manifest(out / "manifest.csv")["path"].tolist(), 32, out / "cache_32.npy")
     return out
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (Debian's chromium + chromium-driver) driven by selenium, with the network off.
+
+    Installs the two packages with apt-get when they are missing and this runs as root; skips where
+    they cannot be had, unless CVM_BROWSER_TEST=1 (as in CI), where that is a failure.
+    """
+    import shutil
+    import subprocess
+
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()) and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], env=env, capture_output=True)
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        webdriver = None
+    if webdriver is None or not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        if os.environ.get("CVM_BROWSER_TEST") == "1":
+            pytest.fail("headless Chromium is required here: apt-get install chromium chromium-driver; pip install selenium")
+        pytest.skip("no chromium/chromium-driver/selenium (CI installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--enable-unsafe-swiftshader", "--use-angle=swiftshader", "--window-size=1300,900"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.emulateNetworkConditions",
+                           {"offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0})
+    # Any alert() a page runs is recorded instead of shown: a test can assert that none ran.
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
+                           {"source": "window.__alerts = []; window.alert = m => window.__alerts.push(String(m));"})
+    yield driver
+    driver.quit()
+
+
+def open_page(driver, path: Path, screenshot: Path | None = None) -> list[dict]:
+    """Load ``path`` and let its plots render; returns the console messages. Saves a full-page screenshot."""
+    import time
+
+    driver.get_log("browser")  # drop what an earlier page logged
+    driver.set_window_size(1300, 900)
+    driver.get(path.resolve().as_uri())
+    for _ in range(60):
+        if driver.execute_script("return document.readyState") == "complete":
+            break
+        time.sleep(0.25)
+    time.sleep(1.5)  # plotly draws after load
+    if screenshot is not None:
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1300, min(height, 20000))
+        time.sleep(0.5)
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(screenshot))
+    return driver.get_log("browser")
+
+
+def artifact_dir(tmp_path: Path) -> Path:
+    """Where a test leaves files for people to look at: $CVM_TEST_ARTIFACTS if set, else its tmp_path."""
+    return Path(os.environ.get("CVM_TEST_ARTIFACTS") or tmp_path)

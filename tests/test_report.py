@@ -53,3 +53,108 @@ def test_seeds_aggregate_to_mean_and_sample_sd(tmp_path):
     assert agg["cost"]["params_m"] == 2.0
     single = aggregate_runs(runs[:1])
     assert single["test"]["accuracy"]["sd"] is None and single["test"]["accuracy"]["n"] == 1
+
+
+def _fabricate(results, config, seed=0):
+    """Result files of every run, stats, compression and analysis a config plans, with plausible numbers."""
+    import numpy as np
+    import pandas as pd
+
+    from cvm_cervix.config import all_runs, used_datasets, validate_config
+    from cvm_cervix.data import COMBINED_CLASSES
+
+    validate_config(config, require_roots=False)
+    rng = np.random.default_rng(seed)
+    classes_of = {}
+    sizes = {"combined": 8838, "herlev": 917, "pbc": 17092, "sipakmed": 4049, "cric": 4789}
+    for name in used_datasets(config):
+        spec = config["datasets"][name]
+        classes = (COMBINED_CLASSES if name in ("combined", "sipakmed", "cric")
+                   else ["Normal", "Abnormal"] if name == "herlev" else [f"class{i}" for i in range(8)])
+        classes_of[name] = classes
+        n = sizes.get(name, 500)
+        labels = rng.integers(0, len(classes), n)
+        folder = results / "data" / name
+        folder.mkdir(parents=True)
+        pd.DataFrame({"path": [f"/data/{name}/{i}.png" for i in range(n)], "class": [classes[i] for i in labels],
+                      "label": labels, "sha256": [f"{i:064x}" for i in range(n)], "group": range(n), "dataset": name,
+                      "split": rng.choice(["train", "val", "test"], n, p=[0.6, 0.2, 0.2])}).to_csv(
+            folder / "manifest.csv", index=False)
+        (folder / "classes.json").write_text(json.dumps(classes))
+        (folder / "summary.json").write_text(json.dumps({
+            "synthetic": False, "split": "stratified", "kind": spec["kind"], "skipped": [],
+            "duplicates": {"duplicate_sets": 0, "duplicate_images": 0, "sets": [], "label_conflicts": []}}))
+    for run in all_runs(config):
+        folder = results / run.path
+        folder.mkdir(parents=True)
+        classes = classes_of[run.dataset]
+        k = len(classes)
+
+        def split_metrics():
+            cm = rng.integers(0, 5, (k, k)) + np.diag(rng.integers(50, 150, k))
+            acc = float(np.trace(cm) / cm.sum())
+            return {"n": int(cm.sum()), "accuracy": acc, "precision_macro": acc, "recall_macro": acc, "f1_macro": acc,
+                    "per_class": {c: {"precision": acc, "recall": acc, "f1": acc, "support": int(cm[i].sum())}
+                                  for i, c in enumerate(classes)},
+                    "confusion": cm.tolist(), "ms_per_image": 1.5}
+        (folder / "metrics.json").write_text(json.dumps({
+            "model": run.model, "dataset": run.dataset, "augment": run.augment, "seed": run.seed, "classes": classes,
+            "val": split_metrics(), "test": split_metrics(), "size_mb": 120.0, "params": 31_000_000, "device": "cuda:0"}))
+        (folder / "train.json").write_text(json.dumps({
+            "params": 31_000_000, "seconds_per_epoch": 2.0, "total_seconds": 200.0, "device": "cuda:0",
+            "device_name": "NVIDIA H100", "epochs": 100, "train_images": 5308, "best_epoch": 80}))
+        epochs = np.arange(1, 101)
+        pd.DataFrame({"epoch": epochs, "train_loss": 1 / epochs, "train_acc": 1 - 1 / epochs, "val_loss": 1 / epochs,
+                      "val_acc": 1 - 1 / epochs, "seconds": 2.0}).to_csv(folder / "history.csv", index=False)
+        (folder / "weights.safetensors").write_bytes(b"\0" * 1000)
+    for name, exp in config["experiments"].items():
+        runs = [r for r in all_runs(config) if r.dataset == exp["dataset"] and r.model in exp["models"]
+                and r.augment in exp["augment"]]
+        (results / "stats").mkdir(exist_ok=True)
+        (results / "stats" / f"{name}.json").write_text(json.dumps({"reference": "cvm_cervix", "runs": [
+            {"model": r.model, "augment": r.augment, "seed": r.seed,
+             "bootstrap": {"accuracy": [0.85, 0.9], "f1_macro": [0.84, 0.9]}, "clinical": None, "mcnemar": None}
+            for r in runs]}))
+        for r in runs:
+            for p in exp.get("compress", []):
+                folder = results / r.path / "compressed" / p
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / "metrics.json").write_text(json.dumps({
+                    "precision": p, "size_mib": 30.0, "accuracy": 0.9, "f1_macro": 0.9, "delta_accuracy": -0.001,
+                    "delta_f1_macro": 0.0, "agreement_with_fp32": 0.99, "ms_per_image": 3.0, "device": "cpu",
+                    "note": p}))
+            if exp.get("analysis"):
+                folder = results / r.path / "analysis"
+                (folder / "gallery").mkdir(parents=True, exist_ok=True)
+                from PIL import Image
+
+                Image.new("RGB", (320, 160)).save(folder / "gallery" / "a.png")
+                (folder / "gallery.json").write_text(json.dumps({
+                    "layer": "cnn.act4", "cam_resolution": [7, 7], "pairs": [["ASC-US", "LSIL", 21]],
+                    "images": [{"file": "gallery/a.png", "true": "ASC-US", "pred": "LSIL"}] * 15}))
+                n = 1763
+                pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n), "z": rng.normal(size=n),
+                              "path": [f"/x/{i}.png" for i in range(n)],
+                              "label": rng.choice(classes_of[r.dataset], n),
+                              "pred": rng.choice(classes_of[r.dataset], n)}).to_csv(folder / "tsne.csv", index=False)
+
+
+def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path):
+    import yaml
+
+    from conftest import REPO
+    from cvm_cervix.report import build_report
+
+    config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    config["train"]["seeds"] = [0, 1, 2]  # 3 seeds of every one of the 27 runs
+    results = tmp_path / "results"
+    _fabricate(results, config)
+    context = build_report(config, tmp_path / "report.html", results, files_dir=tmp_path / "files")
+    html = (tmp_path / "report.html").read_text()
+    size = (tmp_path / "report.html").stat().st_size
+    assert len(context["runs"]) == 27 and len(context["experiments"]) == 6
+    assert size < 12 * 2**20, f"{size / 2**20:.1f} MiB"  # plotly.js (4.6 MiB) once, and the figures' data
+    assert html.count("<script type=\"text/javascript\">/**") == 1  # plotly.js inlined exactly once
+    assert "cdn.plot.ly" not in html.split("</script>", 1)[1] and "<script src=" not in html
+    assert html.count("<details open>") == 1 and html.count("<details>") >= 26  # run sections start collapsed
+    assert {p.name for p in (tmp_path / "files").iterdir()} >= {"comparison__accuracy.html", "main__compression.csv"}

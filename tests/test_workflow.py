@@ -287,3 +287,106 @@ def test_whole_path_on_real_cric_crops(tmp_path):
     assert metrics["test"]["n"] == 424 and sum(map(sum, metrics["test"]["confusion"])) == 424
     html = (tmp_path / "results" / "report.html").read_text()
     assert "SYNTHETIC DATA" not in html and "902" in html  # NILM's total, from the manifest
+
+
+# --- the report: provenance, Snakemake's report, a real browser, hostile names --------------------------------
+
+
+def test_report_provenance(finished):
+    html = (finished / "results" / "report.html").read_text()
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert commit and commit in html
+    import hashlib
+    import importlib.metadata
+
+    manifest = finished / "results" / "data" / "syn" / "manifest.csv"
+    assert hashlib.sha256(manifest.read_bytes()).hexdigest() in html
+    assert f"<td class=\"l\">torch</td><td class=\"l\">{importlib.metadata.version('torch')}</td>" in html
+    assert str(finished / "config.yaml") in html  # the config file it came from
+    for rule in ("train", "evaluate", "compress_onnx", "prepare"):
+        assert f"<td class=\"l\">{rule}</td>" in html  # wall time per rule, from the benchmark files
+    assert "epochs: 1" in html  # the configuration as run
+
+
+def test_snakemake_report_has_every_figure_with_captions(finished):
+    import zipfile
+
+    snakemake(finished, "--configfile", str(finished / "config.yaml"), "--report", str(finished / "report.zip"))
+    with zipfile.ZipFile(finished / "report.zip") as archive:
+        names = archive.namelist()
+        main = next(n for n in names if n.endswith("report/report.html") and "/data/" not in n)
+        page = archive.read(main).decode()
+    files = sorted(n.rsplit("/", 1)[1] for n in names if "/data/raw/" in n)
+    for expected in ("report.html", "main__accuracy.html", "main__results.csv", "main__compression.html",
+                     "main__tsne.html", "comparison__accuracy.html", "herlev__results.csv", "data__syn.csv",
+                     "provenance__rule_times.csv", "provenance__config.yaml"):
+        assert expected in files, expected
+    assert page.count("A figure or table of the CVM-Cervix reproduction report") >= 10  # captions from report/
+    assert "Reproduces Liu et al." in page  # report/workflow.rst
+    for category in ('"main"', '"comparison"', '"herlev"', '"provenance"', '"Report"'):
+        assert category in page
+
+
+@pytest.mark.browser
+def test_report_in_a_real_browser(finished, browser, tmp_path):
+    from conftest import artifact_dir, open_page
+
+    shot = artifact_dir(tmp_path) / "report.png"
+    logs = open_page(browser, finished / "results" / "report.html", shot)
+    assert [e for e in logs if e["level"] == "SEVERE"] == []  # no console errors, with the network off
+    anchors = browser.execute_script(
+        "return Array.from(document.querySelectorAll('nav a')).map(a => a.getAttribute('href'))")
+    assert anchors == ["#data", "#results", "#compression", "#analysis", "#cost", "#runs", "#provenance"]
+    assert browser.execute_script(
+        "return Array.from(document.querySelectorAll('nav a')).every(a => document.querySelector(a.getAttribute('href')))")
+    plots = browser.execute_script("""return Array.from(document.querySelectorAll('.plotly-graph-div')).map(
+        d => !!d.querySelector('svg.main-svg') || !!d.querySelector('canvas'))""")
+    assert len(plots) >= 8 and all(plots)  # every plot drew, from the inlined plotly.js
+    assert browser.execute_script("return typeof Plotly") == "object"
+    assert browser.execute_script("return window.__alerts") == []
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")
+
+
+HOSTILE = ["<img src=x onerror=alert(1)>", "\"quotes\" & <b>"]
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """The tiny workflow on a dataset whose class folders are named like HTML."""
+    from conftest import write_image
+
+    workdir = tmp_path_factory.mktemp("hostile")
+    root = workdir / "images"
+    for c, cls in enumerate(HOSTILE):
+        for i in range(8):
+            write_image(root / cls / f"{i}.png", seed=10 * c + i)
+    cfg = {"datasets": {"odd": {"kind": "imagefolder", "root": str(root)}},
+           "train": {"img_size": 32, "epochs": 1, "batch_size": 8},
+           "experiments": {"main": {"dataset": "odd", "models": ["shufflenet_v2_x0_5"], "analysis": True}},
+           "analysis": {"reference": "shufflenet_v2_x0_5"}}
+    snakemake(workdir, "--configfile", str(write_config(workdir, cfg)))
+    return workdir
+
+
+def test_hostile_class_names_are_escaped_in_the_html(hostile):
+    html = (hostile / "results" / "report.html").read_text()
+    assert HOSTILE[0] not in html and "<b>\"quotes\"" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html  # in tables, as text
+    assert "&#34;quotes&#34; &amp; &lt;b&gt;" in html or "&quot;quotes&quot; &amp; &lt;b&gt;" in html
+
+
+@pytest.mark.browser
+def test_hostile_class_names_show_as_text_and_run_nothing_in_a_browser(hostile, browser, tmp_path):
+    from conftest import artifact_dir, open_page
+
+    logs = open_page(browser, hostile / "results" / "report.html", artifact_dir(tmp_path) / "report_hostile.png")
+    assert browser.execute_script("return window.__alerts") == []
+    assert browser.execute_script("return document.querySelectorAll('img[src=\"x\"], body b > b').length") == 0
+    cells = browser.execute_script("return Array.from(document.querySelectorAll('td')).map(td => td.textContent)")
+    svg_text = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.plotly-graph-div svg text')).map(t => t.textContent)")
+    for name in HOSTILE:
+        assert name in cells, name  # a table shows the name as written
+        assert any(name in t for t in svg_text), name  # and so do the plots' labels
+    assert [e for e in logs if e["level"] == "SEVERE"] == []

@@ -38,7 +38,16 @@ def paper_metrics(paper_key: str | None, model: str, augment: str, split: str) -
 
 def _mean_sd(values: list[float]) -> dict:
     arr = np.asarray(values, float)
-    return {"mean": float(arr.mean()), "sd": float(arr.std(ddof=1)) if len(arr) > 1 else None, "n": len(arr)}
+    return {"mean": float(arr.mean()), "sd": float(arr.std(ddof=1)) if len(arr) > 1 else None, "n": len(arr),
+            "values": [float(v) for v in arr]}
+
+
+def _text(value) -> str:
+    """A name as plotly text: plotly renders <b>, <br>, <a> and entities in labels, so escape them; the
+    browser then shows the name exactly as written (a class folder may be named ``<img onerror=...>``)."""
+    import html
+
+    return html.escape(str(value), quote=False)
 
 
 def aggregate_runs(run_dirs: list[Path]) -> dict:
@@ -73,7 +82,8 @@ def confusion_figure(metrics: dict, classes: list[str], title: str) -> str:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("validation", "test"), horizontal_spacing=0.15)
     for col, split in enumerate(("val", "test"), start=1):
         z = np.asarray(metrics[split]["confusion"])
-        fig.add_trace(go.Heatmap(z=z, x=classes, y=classes, colorscale="Blues", showscale=False,
+        names = [_text(c) for c in classes]
+        fig.add_trace(go.Heatmap(z=z, x=names, y=names, colorscale="Blues", showscale=False,
                                  text=z, texttemplate="%{text}",
                                  hovertemplate="true %{y}<br>predicted %{x}<br>%{z} images<extra></extra>"),
                       row=1, col=col)
@@ -112,14 +122,83 @@ def tsne_figure(tsne: pd.DataFrame, classes: list[str], title: str) -> str:
                 continue
             fig.add_trace(go.Scatter3d(
                 x=part["x"], y=part["y"], z=part["z"], mode="markers",
-                name=f"{cls}{' (misclassified)' if wrong else ''}", legendgroup=cls,
+                name=f"{_text(cls)}{' (misclassified)' if wrong else ''}", legendgroup=_text(cls),
                 marker=dict(size=5 if wrong else 3, color=palette[i % len(palette)],
                             symbol="x" if wrong else "circle", line=dict(width=0)),
-                text=[f"true {t}<br>predicted {p}<br>{Path(f).name}" for t, p, f in
+                text=[f"true {_text(t)}<br>predicted {_text(p)}<br>{_text(Path(f).name)}" for t, p, f in
                       zip(part["label"], part["pred"], part["path"])],
                 hovertemplate="%{text}<extra></extra>"))
     fig.update_layout(title=title, height=620, margin=dict(l=0, r=0, t=50, b=0),
                       scene=dict(xaxis_title="t-SNE 1", yaxis_title="t-SNE 2", zaxis_title="t-SNE 3"))
+    return _figure_html(fig)
+
+
+def _row_label(row: dict) -> str:
+    return _text(row["paper_name"] + ("" if row["augment"] == "none" else f" · {row['augment']}"))
+
+
+def experiment_figure(rows: list[dict], title: str, paper: bool) -> str:
+    """Test accuracy per model with its 95% bootstrap interval, each seed, and the paper's number.
+
+    Many models (Table 3): a dot plot sorted by the reproduced accuracy, so one glance says which
+    models the reproduction confirms. A few (the ablations): paired bars, reproduced beside paper.
+    """
+    import plotly.graph_objects as go
+
+    rows = sorted(rows, key=lambda r: r["test"]["accuracy"]["mean"])
+    labels = [_row_label(r) for r in rows]
+    mean = [r["test"]["accuracy"]["mean"] for r in rows]
+    lo = [m - 100 * r["stats"]["bootstrap"]["accuracy"][0] if r.get("stats") else 0 for m, r in zip(mean, rows)]
+    hi = [100 * r["stats"]["bootstrap"]["accuracy"][1] - m if r.get("stats") else 0 for m, r in zip(mean, rows)]
+    seeds_x = [v for r in rows for v in r["test"]["accuracy"]["values"]]
+    seeds_y = [label for r, label in zip(rows, labels) for _ in r["test"]["accuracy"]["values"]]
+    papers = [(r["paper_test"] or {}).get("accuracy") for r in rows]
+    fig = go.Figure()
+    many = len(rows) >= 5
+    error = dict(type="data", array=hi, arrayminus=lo, thickness=1.5)
+    if many:
+        fig.add_trace(go.Scatter(x=mean, y=labels, mode="markers", name="reproduced (mean, 95% CI)",
+                                 marker=dict(size=10, color="#1f5fbf"), error_x=error,
+                                 hovertemplate="%{y}<br>reproduced %{x:.2f}%<extra></extra>"))
+        fig.add_trace(go.Scatter(x=seeds_x, y=seeds_y, mode="markers", name="each seed",
+                                 marker=dict(size=5, color="rgba(31,95,191,0.35)"),
+                                 hovertemplate="%{y}<br>seed: %{x:.2f}%<extra></extra>"))
+        if paper and any(p is not None for p in papers):
+            fig.add_trace(go.Scatter(x=papers, y=labels, mode="markers", name="paper",
+                                     marker=dict(size=11, symbol="diamond-open", color="#a07800", line=dict(width=2)),
+                                     hovertemplate="%{y}<br>paper %{x:.2f}%<extra></extra>"))
+        fig.update_layout(height=max(260, 28 * len(rows) + 120), xaxis_title="test accuracy (%)")
+    else:
+        fig.add_trace(go.Bar(x=labels, y=mean, name="reproduced (mean, 95% CI)", marker_color="#1f5fbf",
+                             error_y=error, hovertemplate="%{x}<br>reproduced %{y:.2f}%<extra></extra>"))
+        fig.add_trace(go.Scatter(x=seeds_y, y=seeds_x, mode="markers", name="each seed",
+                                 marker=dict(size=6, color="rgba(0,0,0,0.45)"),
+                                 hovertemplate="%{x}<br>seed: %{y:.2f}%<extra></extra>"))
+        if paper and any(p is not None for p in papers):
+            fig.add_trace(go.Bar(x=labels, y=papers, name="paper", marker_color="#e8c547",
+                                 hovertemplate="%{x}<br>paper %{y:.2f}%<extra></extra>"))
+        fig.update_layout(height=360, barmode="group", yaxis_title="test accuracy (%)")
+    fig.update_layout(title=_text(title), margin=dict(t=50, b=40, l=10, r=10), legend=dict(orientation="h", y=-0.2))
+    return _figure_html(fig)
+
+
+def compression_figure(rows: list[dict], title: str) -> str:
+    """Accuracy against size and against latency, one point per precision."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("size", "latency"), horizontal_spacing=0.12)
+    names = [_text(r["precision"]) for r in rows]
+    hover = [f"{n}<br>{_text(r['device'])}" for n, r in zip(names, rows)]
+    for col, key, axis in ((1, "size_mib", "size (MiB)"), (2, "ms_per_image", "ms per image")):
+        fig.add_trace(go.Scatter(x=[r[key] for r in rows], y=[100 * r["accuracy"] for r in rows], text=names,
+                                 mode="markers+text", textposition="top center", showlegend=False,
+                                 customdata=hover, marker=dict(size=10, color="#1f5fbf"),
+                                 hovertemplate="%{customdata}<br>%{x:.2f}, accuracy %{y:.2f}%<extra></extra>"),
+                      row=1, col=col)
+        fig.update_xaxes(title_text=axis, type="log", row=1, col=col)
+        fig.update_yaxes(title_text="test accuracy (%)", row=1, col=col)
+    fig.update_layout(title=_text(title), height=360, margin=dict(t=60, b=40))
     return _figure_html(fig)
 
 
@@ -129,11 +208,12 @@ def _png_data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def analysis_section(run_path: Path, label: str, classes: list[str]) -> dict:
+def analysis_section(run_path: Path, label: str, classes: list[str], experiment: str = "") -> dict:
     analysis = run_path / "analysis"
     gallery = read_json(analysis / "gallery.json")
     images = [{**img, "src": _png_data_uri(analysis / img["file"])} for img in gallery["images"]]
-    return {"label": label, "layer": gallery["layer"], "resolution": gallery.get("cam_resolution"),
+    return {"label": label, "experiment": experiment, "layer": gallery["layer"],
+            "resolution": gallery.get("cam_resolution"),
             "pairs": gallery["pairs"], "images": images,
             "tsne": tsne_figure(pd.read_csv(analysis / "tsne.csv"), classes, f"t-SNE (3-D) of the test features: {label}")}
 
@@ -207,10 +287,11 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
             if exp.get("compress"):
                 rows = compression_rows(results / run.path, exp["compress"])
                 compression.append({"experiment": exp_name, "label": label, "rows": rows,
-                                    "recommendation": recommend(rows)})
+                                    "recommendation": recommend(rows),
+                                    "figure": compression_figure(rows, f"Compression: {label}")})
             if exp.get("analysis"):
                 metrics = read_json(results / run.path / "metrics.json")
-                analyses.append(analysis_section(results / run.path, label, metrics["classes"]))
+                analyses.append(analysis_section(results / run.path, label, metrics["classes"], exp_name))
         groups: dict[tuple, list[Path]] = {}
         for run in runs:
             groups.setdefault((run.model, run.augment), []).append(results / run.path)
@@ -236,9 +317,11 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
                     "confusion": confusion_figure(metrics, metrics["classes"], f"Confusion matrices: {label}"),
                     "curves": curves_figure(pd.read_csv(first / "history.csv"), f"Training curves: {label}"),
                 })
-        experiments.append({"name": exp_name, "title": exp.get("title", exp_name), "dataset": exp["dataset"],
+        title = exp.get("title", exp_name)
+        experiments.append({"name": exp_name, "title": title, "dataset": exp["dataset"],
                             "paper": exp.get("paper"), "synthetic": exp["dataset"] in synthetic_sets,
-                            "seeds": config["train"]["seeds"], "rows": rows})
+                            "seeds": config["train"]["seeds"], "rows": rows,
+                            "figure": experiment_figure(rows, f"Test accuracy: {title}", bool(exp.get("paper")))})
 
     import plotly.offline
 
@@ -264,8 +347,82 @@ def render(context: dict) -> str:
     return env.get_template("report.html.j2").render(**context)
 
 
-def build_report(config: dict, out_html: str | os.PathLike, results: str | os.PathLike | None = None) -> None:
-    """Render the self-contained report (plotly.js inlined: it opens with no network)."""
-    html = render(collect(config, results))
+def build_report(config: dict, out_html: str | os.PathLike, results: str | os.PathLike | None = None,
+                 files_dir: str | os.PathLike | None = None, configfiles: list[str] | None = None,
+                 workflow_dir: str | os.PathLike | None = None, benchmarks: list | None = None) -> dict:
+    """Render the self-contained report (plotly.js inlined: it opens with no network).
+
+    ``files_dir`` also receives each figure (standalone HTML) and table (CSV) as
+    ``<experiment>__<name>.<ext>``, for ``snakemake --report``. Returns the template's context.
+    """
+    from .provenance import provenance
+
+    results = Path(results or config.get("results", "results"))
+    context = collect(config, results)
+    run_dirs = sorted({results / r.path for name in config["experiments"] for r in experiment_runs(config, name)})
+    context["provenance"] = provenance(config, results, used_datasets(config), run_dirs, configfiles, workflow_dir,
+                                       benchmarks)
+    html = render(context)
     with atomic_path(out_html) as tmp:
         tmp.write_text(html, encoding="utf-8")
+    if files_dir is not None:
+        write_report_files(context, Path(files_dir))
+    return context
+
+
+def _standalone(figure_div: str, plotly_js: str) -> str:
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><script type="text/javascript">{plotly_js}</script>'
+            f"</head><body>{figure_div}</body></html>")
+
+
+def write_report_files(context: dict, folder: Path) -> list[Path]:
+    """Each figure and table of the report as its own file (atomically, into a fresh ``folder``)."""
+    import shutil
+
+    from ._io import partial_path
+
+    files: dict[str, str] = {}
+    for ds in context["datasets"]:
+        frame = pd.DataFrame([{k: r[k] for k in ("class", "train", "val", "test", "total")} |
+                              ({"paper train": r["paper"][0], "paper val": r["paper"][1], "paper test": r["paper"][2]}
+                               if r["paper"] else {}) for r in ds["rows"]])
+        files[f"data__{ds['name']}.csv"] = frame.to_csv(index=False)
+    for exp in context["experiments"]:
+        table = []
+        for r in exp["rows"]:
+            row = {"model": r["paper_name"], "augment": r["augment"], "seeds": len(r["test"]["accuracy"]["values"])}
+            for name in ("accuracy", "f1", "precision", "recall"):
+                row[f"test {name}"] = round(r["test"][name]["mean"], 2)
+                row[f"test {name} sd"] = None if r["test"][name]["sd"] is None else round(r["test"][name]["sd"], 2)
+            if r.get("stats"):
+                row["accuracy 95% CI"] = " – ".join(f"{100 * v:.2f}" for v in r["stats"]["bootstrap"]["accuracy"])
+            for name in ("accuracy", "f1"):
+                row[f"paper test {name}"] = (r["paper_test"] or {}).get(name)
+            table.append(row)
+        files[f"{exp['name']}__results.csv"] = pd.DataFrame(table).to_csv(index=False)
+        files[f"{exp['name']}__accuracy.html"] = _standalone(exp["figure"], context["plotly_js"])
+    for c in context["compression"]:
+        keys = ("precision", "size_mib", "accuracy", "delta_accuracy", "f1_macro", "agreement_with_fp32",
+                "ms_per_image", "device", "note")
+        files[f"{c['experiment']}__compression.csv"] = pd.DataFrame([{k: r.get(k) for k in keys}
+                                                                     for r in c["rows"]]).to_csv(index=False)
+        files[f"{c['experiment']}__compression.html"] = _standalone(c["figure"], context["plotly_js"])
+    for i, a in enumerate(context["analyses"]):
+        files[f"{a['experiment']}__tsne{i or ''}.html"] = _standalone(a["tsne"], context["plotly_js"])
+    prov = context["provenance"]
+    files["provenance__libraries.csv"] = pd.DataFrame(
+        [{"package": "python", "version": prov["python"]}] +
+        [{"package": k, "version": v} for k, v in prov["libraries"].items()]).to_csv(index=False)
+    files["provenance__rule_times.csv"] = pd.DataFrame(prov["rule_times"]).to_csv(index=False)
+    files["provenance__config.yaml"] = prov["config_yaml"]
+
+    tmp = partial_path(folder)
+    tmp.mkdir(parents=True)
+    try:
+        for name, text in files.items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [folder / name for name in files]

@@ -16,6 +16,8 @@ rule analyse:
         gpu=1,
     log:
         f"{RESULTS}/logs/analyse/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/analyse/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}.tsv",
     conda:
         "../../envs/cvm_cervix.yaml"
     script:
@@ -32,6 +34,8 @@ rule stats:
         analysis=as_dict(config["analysis"]),
     log:
         f"{RESULTS}/logs/stats/{{experiment}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stats/{{experiment}}.tsv",
     conda:
         "../../envs/cvm_cervix.yaml"
     script:

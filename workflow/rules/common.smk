@@ -110,17 +110,26 @@ def first_seed_runs(flag):
     )
 
 
-def compress_targets():
+def compress_jobs():
+    """(run, precision) of every compression the experiments ask for (first seed)."""
     seed = TRAIN["seeds"][0]
     return sorted(
         {
-            f"{run_dir(r)}/compressed/{p}/metrics.json"
+            (r, p)
             for name, exp in config["experiments"].items()
             for r in experiment_runs(config, name)
             if r.seed == seed
             for p in exp["compress"]
         }
     )
+
+
+COMPRESS_RULE = {"fp16": "compress_half", "bf16": "compress_half", "int8": "compress_onnx",
+                 "onnx": "compress_onnx", "int8_dynamic": "compress_dynamic"}
+
+
+def compress_targets():
+    return [f"{run_dir(r)}/compressed/{p}/metrics.json" for r, p in compress_jobs()]
 
 
 def analysis_targets():
@@ -156,9 +165,24 @@ def stats_params(wildcards):
     ]
 
 
+def benchmark_files():
+    """The benchmark file of every job the report depends on (wall time per rule in its provenance)."""
+    bench = f"{RESULTS}/benchmarks"
+    job = lambda r: f"{r.dataset}/{r.model}_{r.augment}_seed{r.seed}"  # noqa: E731
+    files = [f"{bench}/prepare/{d}.tsv" for d in DATASETS]
+    files += [f"{bench}/synthesize/{d}.tsv" for d in DATASETS if config["datasets"][d]["kind"] == "synthetic"]
+    files += [f"{bench}/cache/{d}_{IMG}.tsv" for d in sorted({r.dataset for r in RUNS})]
+    files += [f"{bench}/{rule}/{job(r)}.tsv" for r in RUNS for rule in ("train", "evaluate")]
+    files += [f"{bench}/analyse/{job(r)}.tsv" for r in first_seed_runs("analysis")]
+    files += [f"{bench}/stats/{e}.tsv" for e in config["experiments"]]
+    files += [f"{bench}/{COMPRESS_RULE[p]}/{job(r)}_{p}.tsv" for r, p in compress_jobs()]
+    return files
+
+
 def report_inputs(wildcards):
     runs = [run_dir(r) for r in RUNS]
     return {
+        "benchmarks": benchmark_files(),
         "stats": [f"{RESULTS}/stats/{e}.json" for e in config["experiments"]],
         "compressed": compress_targets(),
         "analysis": analysis_targets(),

@@ -22,6 +22,8 @@ rule compress_half:
         gpu=1,
     log:
         f"{RESULTS}/logs/compress/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}_{{precision}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/compress_half/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}_{{precision}}.tsv",
     conda:
         "../../envs/cvm_cervix.yaml"
     script:
@@ -38,6 +40,8 @@ use rule compress_half as compress_onnx with:
         precision="int8|onnx",
     resources:
         gpu=0,
+    benchmark:
+        f"{RESULTS}/benchmarks/compress_onnx/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}_{{precision}}.tsv",
 
 
 use rule compress_half as compress_dynamic with:
@@ -49,3 +53,5 @@ use rule compress_half as compress_dynamic with:
         precision="int8_dynamic",
     resources:
         gpu=0,
+    benchmark:
+        f"{RESULTS}/benchmarks/compress_dynamic/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}_{{precision}}.tsv",

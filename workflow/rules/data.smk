@@ -5,6 +5,8 @@ rule synthesize:
         spec=dataset_spec,
     log:
         f"{RESULTS}/logs/synthesize/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/synthesize/{{dataset}}.tsv",
     conda:
         "../../envs/cvm_cervix.yaml"
     script:
@@ -27,6 +29,8 @@ rule prepare:
     threads: 4
     log:
         f"{RESULTS}/logs/prepare/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare/{{dataset}}.tsv",
     conda:
         "../../envs/cvm_cervix.yaml"
     script:
@@ -43,6 +47,8 @@ rule cache:
     threads: 4
     log:
         f"{RESULTS}/logs/cache/{{dataset}}_{{size}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/cache/{{dataset}}_{{size}}.tsv",
     conda:
         "../../envs/cvm_cervix.yaml"
     script:

@@ -15,6 +15,8 @@ rule evaluate:
         gpu=1,
     log:
         f"{RESULTS}/logs/evaluate/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}.tsv",
     conda:
         "../../envs/cvm_cervix.yaml"
     script:

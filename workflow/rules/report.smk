@@ -7,10 +7,22 @@ rule report:
             caption="../../report/report.rst",
             category="Report",
         ),
+        # The report's figures and tables one by one, for `snakemake --report` (a category per experiment).
+        files=report(
+            directory(f"{RESULTS}/report_files"),
+            patterns=["{category}__{name}.{ext}"],
+            caption="../../report/figure.rst",
+            category="{category}",
+            labels={"figure or table": "{name}", "format": "{ext}"},
+        ),
     params:
         config=as_dict(config),
+        configfiles=[str(f) for f in workflow.configfiles],
+        workflow_dir=workflow.basedir,
     log:
         f"{RESULTS}/logs/report/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report/report.tsv",
     conda:
         "../../envs/cvm_cervix.yaml"
     script:

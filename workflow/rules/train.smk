@@ -15,6 +15,8 @@ rule train:
         gpu=1,
     log:
         f"{RESULTS}/logs/train/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}.tsv",
     conda:
         "../../envs/cvm_cervix.yaml"
     script:
