@@ -84,6 +84,11 @@ def _sync(dev):
         torch.cuda.synchronize()
 
 
+def _free(dev):
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def project_train_rate(model, optimizer, images, labels, batch, steps, dev, amp, warmup=3) -> float:
     """Training images/s of ``cvm_cervix.train.train_epoch`` over ``steps`` batches after ``warmup``."""
     scaler = torch.amp.GradScaler("cuda", enabled=False)
@@ -127,7 +132,12 @@ def plain_train_rate(root: Path, model, optimizer, size, batch, steps, dev, amp,
     model.train()
     dtype = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
     seen, start, running = 0, None, 0.0
-    for i, (x, y) in enumerate(loader):
+
+    def batches():  # as many epochs as the warm-up and timed steps need
+        while True:
+            yield from loader
+
+    for i, (x, y) in enumerate(batches()):
         if i == warmup:
             _sync(dev)
             start, seen = time.perf_counter(), 0
@@ -171,18 +181,18 @@ def largest_batch(images, labels, dev, amp, size, start=16, limit=1024) -> int:
             break
         finally:
             model = step = opt = None
-            torch.cuda.empty_cache()
+            _free(dev)
     return fits
 
 
-def worker(cache: str, batch: int, seconds: float, size: int) -> None:
+def worker(cache: str, batch: int, seconds: float, size: int, device: str = "cuda") -> None:
     """One of K concurrent training processes: print its images/s over ``seconds`` as JSON."""
-    dev = torch.device("cuda")
+    dev = torch.device(device)
     array = np.load(cache, mmap_mode="r")
     images = torch.from_numpy(np.ascontiguousarray(array)).to(dev)
     labels = torch.arange(len(images), device=dev) % len(CLASSES)
     model, step, opt = fresh_model("cvm_cervix", dev, size)
-    project_train_rate(step, opt, images, labels, batch, 5, dev, True, warmup=5)
+    project_train_rate(step, opt, images, labels, batch, 2, dev, True, warmup=2)
     seen, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         rate = project_train_rate(step, opt, images, labels, batch, 20, dev, True, warmup=0)
@@ -190,9 +200,9 @@ def worker(cache: str, batch: int, seconds: float, size: int) -> None:
     print(json.dumps({"images_per_s": seen / (time.perf_counter() - start), "last": rate}), flush=True)
 
 
-def concurrent_rate(k: int, cache: Path, batch: int, seconds: float, size: int) -> float:
+def concurrent_rate(k: int, cache: Path, batch: int, seconds: float, size: int, device: str) -> float:
     cmd = [sys.executable, __file__, "--worker", str(cache), "--batch", str(batch), "--seconds", str(seconds),
-           "--size", str(size)]
+           "--size", str(size), "--device", device]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
              for _ in range(k)]
     rates = []
@@ -268,9 +278,9 @@ def cpu_comparison(args) -> dict:
 def gpu_benchmark(args) -> dict:
     start = time.monotonic()
     left = lambda: args.budget - (time.monotonic() - start)  # noqa: E731
-    dev = torch.device("cuda")
+    dev = torch.device(args.device)
     torch.backends.cudnn.benchmark = True
-    name = torch.cuda.get_device_name(dev)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({platform.machine()}), smoke run"
     result: dict = {"device": name, "torch": torch.__version__, "size": args.size, "images": args.images, "train": [],
                     "infer": [], "concurrent": {}, "skipped": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -283,8 +293,8 @@ def gpu_benchmark(args) -> dict:
               flush=True)
         y = torch.from_numpy(labels).to(dev)
         resident = torch.from_numpy(array).to(dev)
-        pinned = torch.from_numpy(array).pin_memory()
-        big = largest_batch(resident, y, dev, True, args.size)
+        pinned = torch.from_numpy(array).pin_memory() if dev.type == "cuda" else torch.from_numpy(array)
+        big = largest_batch(resident, y, dev, True, args.size, limit=args.max_batch)
         result["largest_batch"] = big
         print(f"largest batch that fits (bf16 autocast): {big}", flush=True)
 
@@ -298,7 +308,7 @@ def gpu_benchmark(args) -> dict:
                                           warmup=10 if compiled else 3)
             except torch.OutOfMemoryError:
                 rate = None
-            torch.cuda.empty_cache()
+            _free(dev)
             return rate
 
         configs = [(p, s, b, False) for p in ("fp32", "bf16") for s in ("GPU", "host, pinned") for b in (16, big)]
@@ -319,7 +329,7 @@ def gpu_benchmark(args) -> dict:
                 result["infer"].append({"precision": precision, "batch": batch, "images_per_s": rate})
                 print(f"infer {precision} batch {batch}: {rate:.0f}", flush=True)
         del model
-        torch.cuda.empty_cache()
+        _free(dev)
 
         torch.manual_seed(0)
         model, step, opt = fresh_model("cvm_cervix", dev, args.size)
@@ -327,14 +337,14 @@ def gpu_benchmark(args) -> dict:
                                            min(args.workers, os.cpu_count() or 1))
         print(f"plain loop bf16 batch 16: {result['plain']:.0f}", flush=True)
         del model, step, opt
-        torch.cuda.empty_cache()
+        _free(dev)
 
         if left() > 150:
-            for k in (1, 2, 4):
+            for k in args.concurrent:
                 if left() < 60:
                     result["skipped"].append(f"concurrent K={k}")
                     continue
-                result["concurrent"][k] = concurrent_rate(k, cache_path, 16, args.seconds, args.size)
+                result["concurrent"][k] = concurrent_rate(k, cache_path, 16, args.seconds, args.size, args.device)
                 print(f"K={k} concurrent runs at batch 16: {result['concurrent'][k]:.0f} images/s in all", flush=True)
         else:
             result["skipped"].append("concurrent runs")
@@ -344,18 +354,20 @@ def gpu_benchmark(args) -> dict:
     if not args.no_per_model and left() > 90:
         import yaml
 
-        models = {m for e in yaml.safe_load((REPO / "config" / "paper.yaml").read_text())["experiments"].values()
-                  for m in e["models"]}
-        fake = torch.randint(0, 255, (256, 3, args.size, args.size), dtype=torch.uint8, device=dev)
-        fake_y = torch.arange(256, device=dev) % len(CLASSES)
+        models = set(args.models or {m for e in yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+                                     ["experiments"].values() for m in e["models"]})
+        fake = torch.randint(0, 255, (64, 3, args.size, args.size), dtype=torch.uint8, device=dev)
+        fake_y = torch.arange(64, device=dev) % len(CLASSES)
+        from cvm_cervix.models import get_model_spec
+
         for m in sorted(models - {"cvm_cervix"}):
-            if left() < 30:
+            if left() < 30 or get_model_spec(m).min_img_size > args.size:
                 result["skipped"].append(f"per-model rate {m}")
                 continue
             _, step, opt = fresh_model(m, dev, args.size)
-            rates[m] = project_train_rate(step, opt, fake, fake_y, 16, 10, dev, True)
+            rates[m] = project_train_rate(step, opt, fake, fake_y, 16, args.model_steps, dev, True)
             del step, opt
-            torch.cuda.empty_cache()
+            _free(dev)
     result["model_rates"] = rates
     infer = max(r["images_per_s"] for r in result["infer"] if r["precision"] == "bf16")
     result["paper_gpu_hours"], result["paper_runs"] = paper_plan_hours(rates, infer)
@@ -365,8 +377,8 @@ def gpu_benchmark(args) -> dict:
 
 def report(r: dict) -> None:
     plain = r["plain"]
-    print(f"\n{r['device']}, torch {r['torch']}, CVM-Cervix at {r['size']} px, {r['images']} synthetic images "
-          f"(the combined set's size)\n")
+    print(f"\n{r['device']}, torch {r['torch']}, CVM-Cervix at {r['size']} px, {r['images']} synthetic images"
+          f"{' (the combined set' + chr(39) + 's size)' if r['images'] >= 8838 else ''}\n")
     rows = [[t["precision"] + (" autocast" if t["precision"] == "bf16" else ""), t["images_on"], t["batch"],
              "yes" if t["compile"] else "no",
              f"{t['images_per_s']:.0f}" if t["images_per_s"] else "out of memory",
@@ -405,13 +417,21 @@ def main() -> int:
     parser.add_argument("--cpu-steps", type=int, default=12)
     parser.add_argument("--cpu-repeats", type=int, default=3)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--max-batch", type=int, default=1024, help="largest batch tried")
+    parser.add_argument("--concurrent", type=int, nargs="+", default=[1, 2, 4], help="runs sharing the GPU")
+    parser.add_argument("--models", nargs="+", help="models measured for the projection (default: the paper's)")
+    parser.add_argument("--model-steps", type=int, default=10, help="timed steps per model of the projection")
+    parser.add_argument("--device", default="cuda",
+                        help="cuda; cpu runs the GPU benchmark's code on the CPU at a tiny size (a smoke test)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=16, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.batch, args.seconds, args.size)
+        worker(args.worker, args.batch, args.seconds, args.size, args.device)
         return 0
-    if not torch.cuda.is_available():
+    if args.device == "cpu":
+        result = gpu_benchmark(args)
+    elif not torch.cuda.is_available():
         print("No CUDA device: the GPU benchmark has not run. The two training loops on the CPU instead:\n")
         result = cpu_comparison(args)
     else:
