@@ -36,6 +36,8 @@ def test_compressed_sizes_and_agreement(deit_run, tiny_dataset, precision, low, 
                                                 / 2**20)
     assert metrics["agreement_with_fp32"] >= 0.8  # the same class for most test images
     fp32 = json.loads((deit_run / "metrics.json").read_text())["test"]
+    # the baseline is the run evaluated in float32 by the compress step (on the CPU: metrics.json's numbers)
+    assert metrics["fp32"]["accuracy"] == pytest.approx(fp32["accuracy"]) and metrics["fp32"]["device"] == "cpu"
     assert metrics["delta_accuracy"] == pytest.approx(metrics["accuracy"] - fp32["accuracy"])
     preds = pd.read_csv(deit_run / "compressed" / precision / "predictions_test.csv")
     assert len(preds) == fp32["n"]

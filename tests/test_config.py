@@ -102,3 +102,23 @@ def test_shipped_configs_are_valid_apart_from_roots(name, tmp_path):
         if "root" in spec:
             spec["root"] = str(tmp_path)
     validate_config(copy.deepcopy(cfg))
+
+
+def test_an_experiment_can_have_its_own_seeds(tmp_path):
+    cfg = minimal(tmp_path)
+    cfg["train"] = {"seeds": [0]}
+    cfg["experiments"]["main"]["seeds"] = [0, 1, 2]
+    cfg["experiments"]["other"] = {"dataset": "syn", "models": ["resnet18"]}
+    validate_config(cfg)
+    assert sorted({r.seed for r in experiment_runs(cfg, "main")}) == [0, 1, 2]
+    assert [r.seed for r in experiment_runs(cfg, "other")] == [0]
+    assert len(all_runs(cfg)) == 2 * 3  # resnet18 seed 0 is shared by both experiments
+    cfg["experiments"]["main"]["seeds"] = [1, 1]
+    with pytest.raises(CvmError, match="experiments.main.seeds"):
+        validate_config(cfg)
+
+
+def test_the_clinical_view_counts_every_bethesda_abnormality(tmp_path):
+    abnormal = validate_config(minimal(tmp_path))["analysis"]["abnormal_classes"]
+    assert {"ASC-US", "LSIL", "ASC-H", "HSIL", "SCC", "Koilocytotic", "Dyskeratotic", "Abnormal"} <= set(abnormal)
+    assert not {"NILM", "Metaplastic", "Parabasal", "Superficial-Intermediate", "Normal"} & set(abnormal)

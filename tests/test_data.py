@@ -114,3 +114,44 @@ def test_split_counts_follow_the_fractions_like_the_papers_table1():
                           "dataset": "d"})
     split = assign_splits(frame, seed=3)
     assert split["split"].value_counts().to_dict() == {"train": 484, "val": 161, "test": 161}
+
+
+@pytest.mark.parametrize("table", ["combined", "herlev", "pbc"])
+def test_split_quotas_give_every_count_of_the_papers_tables(table):
+    """Tables 1, 4 and 5, every class: validation round(0.2 n), test floor(0.2 n), train the rest."""
+    from cvm_cervix.report import paper_results
+
+    times = 4 if table in paper_results()["split_notes"] else 1  # Herlev's training split is counted after ×4
+    rows, label = [], 0
+    expected = {}
+    for cls, (train, val, test) in paper_results()["splits"][table].items():
+        n = train // times + val + test
+        rows += [{"path": f"{cls}{i}", "class": cls, "label": label, "sha256": f"{label:08x}{i:056x}",
+                  "group": f"{cls}{i}", "dataset": table} for i in range(n)]
+        expected[cls] = {"train": train // times, "val": val, "test": test}
+        label += 1
+    split = assign_splits(pd.DataFrame(rows), seed=0)
+    counts = pd.crosstab(split["class"], split["split"]).to_dict("index")
+    assert counts == expected
+    total = sum(sum(v.values()) for v in expected.values())
+    assert table != "combined" or (sum(v["train"] for v in expected.values()), total) == (5308, 8838)
+
+
+def test_class_limits_draw_a_seeded_subset_and_refuse_too_many(imagefolder, tmp_path):
+    from cvm_cervix.data import prepare_dataset
+    from cvm_cervix.errors import CvmError
+
+    spec = {"kind": "imagefolder", "class_limits": {"alpha": 6}, "max_per_class": 8, "split_seed": 1}
+    summary = prepare_dataset("f", spec, tmp_path / "a", root=imagefolder, threads=1)
+    counts = {c: sum(v.values()) for c, v in summary["counts"].items()}
+    assert counts == {"alpha": 6, "beta": 8, "gamma": 8}
+    assert summary["class_limits"]["alpha"] == {"asked": 6, "found": 10, "kept": 6}
+    again = prepare_dataset("f", spec, tmp_path / "b", root=imagefolder, threads=1)
+    paths = lambda d: set(pd.read_csv(tmp_path / d / "manifest.csv")["path"])  # noqa: E731
+    prepare_dataset("f", {**spec, "split_seed": 2}, tmp_path / "c", root=imagefolder, threads=1)
+    assert paths("a") == paths("b") and paths("a") != paths("c")  # drawn with the seed
+    with pytest.raises(CvmError, match="class_limits.beta': asks for 11 images but class 'beta' has 10"):
+        prepare_dataset("f", {"kind": "imagefolder", "class_limits": {"beta": 11}}, tmp_path / "d", root=imagefolder)
+    with pytest.raises(CvmError, match="class 'delta' is not in the dataset"):
+        prepare_dataset("f", {"kind": "imagefolder", "class_limits": {"delta": 1}}, tmp_path / "e", root=imagefolder)
+    assert not (tmp_path / "d" / "manifest.csv").exists()

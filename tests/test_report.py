@@ -120,6 +120,7 @@ def _fabricate(results, config, seed=0):
                 folder = results / r.path / "compressed" / p
                 folder.mkdir(parents=True, exist_ok=True)
                 (folder / "metrics.json").write_text(json.dumps({
+                    "fp32": {"accuracy": 0.9, "f1_macro": 0.9, "ms_per_image": 2.0, "device": "cuda:0"},
                     "precision": p, "size_mib": 30.0, "accuracy": 0.9, "f1_macro": 0.9, "delta_accuracy": -0.001,
                     "delta_f1_macro": 0.0, "agreement_with_fp32": 0.99, "ms_per_image": 3.0, "device": "cpu",
                     "note": p}))

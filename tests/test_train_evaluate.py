@@ -90,6 +90,8 @@ def test_evaluation_outputs_and_metrics(trained, tiny_dataset):
         assert np.asarray(m["confusion"]).sum() == 11
     assert saved["test"]["accuracy"] == pytest.approx((test["label"] == test["pred"]).mean())
     assert saved["size_mb"] == pytest.approx((out / "weights.safetensors").stat().st_size / 1e6)
+    assert saved["size_mib"] == pytest.approx((out / "weights.safetensors").stat().st_size / 2**20)
+    assert saved["precision"] == "float32"  # what the numbers were measured in: the run's own setting
     assert saved["params"] == info["params"] and metrics["test"] == saved["test"]
     model, _ = load_trained(out)
     assert model.head.out_features == 11

@@ -172,7 +172,7 @@ def analyse_run(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, out_
     cache = load_cache(dataset_dir / f"cache_{info['img_size']}.npy", len(manifest))
     x, y, rows = split_arrays(manifest, cache, "test")
     images = to_device_images(x, dev)
-    out = predict(model, images, 64, dev, features=True)
+    out = predict(model, images, 64, dev, amp=bool(info.get("amp")) and dev.type == "cuda", features=True)
     feats, preds = out["features"], out["probs"].argmax(1)
     with atomic_path(out_dir / "features_test.npy") as tmp:
         with open(tmp, "wb") as handle:

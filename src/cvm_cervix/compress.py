@@ -273,10 +273,21 @@ def compress_run(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, pre
     from .evaluate import predictions_frame
 
     frame = predictions_frame(rows["path"], y, probs, classes)
-    fp32 = read_json(run_dir / "metrics.json")["test"]
-    reference = pd.read_csv(run_dir / "predictions_test.csv")
-    accuracy = float((frame["label"] == frame["pred"]).mean())
-    f1 = float(f1_score(frame["label"], frame["pred"], labels=classes, average="macro", zero_division=0))
+    # The baseline is the run evaluated here in float32, whatever precision metrics.json was measured in
+    # (a run trained with AMP is evaluated in autocast).
+    baseline = Predictor(run_dir, "fp32", device)
+    ref_images = to_device_images(x, baseline.device)
+    baseline(ref_images[:batch_size], batch_size)
+    ref_probs, ref_seconds = baseline(ref_images, batch_size)
+    reference = predictions_frame(rows["path"], y, ref_probs, classes)
+
+    def scores(f: pd.DataFrame) -> tuple[float, float]:
+        return (float((f["label"] == f["pred"]).mean()),
+                float(f1_score(f["label"], f["pred"], labels=classes, average="macro", zero_division=0)))
+
+    accuracy, f1 = scores(frame)
+    fp32 = dict(zip(("accuracy", "f1_macro"), scores(reference)), ms_per_image=1000 * ref_seconds / max(len(x), 1),
+                device=str(baseline.device))
     size, fp32_size = artifact.stat().st_size, (run_dir / "weights.safetensors").stat().st_size
     metrics = {
         "precision": precision, "artifact": artifact.name,
@@ -285,7 +296,7 @@ def compress_run(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, pre
         "delta_accuracy": accuracy - fp32["accuracy"], "delta_f1_macro": f1 - fp32["f1_macro"],
         "agreement_with_fp32": float((frame["pred"].to_numpy() == reference["pred"].to_numpy()).mean()),
         "ms_per_image": 1000 * seconds / max(len(x), 1), "fp32_ms_per_image": fp32["ms_per_image"],
-        "device": str(predictor.device), "n": int(len(frame)),
+        "device": str(predictor.device), "n": int(len(frame)), "fp32": fp32,
         "calibration": {"split": "train", "images": int(len(calibration))} if precision == "int8" else None,
         "note": describe(precision, str(predictor.device), len(calibration)),
     }

@@ -188,11 +188,16 @@ def used_datasets(config: dict) -> list[str]:
     return sorted(_with_parts(config["datasets"], (e["dataset"] for e in config["experiments"].values())))
 
 
+def experiment_seeds(config: dict, experiment: str) -> list[int]:
+    """The experiment's own ``seeds``, else ``train.seeds`` (e.g. 3 seeds for the main result, 1 for 22 models)."""
+    return list(config["experiments"][experiment].get("seeds") or config["train"]["seeds"])
+
+
 def experiment_runs(config: dict, experiment: str) -> list[Run]:
     exp = config["experiments"][experiment]
     return [
         Run(exp["dataset"], model, augment, seed)
-        for model, augment, seed in itertools.product(exp["models"], exp["augment"], config["train"]["seeds"])
+        for model, augment, seed in itertools.product(exp["models"], exp["augment"], experiment_seeds(config, experiment))
     ]
 
 

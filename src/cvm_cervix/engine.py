@@ -44,6 +44,13 @@ def autocast(device: torch.device, enabled: bool = True):
     return torch.autocast("cuda", dtype=dtype)
 
 
+def precision_name(device: torch.device, amp: bool) -> str:
+    """What arithmetic a pass with :func:`autocast` ``amp`` on ``device`` uses: recorded with every metric."""
+    if device.type != "cuda" or not amp:
+        return "float32"
+    return "bfloat16 autocast" if torch.cuda.is_bf16_supported() else "float16 autocast"
+
+
 def to_device_images(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """Copy a uint8 image array to ``device`` once (it stays there for every epoch)."""
     array = np.ascontiguousarray(array)
@@ -55,7 +62,7 @@ def to_device_images(array: np.ndarray, device: torch.device) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device,
-            amp: bool = True, features: bool = False) -> dict[str, np.ndarray | float]:
+            amp: bool = False, features: bool = False) -> dict[str, np.ndarray | float]:
     """Class probabilities (and optionally pooled features) for uint8 ``images``, in order.
 
     Returns ``{"probs": N×C, "features": N×D (if asked), "seconds": pure inference time}``.

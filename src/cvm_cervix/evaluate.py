@@ -12,7 +12,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 
 from ._io import write_csv, write_json
 from .data import load_cache, read_manifest
-from .engine import predict, resolve_device, to_device_images
+from .engine import precision_name, predict, resolve_device, to_device_images
 from .train import load_trained, split_arrays
 
 
@@ -53,19 +53,22 @@ def evaluate_run(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, out
     classes = info["classes"]
     manifest = read_manifest(dataset_dir / "manifest.csv")
     cache = load_cache(dataset_dir / f"cache_{info['img_size']}.npy", len(manifest))
+    # One setting governs training and every evaluation of a run: float32 unless it trained with AMP.
+    amp = bool(info.get("amp")) and dev.type == "cuda"
     metrics: dict = {"model": info["model"], "dataset": info["dataset"], "augment": info["augment"],
-                     "seed": info["seed"], "classes": classes}
+                     "seed": info["seed"], "classes": classes, "precision": precision_name(dev, amp)}
     frames = {}
     for split in ("val", "test"):
         x, y, rows = split_arrays(manifest, cache, split)
         images = to_device_images(x, dev)
-        predict(model, images[:batch_size], batch_size, dev)  # warm-up: kernels, allocator
-        out = predict(model, images, batch_size, dev)
+        predict(model, images[:batch_size], batch_size, dev, amp)  # warm-up: kernels, allocator
+        out = predict(model, images, batch_size, dev, amp)
         frames[split] = predictions_frame(rows["path"], y, out["probs"], classes)
         metrics[split] = compute_metrics(frames[split], classes)
         metrics[split]["ms_per_image"] = 1000 * out["seconds"] / max(len(x), 1)
     weights = run_dir / "weights.safetensors"
     metrics["size_mb"] = weights.stat().st_size / 1e6
+    metrics["size_mib"] = weights.stat().st_size / 2**20
     metrics["params"] = info["params"]
     metrics["device"] = str(dev)
     for split, frame in frames.items():

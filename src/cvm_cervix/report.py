@@ -16,7 +16,7 @@ import yaml
 
 from ._io import atomic_path, read_json
 from .compress import recommend
-from .config import experiment_runs, used_datasets
+from .config import experiment_runs, experiment_seeds, used_datasets
 from .data import read_manifest, split_counts
 from .models import get_model_spec
 
@@ -60,7 +60,7 @@ def aggregate_runs(run_dirs: list[Path]) -> dict:
         out[split]["ms_per_image"] = _mean_sd([m[split]["ms_per_image"] for m in metrics])
     out["cost"] = {
         "params_m": trains[0]["params"] / 1e6,
-        "size_mb": metrics[0]["size_mb"],
+        "size_mib": metrics[0].get("size_mib", metrics[0]["size_mb"] * 1e6 / 2**20),
         "seconds_per_epoch": _mean_sd([t["seconds_per_epoch"] for t in trains]),
         "total_seconds": _mean_sd([t["total_seconds"] for t in trains]),
         "device": trains[0]["device_name"] or trains[0]["device"],
@@ -219,13 +219,13 @@ def analysis_section(run_path: Path, label: str, classes: list[str], experiment:
 
 
 def compression_rows(run_path: Path, precisions: list[str]) -> list[dict]:
-    fp32 = read_json(run_path / "metrics.json")
-    rows = [{"precision": "fp32", "size_mib": (run_path / "weights.safetensors").stat().st_size / 2**20,
-             "accuracy": fp32["test"]["accuracy"], "f1_macro": fp32["test"]["f1_macro"], "delta_accuracy": 0.0,
-             "delta_f1_macro": 0.0, "agreement_with_fp32": 1.0, "ms_per_image": fp32["test"]["ms_per_image"],
-             "device": fp32["device"], "note": "float32 weights (the trained run)"}]
-    rows += [read_json(run_path / "compressed" / p / "metrics.json") for p in precisions]
-    return rows
+    """float32 (evaluated in float32 by the compress step), then each compressed variant."""
+    rows = [read_json(run_path / "compressed" / p / "metrics.json") for p in precisions]
+    fp32 = rows[0]["fp32"]
+    return [{"precision": "fp32", "size_mib": (run_path / "weights.safetensors").stat().st_size / 2**20,
+             "accuracy": fp32["accuracy"], "f1_macro": fp32["f1_macro"], "delta_accuracy": 0.0,
+             "delta_f1_macro": 0.0, "agreement_with_fp32": 1.0, "ms_per_image": fp32["ms_per_image"],
+             "device": fp32["device"], "note": "float32 weights (the trained run), evaluated in float32"}, *rows]
 
 
 def paper_confusions(metrics: dict) -> list[dict]:
@@ -256,6 +256,7 @@ def dataset_section(name: str, spec: dict, data_dir: Path, paper_key: str | None
         "totals": {k: int(totals[k]) for k in ("train", "val", "test", "total")},
         "paper_totals": [sum(v[i] for v in paper.values()) for i in range(3)] if paper else None,
         "skipped": summary.get("skipped", []),
+        "limits": summary.get("class_limits") or {},
         "duplicates": summary.get("duplicates", {}),
         "paper_key": paper_key,
         "paper_note": paper_results().get("split_notes", {}).get(paper_key) if paper_key else None,
@@ -275,9 +276,10 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
 
     experiments, run_details, seen = [], [], set()
     compression, analyses = [], []
-    first_seed = config["train"]["seeds"][0]
     for exp_name, exp in config["experiments"].items():
         runs = experiment_runs(config, exp_name)
+        seeds = experiment_seeds(config, exp_name)
+        first_seed = seeds[0]
         stats_file = results / "stats" / f"{exp_name}.json"
         stats = {(e["model"], e["augment"], e["seed"]): e for e in read_json(stats_file)["runs"]} if stats_file.is_file() else {}
         for run in runs:
@@ -299,7 +301,8 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
         for (model, augment), dirs in groups.items():
             agg = aggregate_runs(dirs)
             row = {"model": model, "paper_name": get_model_spec(model).paper_name, "augment": augment, **agg,
-                   "stats": stats.get((model, augment, first_seed))}
+                   "stats": stats.get((model, augment, first_seed)),
+                   "stats_seeds": [stats[(model, augment, s)] for s in seeds if (model, augment, s) in stats]}
             for split in ("val", "test"):
                 paper = paper_metrics(exp.get("paper"), model, augment, split)
                 row[f"paper_{split}"] = paper
@@ -320,7 +323,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
         title = exp.get("title", exp_name)
         experiments.append({"name": exp_name, "title": title, "dataset": exp["dataset"],
                             "paper": exp.get("paper"), "synthetic": exp["dataset"] in synthetic_sets,
-                            "seeds": config["train"]["seeds"], "rows": rows,
+                            "seeds": seeds, "first_seed": first_seed, "rows": rows,
                             "figure": experiment_figure(rows, f"Test accuracy: {title}", bool(exp.get("paper")))})
 
     import plotly.offline
@@ -330,9 +333,10 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
         "generated": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "synthetic": bool(synthetic_sets), "synthetic_sets": sorted(synthetic_sets),
         "datasets": ds_sections, "experiments": experiments, "runs": run_details,
-        "compression": compression, "analyses": analyses, "first_seed": first_seed,
+        "compression": compression, "analyses": analyses,
         "reference": get_model_spec(config.get("analysis", {}).get("reference", "cvm_cervix")).paper_name,
         "train": config["train"], "paper": paper_results(),
+        "abnormal_classes": config.get("analysis", {}).get("abnormal_classes", []),
         "plotly_js": plotly.offline.get_plotlyjs(),
     }
 

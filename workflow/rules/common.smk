@@ -10,7 +10,15 @@ if importlib.util.find_spec("cvm_cervix") is None:  # a checkout used without `p
 from snakemake.exceptions import WorkflowError
 
 from cvm_cervix.data import listing_digest
-from cvm_cervix.config import Run, all_runs, as_dict, experiment_runs, used_datasets, validate_config
+from cvm_cervix.config import (
+    Run,
+    all_runs,
+    as_dict,
+    experiment_runs,
+    experiment_seeds,
+    used_datasets,
+    validate_config,
+)
 from cvm_cervix.errors import CvmError
 
 import warnings
@@ -97,28 +105,26 @@ def train_weights(wildcards):
 
 
 def first_seed_runs(flag):
-    """Runs (first seed) of every experiment that switches ``flag`` on."""
-    seed = TRAIN["seeds"][0]
+    """Runs (the experiment's first seed) of every experiment that switches ``flag`` on."""
     return sorted(
         {
             r
             for name, exp in config["experiments"].items()
             if exp.get(flag)
             for r in experiment_runs(config, name)
-            if r.seed == seed
+            if r.seed == experiment_seeds(config, name)[0]
         }
     )
 
 
 def compress_jobs():
-    """(run, precision) of every compression the experiments ask for (first seed)."""
-    seed = TRAIN["seeds"][0]
+    """(run, precision) of every compression the experiments ask for (the experiment's first seed)."""
     return sorted(
         {
             (r, p)
             for name, exp in config["experiments"].items()
             for r in experiment_runs(config, name)
-            if r.seed == seed
+            if r.seed == experiment_seeds(config, name)[0]
             for p in exp["compress"]
         }
     )

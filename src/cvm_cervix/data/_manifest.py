@@ -99,8 +99,11 @@ def assign_splits(frame: pd.DataFrame, fractions=(0.6, 0.2, 0.2), seed: int = 0,
     n_classes = int(frame["label"].max()) + 1
     labels = frame["label"].to_numpy()
     totals = np.bincount(labels, minlength=n_classes)
-    # whole-image quotas per split × class: val and test rounded, train takes the rest
-    target = np.rint(fractions[:, None] * totals[None, :])
+    # Whole-image quotas per split × class, as the paper counted (Tables 1, 4, 5): validation rounded,
+    # test rounded down, train takes the rest (HSIL's 874 images: 525 / 175 / 174).
+    target = np.empty((3, n_classes))
+    target[1] = np.rint(fractions[1] * totals)
+    target[2] = np.floor(fractions[2] * totals + 1e-9)
     target[0] = totals - target[1] - target[2]
     deficit = target.copy()
     split = np.empty(len(frame), dtype=object)
@@ -124,6 +127,37 @@ def assign_splits(frame: pd.DataFrame, fractions=(0.6, 0.2, 0.2), seed: int = 0,
                 "add images, drop the class, or use split: stratified"
             )
     return frame[COLUMNS]
+
+
+def limit_classes(frame: pd.DataFrame, max_per_class: int | None = None, class_limits: dict | None = None,
+                  seed: int = 0, dataset: str = "dataset") -> tuple[pd.DataFrame, dict]:
+    """Keep at most ``class_limits[c]`` (else ``max_per_class``) images of each class, drawn with ``seed``.
+
+    For users who want a subset such as the paper's 4,789 CRIC cells. A class asked for more images
+    than it has is an error naming both counts. Returns the frame and ``{class: {"asked", "found"}}``.
+    """
+    class_limits = dict(class_limits or {})
+    unknown = sorted(set(class_limits) - set(frame["class"]))
+    if unknown:
+        raise CvmError(f"config key 'datasets.{dataset}.class_limits': class {unknown[0]!r} is not in the dataset "
+                       f"(classes: {', '.join(sorted(set(frame['class'])))})")
+    if not max_per_class and not class_limits:
+        return frame, {}
+    rng = np.random.default_rng(seed)
+    keep, report = [], {}
+    for cls, rows in frame.groupby("class", sort=True).groups.items():
+        asked = class_limits.get(cls, max_per_class)
+        found = len(rows)
+        if asked is None:
+            keep.extend(rows)
+            continue
+        if asked > found and cls in class_limits:
+            raise CvmError(f"config key 'datasets.{dataset}.class_limits.{cls}': asks for {asked} images but class "
+                           f"{cls!r} has {found}; lower the limit or add images")
+        chosen = rows if asked >= found else np.sort(rng.choice(np.asarray(rows), size=asked, replace=False))
+        keep.extend(chosen)
+        report[cls] = {"asked": int(asked), "found": int(found), "kept": int(len(chosen))}
+    return frame.loc[sorted(keep)].reset_index(drop=True), report
 
 
 def duplicate_report(frame: pd.DataFrame) -> dict:

@@ -9,7 +9,8 @@ from pathlib import Path
 from .._io import read_json, write_csv, write_json
 from ..errors import CvmError
 from ._adapters import list_dataset
-from ._manifest import assign_splits, combine_frames, conversions, read_manifest, records_frame, summarize
+from ._manifest import (assign_splits, combine_frames, conversions, limit_classes, read_manifest, records_frame,
+                        summarize)
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,12 @@ def prepare_dataset(name: str, spec: dict, out_dir: str | os.PathLike, root: str
         listing = list_dataset(spec["kind"], root, spec, out_dir)
         frame, classes, skipped = records_frame(listing, name, threads), listing.classes, listing.skipped
         converted = conversions(frame)
+    frame, limits = limit_classes(frame, spec.get("max_per_class"), spec.get("class_limits"),
+                                  spec.get("split_seed", 0), name)
     frame = assign_splits(frame, spec.get("split_fractions", (0.6, 0.2, 0.2)), spec.get("split_seed", 0),
                           spec.get("split", "stratified"), dataset=name)
     summary = summarize(frame, classes, skipped, converted)
+    summary["class_limits"] = limits
     summary.update(dataset=name, kind=spec["kind"], synthetic=spec["kind"] == "synthetic" or _any_synthetic(parts),
                    split=spec.get("split", "stratified"))
     for path, reason in skipped:
