@@ -62,6 +62,43 @@ def test_experiment_stats_compares_with_the_reference(tmp_path):
     assert by_model["resnet18"]["clinical"]["sensitivity"] == 0.0
 
 
+def test_holm_adjustment_against_a_hand_computed_example():
+    from cvm_cervix.analysis import holm
+
+    # sorted 0.01, 0.02, 0.04, 0.30 -> 4×0.01, max(.04, 3×.02), max(.06, 2×.04), max(.08, .30)
+    assert holm([0.04, 0.01, 0.30, 0.02]) == pytest.approx([0.08, 0.04, 0.30, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_the_experiments_own_contrasts_with_holm_and_a_paired_interval(tmp_path):
+    paths = [f"img{i}.png" for i in range(40)]
+    truth = ["HSIL", "NILM"] * 20
+    wrong = {"HSIL": "NILM", "NILM": "HSIL"}
+
+    def write(name, n_wrong):
+        preds = [wrong[t] if i < n_wrong else t for i, t in enumerate(truth)]
+        pd.DataFrame({"path": paths, "label": truth, "pred": preds}).to_csv(tmp_path / name, index=False)
+        return str(tmp_path / name)
+
+    runs = [{"model": "cvm_cervix", "augment": a, "seed": s, "predictions": write(f"c{a}{s}.csv", n)}
+            for a, s, n in (("none", 0, 12), ("flip4x", 0, 2), ("none", 1, 10), ("flip4x", 1, 9))]
+    runs.append({"model": "xception", "augment": "none", "seed": 0, "predictions": write("x.csv", 20)})
+    stats = experiment_stats(runs, "cvm_cervix", ["HSIL"], n_boot=500)
+    by = {(c["contrast"], c["b"]["model"], c["b"]["seed"]): c for c in stats["contrasts"]}
+    assert set(by) == {("flip4x vs none", "cvm_cervix", 0), ("flip4x vs none", "cvm_cervix", 1),
+                       ("vs cvm_cervix", "xception", 0)}
+    x4 = by[("flip4x vs none", "cvm_cervix", 0)]
+    assert (x4["only_a"], x4["only_b"]) == (0, 10)  # the 10 images only flip4x gets right
+    assert x4["accuracy_diff"] == pytest.approx(10 / 40)
+    lo, hi = x4["accuracy_diff_ci"]
+    assert 0 < lo < 0.25 < hi  # paired: every resample keeps flip4x ahead
+    p = [c["p_value"] for c in stats["contrasts"]]
+    from cvm_cervix.analysis import holm
+
+    assert [c["p_holm"] for c in stats["contrasts"]] == pytest.approx(holm(p))
+    assert all(c["p_holm"] >= c["p_value"] for c in stats["contrasts"])
+
+
 def test_top_confusions_are_ordered_by_count():
     cm = [[5, 2, 0], [7, 3, 1], [0, 2, 9]]
     assert top_confusions(cm, ["a", "b", "c"], 2) == [("b", "a", 7), ("a", "b", 2)]

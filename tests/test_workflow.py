@@ -108,6 +108,10 @@ def test_analysis_compression_and_statistics(finished):
     assert (run / "compressed" / "int8" / "model.onnx").is_file() and "static int8" in html
     assert f"{100 * int8['delta_accuracy']:+.2f}" in html
     assert "To deploy" in html and "smallest <b>" in html
+    # the comparison experiment's own contrast: flip4x against none, with Holm's p and a paired interval
+    contrast = next(c for c in stats["contrasts"] if c["contrast"] == "flip4x vs none")
+    assert contrast["a"]["augment"] == "none" and contrast["b"]["augment"] == "flip4x"
+    assert "ShuffleNetV2×0.5 · flip4x against ShuffleNetV2×0.5 · none" in html and "Holm p" in html
 
 
 def test_report_is_self_contained_and_labelled_synthetic(finished):

@@ -281,7 +281,10 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
         seeds = experiment_seeds(config, exp_name)
         first_seed = seeds[0]
         stats_file = results / "stats" / f"{exp_name}.json"
-        stats = {(e["model"], e["augment"], e["seed"]): e for e in read_json(stats_file)["runs"]} if stats_file.is_file() else {}
+        stats_json = read_json(stats_file) if stats_file.is_file() else {"runs": [], "contrasts": []}
+        stats = {(e["model"], e["augment"], e["seed"]): e for e in stats_json["runs"]}
+        comparisons = [{**c, "a_name": get_model_spec(c["a"]["model"]).paper_name,
+                        "b_name": get_model_spec(c["b"]["model"]).paper_name} for c in stats_json.get("contrasts", [])]
         for run in runs:
             if run.seed != first_seed:
                 continue
@@ -323,7 +326,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
         title = exp.get("title", exp_name)
         experiments.append({"name": exp_name, "title": title, "dataset": exp["dataset"],
                             "paper": exp.get("paper"), "synthetic": exp["dataset"] in synthetic_sets,
-                            "seeds": seeds, "first_seed": first_seed, "rows": rows,
+                            "seeds": seeds, "first_seed": first_seed, "rows": rows, "comparisons": comparisons,
                             "figure": experiment_figure(rows, f"Test accuracy: {title}", bool(exp.get("paper")))})
 
     import plotly.offline
