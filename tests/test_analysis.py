@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from cvm_cervix.analysis import (
     analyse_run, bootstrap_ci, clinical_view, experiment_stats, grad_cam, mcnemar_exact, top_confusions, tsne_3d,
@@ -122,6 +123,24 @@ def test_grad_cam_maps_the_cnn_branch():
     assert resolution == (2, 2)
 
 
+def test_attention_rollout_maps_the_transformer_branch():
+    from cvm_cervix.analysis import attention_rollout
+
+    torch.manual_seed(0)
+    fusion = create_model("cvm_cervix", 3, img_size=64)
+    images = torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8)
+    maps = attention_rollout(fusion, images, "vt")
+    assert maps.shape == (2, 64, 64) and maps.min() >= 0 and np.allclose(maps.max(axis=(1, 2)), 1)
+    assert all(block.attn.fused_attn for block in fusion.backbone.vt.blocks)  # the fast path is restored
+    # one block whose attention is uniform: every patch gets the same share, so the map is flat
+    deit = create_model("deit_tiny", 3, img_size=32)
+    deit.backbone.blocks = deit.backbone.blocks[:1]
+    torch.nn.init.zeros_(deit.backbone.blocks[0].attn.qkv.weight)
+    torch.nn.init.zeros_(deit.backbone.blocks[0].attn.qkv.bias)
+    flat = attention_rollout(deit, images[:, :, :32, :32])
+    assert np.allclose(flat, 1)
+
+
 def test_grad_cam_of_a_one_pixel_map_stays_flat():
     torch.manual_seed(0)
     model = create_model("cvm_cervix", 3, img_size=32)  # Xception's last map is 1×1 at 32 px
@@ -149,7 +168,9 @@ def test_analyse_run_writes_tsne_features_and_gallery(cvm_run, tiny_dataset):
     assert np.load(cvm_run / "analysis" / "features_test.npy").shape == (11, 2240)
     metrics = json.loads((cvm_run / "metrics.json").read_text())
     assert gallery["pairs"] == [list(p) for p in top_confusions(metrics["test"]["confusion"], metrics["classes"], 2)]
-    assert gallery["layer"] == "cnn.act4"
+    assert gallery["layer"] == "cnn.act4" and gallery["attention"] == "vt"
+    assert gallery["panels"] == ["image", "Grad-CAM", "attention rollout"]  # both branches beside the image
     for img in gallery["images"]:
         assert (cvm_run / "analysis" / img["file"]).is_file() and img["true"] != img["pred"]
+        assert Image.open(cvm_run / "analysis" / img["file"]).size == (3 * 160, 160)
         assert (img["true"], img["pred"]) in {(p[0], p[1]) for p in gallery["pairs"]}

@@ -188,6 +188,41 @@ def grad_cam(model, images: torch.Tensor, targets: list[int], layer: str, return
     return (cam, resolution) if return_resolution else cam
 
 
+@torch.no_grad()
+def attention_rollout(model, images: torch.Tensor, path: str = "") -> np.ndarray:
+    """Attention rollout (Abnar & Zuidema, 2020) of the vision transformer at ``path`` inside
+    ``model.backbone``: how much the class token draws on each image patch, through every block.
+
+    Each block's attention (heads averaged, plus the identity for the residual path, rows
+    renormalised) is multiplied through the layers; the class token's row over the patch tokens
+    is the map, upsampled to the image (N×H×W, scaled by its maximum like :func:`grad_cam`).
+    """
+    vit = model.backbone.get_submodule(path) if path else model.backbone
+    maps, hooks, fused = [], [], []
+    for block in vit.blocks:
+        fused.append(block.attn.fused_attn)
+        block.attn.fused_attn = False  # the fused kernel never materialises the attention weights
+        hooks.append(block.attn.attn_drop.register_forward_hook(lambda m, i, o: maps.append(o.float())))
+    try:
+        model.eval()
+        vit(normalize(images))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for block, value in zip(vit.blocks, fused):
+            block.attn.fused_attn = value
+    tokens = maps[0].shape[-1]
+    rollout = torch.eye(tokens, device=maps[0].device).expand(len(images), tokens, tokens)
+    for attn in maps:
+        a = attn.mean(1) + torch.eye(tokens, device=attn.device)
+        rollout = (a / a.sum(-1, keepdim=True)) @ rollout
+    prefix = vit.num_prefix_tokens
+    grid = vit.patch_embed.grid_size
+    cls = rollout[:, 0, prefix:].reshape(len(images), 1, *grid)
+    cls = torch.nn.functional.interpolate(cls, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    return (cls / cls.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)).clamp(0, 1).cpu().numpy()
+
+
 _HEAT = np.array([[0, 0, 0.5], [0, 0.4, 1], [0, 0.9, 0.6], [1, 0.9, 0], [1, 0.2, 0]])  # blue → red
 
 
@@ -236,7 +271,8 @@ def analyse_run(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, out_
                          "label": [classes[i] for i in y], "pred": [classes[i] for i in preds]})
     write_csv(out_dir / "tsne.csv", tsne)
 
-    layer = get_model_spec(info["model"]).cam_layer
+    spec = get_model_spec(info["model"])
+    layer, attention = spec.cam_layer, spec.attention
     gallery_dir = out_dir / "gallery"
     gallery_dir.mkdir(parents=True, exist_ok=True)
     metrics = read_json(run_dir / "metrics.json")
@@ -244,20 +280,24 @@ def analyse_run(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, out_
     confusions = top_confusions(metrics["test"]["confusion"], classes, pairs)
     for true_cls, pred_cls, count in confusions:
         idx = np.flatnonzero((y == classes.index(true_cls)) & (preds == classes.index(pred_cls)))[:per_pair]
-        cams = [None] * len(idx)
+        cams = rollouts = [None] * len(idx)
         if layer and len(idx):
             cams, resolution = grad_cam(model, images[idx].to(dev), [classes.index(pred_cls)] * len(idx), layer,
                                         return_resolution=True)
-        for i, cam in zip(idx, cams):
+        if attention is not None and len(idx):  # the transformer branch's view of the same images
+            rollouts = attention_rollout(model, images[idx].to(dev), attention)
+        for i, cam, roll in zip(idx, cams, rollouts):
             name = f"{true_cls}_as_{pred_cls}_{i}.png".replace("/", "-").replace(" ", "_")
             original = x[i]
-            panels = [original.transpose(1, 2, 0)] + ([overlay(original, cam)] if cam is not None else [])
+            panels = [original.transpose(1, 2, 0)] + [overlay(original, m) for m in (cam, roll) if m is not None]
             strip = np.concatenate(panels, axis=1)
             with atomic_path(gallery_dir / name) as tmp:
                 Image.fromarray(strip).resize((display_size * len(panels), display_size), Image.NEAREST).save(tmp, format="PNG")
             entries.append({"file": f"gallery/{name}", "path": rows["path"][i], "true": true_cls, "pred": pred_cls,
-                            "pair_count": count, "grad_cam_layer": layer})
+                            "pair_count": count, "grad_cam_layer": layer, "attention": attention})
     gallery = {"model": info["model"], "layer": layer, "cam_resolution": list(resolution) if resolution else None,
+               "attention": attention, "panels": ["image"] + (["Grad-CAM"] if layer else [])
+               + (["attention rollout"] if attention is not None else []),
                "pairs": [list(p) for p in confusions], "images": entries}
     write_json(out_dir / "gallery.json", gallery)
     return gallery

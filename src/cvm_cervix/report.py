@@ -212,7 +212,7 @@ def analysis_section(run_path: Path, label: str, classes: list[str], experiment:
     analysis = run_path / "analysis"
     gallery = read_json(analysis / "gallery.json")
     images = [{**img, "src": _png_data_uri(analysis / img["file"])} for img in gallery["images"]]
-    return {"label": label, "experiment": experiment, "layer": gallery["layer"],
+    return {"label": label, "experiment": experiment, "layer": gallery["layer"], "attention": gallery.get("attention"),
             "resolution": gallery.get("cam_resolution"),
             "pairs": gallery["pairs"], "images": images,
             "tsne": tsne_figure(pd.read_csv(analysis / "tsne.csv"), classes, f"t-SNE (3-D) of the test features: {label}")}

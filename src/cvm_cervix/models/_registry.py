@@ -42,6 +42,7 @@ class ModelSpec:
     source: str
     min_img_size: int = 32
     cam_layer: str | None = None  # module (inside ``backbone``) whose activations Grad-CAM uses
+    attention: str | None = None  # a timm vision transformer (inside ``backbone``; "" = itself) for attention rollout
     mlp_head: bool = False
     note: str = ""
 
@@ -218,7 +219,7 @@ def _register_all() -> None:
     tv, tm = "torchvision", "timm"
     specs = [
         ModelSpec("cvm_cervix", "CVM-Cervix", partial(_fusion, "deit_tiny_patch16_224"), "cvm_cervix",
-                  mlp_head=True, cam_layer="cnn.act4",
+                  mlp_head=True, cam_layer="cnn.act4", attention="vt",
                   note="legacy_xception (2048) ‖ deit_tiny_patch16_224 (192) → MLP 2240-2240-classes, GELU"),
         *[ModelSpec(f"vgg{d}", f"VGG{d}", partial(_torchvision, f"vgg{d}", "classifier.6"), tv,
                     cam_layer="features") for d in (11, 13, 16, 19)],
@@ -241,15 +242,15 @@ def _register_all() -> None:
                   partial(_torchvision, "shufflenet_v2_x0_5", "fc"), tv, cam_layer="conv5"),
         ModelSpec("inception_resnet_v1", "InceptionResNetV1", partial(_own, InceptionResNetV1), "cvm_cervix",
                   min_img_size=InceptionResNetV1.min_img_size, cam_layer="block8"),
-        ModelSpec("vit", "ViT", partial(_timm, "vit_base_patch16_224"), tm, min_img_size=16),
+        ModelSpec("vit", "ViT", partial(_timm, "vit_base_patch16_224"), tm, min_img_size=16, attention=""),
         ModelSpec("botnet", "BoTNet", partial(_timm, "botnet26t_256"), tm, cam_layer="stages"),
-        ModelSpec("deit_tiny", "DeiT", partial(_timm, "deit_tiny_patch16_224"), tm, min_img_size=16),
+        ModelSpec("deit_tiny", "DeiT", partial(_timm, "deit_tiny_patch16_224"), tm, min_img_size=16, attention=""),
         ModelSpec("t2t_vit", "T2T-ViT", partial(_own, T2TViT), "cvm_cervix", min_img_size=16,
                   note="T2T-ViT-14 (transformer T2T layers), written in this project"),
         # Fusion ablations (Sec. 5.2): DeiT with its distillation token fused instead.
         ModelSpec("cvm_cervix_distilled", "CVM-Cervix (DeiT distilled)",
                   partial(_fusion, "deit_tiny_distilled_patch16_224"), "cvm_cervix", mlp_head=True,
-                  cam_layer="cnn.act4", note="ablation: deit_tiny_distilled_patch16_224 in the VT branch"),
+                  cam_layer="cnn.act4", attention="vt", note="ablation: deit_tiny_distilled_patch16_224 in the VT branch"),
     ]
     for spec in specs:
         register_model(spec)
