@@ -117,6 +117,15 @@ def test_load_trained_rejects_a_non_run_folder(tmp_path):
         load_trained(tmp_path)
 
 
+def assert_same_training(a_dir, b_dir):
+    """The same weights, bit for bit, and the same history apart from timings."""
+    a, b = load_file(a_dir / "weights.safetensors"), load_file(b_dir / "weights.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    timings = ["seconds", "train_seconds"]
+    pd.testing.assert_frame_equal(pd.read_csv(a_dir / "history.csv").drop(columns=timings),
+                                  pd.read_csv(b_dir / "history.csv").drop(columns=timings))
+
+
 def test_an_interrupted_run_resumes_from_its_checkpoint(tiny_dataset, tmp_path, monkeypatch):
     import cvm_cervix.train as train_module
 
@@ -140,11 +149,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tiny_dataset, tmp_path, 
     monkeypatch.setattr(train_module, "predict", real_predict)
 
     resumed = train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / "resumed", **kwargs)
-    a = load_file(tmp_path / "straight" / "weights.safetensors")
-    b = load_file(tmp_path / "resumed" / "weights.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "straight" / "history.csv").drop(columns=["seconds", "train_seconds"]),
-                                  pd.read_csv(tmp_path / "resumed" / "history.csv").drop(columns=["seconds", "train_seconds"]))
+    assert_same_training(tmp_path / "straight", tmp_path / "resumed")
     assert resumed["best_epoch"] == straight["best_epoch"]
 
 
@@ -185,9 +190,5 @@ def test_a_signal_mid_epoch_checkpoints_and_the_rerun_ends_identically(tiny_data
     monkeypatch.setattr(train_module, "virtual_batch", real)
 
     resumed = train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / "resumed", **kwargs)
-    a = load_file(tmp_path / "straight" / "weights.safetensors")
-    b = load_file(tmp_path / "resumed" / "weights.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "straight" / "history.csv").drop(columns=["seconds", "train_seconds"]),
-                                  pd.read_csv(tmp_path / "resumed" / "history.csv").drop(columns=["seconds", "train_seconds"]))
+    assert_same_training(tmp_path / "straight", tmp_path / "resumed")
     assert resumed["best_epoch"] == straight["best_epoch"] and not (tmp_path / "resumed" / "checkpoint.pt").exists()
