@@ -21,13 +21,13 @@ import torchvision
 from torchvision import transforms
 
 from cvm_cervix.data import build_cache, list_dataset
-from cvm_cervix.engine import IMAGENET_MEAN, IMAGENET_STD, normalize, resolve_device, to_device_images
+from cvm_cervix.engine import resolve_device, scale, to_device_images
 from cvm_cervix.models import create_model
 
 
 def plain_loader(root: str, size: int, batch: int, workers: int):
     tf = transforms.Compose([transforms.Resize((size, size)), transforms.RandomHorizontalFlip(),
-                             transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+                             transforms.ToTensor()])  # the model normalises its input itself
     data = torchvision.datasets.ImageFolder(root, transform=tf)
     return torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, num_workers=workers,
                                        persistent_workers=workers > 0)
@@ -37,7 +37,7 @@ def cached_batches(images: torch.Tensor, labels: torch.Tensor, batch: int):
     order = torch.randperm(len(images), device=images.device)
     for i in range(0, len(images), batch):
         idx = order[i:i + batch]
-        x = normalize(images[idx])
+        x = scale(images[idx])
         flip = torch.rand(len(idx), device=x.device) < 0.5
         yield torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x), labels[idx]
 

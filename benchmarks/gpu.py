@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from cvm_cervix.data import CLASS_SETS, build_cache, render_cell  # noqa: E402
-from cvm_cervix.engine import IMAGENET_MEAN, IMAGENET_STD, predict  # noqa: E402
+from cvm_cervix.engine import predict  # noqa: E402
 from cvm_cervix.models import create_model  # noqa: E402
 from cvm_cervix.train import train_epoch  # noqa: E402
 
@@ -123,8 +123,8 @@ def plain_train_rate(root: Path, model, optimizer, size, batch, steps, dev, amp,
     import torchvision
     from torchvision import transforms
 
-    tf = transforms.Compose([transforms.Resize((size, size)), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-                             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    # ToTensor gives [0, 1]: the model normalises its input with its own weights' statistics.
+    tf = transforms.Compose([transforms.Resize((size, size)), transforms.RandomHorizontalFlip(), transforms.ToTensor()])
     data = torchvision.datasets.ImageFolder(str(root), transform=tf)
     loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, num_workers=workers,
                                          pin_memory=dev.type == "cuda", drop_last=True,

@@ -101,3 +101,41 @@ def test_models_command_prints_one_name_per_line(capsys):
     assert cli(["models", "-v"]) == 0
     verbose = capsys.readouterr().out.splitlines()
     assert verbose[0].startswith("cvm_cervix\tCVM-Cervix\t") and "min 75px" in next(l for l in verbose if l.startswith("inception_v3"))
+
+
+def test_each_network_normalises_its_input_with_its_own_weights_statistics():
+    import torch
+
+    from cvm_cervix.models import IMAGENET, create_model, input_normalizations
+
+    fusion = create_model("cvm_cervix", 3, 32)
+    norms = input_normalizations(fusion)
+    assert norms == {"cnn": {"mean": [0.5] * 3, "std": [0.5] * 3}, "vt": IMAGENET}  # Xception ‖ DeiT
+    assert input_normalizations(create_model("resnet18", 3, 32)) == {"": IMAGENET}
+    assert not any("_input" in k for k in fusion.state_dict())  # weights files are unchanged
+    # the hook computes (x - mean) / std: the same as feeding normalised images to an identity-normalised copy
+    torch.manual_seed(0)
+    model = create_model("resnet18", 3, 32).eval()
+    plain = create_model("resnet18", 3, 32, normalization={"": {"mean": [0, 0, 0], "std": [1, 1, 1]}}).eval()
+    plain.load_state_dict(model.state_dict())
+    x = torch.rand(2, 3, 32, 32)
+    mean, std = torch.tensor(IMAGENET["mean"]).view(1, 3, 1, 1), torch.tensor(IMAGENET["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(model(x), plain((x - mean) / std), atol=1e-5)
+
+
+def test_a_trained_run_is_rebuilt_with_the_normalisation_it_recorded(tiny_dataset, tmp_path):
+    import json
+
+    from cvm_cervix.models import IMAGENET, input_normalizations
+    from cvm_cervix.train import load_trained, train_run
+
+    info = train_run("cvm_cervix", tiny_dataset, tmp_path, img_size=32, epochs=1, threads=2, progress=False)
+    assert info["normalization"]["cnn"]["mean"] == [0.5] * 3 and info["normalization"]["vt"] == IMAGENET
+    model, _ = load_trained(tmp_path)
+    assert input_normalizations(model) == info["normalization"]
+    saved = json.loads((tmp_path / "train.json").read_text())
+    saved.pop("normalization")  # a run of an earlier version: it was fed ImageNet statistics everywhere
+    (tmp_path / "train.json").write_text(json.dumps(saved))
+    legacy, _ = load_trained(tmp_path)
+    assert input_normalizations(legacy) == {"cnn": IMAGENET, "vt": IMAGENET}

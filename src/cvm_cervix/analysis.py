@@ -15,7 +15,7 @@ from sklearn.metrics import f1_score
 
 from ._io import atomic_path, read_json, write_csv, write_json
 from .data import load_cache, read_manifest
-from .engine import normalize, predict, resolve_device, to_device_images
+from .engine import predict, resolve_device, scale, to_device_images
 from .errors import CvmError
 from .models import get_model_spec
 from .train import load_trained, split_arrays
@@ -173,7 +173,7 @@ def grad_cam(model, images: torch.Tensor, targets: list[int], layer: str, return
     try:
         model.eval()
         with torch.enable_grad():
-            x = normalize(images).requires_grad_(True)
+            x = scale(images).requires_grad_(True)
             logits = model(x)
             act = store["act"]
             score = logits[torch.arange(len(targets)), torch.as_tensor(targets)].sum()
@@ -205,7 +205,7 @@ def attention_rollout(model, images: torch.Tensor, path: str = "") -> np.ndarray
         hooks.append(block.attn.attn_drop.register_forward_hook(lambda m, i, o: maps.append(o.float())))
     try:
         model.eval()
-        vit(normalize(images))
+        model.forward_features(scale(images))  # through the model: each branch normalises its own input
     finally:
         for hook in hooks:
             hook.remove()

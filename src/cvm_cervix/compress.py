@@ -30,7 +30,8 @@ from sklearn.metrics import f1_score
 
 from ._io import atomic_path, read_json, write_csv, write_json
 from .data import load_cache, read_manifest
-from .engine import normalize, predict, resolve_device, to_device_images
+from .engine import predict, resolve_device, to_device_images
+from .engine import scale
 from .errors import CvmError
 from .train import check_weights_metadata, load_trained, save_weights, split_arrays
 
@@ -169,7 +170,7 @@ class _Normalised(torch.nn.Module):
         self.model = model
 
     def forward(self, images):
-        return self.model(normalize(images)).softmax(1)
+        return self.model(scale(images)).softmax(1)
 
 
 class Predictor:

@@ -11,9 +11,6 @@ import torch
 
 from .errors import CvmError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
@@ -29,11 +26,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def normalize(batch_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 B×3×H×W (any device) -> float, scaled to [0, 1] and normalised with ImageNet statistics."""
-    mean = torch.tensor(IMAGENET_MEAN, device=batch_uint8.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=batch_uint8.device).view(1, 3, 1, 1)
-    return (batch_uint8.float().div_(255) - mean) / std
+def scale(batch_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 B×3×H×W (any device) -> float in [0, 1]: what every model takes.
+
+    Each model normalises with its own weights' statistics inside (``set_input_normalization``),
+    so one batch feeds CVM-Cervix's two branches, each with its own mean and std.
+    """
+    return batch_uint8.float().div_(255)
 
 
 def autocast(device: torch.device, enabled: bool = True):
@@ -72,7 +71,7 @@ def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int, devic
     probs, feats = [], []
     start = time.perf_counter()
     for i in range(0, len(images), batch_size):
-        batch = normalize(images[i:i + batch_size].to(device, non_blocking=True)).to(dtype)
+        batch = scale(images[i:i + batch_size].to(device, non_blocking=True)).to(dtype)
         with autocast(device, amp):
             f = model.forward_features(batch)
             logits = model.head(f)

@@ -19,9 +19,9 @@ from tqdm import tqdm
 
 from ._io import atomic_path, read_json, write_csv, write_json
 from .data import load_cache, read_manifest
-from .engine import autocast, normalize, predict, resolve_device, seed_everything, to_device_images
+from .engine import autocast, predict, resolve_device, scale, seed_everything, to_device_images
 from .errors import CvmError
-from .models import create_model, load_exact
+from .models import IMAGENET, create_model, input_normalizations, load_exact
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"  # written after every epoch, removed when the run completes
@@ -91,7 +91,7 @@ def train_epoch(model: torch.nn.Module, optimizer, scaler, images: torch.Tensor,
     channels_last = device.type == "cuda"
     for idx in steps:
         batch, target = virtual_batch(images, labels, idx, copies, device)
-        batch = normalize(batch)
+        batch = scale(batch)
         flip = torch.rand(len(idx), device=device) < 0.5
         batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
         if channels_last:
@@ -212,7 +212,8 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
     digest = data_digest(manifest, cache)
     settings = {"model": model_name, "classes": classes, "img_size": img_size, "batch_size": batch_size, "lr": lr,
                 "weight_decay": weight_decay, "seed": seed, "augment": augment, "pretrained": pretrained,
-                "weights": str(weights or ""), "train_images": int(n), "device": dev.type, "data": digest}
+                "weights": str(weights or ""), "train_images": int(n), "device": dev.type, "data": digest,
+                "normalization": input_normalizations(model)}
     first_epoch, elapsed, partial, resumes = 1, 0.0, None, []
     state = _read_checkpoint(checkpoint)
     if state is not None:
@@ -305,6 +306,8 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
         "classes": classes, "num_classes": len(classes), "img_size": img_size, "epochs": epochs,
         "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW",
         "loss": "cross-entropy", "pretrained": pretrained, "weights_init": weights,
+        # where and with what statistics the model normalises its input: rebuilt exactly when loaded
+        "normalization": input_normalizations(model),
         "train_images": int(n), "val_images": int(len(x_val)),
         "best_epoch": best_state["epoch"], "best_val_acc": best[0],
         "params": int(sum(p.numel() for p in model.parameters())),
@@ -406,7 +409,11 @@ def load_trained(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
     path = Path(weights or run_dir / "weights.safetensors")
     state, meta = read_weights(path)
     check_weights_metadata(meta, info, path, run_dir / "train.json")
-    model = create_model(info["model"], info["num_classes"], info["img_size"])
+    normalization = info.get("normalization")
+    if normalization is None:  # a run of an earlier version: every network was fed ImageNet statistics
+        normalization = {path: IMAGENET for path in input_normalizations(
+            create_model(info["model"], info["num_classes"], info["img_size"]))}
+    model = create_model(info["model"], info["num_classes"], info["img_size"], normalization=normalization)
     dtype = next(iter(state.values())).dtype if state else torch.float32
     if dtype in (torch.float16, torch.bfloat16):
         model = model.to(dtype)

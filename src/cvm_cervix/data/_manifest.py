@@ -101,9 +101,12 @@ def assign_splits(frame: pd.DataFrame, fractions=(0.6, 0.2, 0.2), seed: int = 0,
     totals = np.bincount(labels, minlength=n_classes)
     # Whole-image quotas per split × class, as the paper counted (Tables 1, 4, 5): validation rounded,
     # test rounded down, train takes the rest (HSIL's 874 images: 525 / 175 / 174).
+    # A class too small for the rule to give it a test image (fewer than 5 at 20%) still gets one of each.
     target = np.empty((3, n_classes))
     target[1] = np.rint(fractions[1] * totals)
     target[2] = np.floor(fractions[2] * totals + 1e-9)
+    small = totals >= 3
+    target[1:, small] = np.maximum(target[1:, small], 1)
     target[0] = totals - target[1] - target[2]
     deficit = target.copy()
     split = np.empty(len(frame), dtype=object)

@@ -6,7 +6,9 @@ from ._registry import (
     ImageClassifier,
     ModelSpec,
     create_model,
+    IMAGENET,
     get_model_spec,
+    input_normalizations,
     load_exact,
     load_weights,
     model_names,
@@ -16,5 +18,5 @@ from ._registry import (
 
 __all__ = [
     "PAPER_MODELS", "FusionBackbone", "ImageClassifier", "ModelSpec", "create_model", "get_model_spec",
-    "load_exact", "load_weights", "model_names", "read_state_dict", "register_model",
+    "IMAGENET", "input_normalizations", "load_exact", "load_weights", "model_names", "read_state_dict", "register_model",
 ]

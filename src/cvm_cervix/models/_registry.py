@@ -34,6 +34,32 @@ class ImageClassifier(nn.Module):
         return self.head(self.forward_features(x))
 
 
+IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+def set_input_normalization(module: nn.Module, mean, std) -> nn.Module:
+    """Make ``module`` normalise its input (images in [0, 1]) with its own weights' statistics.
+
+    A forward pre-hook with non-persistent buffers: the state dict is unchanged, so weights files of
+    the libraries load as they are. In CVM-Cervix each branch carries its own (Xception's 0.5/0.5,
+    DeiT's ImageNet values), so one batch feeds both.
+    """
+    module.register_buffer("_input_mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+    module.register_buffer("_input_std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+    module.input_normalization = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+    if not hasattr(module, "_normalization_hook"):
+        module._normalization_hook = module.register_forward_pre_hook(
+            lambda m, args: ((args[0] - m._input_mean.to(args[0].dtype)) / m._input_std.to(args[0].dtype), *args[1:]))
+    return module
+
+
+def input_normalizations(model: nn.Module) -> dict[str, dict]:
+    """Where a model normalises its input (module path inside ``backbone``, "" for itself) and with what."""
+    backbone = model.backbone if hasattr(model, "backbone") else model
+    return {name: dict(m.input_normalization) for name, m in backbone.named_modules()
+            if getattr(m, "input_normalization", None)}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -68,11 +94,13 @@ def get_model_spec(name: str) -> ModelSpec:
 
 
 def create_model(name: str, num_classes: int, img_size: int = 224, pretrained: bool = False,
-                 weights: str | os.PathLike | None = None) -> ImageClassifier:
-    """Build model ``name`` for ``num_classes`` classes at ``img_size`` pixels.
+                 weights: str | os.PathLike | None = None, normalization: dict | None = None) -> ImageClassifier:
+    """Build model ``name`` for ``num_classes`` classes at ``img_size`` pixels; it takes images in [0, 1].
 
     ``pretrained`` asks timm/torchvision for ImageNet weights (needs their download or cache);
     ``weights`` loads a local file written by this workflow (whole model) or a backbone state dict.
+    Each network normalises its input with its weights' statistics; ``normalization`` (as recorded
+    in a run's train.json, see :func:`input_normalizations`) sets them instead.
     """
     spec = get_model_spec(name)
     if img_size < spec.min_img_size:
@@ -88,6 +116,12 @@ def create_model(name: str, num_classes: int, img_size: int = 224, pretrained: b
     else:
         head = nn.Linear(dim, num_classes)
     model = ImageClassifier(backbone, dim, head)
+    for path, norm in (normalization or {}).items():
+        target = backbone.get_submodule(path) if path else backbone
+        if not getattr(target, "input_normalization", None):
+            raise CvmError(f"model {name!r} has no input normalisation at {path!r}; the run was made by another "
+                           "version of the model")
+        set_input_normalization(target, norm["mean"], norm["std"])
     if weights:
         load_weights(model, weights)
     return model
@@ -159,6 +193,8 @@ def _timm(arch: str, img_size: int, pretrained: bool, sized: bool = True) -> tup
 
     kwargs = {"img_size": img_size} if sized else {}
     model = timm.create_model(arch, pretrained=pretrained, num_classes=0, **kwargs)
+    data = timm.data.resolve_model_data_config(model)
+    set_input_normalization(model, data["mean"], data["std"])
     return model, model.num_features
 
 
@@ -169,6 +205,8 @@ def _torchvision(arch: str, last: str, img_size: int, pretrained: bool, aux: boo
     if aux and not pretrained:
         kwargs = {"aux_logits": False, "init_weights": True}
     model = getattr(torchvision.models, arch)(weights="DEFAULT" if pretrained else None, **kwargs)
+    transform = torchvision.models.get_model_weights(arch).DEFAULT.transforms()
+    set_input_normalization(model, transform.mean, transform.std)
     if aux:  # pretrained GoogLeNet/Inception-v3 come with auxiliary heads we do not train
         model.aux_logits = False
         for name in ("aux1", "aux2", "AuxLogits"):
@@ -209,6 +247,8 @@ def _own(cls, img_size: int, pretrained: bool, **kwargs) -> tuple[nn.Module, int
             "or give a local file in train.weights"
         )
     model = cls(**kwargs) if "img_size" not in cls.__init__.__code__.co_varnames else cls(img_size=img_size, **kwargs)
+    norm = getattr(cls, "input_normalization", IMAGENET)
+    set_input_normalization(model, norm["mean"], norm["std"])
     return model, model.num_features
 
 
