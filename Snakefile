@@ -27,6 +27,7 @@ localrules:
     all,
     report,
     stats,
+    weights,
 
 
 rule all:

@@ -15,7 +15,8 @@ def main(sm):
               img_size=t["img_size"], epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
               weight_decay=t["weight_decay"], seed=int(w.seed), augment=w.augment, amp=t["amp"],
               pretrained=t["pretrained"], weights=sm.params.weights or None, threads=sm.threads,
-              device=c["device"], compile=c["compile"])  # from the config, not params: no retraining
+              device=c["device"], compile=c["compile"],  # from the config, not params: no retraining
+              cache_dir=c["weights_cache"] or None)
 
 
 run_script(snakemake, main)

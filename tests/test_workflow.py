@@ -394,3 +394,30 @@ def test_hostile_class_names_show_as_text_and_run_nothing_in_a_browser(hostile, 
         assert name in cells, name  # a table shows the name as written
         assert any(name in t for t in svg_text), name  # and so do the plots' labels
     assert [e for e in logs if e["level"] == "SEVERE"] == []
+
+
+def test_pretrained_weights_are_fetched_by_their_own_step_before_training(tmp_path):
+    import timm
+
+    from test_pretrained import _hub_snapshot
+
+    cache = tmp_path / "cache"
+    cfg = tiny_config(pretrained=True, weights_cache=str(cache))
+    cfg["experiments"] = {"e": {"dataset": "syn", "models": ["deit_tiny", "cvm_cervix"]}}
+    path = str(write_config(tmp_path, cfg))
+    out = snakemake(tmp_path, "-n", "--configfile", path)
+    counts = job_counts(out.stdout + out.stderr)
+    assert counts["weights"] == 2 and counts["train"] == 2  # one fetch per model, each before its training
+    assert "results/weights/deit_tiny.json" in out.stdout
+    offline = {"HF_HUB_OFFLINE": "1"}
+    # no network and nothing in the cache: one line naming the model, the file and where to put it
+    proc = snakemake(tmp_path, "results/weights/deit_tiny.json", "--configfile", path, env=offline, check=False)
+    assert proc.returncode != 0
+    assert "error: model 'deit_tiny': its ImageNet weights could not be fetched" in proc.stderr
+    assert "timm/deit_tiny_patch16_224.fb_in1k" in proc.stderr and not (tmp_path / "results/weights/deit_tiny.json").exists()
+    # the file in the cache layout timm expects: the step records it, through the same code a download takes
+    file = _hub_snapshot(cache / "timm", "timm/deit_tiny_patch16_224.fb_in1k",
+                         timm.create_model("deit_tiny_patch16_224", num_classes=1000).state_dict())
+    snakemake(tmp_path, "results/weights/deit_tiny.json", "--configfile", path, env=offline)
+    record = json.loads((tmp_path / "results/weights/deit_tiny.json").read_text())
+    assert record["files"][0]["path"] == str(file) and record["files"][0]["hub_id"] == "timm/deit_tiny_patch16_224.fb_in1k"

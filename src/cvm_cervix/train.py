@@ -164,7 +164,7 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
               epochs: int, batch_size: int = 16, lr: float = 2e-4, weight_decay: float = 0.01, seed: int = 0,
               augment: str = "none", device: str = "auto", amp: bool = True, pretrained: bool = False,
               weights: str | None = None, threads: int | None = None, progress: bool = True,
-              compile: bool = False) -> dict:
+              compile: bool = False, cache_dir: str | None = None) -> dict:
     """Train ``model_name`` on the cached dataset in ``dataset_dir``; write the run into ``out_dir``.
 
     Writes ``weights.safetensors`` (the best validation epoch), ``history.csv`` and ``train.json``;
@@ -197,7 +197,8 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
     n_base = len(x_train)
     copies = 4 if augment == "flip4x" else 1
 
-    model = create_model(model_name, len(classes), img_size, pretrained=pretrained, weights=weights).to(dev)
+    model = create_model(model_name, len(classes), img_size, pretrained=pretrained, weights=weights,
+                         cache_dir=cache_dir).to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)

@@ -45,7 +45,11 @@ RUNS = all_runs(config)
 # What one run depends on: changing the seed list or another model's weights must not retrain it,
 # and neither must where it runs (device) or how the step is compiled: scripts read those from the
 # config, so they are not params and never trigger a rerun.
-RUN_SETTINGS = {k: v for k, v in as_dict(TRAIN).items() if k not in ("seeds", "weights", "device", "compile")}
+RUN_SETTINGS = {
+    k: v
+    for k, v in as_dict(TRAIN).items()
+    if k not in ("seeds", "weights", "device", "compile", "weights_cache")
+}
 DATASETS = used_datasets(config)
 
 
@@ -102,6 +106,14 @@ def run_dir(run):
 
 def train_weights(wildcards):
     return TRAIN["weights"].get(wildcards.model) or ""
+
+
+def pretrained_marker(wildcards):
+    """With train.pretrained, training waits for the weights step (which fetches every file first);
+    a model started from a local train.weights file needs no download."""
+    if not TRAIN["pretrained"] or TRAIN["weights"].get(wildcards.model):
+        return []
+    return [f"{RESULTS}/weights/{wildcards.model}.json"]
 
 
 def first_seed_runs(flag):

@@ -3,6 +3,7 @@ rule train:
         manifest=f"{RESULTS}/data/{{dataset}}/manifest.csv",
         classes=f"{RESULTS}/data/{{dataset}}/classes.json",
         cache=f"{RESULTS}/data/{{dataset}}/cache_{IMG}.npy",
+        pretrained=pretrained_marker,
     output:
         weights=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/weights.safetensors",
         history=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/history.csv",
@@ -21,3 +22,19 @@ rule train:
         "../../envs/cvm_cervix.yaml"
     script:
         "../../scripts/train.py"
+
+
+# Pretrained files are fetched once per model, where Snakemake runs (on a cluster: the submit host,
+# which has network when compute nodes do not), before any training job.
+rule weights:
+    output:
+        record=f"{RESULTS}/weights/{{model}}.json",
+    params:
+        cache=TRAIN["weights_cache"],
+        img_size=IMG,
+    log:
+        f"{RESULTS}/logs/weights/{{model}}.log",
+    conda:
+        "../../envs/cvm_cervix.yaml"
+    script:
+        "../../scripts/weights.py"

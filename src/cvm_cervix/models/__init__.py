@@ -1,5 +1,6 @@
 """The model registry (the paper's 23 models plus ablations) and the CVM-Cervix fusion model."""
 
+from ._pretrained import fetch_pretrained, pretrained_sources
 from ._registry import (
     PAPER_MODELS,
     FusionBackbone,
@@ -18,5 +19,5 @@ from ._registry import (
 
 __all__ = [
     "PAPER_MODELS", "FusionBackbone", "ImageClassifier", "ModelSpec", "create_model", "get_model_spec",
-    "IMAGENET", "input_normalizations", "load_exact", "load_weights", "model_names", "read_state_dict", "register_model",
+    "IMAGENET", "fetch_pretrained", "input_normalizations", "pretrained_sources", "load_exact", "load_weights", "model_names", "read_state_dict", "register_model",
 ]

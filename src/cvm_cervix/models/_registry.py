@@ -64,7 +64,8 @@ def input_normalizations(model: nn.Module) -> dict[str, dict]:
 class ModelSpec:
     name: str
     paper_name: str
-    build_backbone: Callable[[int, bool], tuple[nn.Module, int]]  # (img_size, pretrained) -> (backbone, D)
+    # (img_size, pretrained, cache_dir=None) -> (backbone, D)
+    build_backbone: Callable[..., tuple[nn.Module, int]]
     source: str
     min_img_size: int = 32
     cam_layer: str | None = None  # module (inside ``backbone``) whose activations Grad-CAM uses
@@ -94,13 +95,17 @@ def get_model_spec(name: str) -> ModelSpec:
 
 
 def create_model(name: str, num_classes: int, img_size: int = 224, pretrained: bool = False,
-                 weights: str | os.PathLike | None = None, normalization: dict | None = None) -> ImageClassifier:
+                 weights: str | os.PathLike | None = None, normalization: dict | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> ImageClassifier:
     """Build model ``name`` for ``num_classes`` classes at ``img_size`` pixels; it takes images in [0, 1].
 
     ``pretrained`` asks timm/torchvision for ImageNet weights (needs their download or cache);
     ``weights`` loads a local file written by this workflow (whole model) or a backbone state dict.
     Each network normalises its input with its weights' statistics; ``normalization`` (as recorded
-    in a run's train.json, see :func:`input_normalizations`) sets them instead.
+    in a run's train.json, see :func:`input_normalizations`) sets them instead. ``cache_dir`` is
+    where pretrained files are looked for (and downloaded to): ``<cache_dir>/timm`` for timm (a Hugging
+    Face hub cache, or the file itself for weights timm has only as a URL), ``<cache_dir>/torch/checkpoints``
+    for torchvision; default the libraries' own caches.
     """
     spec = get_model_spec(name)
     if img_size < spec.min_img_size:
@@ -108,7 +113,7 @@ def create_model(name: str, num_classes: int, img_size: int = 224, pretrained: b
             f"model {name!r} needs train.img_size >= {spec.min_img_size} (got {img_size}); "
             f"raise img_size or drop {name} from the experiment"
         )
-    backbone, dim = spec.build_backbone(img_size, pretrained)
+    backbone, dim = spec.build_backbone(img_size, pretrained, cache_dir=cache_dir)
     if spec.mlp_head:
         from timm.layers import Mlp
 
@@ -188,25 +193,36 @@ def load_weights(model: ImageClassifier, path: str | os.PathLike) -> None:
 
 # --- builders -------------------------------------------------------------------------------------
 
-def _timm(arch: str, img_size: int, pretrained: bool, sized: bool = True) -> tuple[nn.Module, int]:
+def _timm(arch: str, img_size: int, pretrained: bool, sized: bool = True,
+          cache_dir: str | os.PathLike | None = None) -> tuple[nn.Module, int]:
     import timm
 
     kwargs = {"img_size": img_size} if sized else {}
+    if pretrained and cache_dir:
+        kwargs["cache_dir"] = str(Path(cache_dir) / "timm")  # hub snapshots, or URL files directly in it
     model = timm.create_model(arch, pretrained=pretrained, num_classes=0, **kwargs)
     data = timm.data.resolve_model_data_config(model)
     set_input_normalization(model, data["mean"], data["std"])
+    cfg = model.pretrained_cfg or {}
+    model.pretrained_source = {"library": "timm", "arch": arch, "hub_id": cfg.get("hf_hub_id"), "url": cfg.get("url")}
     return model, model.num_features
 
 
-def _torchvision(arch: str, last: str, img_size: int, pretrained: bool, aux: bool = False) -> tuple[nn.Module, int]:
+def _torchvision(arch: str, last: str, img_size: int, pretrained: bool, aux: bool = False,
+                 cache_dir: str | os.PathLike | None = None) -> tuple[nn.Module, int]:
     import torchvision
+
+    if pretrained and cache_dir:
+        torch.hub.set_dir(str(Path(cache_dir) / "torch"))  # files in <cache_dir>/torch/checkpoints/
 
     kwargs = {}
     if aux and not pretrained:
         kwargs = {"aux_logits": False, "init_weights": True}
     model = getattr(torchvision.models, arch)(weights="DEFAULT" if pretrained else None, **kwargs)
-    transform = torchvision.models.get_model_weights(arch).DEFAULT.transforms()
+    default = torchvision.models.get_model_weights(arch).DEFAULT
+    transform = default.transforms()
     set_input_normalization(model, transform.mean, transform.std)
+    model.pretrained_source = {"library": "torchvision", "arch": arch, "hub_id": None, "url": default.url}
     if aux:  # pretrained GoogLeNet/Inception-v3 come with auxiliary heads we do not train
         model.aux_logits = False
         for name in ("aux1", "aux2", "AuxLogits"):
@@ -234,13 +250,13 @@ class FusionBackbone(nn.Module):
         return torch.cat([self.cnn(x), self.vt(x)], dim=1)
 
 
-def _fusion(deit_arch: str, img_size: int, pretrained: bool) -> tuple[nn.Module, int]:
-    cnn, d_cnn = _timm("legacy_xception", img_size, pretrained, sized=False)
-    vt, d_vt = _timm(deit_arch, img_size, pretrained)
+def _fusion(deit_arch: str, img_size: int, pretrained: bool, cache_dir=None) -> tuple[nn.Module, int]:
+    cnn, d_cnn = _timm("legacy_xception", img_size, pretrained, sized=False, cache_dir=cache_dir)
+    vt, d_vt = _timm(deit_arch, img_size, pretrained, cache_dir=cache_dir)
     return FusionBackbone(cnn, vt), d_cnn + d_vt
 
 
-def _own(cls, img_size: int, pretrained: bool, **kwargs) -> tuple[nn.Module, int]:
+def _own(cls, img_size: int, pretrained: bool, cache_dir=None, **kwargs) -> tuple[nn.Module, int]:
     if pretrained:
         raise CvmError(
             f"no public ImageNet weights are wired for {cls.__name__}; set train.pretrained: false "
