@@ -105,6 +105,13 @@ def test_top_confusions_are_ordered_by_count():
     assert top_confusions(cm, ["a", "b", "c"], 2) == [("b", "a", 7), ("a", "b", 2)]
 
 
+def test_tsne_of_too_few_images_is_one_clear_line():
+    from cvm_cervix.errors import CvmError
+
+    with pytest.raises(CvmError, match="a t-SNE of 2 test images means nothing"):
+        tsne_3d(np.zeros((2, 8)))
+
+
 def test_tsne_3d_shape_and_determinism():
     feats = np.random.default_rng(0).normal(size=(40, 16))
     a, b = tsne_3d(feats, perplexity=10, seed=1), tsne_3d(feats, perplexity=10, seed=1)

@@ -363,7 +363,7 @@ def hostile(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("hostile")
     root = workdir / "images"
     for c, cls in enumerate(HOSTILE):
-        for i in range(8):
+        for i in range(15):  # 3 test images per class: enough for a t-SNE
             write_image(root / cls / f"{i}.png", seed=10 * c + i)
     cfg = {"datasets": {"odd": {"kind": "imagefolder", "root": str(root)}},
            "train": {"img_size": 32, "epochs": 1, "batch_size": 8},

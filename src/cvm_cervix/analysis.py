@@ -153,6 +153,9 @@ def tsne_3d(features: np.ndarray, perplexity: float = 30.0, seed: int = 0) -> np
     """3-D t-SNE with openTSNE's Barnes-Hut gradients (its FFT method is 2-D only)."""
     from openTSNE import TSNE
 
+    if len(features) < 5:
+        raise CvmError(f"a t-SNE of {len(features)} test images means nothing (its PCA start needs at least 5); "
+                       "enlarge the dataset's test split or set the experiment's analysis: false")
     perplexity = float(min(perplexity, max(2.0, (len(features) - 1) / 3)))
     return np.asarray(TSNE(n_components=3, perplexity=perplexity, negative_gradient_method="bh",
                            random_state=seed, n_jobs=1, verbose=False).fit(features.astype(np.float64)))
