@@ -296,7 +296,7 @@ def compress_run(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, pre
         "accuracy": accuracy, "f1_macro": f1,
         "delta_accuracy": accuracy - fp32["accuracy"], "delta_f1_macro": f1 - fp32["f1_macro"],
         "agreement_with_fp32": float((frame["pred"].to_numpy() == reference["pred"].to_numpy()).mean()),
-        "ms_per_image": 1000 * seconds / max(len(x), 1), "fp32_ms_per_image": fp32["ms_per_image"],
+        "ms_per_image": 1000 * seconds / max(len(x), 1),
         "device": str(predictor.device), "n": int(len(frame)), "fp32": fp32,
         "calibration": {"split": "train", "images": int(len(calibration))} if precision == "int8" else None,
         "note": describe(precision, str(predictor.device), len(calibration)),
