@@ -311,7 +311,8 @@ def gpu_benchmark(args) -> dict:
             _free(dev)
             return rate
 
-        configs = [(p, s, b, False) for p in ("fp32", "bf16") for s in ("GPU", "host, pinned") for b in (16, big)]
+        stores = {"GPU": "GPU", "host": "host, pinned"}
+        configs = [(p, stores[s], b, False) for p in args.precisions for s in args.stores for b in (16, big)]
         configs += [("bf16", "GPU", 16, True), ("bf16", "GPU", big, True)] if not args.no_compile else []
         for precision, store, batch, compiled in configs:
             if left() < 60:
@@ -411,6 +412,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the plain loop")
     parser.add_argument("--budget", type=float, default=420, help="seconds; later sections are skipped past it")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
+                        help="training precisions measured")
+    parser.add_argument("--stores", nargs="+", choices=["GPU", "host"], default=["GPU", "host"],
+                        help="where the training images are kept: on the GPU or pinned in host memory")
     parser.add_argument("--no-per-model", action="store_true", help="project every model at CVM-Cervix's rate")
     parser.add_argument("--cpu-size", type=int, default=64, help="without CUDA: image size of the CPU comparison")
     parser.add_argument("--cpu-images", type=int, default=352)

@@ -13,10 +13,19 @@ from .errors import CvmError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """The torch device of ``train.device``; on CUDA, float32 is IEEE float32 from here on.
+
+    PyTorch lets cuDNN convolutions run float32 in TF32 (10-bit mantissa) on Ampere and later by
+    default; every entry point resolves its device here, so "float32" in ``train.json`` and
+    ``metrics.json`` means float32, and mixed precision (``train.amp``) is the one fast path.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
         raise CvmError("train.device is 'cuda' but no CUDA device is visible; use device: auto or cpu")
+    if name.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     return torch.device(name)
 
 

@@ -1,0 +1,80 @@
+"""The CUDA paths: training, evaluation, 16-bit compression and device slots on a real GPU.
+
+Skipped where torch sees no CUDA device (CI has none); run on a GPU machine with
+``PYTHONPATH=src python3 -m pytest tests/test_cuda.py``.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+def test_training_on_cuda_in_float32_and_mixed_precision(tiny_dataset, tmp_path):
+    from cvm_cervix.evaluate import evaluate_run
+    from cvm_cervix.train import load_trained, train_run
+
+    infos = {}
+    for amp in (False, True):
+        out = tmp_path / f"amp{int(amp)}"
+        infos[amp] = train_run("cvm_cervix", tiny_dataset, out, img_size=32, epochs=2, batch_size=8, seed=0,
+                               device="cuda", amp=amp, progress=False)
+        assert infos[amp]["device"].startswith("cuda")
+        model, info = load_trained(out, "cuda")
+        assert next(model.parameters()).is_cuda
+        metrics = evaluate_run(out, tiny_dataset, device="cuda")
+        assert metrics["precision"] == ("float32" if not amp else
+                                        ("bfloat16 autocast" if torch.cuda.is_bf16_supported() else "float16 autocast"))
+        history = (out / "history.csv").read_text().splitlines()
+        assert len(history) == 3 and "nan" not in history[-1].lower()
+    assert infos[False]["amp"] is False and infos[True]["amp"] is True
+
+
+def test_mixed_precision_inference_agrees_with_float32(tiny_dataset):
+    from cvm_cervix.data import load_cache, read_manifest
+    from cvm_cervix.engine import predict
+    from cvm_cervix.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("cvm_cervix", 11, 32).cuda().eval()
+    cache = load_cache(tiny_dataset / "cache_32.npy", len(read_manifest(tiny_dataset / "manifest.csv")))
+    images = torch.from_numpy(np.ascontiguousarray(cache)).cuda()
+    fp32 = predict(model, images, 16, torch.device("cuda"), amp=False)["probs"]
+    mixed = predict(model, images, 16, torch.device("cuda"), amp=True)["probs"]
+    cpu = predict(model.cpu(), images.cpu(), 16, torch.device("cpu"), amp=False)["probs"]
+    assert fp32.shape == mixed.shape == (len(cache), 11)
+    np.testing.assert_allclose(fp32, cpu, atol=1e-4)  # float32 on the GPU is float32 (TF32 is off)
+    assert np.abs(fp32 - mixed).max() < 0.05
+
+
+def test_half_precision_artifacts_run_on_cuda(tiny_dataset, tmp_path):
+    from cvm_cervix.compress import compress_run
+    from cvm_cervix.train import train_run
+
+    run = tmp_path / "run"
+    train_run("cvm_cervix", tiny_dataset, run, img_size=32, epochs=1, batch_size=8, device="cuda", amp=False,
+              progress=False)
+    for precision in ("fp16", "bf16"):
+        metrics = compress_run(run, tiny_dataset, precision, device="cuda")
+        assert metrics["device"].startswith("cuda") and metrics["fp32"]["device"].startswith("cuda")
+        assert metrics["agreement_with_fp32"] > 0.9
+        assert metrics["size_mib"] < 0.6 * metrics["fp32_size_mib"]
+
+
+def test_a_claimed_slot_makes_one_gpu_visible(tmp_path):
+    code = ("import json, torch; from cvm_cervix.devices import claim_gpu; "
+            f"s = claim_gpu('auto', 2, {str(tmp_path)!r}); "
+            "import os; print(json.dumps([s.device, os.environ['CUDA_VISIBLE_DEVICES'], torch.cuda.device_count()]))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    procs = [subprocess.Popen([sys.executable, "-c", code + "; import time; time.sleep(3)"], stdout=subprocess.PIPE,
+                              text=True, env=env) for _ in range(2)]
+    outs = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in procs]
+    for device, visible, count in outs:
+        assert device == visible and count == 1
+    assert len(list(tmp_path.iterdir())) >= 2  # two slots of K = 2 taken at once
