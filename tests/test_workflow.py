@@ -1,6 +1,7 @@
 """Snakemake end to end on tiny synthetic data, in a temporary working directory."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -253,6 +254,21 @@ def test_paper_config_plans_one_training_job_per_model(tmp_path):
     assert counts["compress_half"] == 2 and counts["compress_onnx"] == 2 and counts["compress_dynamic"] == 1
     assert counts["analyse"] == 1
     assert counts["stats"] == len(cfg["experiments"]) == 6
+    assert cfg["train"]["pretrained"] is True
+    assert counts["weights"] == 24  # 23 models of Table 3 and the distilled-DeiT fusion, one job each
+
+
+def test_paper_config_fetches_every_weights_file_before_any_training(tmp_path):
+    """In the DAG of config/paper.yaml every training job waits for its model's weights job."""
+    cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    proc = snakemake(tmp_path, "--configfile", str(write_config(tmp_path, cfg)), "-n", "--dag")
+    nodes = dict(re.findall(r'^\s*(\d+)\[label = "([^"]+)"', proc.stdout, re.M))
+    edges = re.findall(r"^\s*(\d+) -> (\d+)", proc.stdout, re.M)
+    trains = [n for n, label in nodes.items() if label.startswith("train\\n")]
+    assert len(trains) == 27
+    for node in trains:
+        parents = [nodes[a] for a, b in edges if b == node]
+        assert any(p.startswith("weights\\nmodel: ") for p in parents), (nodes[node], parents)
 
 
 def test_paper_config_plans_without_roots_and_stops_before_training(tmp_path):

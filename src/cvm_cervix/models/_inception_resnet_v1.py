@@ -1,6 +1,10 @@
 """Inception-ResNet-v1 (Szegedy et al., "Inception-v4, Inception-ResNet and the Impact of Residual
 Connections on Learning", AAAI 2017), in the widely used FaceNet layout: stem, 5×Block35,
 Reduction-A, 10×Block17, Reduction-B, 5×Block8 (+1 without ReLU), pooled to a 512-d embedding.
+
+Its public PyTorch weights are facenet-pytorch's (timesler/facenet-pytorch), converted from David
+Sandberg's TensorFlow FaceNet: trained on VGGFace2 (faces), not ImageNet; no ImageNet weights of
+Inception-ResNet-*v1* were ever released. :func:`from_reference` maps that file's key names.
 """
 
 from __future__ import annotations
@@ -89,10 +93,37 @@ class Mixed7a(nn.Module):
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], 1)
 
 
+# facenet-pytorch's stem modules, in the order of this module's ``stem`` Sequential
+_REFERENCE_STEM = ["conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a", "conv2d_4b"]
+_PARAMS = {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}
+
+
+def reference_key(key: str) -> str:
+    """facenet-pytorch's name for this module's state-dict ``key``.
+
+    Two differences: the stem is one Sequential here (named attributes there), and BasicConv2d is a
+    Sequential (conv, bn, relu) here, attributes ``conv``/``bn`` there. Every digit directly before
+    a parameter name is a BasicConv2d's position (blocks' own convolutions are named ``conv2d``).
+    """
+    parts = key.split(".")
+    if parts[0] == "stem":
+        parts = [_REFERENCE_STEM[int(parts[1])], *parts[2:]]
+    if len(parts) >= 2 and parts[-1] in _PARAMS and parts[-2] in ("0", "1"):
+        parts[-2] = "conv" if parts[-2] == "0" else "bn"
+    return ".".join(parts)
+
+
 class InceptionResNetV1(nn.Module):
     """Backbone returning the 512-d batch-normalised embedding (``num_features``)."""
 
     min_img_size = 75
+    # facenet-pytorch's fixed_image_standardization: (x * 255 - 127.5) / 128
+    input_normalization = {"mean": [127.5 / 255] * 3, "std": [128 / 255] * 3}
+    reference = {
+        "url": "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
+        "repository": "https://github.com/timesler/facenet-pytorch",
+        "pretraining": "VGGFace2 (face recognition, 3.3 M images of 9,131 people); no ImageNet weights exist",
+    }
 
     def __init__(self, dropout: float = 0.6):
         super().__init__()
@@ -112,6 +143,18 @@ class InceptionResNetV1(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.last_linear = nn.Linear(1792, 512, bias=False)
         self.last_bn = nn.BatchNorm1d(512, eps=0.001, momentum=0.1)
+
+    def from_reference(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """facenet-pytorch's state dict (``InceptionResnetV1(pretrained='vggface2').state_dict()``) in
+        this module's key names; its face-identity ``logits`` layer is dropped."""
+        out = {}
+        for key, own in self.state_dict().items():
+            ref = reference_key(key)
+            if ref in state:
+                out[key] = state[ref]
+            elif key.endswith("num_batches_tracked"):  # files saved before PyTorch 0.4.1 lack the counter
+                out[key] = torch.zeros_like(own)
+        return out
 
     def forward(self, x):
         x = self.stem(x)

@@ -142,12 +142,20 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             return load_file(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        import argparse
+
+        # timm-style training checkpoints also hold their argparse.Namespace: plain data, allowed
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CvmError(f"weights file {path} cannot be read ({str(err).splitlines()[0]}); is it a checkpoint?") from None
-    for key in ("state_dict", "model", "model_state_dict"):
+    # Training checkpoints wrap the weights; the EMA weights first, as timm's own load_state_dict does.
+    for key in ("state_dict_ema", "state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
+            break
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
+        state = {k.removeprefix("module."): v for k, v in state.items()}
     return state
 
 
@@ -179,7 +187,14 @@ def load_weights(model: ImageClassifier, path: str | os.PathLike) -> None:
     """Load a whole-model or backbone-only state dict; a head of another class count is left fresh."""
     state = read_state_dict(path)
     own = model.state_dict()
-    if not any(k in own for k in state) and any(f"backbone.{k}" in own for k in state):
+
+    def whole_model(st):  # keys of this ImageClassifier's backbone (a head alone says nothing)
+        return any(k in own and k.startswith("backbone.") for k in st)
+
+    if not whole_model(state) and hasattr(model.backbone, "from_reference"):
+        # a network written here, given its reference implementation's file (key names mapped)
+        state = model.backbone.from_reference(state) or state
+    if not whole_model(state) and any(f"backbone.{k}" in own for k in state):
         state = {f"backbone.{k}": v for k, v in state.items()}
     fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     missing = [k for k in own if k not in fits and not k.startswith("head.")]
@@ -256,15 +271,27 @@ def _fusion(deit_arch: str, img_size: int, pretrained: bool, cache_dir=None) -> 
     return FusionBackbone(cnn, vt), d_cnn + d_vt
 
 
+def _reference_file(url: str, cache_dir: str | os.PathLike | None) -> Path:
+    """The file of ``url`` in ``<cache_dir>/torch/checkpoints`` (torchvision's layout), downloaded if absent."""
+    folder = Path(cache_dir) / "torch" / "checkpoints" if cache_dir else Path(torch.hub.get_dir()) / "checkpoints"
+    file = folder / Path(url).name
+    if not file.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(file), progress=False)  # a temporary file, then renamed
+    return file
+
+
 def _own(cls, img_size: int, pretrained: bool, cache_dir=None, **kwargs) -> tuple[nn.Module, int]:
-    if pretrained:
-        raise CvmError(
-            f"no public ImageNet weights are wired for {cls.__name__}; set train.pretrained: false "
-            "or give a local file in train.weights"
-        )
+    """A network written in this project; ``pretrained`` loads its reference implementation's weights."""
     model = cls(**kwargs) if "img_size" not in cls.__init__.__code__.co_varnames else cls(img_size=img_size, **kwargs)
     norm = getattr(cls, "input_normalization", IMAGENET)
     set_input_normalization(model, norm["mean"], norm["std"])
+    model.pretrained_source = {"library": "reference", "arch": cls.__name__, "hub_id": None,
+                               "url": cls.reference["url"]}
+    if pretrained:
+        file = _reference_file(cls.reference["url"], cache_dir)
+        load_exact(model, model.from_reference(read_state_dict(file)),
+                   f"{file} is not {cls.__name__}'s reference checkpoint ({cls.reference['repository']})")
     return model, model.num_features
 
 

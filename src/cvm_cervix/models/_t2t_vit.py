@@ -3,6 +3,11 @@
 The tokens-to-token module re-structurises the image progressively: soft split (overlapping
 unfold) -> a light transformer over the tokens -> reshape -> soft split again, three times
 (kernels 7/3/3, strides 4/2/2), then a ViT backbone with a fixed sinusoidal position table.
+
+This is T2T-ViT_t-14 of the reference implementation (yitu-opensource/T2T-ViT): transformer T2T
+layers, 14 blocks of width 384, 6 heads, and the attention scale its released ImageNet weights were
+trained with (384^-0.5, not the usual head_dim^-0.5), so those weights load and compute as there.
+:meth:`T2TViT.from_reference` maps that file's keys.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 from timm.layers import Mlp, trunc_normal_
-from timm.models.vision_transformer import Block
+from timm.models.vision_transformer import Attention, Block
+from torch.nn import functional as F
 
 
 def sinusoid_table(n_position: int, dim: int) -> torch.Tensor:
@@ -76,6 +82,17 @@ class T2TModule(nn.Module):
         return self.project(self.soft_split2(x).transpose(1, 2))
 
 
+class ScaledAttention(Attention):
+    """timm's attention with the scale honoured on the fused path too (timm's fused path ignores it)."""
+
+    def forward(self, x, attn_mask=None, is_causal=False):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0,
+                                           scale=self.scale)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, -1)))
+
+
 def _tokens_per_side(img_size: int) -> int:
     side = img_size
     for k, s, p in ((7, 4, 2), (3, 2, 1), (3, 2, 1)):
@@ -87,7 +104,8 @@ class T2TViT(nn.Module):
     """T2T-ViT backbone; ``forward`` returns the pooled class-token features (``num_features``)."""
 
     def __init__(self, img_size: int = 224, embed_dim: int = 384, depth: int = 14, num_heads: int = 6,
-                 mlp_ratio: float = 3.0, token_dim: int = 64, drop_path_rate: float = 0.1):
+                 mlp_ratio: float = 3.0, token_dim: int = 64, drop_path_rate: float = 0.1,
+                 qk_scale: float | None = 384 ** -0.5):
         super().__init__()
         self.num_features = embed_dim
         self.tokens_to_token = T2TModule(3, embed_dim, token_dim)
@@ -98,6 +116,10 @@ class T2TViT(nn.Module):
         self.blocks = nn.Sequential(*[
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias=False, drop_path=dpr[i]) for i in range(depth)
         ])
+        for block in self.blocks:  # same parameters and names, the reference's scale
+            attn = ScaledAttention(embed_dim, num_heads, qkv_bias=False)
+            attn.scale = qk_scale or attn.head_dim ** -0.5
+            block.attn = attn
         self.norm = nn.LayerNorm(embed_dim)
         trunc_normal_(self.cls_token, std=0.02)
         self.apply(self._init)
@@ -111,6 +133,26 @@ class T2TViT(nn.Module):
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+    reference = {
+        "url": "https://github.com/yitu-opensource/T2T-ViT/releases/download/main/81.7_T2T_ViTt_14.pth.tar",
+        "repository": "https://github.com/yitu-opensource/T2T-ViT",
+        "pretraining": "ImageNet-1k (81.7% top-1), T2T-ViT_t-14, EMA weights",
+    }
+
+    def from_reference(self, state: dict) -> dict[str, torch.Tensor]:
+        """The reference's checkpoint (``81.7_T2T_ViTt_14.pth.tar``) in this module's key names.
+
+        As its ``load_for_transfer_learning(use_ema=True)``: the EMA weights where the file has them,
+        ``module.`` prefixes stripped, the ImageNet head dropped. ``pos_embed`` is the fixed sinusoid
+        table, rebuilt here for any image size (the file's holds it for 224 px).
+        """
+        for key in ("state_dict_ema", "state_dict"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        return {k: v for k, v in state.items() if not k.startswith("head.") and k != "pos_embed"}
 
     def forward(self, x):
         x = self.tokens_to_token(x)
