@@ -19,6 +19,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/compress.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/transfer.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -27,6 +28,7 @@ localrules:
     all,
     report,
     stats,
+    transfer_matrix,
     weights,
 
 

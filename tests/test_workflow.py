@@ -43,7 +43,13 @@ def tiny_config(**train) -> dict:
                            "paper": "combined"},
             # generalisation set + the fusion ablation with distilled DeiT
             "herlev": {"dataset": "herl", "models": ["cvm_cervix_distilled"], "augment": ["flip4x"], "paper": "herlev"},
+            # fine-tuning: Herlev-like from main's trained CVM-Cervix, on all and on half its training split
+            "finetune": {"dataset": "herl", "models": ["cvm_cervix"], "variants": ["from_main", "from_main_half"]},
         },
+        "variants": {"from_main": {"init_from": "main/cvm_cervix/none"},
+                     "from_main_half": {"init_from": "main/cvm_cervix/none", "train_fraction": 0.5}},
+        "transfer": {"sources": ["main/cvm_cervix/none", "herlev/cvm_cervix_distilled/flip4x"],
+                     "targets": ["syn", "herl"]},
     }
 
 
@@ -77,6 +83,50 @@ def test_every_run_has_its_outputs(finished):
     assert json.loads((expected[2] / "train.json").read_text())["train_images"] == 4 * 33
     assert (finished / "results" / "data" / "syn" / "cache_32.npy").is_file()
     assert (finished / "results" / "logs" / "train" / "syn" / "cvm_cervix_none_seed0.log").is_file()
+
+
+def test_transfer_matrix_is_recomputed_from_the_saved_predictions(finished):
+    from cvm_cervix.transfer import NORMAL_CLASSES
+
+    results = finished / "results"
+    matrix = json.loads((results / "transfer" / "matrix.json").read_text())
+    assert matrix["mapping"] == "normal_abnormal" and matrix["targets"] == ["syn", "herl"]
+    assert len(matrix["cells"]) == 4 and sum(c["in_domain"] for c in matrix["cells"]) == 2
+    html = (results / "report.html").read_text()
+    assert 'id="transfer"' in html and "tested on herl" in html
+    for cell in matrix["cells"]:
+        frame = pd.read_csv(finished / cell["predictions"], keep_default_na=False)
+        assert cell["predictions"].endswith(f"/transfer/{cell['target']}.csv")
+        # the target's whole test split, every class mapped as the built-in normal/abnormal space says
+        assert len(frame) == cell["n"] == (11 if cell["target"] == "syn" else 2)
+        for column in ("label", "pred"):
+            expected = ["normal" if c in NORMAL_CLASSES else "abnormal" for c in frame[column]]
+            assert frame[f"{column}_shared"].tolist() == expected
+        truth, pred = frame["label_shared"], frame["pred_shared"]
+        assert cell["accuracy"] == pytest.approx((truth == pred).mean())
+        abnormal = truth == "abnormal"
+        assert cell["sensitivity"] == pytest.approx((pred[abnormal] == "abnormal").mean())
+        assert cell["specificity"] == pytest.approx((pred[~abnormal] == "normal").mean())
+        assert cell["accuracy_ci"][0] <= cell["accuracy"] <= cell["accuracy_ci"][1]
+        assert f"Acc {100 * cell['accuracy']:.2f}" in html
+
+
+def test_a_finetuned_run_starts_from_the_other_runs_weights(finished):
+    import hashlib
+
+    runs = finished / "results" / "runs"
+    source = runs / "syn" / "cvm_cervix" / "none" / "seed0"
+    full = json.loads((runs / "herl" / "cvm_cervix" / "none+from_main" / "seed0" / "train.json").read_text())
+    half = json.loads((runs / "herl" / "cvm_cervix" / "none+from_main_half" / "seed0" / "train.json").read_text())
+    digest = hashlib.sha256((source / "weights.safetensors").read_bytes()).hexdigest()
+    for info in (full, half):
+        assert info["init_from"]["run"] == str(Path("results") / "runs" / "syn" / "cvm_cervix" / "none" / "seed0")
+        assert info["init_from"]["weights_sha256"] == digest
+        assert info["init_from"]["head"] == "replaced (other classes)" and info["classes"] == ["Normal", "Abnormal"]
+    assert full["train_fraction"] == 1 and half["train_fraction"] == 0.5
+    assert full["train_images"] == 8 and half["train_images"] == 4  # 4 training images per class, half of them
+    stats = json.loads((finished / "results" / "stats" / "finetune.json").read_text())
+    assert {r["augment"] for r in stats["runs"]} == {"none+from_main", "none+from_main_half"}
 
 
 def test_analysis_compression_and_statistics(finished):
@@ -247,28 +297,34 @@ def test_paper_config_plans_one_training_job_per_model(tmp_path):
     proc = snakemake(tmp_path, "--configfile", str(write_config(tmp_path, cfg)), "-n", "--quiet", "rules")
     out = proc.stdout + proc.stderr
     counts = job_counts(out)
-    # 23 models on combined, + cvm_cervix flip4x, + the distilled-DeiT fusion, + Herlev and blood cells
-    assert counts["train"] == 23 + 1 + 1 + 1 + 1
+    # 23 models on combined, + cvm_cervix flip4x, + the distilled-DeiT fusion, + Herlev and blood cells,
+    # + mixed precision, + Herlev from 3 starts at 3 training-set sizes
+    assert counts["train"] == 23 + 1 + 1 + 1 + 1 + 1 + 9
     assert counts["evaluate"] == counts["train"]
     assert counts["prepare"] == 5 and counts["cache"] == 3
     assert counts["compress_half"] == 2 and counts["compress_onnx"] == 2 and counts["compress_dynamic"] == 1
     assert counts["analyse"] == 1
-    assert counts["stats"] == len(cfg["experiments"]) == 6
+    assert counts["stats"] == len(cfg["experiments"]) == 8
+    assert counts["transfer_predict"] == 4 and counts["transfer_matrix"] == 1
     assert cfg["train"]["pretrained"] is True
     assert counts["weights"] == 24  # 23 models of Table 3 and the distilled-DeiT fusion, one job each
 
 
 def test_paper_config_fetches_every_weights_file_before_any_training(tmp_path):
-    """In the DAG of config/paper.yaml every training job waits for its model's weights job."""
+    """In the DAG of config/paper.yaml every training job waits for its model's weights job (or, started
+    from another run, for that run's training job; from random weights, for nothing)."""
     cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     proc = snakemake(tmp_path, "--configfile", str(write_config(tmp_path, cfg)), "-n", "--dag")
     nodes = dict(re.findall(r'^\s*(\d+)\[label = "([^"]+)"', proc.stdout, re.M))
     edges = re.findall(r"^\s*(\d+) -> (\d+)", proc.stdout, re.M)
     trains = [n for n, label in nodes.items() if label.startswith("train\\n")]
-    assert len(trains) == 27
+    assert len(trains) == 37
     for node in trains:
         parents = [nodes[a] for a, b in edges if b == node]
-        assert any(p.startswith("weights\\nmodel: ") for p in parents), (nodes[node], parents)
+        if "+from_combined" in nodes[node]:
+            assert any(p.startswith("train\\naugment: none\\n") for p in parents), (nodes[node], parents)
+        elif "+random" not in nodes[node]:
+            assert any(p.startswith("weights\\nmodel: ") for p in parents), (nodes[node], parents)
 
 
 def test_paper_config_plans_without_roots_and_stops_before_training(tmp_path):
@@ -277,9 +333,10 @@ def test_paper_config_plans_without_roots_and_stops_before_training(tmp_path):
     proc = snakemake(tmp_path, "--configfile", str(path), "-n", "--quiet", "rules")
     out = proc.stdout + proc.stderr
     assert "warning: config key 'datasets.sipakmed.root'" in out and "not set" in out
-    assert job_counts(out)["train"] == 27
+    assert job_counts(out)["train"] == 37
     cfg["datasets"] = {"cric": {"kind": "cric", "root": ""}}
     cfg["experiments"] = {"e": {"dataset": "cric", "models": ["resnet18"]}}
+    del cfg["transfer"], cfg["variants"]
     proc = snakemake(tmp_path, "--configfile", str(write_config(tmp_path, cfg)), check=False)
     assert proc.returncode != 0
     assert "error: config key 'datasets.cric.root' is not set" in proc.stdout + proc.stderr

@@ -97,11 +97,16 @@ def contrasts(frames: dict, reference: str | None, n_boot: int = 1000) -> list[d
 
     ×4 against no augmentation for each model and seed (the paper's Fig. 7), and every other model
     against ``reference`` with the same augmentation and seed (e.g. each fusion variant against
-    CVM-Cervix).
+    CVM-Cervix); a variant's run (``none+amp``) against the same model's plain run (``none``).
     """
+    from .config import split_recipe
+
     pairs = []
     for (model, augment, seed) in frames:
-        if augment != "none" and (model, "none", seed) in frames:
+        base, variant = split_recipe(augment)
+        if variant != "default" and (model, base, seed) in frames:
+            pairs.append(((model, base, seed), (model, augment, seed), f"{variant} vs default"))
+        elif variant == "default" and augment != "none" and (model, "none", seed) in frames:
             pairs.append(((model, "none", seed), (model, augment, seed), f"{augment} vs none"))
         if reference and model != reference and (reference, augment, seed) in frames:
             pairs.append(((reference, augment, seed), (model, augment, seed), f"vs {reference}"))

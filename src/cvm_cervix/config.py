@@ -143,6 +143,53 @@ def check_config(config: dict, source: str = "the config", require_roots: bool =
         if not Path(path).is_file():
             raise CvmError(f"config key 'train.weights.{model}' in {source}: file {path!r} does not exist; "
                            "give the path of a .safetensors or .pt file (relative to the working directory)")
+    variants = config.get("variants", {})
+    for name, exp in config["experiments"].items():
+        for variant in exp.get("variants") or ["default"]:
+            if variant != "default" and variant not in variants:
+                raise CvmError(f"config key 'experiments.{name}.variants' in {source}: variant {variant!r} is not "
+                               f"defined under 'variants' (defined: {', '.join(sorted(variants)) or 'none'}; "
+                               "'default' trains as 'train' says)")
+    def check_run_ref(ref: str, key: str) -> tuple[str, str, str]:
+        experiment, model, augment = ref.split("/")
+        exp = config["experiments"].get(experiment)
+        if exp is None:
+            raise CvmError(f"{key}: no experiment {experiment!r} (give EXPERIMENT/MODEL/AUGMENT of a trained run)")
+        if model not in exp["models"] or augment not in [recipe(a, v) for a in exp["augment"]
+                                                          for v in exp.get("variants") or ["default"]]:
+            raise CvmError(f"{key}: experiment {experiment!r} has no run of model {model!r} with augment "
+                           f"{augment!r} (its models: {', '.join(exp['models'])}; augment: {', '.join(exp['augment'])})")
+        return experiment, model, augment
+
+    for variant, spec in variants.items():
+        if not spec.get("init_from"):
+            continue
+        key = f"config key 'variants.{variant}.init_from' in {source}"
+        experiment, model, augment = check_run_ref(spec["init_from"], key)
+        if split_recipe(augment)[1] != "default":
+            raise CvmError(f"{key}: start from a plain run ({split_recipe(augment)[0]!r}), not from another variant")
+        users = [n for n, e in config["experiments"].items() if variant in (e.get("variants") or [])]
+        for user in users:
+            other = [m for m in config["experiments"][user]["models"] if m != model]
+            if other:
+                raise CvmError(f"config key 'experiments.{user}.models' in {source}: variant {variant!r} starts "
+                               f"from a {model} run, so it can only train {model} (not {other[0]})")
+    transfer = config.get("transfer")
+    if transfer:
+        from .transfer import check_mapped, known_classes, resolve_mapping
+
+        mapping = resolve_mapping(config, transfer.get("mapping", "normal_abnormal"))
+        for i, ref in enumerate(transfer["sources"]):
+            check_run_ref(ref, f"config key 'transfer.sources' in {source}")
+        for target in transfer["targets"]:
+            if target not in datasets:
+                raise CvmError(f"config key 'transfer.targets' in {source}: dataset {target!r} is not defined under "
+                               f"'datasets' (defined: {', '.join(sorted(datasets))})")
+        for dataset in {named_run(config, r).dataset for r in transfer["sources"]} | set(transfer["targets"]):
+            classes = known_classes(config, dataset)
+            if classes is not None:  # otherwise checked when the transfer job reads classes.json
+                check_mapped(classes, mapping, transfer.get("mapping", "normal_abnormal"),
+                             f"config key 'transfer' in {source}, dataset {dataset!r}")
     reference = config.get("analysis", {}).get("reference")
     if reference is not None and reference not in known:
         raise CvmError(f"config key 'analysis.reference' in {source}: unknown model {reference!r}; "
@@ -184,8 +231,22 @@ def _with_parts(datasets: dict, names: Iterable[str]) -> set[str]:
 
 
 def used_datasets(config: dict) -> list[str]:
-    """Every dataset the experiments need, including the parts of combined ones."""
-    return sorted(_with_parts(config["datasets"], (e["dataset"] for e in config["experiments"].values())))
+    """Every dataset the experiments and the transfer need, including the parts of combined ones."""
+    names = [e["dataset"] for e in config["experiments"].values()]
+    names += list((config.get("transfer") or {}).get("targets", []))
+    return sorted(_with_parts(config["datasets"], names))
+
+
+def named_run(config: dict, ref: str) -> Run:
+    """``EXPERIMENT/MODEL/AUGMENT`` -> that experiment's run at its first seed."""
+    experiment, model, augment = ref.split("/")
+    return Run(config["experiments"][experiment]["dataset"], model, augment, experiment_seeds(config, experiment)[0])
+
+
+def transfer_pairs(config: dict) -> list[tuple[str, Run, str]]:
+    """(source name, source run, target dataset) of every cell of the transfer matrix."""
+    spec = config.get("transfer") or {}
+    return [(ref, named_run(config, ref), target) for ref in spec.get("sources", []) for target in spec.get("targets", [])]
 
 
 def experiment_seeds(config: dict, experiment: str) -> list[int]:
@@ -193,12 +254,48 @@ def experiment_seeds(config: dict, experiment: str) -> list[int]:
     return list(config["experiments"][experiment].get("seeds") or config["train"]["seeds"])
 
 
+def recipe(augment: str, variant: str = "default") -> str:
+    """A run's recipe, the path segment after the model: ``none``, ``flip4x``, ``none+amp``, ..."""
+    return augment if variant == "default" else f"{augment}+{variant}"
+
+
+def split_recipe(value: str) -> tuple[str, str]:
+    """``"none+amp"`` -> ``("none", "amp")``; ``"flip4x"`` -> ``("flip4x", "default")``."""
+    augment, _, variant = value.partition("+")
+    return augment, variant or "default"
+
+
 def experiment_runs(config: dict, experiment: str) -> list[Run]:
     exp = config["experiments"][experiment]
     return [
-        Run(exp["dataset"], model, augment, seed)
-        for model, augment, seed in itertools.product(exp["models"], exp["augment"], experiment_seeds(config, experiment))
+        Run(exp["dataset"], model, recipe(augment, variant), seed)
+        for model, augment, variant, seed in itertools.product(
+            exp["models"], exp["augment"], exp.get("variants") or ["default"], experiment_seeds(config, experiment))
     ]
+
+
+def init_source(config: dict, run: Run) -> Run | None:
+    """The run whose trained weights ``run`` starts from (its variant's ``init_from``), or None."""
+    _, variant = split_recipe(run.augment)
+    spec = config.get("variants", {}).get(variant, {})
+    if not spec.get("init_from"):
+        return None
+    experiment, model, augment = spec["init_from"].split("/")
+    seeds = experiment_seeds(config, experiment)
+    return Run(config["experiments"][experiment]["dataset"], model, augment, run.seed if run.seed in seeds else seeds[0])
+
+
+def run_settings(config: dict, run: Run, exclude: Iterable[str] = ()) -> dict:
+    """The ``train`` settings of ``run``: the config's, with its variant's keys put in.
+
+    ``init_from`` becomes the source run's path, so pointing it elsewhere retrains the run.
+    """
+    settings = {k: v for k, v in as_dict(config["train"]).items() if k not in set(exclude)}
+    _, variant = split_recipe(run.augment)
+    overrides = dict(as_dict(config.get("variants", {}).get(variant, {})))
+    if overrides.get("init_from"):
+        overrides["init_from"] = init_source(config, run).path
+    return {**settings, **overrides}
 
 
 def all_runs(config: dict) -> list[Run]:

@@ -269,7 +269,8 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
     datasets = config["datasets"]
     paper_for_dataset = {}
     for exp in config["experiments"].values():
-        paper_for_dataset.setdefault(exp["dataset"], exp.get("paper"))
+        if exp.get("paper"):  # the first experiment of the dataset that reproduces a table of the paper
+            paper_for_dataset.setdefault(exp["dataset"], exp["paper"])
     ds_sections = [dataset_section(name, datasets[name], results / "data" / name, paper_for_dataset.get(name))
                    for name in used_datasets(config)]
     synthetic_sets = {d["name"] for d in ds_sections if d["synthetic"]}
@@ -336,12 +337,38 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
         "generated": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "synthetic": bool(synthetic_sets), "synthetic_sets": sorted(synthetic_sets),
         "datasets": ds_sections, "experiments": experiments, "runs": run_details,
-        "compression": compression, "analyses": analyses,
+        "compression": compression, "analyses": analyses, "transfer": transfer_section(config, results),
         "reference": get_model_spec(config.get("analysis", {}).get("reference", "cvm_cervix")).paper_name,
         "train": config["train"], "paper": paper_results(),
         "abnormal_classes": config.get("analysis", {}).get("abnormal_classes", []),
         "plotly_js": plotly.offline.get_plotlyjs(),
     }
+
+
+def transfer_section(config: dict, results: Path) -> dict | None:
+    """The transfer matrix (rows: trained on, columns: tested on) from ``transfer/matrix.json``."""
+    spec = config.get("transfer")
+    path = results / "transfer" / "matrix.json"
+    if not spec or not path.is_file():
+        return None
+    import plotly.graph_objects as go
+
+    matrix = read_json(path)
+    cells = {(c["source"], c["target"]): c for c in matrix["cells"]}
+    rows = [{"source": s, "dataset": next(c["source_dataset"] for c in matrix["cells"] if c["source"] == s),
+             "cells": [cells.get((s, t)) for t in matrix["targets"]]} for s in matrix["sources"]]
+    z = [[None if c is None else 100 * c["accuracy"] for c in r["cells"]] for r in rows]
+    text = [["" if c is None else f"{100 * c['accuracy']:.1f}" + (" (in domain)" if c["in_domain"] else "")
+             for c in r["cells"]] for r in rows]
+    fig = go.Figure(go.Heatmap(z=z, x=[_text(t) for t in matrix["targets"]],
+                               y=[_text(f"{r['source']} ({r['dataset']})") for r in rows], text=text,
+                               texttemplate="%{text}", colorscale="Blues", zmin=0, zmax=100,
+                               colorbar={"title": "accuracy %"},
+                               hovertemplate="trained on %{y}<br>tested on %{x}<br>accuracy %{z:.1f}%<extra></extra>"))
+    fig.update_layout(title=_text(f"Transfer accuracy ({matrix['mapping']})"), xaxis_title="tested on",
+                      yaxis_title="trained on", height=160 + 60 * len(rows), margin={"l": 260})
+    return {"title": spec.get("title", "Transfer between datasets"), "mapping": matrix["mapping"],
+            "targets": matrix["targets"], "rows": rows, "cells": matrix["cells"], "figure": _figure_html(fig)}
 
 
 def render(context: dict) -> str:
@@ -414,6 +441,12 @@ def write_report_files(context: dict, folder: Path) -> list[Path]:
         files[f"{c['experiment']}__compression.csv"] = pd.DataFrame([{k: r.get(k) for k in keys}
                                                                      for r in c["rows"]]).to_csv(index=False)
         files[f"{c['experiment']}__compression.html"] = _standalone(c["figure"], context["plotly_js"])
+    if context.get("transfer"):
+        keys = ("source", "source_dataset", "target", "in_domain", "n", "n_abnormal", "accuracy", "accuracy_ci",
+                "sensitivity", "sensitivity_ci", "specificity", "specificity_ci")
+        files["transfer__matrix.csv"] = pd.DataFrame([{k: c.get(k) for k in keys}
+                                                      for c in context["transfer"]["cells"]]).to_csv(index=False)
+        files["transfer__matrix.html"] = _standalone(context["transfer"]["figure"], context["plotly_js"])
     for i, a in enumerate(context["analyses"]):
         files[f"{a['experiment']}__tsne{i or ''}.html"] = _standalone(a["tsne"], context["plotly_js"])
     prov = context["provenance"]

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from ._io import atomic_path, read_json, write_csv, write_json
+from ._io import atomic_path, read_json, sha256_file, write_csv, write_json
 from .data import load_cache, read_manifest
 from .engine import autocast, predict, resolve_device, scale, seed_everything, to_device_images
 from .errors import CvmError
@@ -164,7 +164,8 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
               epochs: int, batch_size: int = 16, lr: float = 2e-4, weight_decay: float = 0.01, seed: int = 0,
               augment: str = "none", device: str = "auto", amp: bool = True, pretrained: bool = False,
               weights: str | None = None, threads: int | None = None, progress: bool = True,
-              compile: bool = False, cache_dir: str | None = None) -> dict:
+              compile: bool = False, cache_dir: str | None = None, train_fraction: float = 1.0,
+              init_from: str | os.PathLike | None = None) -> dict:
     """Train ``model_name`` on the cached dataset in ``dataset_dir``; write the run into ``out_dir``.
 
     Writes ``weights.safetensors`` (the best validation epoch), ``history.csv`` and ``train.json``;
@@ -184,6 +185,9 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
     classes = read_json(dataset_dir / "classes.json")
     cache = load_cache(dataset_dir / f"cache_{img_size}.npy", len(manifest))
     x_train, y_train, _ = split_arrays(manifest, cache, "train")
+    if train_fraction < 1:
+        keep = fraction_rows(y_train, train_fraction, seed)
+        x_train, y_train = x_train[keep], y_train[keep]
     x_val, y_val, _ = split_arrays(manifest, cache, "val")
     if augment not in ("none", "flip4x"):
         raise ValueError(f"unknown augment {augment!r}")
@@ -197,8 +201,14 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
     n_base = len(x_train)
     copies = 4 if augment == "flip4x" else 1
 
-    model = create_model(model_name, len(classes), img_size, pretrained=pretrained, weights=weights,
-                         cache_dir=cache_dir).to(dev)
+    init = None
+    if init_from:  # the other run's weights, not ImageNet's or a file's
+        pretrained, weights = False, None
+        model, init = start_from_run(model_name, classes, img_size, init_from)
+        model = model.to(dev)
+    else:
+        model = create_model(model_name, len(classes), img_size, pretrained=pretrained, weights=weights,
+                             cache_dir=cache_dir).to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -214,7 +224,8 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
     settings = {"model": model_name, "classes": classes, "img_size": img_size, "batch_size": batch_size, "lr": lr,
                 "weight_decay": weight_decay, "seed": seed, "augment": augment, "pretrained": pretrained,
                 "weights": str(weights or ""), "train_images": int(n), "device": dev.type, "data": digest,
-                "normalization": input_normalizations(model)}
+                "normalization": input_normalizations(model), "amp": use_amp, "train_fraction": train_fraction,
+                "init_from": init}
     first_epoch, elapsed, partial, resumes = 1, 0.0, None, []
     state = _read_checkpoint(checkpoint)
     if state is not None:
@@ -309,7 +320,8 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
         "loss": "cross-entropy", "pretrained": pretrained, "weights_init": weights,
         # where and with what statistics the model normalises its input: rebuilt exactly when loaded
         "normalization": input_normalizations(model),
-        "train_images": int(n), "val_images": int(len(x_val)),
+        "train_images": int(n), "val_images": int(len(x_val)), "train_fraction": train_fraction,
+        "init_from": init,  # the run it started from: its folder, weights' sha256, whether the head was kept
         "best_epoch": best_state["epoch"], "best_val_acc": best[0],
         "params": int(sum(p.numel() for p in model.parameters())),
         "device": str(dev), "device_name": (torch.cuda.get_device_name(dev) if dev.type == "cuda"
@@ -325,6 +337,37 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
     write_json(out_dir / "train.json", info)
     checkpoint.unlink(missing_ok=True)
     return info
+
+
+def fraction_rows(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Indices of ``fraction`` of each class's rows (rounded, at least one), drawn with ``seed``, in order."""
+    rng = np.random.default_rng([seed, 7919])  # the same subset for every initialisation of a seed
+    keep = []
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        keep.append(rng.permutation(rows)[:max(1, round(fraction * len(rows)))])
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=int)
+
+
+def start_from_run(model_name: str, classes: list[str], img_size: int, source: str | os.PathLike):
+    """``model_name`` initialised from the trained run in ``source``; returns the model and a record of it."""
+    source = Path(source)
+    info = read_train_info(source)
+    if info["model"] != model_name or int(info["img_size"]) != img_size:
+        raise CvmError(f"{source / 'train.json'}: that run is {info['model']} at {info['img_size']} px, so it cannot "
+                       f"start {model_name} at {img_size} px; point init_from at a run of the same model and size")
+    state, meta = read_weights(source / "weights.safetensors")
+    check_weights_metadata(meta, info, source / "weights.safetensors", source / "train.json")
+    model = create_model(model_name, len(classes), img_size, normalization=info.get("normalization"))
+    same_classes = list(info["classes"]) == list(classes)
+    if not same_classes:  # another label space: the backbone carries over, the head starts fresh
+        head = {k: v for k, v in model.state_dict().items() if k.startswith("head.")}
+        state = {**{k: v for k, v in state.items() if not k.startswith("head.")}, **head}
+    load_exact(model, state, f"{source / 'weights.safetensors'} (init_from)")
+    record = {"run": str(source), "weights_sha256": sha256_file(source / "weights.safetensors"),
+              "classes": list(info["classes"]), "head": "kept" if same_classes else "replaced (other classes)"}
+    log.info("starting from %s (head %s)", source, record["head"])
+    return model, record
 
 
 def _read_checkpoint(path: Path) -> dict | None:

@@ -16,6 +16,9 @@ from cvm_cervix.config import (
     as_dict,
     experiment_runs,
     experiment_seeds,
+    init_source,
+    run_settings,
+    transfer_pairs,
     used_datasets,
     validate_config,
 )
@@ -45,11 +48,16 @@ RUNS = all_runs(config)
 # What one run depends on: changing the seed list or another model's weights must not retrain it,
 # and neither must where it runs (device) or how the step is compiled: scripts read those from the
 # config, so they are not params and never trigger a rerun.
-RUN_SETTINGS = {
-    k: v
-    for k, v in as_dict(TRAIN).items()
-    if k not in ("seeds", "weights", "device", "compile", "weights_cache")
-}
+NOT_RUN_SETTINGS = ("seeds", "weights", "device", "compile", "weights_cache")
+
+
+def wildcards_run(wildcards):
+    return Run(wildcards.dataset, wildcards.model, wildcards.augment, int(wildcards.seed))
+
+
+def train_settings(wildcards):
+    """The run's settings (its variant's keys put in): a param, so changing them retrains that run."""
+    return run_settings(config, wildcards_run(wildcards), exclude=NOT_RUN_SETTINGS)
 DATASETS = used_datasets(config)
 
 
@@ -57,10 +65,11 @@ DATASETS = used_datasets(config)
 wildcard_constraints:
     dataset="|".join(map(re.escape, DATASETS)) or "NONE",
     model=r"[A-Za-z0-9_]+",
-    augment="none|flip4x",
+    augment=r"(none|flip4x)(\+[A-Za-z0-9][A-Za-z0-9_-]*)?",  # a variant's runs: none+amp
     seed=r"\d+",
     precision="fp16|bf16|int8_dynamic|int8|onnx",
     experiment="|".join(map(re.escape, config["experiments"])),
+    target="|".join(map(re.escape, DATASETS)) or "NONE",
 
 
 def dataset_spec(wildcards):
@@ -111,9 +120,18 @@ def train_weights(wildcards):
 def pretrained_marker(wildcards):
     """With train.pretrained, training waits for the weights step (which fetches every file first);
     a model started from a local train.weights file needs no download."""
-    if not TRAIN["pretrained"] or TRAIN["weights"].get(wildcards.model):
+    settings = train_settings(wildcards)
+    if not settings["pretrained"] or settings.get("init_from") or TRAIN["weights"].get(wildcards.model):
         return []
     return [f"{RESULTS}/weights/{wildcards.model}.json"]
+
+
+def init_input(wildcards):
+    """A variant with init_from starts from another run's trained weights: that run is trained first."""
+    source = init_source(config, wildcards_run(wildcards))
+    if source is None:
+        return {}
+    return {"init_weights": f"{run_dir(source)}/weights.safetensors", "init_info": f"{run_dir(source)}/train.json"}
 
 
 def first_seed_runs(flag):
@@ -194,12 +212,31 @@ def benchmark_files():
     files += [f"{bench}/analyse/{job(r)}.tsv" for r in first_seed_runs("analysis")]
     files += [f"{bench}/stats/{e}.tsv" for e in config["experiments"]]
     files += [f"{bench}/{COMPRESS_RULE[p]}/{job(r)}_{p}.tsv" for r, p in compress_jobs()]
+    files += [f"{bench}/transfer_predict/{job(r)}_on_{t}.tsv" for _, r, t in transfer_pairs(config)]
+    files += [f"{bench}/transfer_matrix/matrix.tsv"] if config.get("transfer") else []
     return files
+
+
+def transfer_mapping():
+    from cvm_cervix.transfer import resolve_mapping
+
+    return resolve_mapping(as_dict(config), config["transfer"]["mapping"])
+
+
+def transfer_entries():
+    """Every cell of the transfer matrix: the source run, the target dataset, the predictions file."""
+    return [
+        {"source": name, "source_dataset": run.dataset, "target": target,
+         "predictions": f"{run_dir(run)}/transfer/{target}.csv"}
+        for name, run, target in transfer_pairs(config)
+    ]
 
 
 def report_inputs(wildcards):
     runs = [run_dir(r) for r in RUNS]
+    extra = {"transfer": [f"{RESULTS}/transfer/matrix.json"]} if config.get("transfer") else {}
     return {
+        **extra,
         "benchmarks": benchmark_files(),
         "stats": [f"{RESULTS}/stats/{e}.json" for e in config["experiments"]],
         "compressed": compress_targets(),

@@ -1,5 +1,6 @@
 rule train:
     input:
+        unpack(init_input),
         manifest=f"{RESULTS}/data/{{dataset}}/manifest.csv",
         classes=f"{RESULTS}/data/{{dataset}}/classes.json",
         cache=f"{RESULTS}/data/{{dataset}}/cache_{IMG}.npy",
@@ -9,7 +10,7 @@ rule train:
         history=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/history.csv",
         info=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/train.json",
     params:
-        train=RUN_SETTINGS,
+        train=train_settings,
         weights=train_weights,
     threads: 4
     resources:

@@ -1,0 +1,18 @@
+"""Test one trained run on another dataset's test split through the class mapping."""
+import importlib.util
+import sys
+from pathlib import Path
+
+if importlib.util.find_spec("cvm_cervix") is None:  # a checkout used without `pip install .`
+    sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
+from cvm_cervix._snakemake import run_script
+from cvm_cervix.transfer import transfer_predict
+
+
+def main(sm):
+    transfer_predict(Path(sm.input.info).parent, Path(sm.input.manifest).parent, sm.output.predictions,
+                     sm.params.mapping, sm.params.mapping_name, device=sm.config["train"]["device"],
+                     batch_size=sm.params.batch_size, threads=sm.threads)
+
+
+run_script(snakemake, main)
