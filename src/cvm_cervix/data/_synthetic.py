@@ -71,7 +71,8 @@ CLASS_SETS: dict[str, dict[str, CellProfile]] = {
                                  irregularity=0.03, cytoplasm_rgb=(100, 170, 185), **_PAP),
         "Superficial-Intermediate": _SUPERFICIAL,
     },
-    # Herlev's two-class task.
+    # Herlev's two-class task. Normal is drawn like the combined set's NILM and Abnormal like its
+    # HSIL/ASC-H, so the normal/abnormal notion is shared and cross-set transfer means something.
     "herlev": {
         "Normal": replace(_NILM, nc_ratio=0.14),
         "Abnormal": CellProfile(cell_radius=0.30, nc_ratio=0.55, darkness=0.85, chromatin=0.3,
