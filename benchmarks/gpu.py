@@ -216,12 +216,15 @@ def paper_plan_hours(rates: dict[str, float], infer: float) -> tuple[float, int]
     """GPU-hours of every run config/paper.yaml plans: epochs × (train / train rate + val / infer rate)."""
     import yaml
 
-    from cvm_cervix.config import all_runs, validate_config
+    from cvm_cervix.config import all_runs, run_settings, split_recipe, validate_config
 
     config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     validate_config(config, require_roots=False)
     paper = yaml.safe_load((REPO / "src" / "cvm_cervix" / "paper_results.yaml").read_text())
-    key_of = {e["dataset"]: e.get("paper") for e in config["experiments"].values()}
+    key_of = {}  # each dataset's counts: the paper's table of the first experiment that reproduces one
+    for e in config["experiments"].values():
+        if e.get("paper"):
+            key_of.setdefault(e["dataset"], e["paper"])
     seconds = 0.0
     runs = all_runs(config)
     for run in runs:
@@ -229,10 +232,12 @@ def paper_plan_hours(rates: dict[str, float], infer: float) -> tuple[float, int]
         counts = np.array(list(paper["splits"][key].values()))
         train, val, test = counts.sum(0)
         # The paper's tables count the training split as trained: Herlev's after ×4 (split_notes).
-        if run.augment == "flip4x" and key not in paper.get("split_notes", {}):
+        if split_recipe(run.augment)[0] == "flip4x" and key not in paper.get("split_notes", {}):
             train *= 4
+        settings = run_settings(config, run)  # a variant may train on a fraction, or longer
+        train *= settings.get("train_fraction", 1.0)
         rate = rates.get(run.model, rates["cvm_cervix"])
-        seconds += config["train"]["epochs"] * (train / rate + val / infer) + test / infer
+        seconds += settings["epochs"] * (train / rate + val / infer) + test / infer
     return seconds / 3600, len(runs)
 
 

@@ -100,6 +100,24 @@ def test_the_experiments_own_contrasts_with_holm_and_a_paired_interval(tmp_path)
     assert all(c["p_holm"] >= c["p_value"] for c in stats["contrasts"])
 
 
+def test_a_variant_is_compared_with_the_plain_run_of_its_augment(tmp_path):
+    paths = [f"img{i}.png" for i in range(20)]
+
+    def write(name, n_wrong):
+        pd.DataFrame({"path": paths, "label": ["HSIL"] * 20,
+                      "pred": ["NILM" if i < n_wrong else "HSIL" for i in range(20)]}).to_csv(tmp_path / name, index=False)
+        return str(tmp_path / name)
+
+    runs = [{"model": "cvm_cervix", "augment": a, "seed": 0, "predictions": write(f"{a}.csv", n)}
+            for a, n in (("none", 2), ("none+amp", 5), ("flip4x", 1), ("flip4x+amp", 1))]
+    stats = experiment_stats(runs, "cvm_cervix", ["HSIL"], n_boot=100)
+    pairs = {(c["a"]["augment"], c["b"]["augment"]): c["contrast"] for c in stats["contrasts"]}
+    assert pairs == {("none", "none+amp"): "amp vs default", ("flip4x", "flip4x+amp"): "amp vs default",
+                     ("none", "flip4x"): "flip4x vs none"}
+    amp = next(c for c in stats["contrasts"] if c["b"]["augment"] == "none+amp")
+    assert amp["accuracy_diff"] == pytest.approx(-3 / 20) and (amp["only_a"], amp["only_b"]) == (3, 0)
+
+
 def test_top_confusions_are_ordered_by_count():
     cm = [[5, 2, 0], [7, 3, 1], [0, 2, 9]]
     assert top_confusions(cm, ["a", "b", "c"], 2) == [("b", "a", 7), ("a", "b", 2)]

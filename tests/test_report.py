@@ -147,13 +147,13 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     from cvm_cervix.report import build_report
 
     config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
-    config["train"]["seeds"] = [0, 1, 2]  # 3 seeds of every one of the 27 runs
+    config["train"]["seeds"] = [0, 1, 2]  # 3 seeds of every one of the 37 runs
     results = tmp_path / "results"
     _fabricate(results, config)
     context = build_report(config, tmp_path / "report.html", results, files_dir=tmp_path / "files")
     html = (tmp_path / "report.html").read_text()
     size = (tmp_path / "report.html").stat().st_size
-    assert len(context["runs"]) == 27 and len(context["experiments"]) == 6
+    assert len(context["runs"]) == 37 and len(context["experiments"]) == 8
     assert size < 12 * 2**20, f"{size / 2**20:.1f} MiB"  # plotly.js (4.6 MiB) once, and the figures' data
     assert html.count("<script type=\"text/javascript\">/**") == 1  # plotly.js inlined exactly once
     assert "cdn.plot.ly" not in html.split("</script>", 1)[1] and "<script src=" not in html

@@ -43,14 +43,19 @@ def tiny_config(**train) -> dict:
                            "paper": "combined"},
             # generalisation set + the fusion ablation with distilled DeiT
             "herlev": {"dataset": "herl", "models": ["cvm_cervix_distilled"], "augment": ["flip4x"], "paper": "herlev"},
-            # fine-tuning: Herlev-like from main's trained CVM-Cervix, on all and on half its training split
-            "finetune": {"dataset": "herl", "models": ["cvm_cervix"], "variants": ["from_main", "from_main_half"]},
         },
-        "variants": {"from_main": {"init_from": "main/cvm_cervix/none"},
-                     "from_main_half": {"init_from": "main/cvm_cervix/none", "train_fraction": 0.5}},
-        "transfer": {"sources": ["main/cvm_cervix/none", "herlev/cvm_cervix_distilled/flip4x"],
-                     "targets": ["syn", "herl"]},
     }
+
+
+def with_finetune_and_transfer(config: dict) -> dict:
+    """Herlev-like from main's trained CVM-Cervix (all and half its training split) and the transfer matrix."""
+    config["experiments"]["finetune"] = {"dataset": "herl", "models": ["cvm_cervix"],
+                                         "variants": ["from_main", "from_main_half"]}
+    config["variants"] = {"from_main": {"init_from": "main/cvm_cervix/none"},
+                          "from_main_half": {"init_from": "main/cvm_cervix/none", "train_fraction": 0.5}}
+    config["transfer"] = {"sources": ["main/cvm_cervix/none", "herlev/cvm_cervix_distilled/flip4x"],
+                          "targets": ["syn", "herl"]}
+    return config
 
 
 def write_config(workdir: Path, config: dict) -> Path:
@@ -63,7 +68,7 @@ def write_config(workdir: Path, config: dict) -> Path:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("wf")
-    cfg = write_config(workdir, tiny_config())
+    cfg = write_config(workdir, with_finetune_and_transfer(tiny_config()))
     snakemake(workdir, "--configfile", str(cfg))
     return workdir
 
@@ -127,6 +132,10 @@ def test_a_finetuned_run_starts_from_the_other_runs_weights(finished):
     assert full["train_images"] == 8 and half["train_images"] == 4  # 4 training images per class, half of them
     stats = json.loads((finished / "results" / "stats" / "finetune.json").read_text())
     assert {r["augment"] for r in stats["runs"]} == {"none+from_main", "none+from_main_half"}
+    assert stats["contrasts"] == []  # a variant is compared with its plain run, which this experiment lacks
+    html = (finished / "results" / "report.html").read_text()
+    assert "Learning curve: finetune" in html and "from main\\u002fcvm_cervix\\u002fnone" in html  # plotly's JSON
+    assert (finished / "results" / "report_files" / "finetune__learning_curve.html").is_file()
 
 
 def test_analysis_compression_and_statistics(finished):
@@ -196,7 +205,7 @@ def test_config_overlays_merge_in_order(finished):
     out = proc.stdout + proc.stderr
     assert "seed1/weights.safetensors" in out
     seed0_runs = list((finished / "results" / "runs").glob("*/*/*/seed0"))
-    assert len(seed0_runs) == 4
+    assert len(seed0_runs) == 6
     assert job_counts(out)["train"] == len(seed0_runs)  # only the new seed's runs; seed 0 is done
     proc = snakemake(finished, "--configfile", str(finished / "config.yaml"), "-n", "--config", "results=elsewhere")
     assert "elsewhere/report.html" in proc.stdout + proc.stderr
@@ -249,8 +258,8 @@ def planned_resources(output: str) -> list[tuple[str, dict]]:
 
 
 def test_gpu_rules_ask_for_a_gpu_whatever_the_planning_machine(tmp_path):
-    proc = snakemake(tmp_path, "--configfile", str(write_config(tmp_path, tiny_config())), "-n",
-                     env={"CUDA_VISIBLE_DEVICES": ""})
+    proc = snakemake(tmp_path, "--configfile", str(write_config(tmp_path, with_finetune_and_transfer(tiny_config()))),
+                     "-n", env={"CUDA_VISIBLE_DEVICES": ""})
     jobs = planned_resources(proc.stdout + proc.stderr)
     gpu = {}
     for rule, res in jobs:
@@ -258,7 +267,8 @@ def test_gpu_rules_ask_for_a_gpu_whatever_the_planning_machine(tmp_path):
         gpu.setdefault(key, set()).add(int(res.get("gpu", 0)))
     assert gpu["train"] == gpu["evaluate"] == gpu["analyse"] == gpu["compress:fp16"] == {1}
     assert gpu["compress:int8"] == gpu["compress:onnx"] == {0}
-    assert all(gpu[r] == {0} for r in ("synthesize", "prepare", "cache", "stats", "report"))
+    assert gpu["transfer_predict"] == {1}
+    assert all(gpu[r] == {0} for r in ("synthesize", "prepare", "cache", "stats", "report", "transfer_matrix"))
 
 
 def test_a_changed_dataset_folder_is_prepared_again(tmp_path):
@@ -413,7 +423,7 @@ def test_report_in_a_real_browser(finished, browser, tmp_path):
     assert [e for e in logs if e["level"] == "SEVERE"] == []  # no console errors, with the network off
     anchors = browser.execute_script(
         "return Array.from(document.querySelectorAll('nav a')).map(a => a.getAttribute('href'))")
-    assert anchors == ["#data", "#results", "#compression", "#analysis", "#cost", "#runs", "#provenance"]
+    assert anchors == ["#data", "#results", "#transfer", "#compression", "#analysis", "#cost", "#runs", "#provenance"]
     assert browser.execute_script(
         "return Array.from(document.querySelectorAll('nav a')).every(a => document.querySelector(a.getAttribute('href')))")
     plots = browser.execute_script("""return Array.from(document.querySelectorAll('.plotly-graph-div')).map(

@@ -137,6 +137,37 @@ def _row_label(row: dict) -> str:
     return _text(row["paper_name"] + ("" if row["augment"] == "none" else f" · {row['augment']}"))
 
 
+def learning_curve(config: dict, exp: dict, rows: list[dict], seed: int, title: str) -> str | None:
+    """Test accuracy against the share of the training split, one line per start (ImageNet, random,
+    another run): drawn when the experiment's variants train on fractions (the fine-tuning question)."""
+    from .config import Run, run_settings
+
+    points: dict[str, list] = {}
+    for r in rows:
+        settings = run_settings(config, Run(exp["dataset"], r["model"], r["augment"], seed))
+        start = (f"from {config['variants'][r['augment'].partition('+')[2]]['init_from']}"
+                 if settings.get("init_from") else "ImageNet" if settings["pretrained"] else "random weights")
+        points.setdefault(f"{r['paper_name']}, {start}", []).append((100 * settings.get("train_fraction", 1.0), r))
+    if not any(x < 100 for pts in points.values() for x, _ in pts):
+        return None
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, pts in points.items():
+        pts.sort(key=lambda p: p[0])
+        mean = [r["test"]["accuracy"]["mean"] for _, r in pts]
+        ci = [r["stats"]["bootstrap"]["accuracy"] if r.get("stats") else None for _, r in pts]
+        fig.add_trace(go.Scatter(
+            x=[x for x, _ in pts], y=mean, mode="lines+markers", name=_text(name),
+            error_y=dict(type="data", array=[100 * c[1] - m if c else 0 for m, c in zip(mean, ci)],
+                         arrayminus=[m - 100 * c[0] if c else 0 for m, c in zip(mean, ci)], thickness=1.2),
+            hovertemplate=_text(name) + "<br>%{x:.0f}% of the training split<br>"
+                          "test accuracy %{y:.2f}%<extra></extra>"))
+    fig.update_layout(title=_text(title), xaxis_title="share of the training split used (%)",
+                      yaxis_title="test accuracy (%, 95% CI)", height=380)
+    return _figure_html(fig)
+
+
 def experiment_figure(rows: list[dict], title: str, paper: bool) -> str:
     """Test accuracy per model with its 95% bootstrap interval, each seed, and the paper's number.
 
@@ -328,7 +359,8 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
         experiments.append({"name": exp_name, "title": title, "dataset": exp["dataset"],
                             "paper": exp.get("paper"), "synthetic": exp["dataset"] in synthetic_sets,
                             "seeds": seeds, "first_seed": first_seed, "rows": rows, "comparisons": comparisons,
-                            "figure": experiment_figure(rows, f"Test accuracy: {title}", bool(exp.get("paper")))})
+                            "figure": experiment_figure(rows, f"Test accuracy: {title}", bool(exp.get("paper"))),
+                            "curve": learning_curve(config, exp, rows, first_seed, f"Learning curve: {title}")})
 
     import plotly.offline
 
@@ -435,6 +467,8 @@ def write_report_files(context: dict, folder: Path) -> list[Path]:
             table.append(row)
         files[f"{exp['name']}__results.csv"] = pd.DataFrame(table).to_csv(index=False)
         files[f"{exp['name']}__accuracy.html"] = _standalone(exp["figure"], context["plotly_js"])
+        if exp.get("curve"):
+            files[f"{exp['name']}__learning_curve.html"] = _standalone(exp["curve"], context["plotly_js"])
     for c in context["compression"]:
         keys = ("precision", "size_mib", "accuracy", "delta_accuracy", "f1_macro", "agreement_with_fp32",
                 "ms_per_image", "device", "note")
