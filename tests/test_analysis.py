@@ -118,6 +118,31 @@ def test_a_variant_is_compared_with_the_plain_run_of_its_augment(tmp_path):
     assert amp["accuracy_diff"] == pytest.approx(-3 / 20) and (amp["only_a"], amp["only_b"]) == (3, 0)
 
 
+def test_each_start_is_compared_with_random_weights_at_the_same_fraction(tmp_path):
+    paths = [f"img{i}.png" for i in range(20)]
+
+    def write(name, n_wrong):
+        pd.DataFrame({"path": paths, "label": ["HSIL"] * 20,
+                      "pred": ["NILM" if i < n_wrong else "HSIL" for i in range(20)]}).to_csv(tmp_path / name, index=False)
+        return str(tmp_path / name)
+
+    runs = [{"model": "cvm_cervix", "augment": a, "seed": 0, "predictions": write(f"{a}.csv", n), "start": start,
+             "train_fraction": f}
+            for a, n, start, f in (("none", 10, "random weights", 1.0), ("none+random_f25", 12, "random weights", 0.25),
+                                   ("none+from_main", 2, "from main/cvm_cervix/none", 1.0),
+                                   ("none+from_main_f25", 4, "from main/cvm_cervix/none", 0.25))]
+    stats = experiment_stats(runs, "cvm_cervix", ["HSIL"], n_boot=100)
+    pairs = {(c["a"]["augment"], c["b"]["augment"]): c["contrast"] for c in stats["contrasts"]}
+    assert pairs == {
+        ("none", "none+random_f25"): "random_f25 vs default",
+        ("none", "none+from_main"): "from_main vs default",  # already start against random at 100%: once
+        ("none", "none+from_main_f25"): "from_main_f25 vs default",
+        ("none+random_f25", "none+from_main_f25"): "from main/cvm_cervix/none vs random weights, 25% of training",
+    }
+    at25 = next(c for c in stats["contrasts"] if c["a"]["augment"] == "none+random_f25")
+    assert at25["accuracy_diff"] == pytest.approx(8 / 20) and (at25["only_a"], at25["only_b"]) == (0, 8)
+
+
 def test_top_confusions_are_ordered_by_count():
     cm = [[5, 2, 0], [7, 3, 1], [0, 2, 9]]
     assert top_confusions(cm, ["a", "b", "c"], 2) == [("b", "a", 7), ("a", "b", 2)]

@@ -139,6 +139,12 @@ def test_the_paper_config_has_the_precision_and_finetuning_experiments():
     assert len(finetune) == 9
     assert run_settings(config, Run("herlev", "cvm_cervix", "none+random_f10", 0))["pretrained"] is False
     assert run_settings(config, Run("herlev", "cvm_cervix", "none+imagenet_f10", 0))["pretrained"] is True
+    from cvm_cervix.config import start_label
+
+    starts = {v: start_label(config, Run("herlev", "cvm_cervix", recipe("none", v), 0))
+              for v in ("default", "random_f25", "from_combined_f10")}
+    assert starts == {"default": "ImageNet", "random_f25": "random weights",
+                      "from_combined_f10": "from main/cvm_cervix/none"}
 
 
 # --- training from another run ---------------------------------------------------------------------------------

@@ -91,13 +91,15 @@ def paired_bootstrap_diff(correct_a, correct_b, n_boot: int = 1000, seed: int = 
     return [float(np.percentile(diffs, 100 * (1 - level) / 2)), float(np.percentile(diffs, 100 * (1 + level) / 2))]
 
 
-def contrasts(frames: dict, reference: str | None, n_boot: int = 1000) -> list[dict]:
+def contrasts(frames: dict, reference: str | None, n_boot: int = 1000, starts: dict | None = None) -> list[dict]:
     """The experiment's own comparisons on the same test images, each with McNemar's test, Holm's
     adjusted p over all of them, and a paired bootstrap interval of the accuracy difference.
 
     ×4 against no augmentation for each model and seed (the paper's Fig. 7), and every other model
     against ``reference`` with the same augmentation and seed (e.g. each fusion variant against
-    CVM-Cervix); a variant's run (``none+amp``) against the same model's plain run (``none``).
+    CVM-Cervix); a variant's run (``none+amp``) against the same model's plain run (``none``); and,
+    where ``starts`` gives runs' (start, training fraction), every start against random weights at
+    the same fraction of the training split (the fine-tuning question).
     """
     from .config import split_recipe
 
@@ -110,6 +112,12 @@ def contrasts(frames: dict, reference: str | None, n_boot: int = 1000) -> list[d
             pairs.append(((model, "none", seed), (model, augment, seed), f"{augment} vs none"))
         if reference and model != reference and (reference, augment, seed) in frames:
             pairs.append(((reference, augment, seed), (model, augment, seed), f"vs {reference}"))
+    starts = starts or {}
+    for b, (start, fraction) in starts.items():
+        for a, (other, same_fraction) in starts.items():
+            if (other == "random weights" and start != other and same_fraction == fraction and a[0] == b[0]
+                    and a[2] == b[2] and a in frames and b in frames and not any(p[:2] == (a, b) for p in pairs)):
+                pairs.append((a, b, f"{start} vs random weights, {100 * fraction:g}% of training"))
     out = []
     for a, b, kind in pairs:
         fa, fb = frames[a], frames[b]
@@ -130,8 +138,9 @@ def experiment_stats(runs: list[dict], reference: str | None, abnormal: list[str
     """Statistics of one experiment's runs from their test predictions.
 
     ``runs``: dicts with ``model``, ``augment``, ``seed`` and ``predictions`` (path of
-    predictions_test.csv); the reference model's runs may be among them. McNemar compares every
-    run with the reference run of the same augment and seed on the same test images.
+    predictions_test.csv), optionally ``start`` and ``train_fraction``; the reference model's runs may
+    be among them. McNemar compares every run with the reference run of the same augment and seed on
+    the same test images.
     """
     frames = {(r["model"], r["augment"], r["seed"]): pd.read_csv(r["predictions"]) for r in runs}
     out = []
@@ -148,7 +157,9 @@ def experiment_stats(runs: list[dict], reference: str | None, abnormal: list[str
                                                                         frame["label"] == frame["pred"])}
         out.append(entry)
     return {"reference": reference, "abnormal_classes": abnormal, "runs": out,
-            "contrasts": contrasts(frames, reference, n_boot)}
+            "contrasts": contrasts(frames, reference, n_boot,
+                                   {(r["model"], r["augment"], r["seed"]): (r["start"], r.get("train_fraction", 1.0))
+                                    for r in runs if r.get("start")})}
 
 
 # --- features and t-SNE -----------------------------------------------------------------------------

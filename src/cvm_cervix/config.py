@@ -285,6 +285,15 @@ def init_source(config: dict, run: Run) -> Run | None:
     return Run(config["experiments"][experiment]["dataset"], model, augment, run.seed if run.seed in seeds else seeds[0])
 
 
+def start_label(config: dict, run: Run) -> str:
+    """Where ``run``'s weights start: ``from EXPERIMENT/MODEL/AUGMENT``, ``ImageNet`` or ``random weights``."""
+    _, variant = split_recipe(run.augment)
+    init_from = config.get("variants", {}).get(variant, {}).get("init_from")
+    if init_from:
+        return f"from {init_from}"
+    return "ImageNet" if run_settings(config, run)["pretrained"] else "random weights"
+
+
 def run_settings(config: dict, run: Run, exclude: Iterable[str] = ()) -> dict:
     """The ``train`` settings of ``run``: the config's, with its variant's keys put in.
 

@@ -140,13 +140,12 @@ def _row_label(row: dict) -> str:
 def learning_curve(config: dict, exp: dict, rows: list[dict], seed: int, title: str) -> str | None:
     """Test accuracy against the share of the training split, one line per start (ImageNet, random,
     another run): drawn when the experiment's variants train on fractions (the fine-tuning question)."""
-    from .config import Run, run_settings
+    from .config import Run, run_settings, start_label
 
     points: dict[str, list] = {}
     for r in rows:
-        settings = run_settings(config, Run(exp["dataset"], r["model"], r["augment"], seed))
-        start = (f"from {config['variants'][r['augment'].partition('+')[2]]['init_from']}"
-                 if settings.get("init_from") else "ImageNet" if settings["pretrained"] else "random weights")
+        run = Run(exp["dataset"], r["model"], r["augment"], seed)
+        settings, start = run_settings(config, run), start_label(config, run)
         points.setdefault(f"{r['paper_name']}, {start}", []).append((100 * settings.get("train_fraction", 1.0), r))
     if not any(x < 100 for pts in points.values() for x, _ in pts):
         return None

@@ -18,6 +18,7 @@ from cvm_cervix.config import (
     experiment_seeds,
     init_source,
     run_settings,
+    start_label,
     transfer_pairs,
     used_datasets,
     validate_config,
@@ -196,6 +197,9 @@ def stats_params(wildcards):
             "augment": r.augment,
             "seed": r.seed,
             "predictions": f"{run_dir(r)}/predictions_test.csv",
+            # where its weights start and on how much of the training split: start-vs-start contrasts
+            "start": start_label(config, r),
+            "train_fraction": run_settings(config, r).get("train_fraction", 1.0),
         }
         for r in stats_runs(wildcards.experiment)
     ]
