@@ -29,17 +29,21 @@ def imagefolder(tmp_path):
     return root
 
 
+def prepared_synthetic(base: Path, classes: str, per_class: int, name: str = "tiny") -> Path:
+    """A synthetic class set rendered, prepared and cached at 32 px under ``base``; returns its data folder."""
+    from cvm_cervix.data import build_cache, make_synthetic_dataset, prepare_dataset, read_manifest
+
+    make_synthetic_dataset(base / "images", classes, per_class=per_class, image_size=32, seed=0)
+    out = base / "data"
+    prepare_dataset(name, {"kind": "synthetic", "classes": classes}, out, root=base / "images")
+    build_cache(read_manifest(out / "manifest.csv")["path"].tolist(), 32, out / "cache_32.npy")
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
     """A prepared and cached synthetic dataset (11 classes, 6 per class, 32 px)."""
-    from cvm_cervix.data import build_cache, make_synthetic_dataset, prepare_dataset, read_manifest
-
-    base = tmp_path_factory.mktemp("tiny")
-    make_synthetic_dataset(base / "images", "combined", per_class=6, image_size=32, seed=0)
-    out = base / "data"
-    prepare_dataset("tiny", {"kind": "synthetic", "classes": "combined"}, out, root=base / "images")
-    build_cache(read_manifest(out / "manifest.csv")["path"].tolist(), 32, out / "cache_32.npy")
-    return out
+    return prepared_synthetic(tmp_path_factory.mktemp("tiny"), "combined", 6)
 
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

@@ -1,4 +1,5 @@
 import json
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -100,14 +101,15 @@ def test_the_experiments_own_contrasts_with_holm_and_a_paired_interval(tmp_path)
     assert all(c["p_holm"] >= c["p_value"] for c in stats["contrasts"])
 
 
+def _all_hsil_predictions(folder, name, n_wrong):
+    """predictions_test.csv of 20 HSIL images, the first ``n_wrong`` called NILM; returns its path."""
+    pd.DataFrame({"path": [f"img{i}.png" for i in range(20)], "label": ["HSIL"] * 20,
+                  "pred": ["NILM" if i < n_wrong else "HSIL" for i in range(20)]}).to_csv(folder / name, index=False)
+    return str(folder / name)
+
+
 def test_a_variant_is_compared_with_the_plain_run_of_its_augment(tmp_path):
-    paths = [f"img{i}.png" for i in range(20)]
-
-    def write(name, n_wrong):
-        pd.DataFrame({"path": paths, "label": ["HSIL"] * 20,
-                      "pred": ["NILM" if i < n_wrong else "HSIL" for i in range(20)]}).to_csv(tmp_path / name, index=False)
-        return str(tmp_path / name)
-
+    write = partial(_all_hsil_predictions, tmp_path)
     runs = [{"model": "cvm_cervix", "augment": a, "seed": 0, "predictions": write(f"{a}.csv", n)}
             for a, n in (("none", 2), ("none+amp", 5), ("flip4x", 1), ("flip4x+amp", 1))]
     stats = experiment_stats(runs, "cvm_cervix", ["HSIL"], n_boot=100)
@@ -119,13 +121,7 @@ def test_a_variant_is_compared_with_the_plain_run_of_its_augment(tmp_path):
 
 
 def test_each_start_is_compared_with_random_weights_at_the_same_fraction(tmp_path):
-    paths = [f"img{i}.png" for i in range(20)]
-
-    def write(name, n_wrong):
-        pd.DataFrame({"path": paths, "label": ["HSIL"] * 20,
-                      "pred": ["NILM" if i < n_wrong else "HSIL" for i in range(20)]}).to_csv(tmp_path / name, index=False)
-        return str(tmp_path / name)
-
+    write = partial(_all_hsil_predictions, tmp_path)
     runs = [{"model": "cvm_cervix", "augment": a, "seed": 0, "predictions": write(f"{a}.csv", n), "start": start,
              "train_fraction": f}
             for a, n, start, f in (("none", 10, "random weights", 1.0), ("none+random_f25", 12, "random weights", 0.25),

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO
+from conftest import REPO, prepared_synthetic
 from cvm_cervix.config import Run, all_runs, init_source, recipe, run_settings, split_recipe, validate_config
 from cvm_cervix.data import CLASS_SETS
 from cvm_cervix.data._adapters import CRIC_CLASSES, HERLEV_FOLDERS, PBC_CLASSES, SIPAKMED_CLASSES
@@ -152,17 +152,8 @@ def test_the_paper_config_has_the_precision_and_finetuning_experiments():
 
 @pytest.fixture(scope="module")
 def two_datasets(tmp_path_factory):
-    from cvm_cervix.data import build_cache, make_synthetic_dataset, prepare_dataset, read_manifest
-
-    base = tmp_path_factory.mktemp("two")
-    out = {}
-    for name, classes, per_class in (("combined", "combined", 6), ("herlev", "herlev", 10)):
-        make_synthetic_dataset(base / name, classes, per_class=per_class, image_size=32, seed=0)
-        prepare_dataset(name, {"kind": "synthetic", "classes": classes}, base / f"data_{name}", root=base / name)
-        build_cache(read_manifest(base / f"data_{name}" / "manifest.csv")["path"].tolist(), 32,
-                    base / f"data_{name}" / "cache_32.npy")
-        out[name] = base / f"data_{name}"
-    return out
+    return {name: prepared_synthetic(tmp_path_factory.mktemp(name), classes, per_class, name)
+            for name, classes, per_class in (("combined", "combined", 6), ("herlev", "herlev", 10))}
 
 
 def test_a_run_started_from_another_keeps_its_backbone(two_datasets, tmp_path):

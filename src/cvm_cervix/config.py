@@ -179,7 +179,7 @@ def check_config(config: dict, source: str = "the config", require_roots: bool =
         from .transfer import check_mapped, known_classes, resolve_mapping
 
         mapping = resolve_mapping(config, transfer.get("mapping", "normal_abnormal"))
-        for i, ref in enumerate(transfer["sources"]):
+        for ref in transfer["sources"]:
             check_run_ref(ref, f"config key 'transfer.sources' in {source}")
         for target in transfer["targets"]:
             if target not in datasets:
@@ -237,10 +237,11 @@ def used_datasets(config: dict) -> list[str]:
     return sorted(_with_parts(config["datasets"], names))
 
 
-def named_run(config: dict, ref: str) -> Run:
-    """``EXPERIMENT/MODEL/AUGMENT`` -> that experiment's run at its first seed."""
+def named_run(config: dict, ref: str, seed: int | None = None) -> Run:
+    """``EXPERIMENT/MODEL/AUGMENT`` -> that experiment's run at ``seed`` if it has it, else at its first seed."""
     experiment, model, augment = ref.split("/")
-    return Run(config["experiments"][experiment]["dataset"], model, augment, experiment_seeds(config, experiment)[0])
+    seeds = experiment_seeds(config, experiment)
+    return Run(config["experiments"][experiment]["dataset"], model, augment, seed if seed in seeds else seeds[0])
 
 
 def transfer_pairs(config: dict) -> list[tuple[str, Run, str]]:
@@ -278,11 +279,7 @@ def init_source(config: dict, run: Run) -> Run | None:
     """The run whose trained weights ``run`` starts from (its variant's ``init_from``), or None."""
     _, variant = split_recipe(run.augment)
     spec = config.get("variants", {}).get(variant, {})
-    if not spec.get("init_from"):
-        return None
-    experiment, model, augment = spec["init_from"].split("/")
-    seeds = experiment_seeds(config, experiment)
-    return Run(config["experiments"][experiment]["dataset"], model, augment, run.seed if run.seed in seeds else seeds[0])
+    return named_run(config, spec["init_from"], run.seed) if spec.get("init_from") else None
 
 
 def start_label(config: dict, run: Run) -> str:

@@ -352,17 +352,15 @@ def fraction_rows(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 def start_from_run(model_name: str, classes: list[str], img_size: int, source: str | os.PathLike):
     """``model_name`` initialised from the trained run in ``source``; returns the model and a record of it."""
     source = Path(source)
-    info = read_train_info(source)
+    trained, info = load_trained(source)  # every check a trained run gets: metadata, shapes, normalisation
     if info["model"] != model_name or int(info["img_size"]) != img_size:
         raise CvmError(f"{source / 'train.json'}: that run is {info['model']} at {info['img_size']} px, so it cannot "
                        f"start {model_name} at {img_size} px; point init_from at a run of the same model and size")
-    state, meta = read_weights(source / "weights.safetensors")
-    check_weights_metadata(meta, info, source / "weights.safetensors", source / "train.json")
-    model = create_model(model_name, len(classes), img_size, normalization=info.get("normalization"))
+    model = create_model(model_name, len(classes), img_size, normalization=input_normalizations(trained))
+    state = trained.state_dict()
     same_classes = list(info["classes"]) == list(classes)
     if not same_classes:  # another label space: the backbone carries over, the head starts fresh
-        head = {k: v for k, v in model.state_dict().items() if k.startswith("head.")}
-        state = {**{k: v for k, v in state.items() if not k.startswith("head.")}, **head}
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith("head.")})
     load_exact(model, state, f"{source / 'weights.safetensors'} (init_from)")
     record = {"run": str(source), "weights_sha256": sha256_file(source / "weights.safetensors"),
               "classes": list(info["classes"]), "head": "kept" if same_classes else "replaced (other classes)"}
