@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+
+from weights_cache import facenet_keys, hub_snapshot, reference_state, t2t_reference_keys
 
 from cvm_cervix.errors import CvmError
 from cvm_cervix.models import create_model, fetch_pretrained
@@ -19,22 +20,11 @@ def offline(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
-def _hub_snapshot(cache: Path, repo: str, state: dict) -> Path:
-    """A Hugging Face hub cache entry, as huggingface_hub writes it."""
-    folder = cache / f"models--{repo.replace('/', '--')}"
-    (folder / "refs").mkdir(parents=True)
-    (folder / "refs" / "main").write_text("0" * 40)
-    snapshot = folder / "snapshots" / ("0" * 40)
-    snapshot.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(snapshot / "model.safetensors"))
-    return snapshot / "model.safetensors"
-
-
 def test_timm_weights_from_the_hub_cache(tmp_path, offline):
     import timm
 
     source = timm.create_model("deit_tiny_patch16_224", num_classes=1000).state_dict()  # an ImageNet checkpoint's keys
-    file = _hub_snapshot(tmp_path / "timm", "timm/deit_tiny_patch16_224.fb_in1k", source)
+    file = hub_snapshot(tmp_path / "timm", "timm/deit_tiny_patch16_224.fb_in1k", source)
     found = fetch_pretrained("deit_tiny", img_size=224, cache_dir=tmp_path)
     assert [f["path"] for f in found["files"]] == [str(file)] and found["files"][0]["sha256"]
     model = create_model("deit_tiny", 3, 224, pretrained=True, cache_dir=tmp_path)
@@ -60,7 +50,8 @@ def test_missing_weights_without_network_are_one_line(tmp_path, offline):
     with pytest.raises(CvmError) as err:
         fetch_pretrained("deit_tiny", img_size=224, cache_dir=tmp_path)
     message = str(err.value)
-    assert "model 'deit_tiny'" in message and "timm/deit_tiny_patch16_224.fb_in1k" in message
+    assert "model 'deit_tiny': its pretrained weights cannot be fetched" in message
+    assert "timm/deit_tiny_patch16_224.fb_in1k" in message
     assert str(tmp_path / "timm") in message and "train.weights: {deit_tiny: FILE}" in message
     assert "\n" not in message
 
@@ -83,65 +74,6 @@ def test_missing_reference_weights_without_network_are_one_line(tmp_path, monkey
 # --- the two networks written here: their reference implementations' files ---------------------------
 
 
-def _basic(prefix: str) -> list[str]:
-    """facenet-pytorch's BasicConv2d (attributes conv, bn, relu)."""
-    return [f"{prefix}.conv.weight"] + [f"{prefix}.bn.{n}" for n in
-                                        ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
-
-
-def facenet_keys() -> set[str]:
-    """Every key of ``InceptionResnetV1(pretrained='vggface2').state_dict()``, written from facenet-pytorch's
-    source (models/inception_resnet_v1.py), independently of this project's mapping."""
-    keys = []
-    for name in ("conv2d_1a", "conv2d_2a", "conv2d_2b", "conv2d_3b", "conv2d_4a", "conv2d_4b"):
-        keys += _basic(name)
-
-    def block(prefix, branches):
-        out = []
-        for branch, n in branches.items():
-            out += _basic(f"{prefix}.{branch}") if n == 0 else [k for i in range(n) for k in _basic(f"{prefix}.{branch}.{i}")]
-        return out
-
-    for i in range(5):
-        keys += block(f"repeat_1.{i}", {"branch0": 0, "branch1": 2, "branch2": 3}) + [f"repeat_1.{i}.conv2d.weight", f"repeat_1.{i}.conv2d.bias"]
-    keys += block("mixed_6a", {"branch0": 0, "branch1": 3})
-    for i in range(10):
-        keys += block(f"repeat_2.{i}", {"branch0": 0, "branch1": 3}) + [f"repeat_2.{i}.conv2d.weight", f"repeat_2.{i}.conv2d.bias"]
-    keys += block("mixed_7a", {"branch0": 2, "branch1": 2, "branch2": 3})
-    for prefix in [f"repeat_3.{i}" for i in range(5)] + ["block8"]:
-        keys += block(prefix, {"branch0": 0, "branch1": 3}) + [f"{prefix}.conv2d.weight", f"{prefix}.conv2d.bias"]
-    keys += ["last_linear.weight"] + [f"last_bn.{n}" for n in ("weight", "bias", "running_mean", "running_var",
-                                                               "num_batches_tracked")]
-    return set(keys) | {"logits.weight", "logits.bias"}
-
-
-def t2t_reference_keys() -> set[str]:
-    """Every key of the reference's ``t2t_vit_t_14()`` state dict (yitu-opensource/T2T-ViT)."""
-    def layer(prefix):  # Token_transformer / Block: norm1, attn.qkv (no bias), attn.proj, norm2, mlp.fc1, mlp.fc2
-        return [f"{prefix}.norm1.weight", f"{prefix}.norm1.bias", f"{prefix}.attn.qkv.weight", f"{prefix}.attn.proj.weight",
-                f"{prefix}.attn.proj.bias", f"{prefix}.norm2.weight", f"{prefix}.norm2.bias", f"{prefix}.mlp.fc1.weight",
-                f"{prefix}.mlp.fc1.bias", f"{prefix}.mlp.fc2.weight", f"{prefix}.mlp.fc2.bias"]
-    keys = layer("tokens_to_token.attention1") + layer("tokens_to_token.attention2")
-    keys += ["tokens_to_token.project.weight", "tokens_to_token.project.bias", "cls_token", "pos_embed",
-             "norm.weight", "norm.bias", "head.weight", "head.bias"]
-    for i in range(14):
-        keys += layer(f"blocks.{i}")
-    return set(keys)
-
-
-def _reference_state(model, keys, to_own):
-    """Random tensors under the reference's key names, shaped as this model's tensors they map to."""
-    own = model.backbone.state_dict()
-    gen = torch.Generator().manual_seed(0)
-    state = {}
-    for key in keys:
-        target = to_own.get(key)
-        shape = own[target].shape if target else (7, 3)
-        state[key] = (torch.randint(0, 9, shape, generator=gen) if target and own[target].dtype == torch.long
-                      else torch.randn(shape, generator=gen))
-    return state
-
-
 def test_inception_resnet_v1_loads_facenet_pytorch_weights(tmp_path, monkeypatch):
     from cvm_cervix.models._inception_resnet_v1 import InceptionResNetV1, reference_key
 
@@ -151,7 +83,7 @@ def test_inception_resnet_v1_loads_facenet_pytorch_weights(tmp_path, monkeypatch
     to_own = {reference_key(k): k for k in ours}
     assert set(to_own) == facenet_keys() - {"logits.weight", "logits.bias"}  # every key maps, one to one
     assert len(to_own) == len(ours)
-    state = _reference_state(model, facenet_keys(), to_own)
+    state = reference_state(model, facenet_keys(), to_own)
     folder = tmp_path / "torch" / "checkpoints"
     folder.mkdir(parents=True)
     torch.save(state, folder / "20180402-114759-vggface2.pt")  # the file name of the reference's URL
@@ -185,7 +117,7 @@ def test_t2t_vit_loads_the_reference_checkpoint(tmp_path, monkeypatch):
     model = create_model("t2t_vit", 3, 64)
     ours = set(model.backbone.state_dict())
     assert ours == t2t_reference_keys() - {"head.weight", "head.bias", "pos_embed"}
-    ema = _reference_state(model, t2t_reference_keys(), {k: k for k in ours})
+    ema = reference_state(model, t2t_reference_keys(), {k: k for k in ours})
     raw = {k: torch.zeros_like(v) for k, v in ema.items()}
     # As the released .pth.tar: a training checkpoint with its EMA weights, DataParallel prefixes and args
     checkpoint = {"state_dict": {f"module.{k}": v for k, v in raw.items()},

@@ -496,7 +496,7 @@ def test_pretrained_weights_are_fetched_by_their_own_step_before_training(tmp_pa
     # no network and nothing in the cache: one line naming the model, the file and where to put it
     proc = snakemake(tmp_path, "results/weights/deit_tiny.json", "--configfile", path, env=offline, check=False)
     assert proc.returncode != 0
-    assert "error: model 'deit_tiny': its ImageNet weights could not be fetched" in proc.stderr
+    assert "error: model 'deit_tiny': its pretrained weights cannot be fetched" in proc.stderr
     assert "timm/deit_tiny_patch16_224.fb_in1k" in proc.stderr and not (tmp_path / "results/weights/deit_tiny.json").exists()
     # the file in the cache layout timm expects: the step records it, through the same code a download takes
     file = _hub_snapshot(cache / "timm", "timm/deit_tiny_patch16_224.fb_in1k",

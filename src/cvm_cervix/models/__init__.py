@@ -10,6 +10,8 @@ from ._registry import (
     IMAGENET,
     get_model_spec,
     input_normalizations,
+    WeightsDoNotFit,
+    fit_position_tables,
     load_exact,
     load_weights,
     model_names,
@@ -19,5 +21,6 @@ from ._registry import (
 
 __all__ = [
     "PAPER_MODELS", "FusionBackbone", "ImageClassifier", "ModelSpec", "create_model", "get_model_spec",
-    "IMAGENET", "fetch_pretrained", "input_normalizations", "pretrained_sources", "load_exact", "load_weights", "model_names", "read_state_dict", "register_model",
+    "IMAGENET", "WeightsDoNotFit", "fetch_pretrained", "fit_position_tables", "input_normalizations",
+    "pretrained_sources", "load_exact", "load_weights", "model_names", "read_state_dict", "register_model",
 ]

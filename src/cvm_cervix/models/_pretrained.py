@@ -15,7 +15,7 @@ import torch
 
 from .._io import sha256_file
 from ..errors import CvmError
-from ._registry import create_model, get_model_spec
+from ._registry import WeightsDoNotFit, create_model, get_model_spec
 
 
 def pretrained_sources(model: torch.nn.Module) -> list[dict]:
@@ -59,15 +59,22 @@ def fetch_pretrained(name: str, img_size: int = 224, cache_dir: str | os.PathLik
     spec = get_model_spec(name)
     if cache_dir:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    size = max(img_size, spec.min_img_size)
     try:
-        model = create_model(name, 2, max(img_size, spec.min_img_size), pretrained=True, cache_dir=cache_dir)
+        model = create_model(name, 2, size, pretrained=True, cache_dir=cache_dir)
+    except WeightsDoNotFit as err:  # fetched (or found) and read, but its tensors do not fit
+        sources = pretrained_sources(create_model(name, 2, size, cache_dir=cache_dir))
+        found = [str(p) for p in (_cached_file(s, cache_dir) for s in sources) if p and p.is_file()]
+        raise CvmError(f"model {name!r}: its pretrained weights were fetched ({', '.join(found) or 'the cache'}) but do "
+                       f"not fit this model at img_size {size}: {err}. Delete the file and run the weights step again where "
+                       f"there is network (README: Models), or set train.weights: {{{name}: FILE}}") from None
     except CvmError:
         raise
     except Exception as err:  # network errors of urllib, requests and huggingface_hub, missing cache entries
-        sources = pretrained_sources(create_model(name, 2, max(img_size, spec.min_img_size), cache_dir=cache_dir))
+        sources = pretrained_sources(create_model(name, 2, size, cache_dir=cache_dir))
         where = "; ".join(_where(s, cache_dir) for s in sources)
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CvmError(f"model {name!r}: its ImageNet weights could not be fetched ({reason[:160]}). Run the "
+        raise CvmError(f"model {name!r}: its pretrained weights cannot be fetched ({reason[:160]}). Run the "
                        f"workflow's weights step where there is network, or put the file there: {where}; "
                        f"or set train.weights: {{{name}: FILE}}") from None
     files = []

@@ -7,6 +7,7 @@ Every model is an :class:`ImageClassifier`: a backbone that returns pooled featu
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -16,6 +17,10 @@ import torch
 from torch import nn
 
 from ..errors import CvmError
+
+
+class WeightsDoNotFit(CvmError):
+    """A weights file was found and read, but its tensors do not fit the model as built."""
 
 
 class ImageClassifier(nn.Module):
@@ -159,15 +164,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_exact(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` into ``model`` only if every tensor is there with its shape; else one line naming ``source``.
-
-    Unlike :func:`load_weights` (initialisation, where a fresh head is wanted), a trained run that
-    loads with a random head would predict near-uniform noise without any error.
-    """
+def fit_problems(model: nn.Module, state: dict[str, torch.Tensor], ignore: tuple[str, ...] = ()) -> list[str]:
+    """What keeps ``state`` from loading exactly into ``model``: missing tensors, unexpected ones (keys
+    starting with ``ignore`` aside), tensors of another shape; each names its first tensor."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
+    extra = sorted(k for k in set(state) - set(own) if not k.startswith(ignore))
     shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
     problems = []
     if missing:
@@ -178,8 +180,18 @@ def load_exact(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
         k = shapes[0]
         problems.append(f"{len(shapes)} of another shape (first: {k} {tuple(state[k].shape)} "
                         f"instead of {tuple(own[k].shape)})")
+    return problems
+
+
+def load_exact(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model`` only if every tensor is there with its shape; else one line naming ``source``.
+
+    Unlike :func:`load_weights` (initialisation, where a fresh head is wanted), a trained run that
+    loads with a random head would predict near-uniform noise without any error.
+    """
+    problems = fit_problems(model, state)
     if problems:
-        raise CvmError(f"{source}: {'; '.join(problems)}")
+        raise WeightsDoNotFit(f"{source}: {'; '.join(problems)}")
     model.load_state_dict(state, strict=True)
 
 
@@ -208,17 +220,62 @@ def load_weights(model: ImageClassifier, path: str | os.PathLike) -> None:
 
 # --- builders -------------------------------------------------------------------------------------
 
+def fit_position_tables(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Fit the relative-position tables of ``state`` to ``model``'s feature-map size.
+
+    BoTNet's (and HaloNet's) attention keeps one table per axis, ``(2 S - 1, dim_head)`` rows for the
+    offsets ``-(S-1) .. S-1`` of an S-cell feature map, so weights trained at 256 px (S = 16, 31 rows)
+    do not load into the model built at the paper's 224 px (S = 14, 27 rows). A smaller map uses only
+    offsets the table already holds: its centre rows are kept exactly (cropping, not resampling, so
+    every offset keeps its learned value). A larger map is resampled linearly along the offset axis,
+    as timm resamples position embeddings. Every other tensor is left as it is.
+    """
+    from timm.layers import bottleneck_attn, halo_attn
+
+    own = model.state_dict()
+    tables = {f"{name}.{axis}" for name, m in model.named_modules()
+              if isinstance(m, (bottleneck_attn.PosEmbedRel, halo_attn.PosEmbedRel)) for axis in ("height_rel", "width_rel")}
+    out = dict(state)
+    for key in tables & set(state):
+        src, rows = state[key], own[key].shape[0]
+        if src.ndim != 2 or src.shape[1] != own[key].shape[1] or src.shape[0] == rows:
+            continue
+        if rows < src.shape[0]:
+            start = (src.shape[0] - rows) // 2
+            out[key] = src[start:start + rows].clone()
+        else:
+            out[key] = torch.nn.functional.interpolate(src.T[None].float(), size=rows, mode="linear",
+                                                       align_corners=True)[0].T.to(src.dtype).contiguous()
+    return out
+
+
 def _timm(arch: str, img_size: int, pretrained: bool, sized: bool = True,
           cache_dir: str | os.PathLike | None = None) -> tuple[nn.Module, int]:
     import timm
+    from timm.models import load_pretrained
 
     kwargs = {"img_size": img_size} if sized else {}
-    if pretrained and cache_dir:
-        kwargs["cache_dir"] = str(Path(cache_dir) / "timm")  # hub snapshots, or URL files directly in it
-    model = timm.create_model(arch, pretrained=pretrained, num_classes=0, **kwargs)
+    model = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
+    cfg = model.pretrained_cfg or {}
+    if pretrained:
+        # timm's own loading (hub or URL, its cache, its checkpoint filter: position embeddings
+        # resampled for a ViT at another size), with the relative-position tables fitted too
+        # and every tensor checked: timm's non-strict load (the ImageNet head dropped) would pass over a gap.
+        own_filter = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+        classifier = cfg.get("classifier") or ()
+        classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+
+        def fit(state, m):
+            state = fit_position_tables(own_filter(state, m) if own_filter else state, m)
+            problems = fit_problems(m, state, ignore=tuple(f"{c}." for c in classifier))
+            if problems:
+                raise WeightsDoNotFit("; ".join(problems))
+            return state
+
+        load_pretrained(model, num_classes=0, filter_fn=fit,
+                        cache_dir=str(Path(cache_dir) / "timm") if cache_dir else None)  # hub snapshots, or URL files
     data = timm.data.resolve_model_data_config(model)
     set_input_normalization(model, data["mean"], data["std"])
-    cfg = model.pretrained_cfg or {}
     model.pretrained_source = {"library": "timm", "arch": arch, "hub_id": cfg.get("hf_hub_id"), "url": cfg.get("url")}
     return model, model.num_features
 
@@ -233,7 +290,13 @@ def _torchvision(arch: str, last: str, img_size: int, pretrained: bool, aux: boo
     kwargs = {}
     if aux and not pretrained:
         kwargs = {"aux_logits": False, "init_weights": True}
-    model = getattr(torchvision.models, arch)(weights="DEFAULT" if pretrained else None, **kwargs)
+    try:
+        model = getattr(torchvision.models, arch)(weights="DEFAULT" if pretrained else None, **kwargs)
+    except RuntimeError as err:  # the file was read; load_state_dict refused it
+        if "loading state_dict" not in str(err):
+            raise
+        detail = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
+        raise WeightsDoNotFit(detail[:240]) from None
     default = torchvision.models.get_model_weights(arch).DEFAULT
     transform = default.transforms()
     set_input_normalization(model, transform.mean, transform.std)
