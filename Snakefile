@@ -32,6 +32,12 @@ localrules:
     weights,
 
 
+# A failed job costs only what depends on it: the profiles keep going, and the report of everything
+# that finished is written anyway, saying on its first screen what is missing and why.
+onerror:
+    incomplete_report()
+
+
 rule all:
     input:
         f"{RESULTS}/report.html",

@@ -100,11 +100,11 @@ def project_train_rate(model, optimizer, images, labels, batch, steps, dev, amp,
         return [order[i * batch:(i + 1) * batch].to(images.device) for i in range(k)]
 
     model.train()
-    loss, _, _, _ = train_epoch(model, optimizer, scaler, images, labels, batches(warmup), 1, dev, amp)
+    loss, _, _, _, _ = train_epoch(model, optimizer, scaler, images, labels, batches(warmup), 1, dev, amp)
     float(loss)
     _sync(dev)
     start = time.perf_counter()
-    loss, _, seen, _ = train_epoch(model, optimizer, scaler, images, labels, batches(steps), 1, dev, amp)
+    loss, _, seen, _, _ = train_epoch(model, optimizer, scaler, images, labels, batches(steps), 1, dev, amp)
     float(loss)  # the one read-back, as per epoch in training
     return seen / (time.perf_counter() - start)
 

@@ -46,6 +46,26 @@ def tiny_dataset(tmp_path_factory):
     return prepared_synthetic(tmp_path_factory.mktemp("tiny"), "combined", 6)
 
 
+@pytest.fixture(scope="session")
+def public_cache(tmp_path_factory):
+    """A weights cache holding, for every registered model, files shaped exactly like its public
+    pretrained ones (tests/weights_cache.py); returns (folder, {file or hub id: its tensors}).
+    Nothing may be fetched while it is in use (the hub is offline)."""
+    import huggingface_hub.constants
+    import torch
+    from weights_cache import write_public_cache
+
+    from cvm_cervix.models import model_names
+
+    old = huggingface_hub.constants.HF_HUB_OFFLINE
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    hub_dir = torch.hub.get_dir()
+    cache = tmp_path_factory.mktemp("weights")
+    yield cache, write_public_cache(cache, model_names())
+    huggingface_hub.constants.HF_HUB_OFFLINE = old
+    torch.hub.set_dir(hub_dir)  # create_model points torch.hub at the cache
+
+
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 

@@ -9,26 +9,10 @@ import pytest
 from PIL import Image
 
 from conftest import SHARED_DATA, write_image
+from layouts import HERLEV, SIPAKMED, make_herlev, make_pbc, make_sipakmed
 from cvm_cervix.cli import main as cli
 from cvm_cervix.data import COMBINED_CLASSES, list_dataset, prepare_dataset, read_manifest
 from cvm_cervix.errors import CvmError
-
-SIPAKMED = ["Dyskeratotic", "Koilocytotic", "Metaplastic", "Parabasal", "Superficial-Intermediate"]
-
-
-def make_sipakmed(root, nested=True, clusters=3, cells=2):
-    """im_<Class>[/im_<Class>]/CROPPED/NNN_MM.bmp with outlines, plus whole cluster images beside."""
-    for c, cls in enumerate(SIPAKMED):
-        base = root / f"im_{cls}" / (f"im_{cls}" if nested else "")
-        for n in range(1, clusters + 1):
-            write_image(base / f"{n:03d}.bmp", seed=1000 + 10 * c + n, size=(40, 40))  # cluster image: not a cell
-            (base / f"{n:03d}_cyt01.dat").write_text("1,2\n3,4\n")
-            for m in range(1, cells + 1):
-                write_image(base / "CROPPED" / f"{n:03d}_{m:02d}.bmp", seed=100 * c + 10 * n + m)
-                (base / "CROPPED" / f"{n:03d}_{m:02d}_cyt.dat").write_text("1,2\n3,4\n")
-                (base / "CROPPED" / f"{n:03d}_{m:02d}_nuc.dat").write_text("1,2\n3,4\n")
-    return root
-
 
 @pytest.mark.parametrize("nested", [True, False])
 def test_sipakmed_reads_only_cropped_cells(tmp_path, nested):
@@ -117,19 +101,6 @@ def test_cric_full_with_a_missing_image(tmp_path):
         list_dataset("cric", root, {"layout": "full"}, tmp_path / "work")
 
 
-HERLEV = ["normal_superficiel", "normal_intermediate", "normal_columnar", "light_dysplastic",
-          "moderate_dysplastic", "severe_dysplastic", "carcinoma_in_situ"]
-
-
-def make_herlev(root, per_class=4):
-    base = root / "New database pictures"
-    for c, folder in enumerate(HERLEV):
-        for i in range(per_class):
-            write_image(base / folder / f"{c}{i:02d}.BMP", seed=10 * c + i, fmt="BMP")
-            write_image(base / folder / f"{c}{i:02d}-d.bmp", seed=500 + 10 * c + i, fmt="BMP")  # mask
-    return root
-
-
 def test_herlev_two_and_seven_classes_without_masks(tmp_path):
     root = make_herlev(tmp_path / "herlev")
     two = list_dataset("herlev", root, {"task": 2})
@@ -145,15 +116,6 @@ def test_herlev_rejects_foreign_folders(tmp_path):
     write_image(tmp_path / "cats" / "1.png")
     with pytest.raises(CvmError, match="not a Herlev folder: unexpected class folders \\['cats'\\]"):
         list_dataset("herlev", tmp_path)
-
-
-def make_pbc(root, per_class=3):
-    base = root / "PBC_dataset_normal_DIB"
-    for c, cls in enumerate(["basophil", "eosinophil", "neutrophil"]):
-        for i in range(per_class):
-            write_image(base / cls / f"{cls[:2].upper()}_{i}.jpg", seed=10 * c + i, fmt="JPEG")
-    (base / "basophil" / ".DS_Store.jpg").write_bytes(b"Bud1\0\0\0\x01junk")
-    return root
 
 
 def test_pbc_leaves_junk_out_and_reports_it(tmp_path):

@@ -122,3 +122,74 @@ def test_the_clinical_view_counts_every_bethesda_abnormality(tmp_path):
     abnormal = validate_config(minimal(tmp_path))["analysis"]["abnormal_classes"]
     assert {"ASC-US", "LSIL", "ASC-H", "HSIL", "SCC", "Koilocytotic", "Dyskeratotic", "Abnormal"} <= set(abnormal)
     assert not {"NILM", "Metaplastic", "Parabasal", "Superficial-Intermediate", "Normal"} & set(abnormal)
+
+
+def _default():
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("only, experiments, runs, transfer", [
+    ("comparison", {"comparison": 5}, 5, False),
+    ("comparison/resnet18", {"comparison": 1}, 1, False),
+    ("comparison/resnet18, comparison/xception", {"comparison": 2}, 2, False),
+    # a fine-tuned run needs the run it starts from: main's CVM-Cervix comes along (its three seeds)
+    ("finetune", {"main": 1, "finetune": 1}, 3 + 4, False),
+    (["transfer"], {"main": 1, "herlev": 1}, 3 + 1, True),
+    (["main", "fusion"], {"main": 1, "fusion": 4}, 3 + 3, False),
+])
+def test_only_keeps_the_named_part_of_the_plan_and_what_it_starts_from(only, experiments, runs, transfer):
+    cfg = validate_config({**_default(), "only": only})
+    assert {name: len(exp["models"]) for name, exp in cfg["experiments"].items()} == experiments
+    assert len(all_runs(cfg)) == runs and bool(cfg.get("transfer")) == transfer
+    again = validate_config(copy.deepcopy(cfg))  # validating the selection again selects the same
+    assert again["experiments"] == cfg["experiments"]
+
+
+@pytest.mark.parametrize("only, words", [
+    ("nope", "'nope' names no experiment of the config (main, comparison"),
+    ("comparison/vgg19", "experiment 'comparison' has no model 'vgg19' (its models: cvm_cervix"),
+    (" , ", "names nothing"),
+])
+def test_only_naming_nothing_known_is_one_line(only, words):
+    with pytest.raises(CvmError, match=r"config key 'only' in the config: ") as err:
+        validate_config({**_default(), "only": only})
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_image_size_botnet_cannot_take_is_one_line():
+    cfg = {"datasets": {"syn": {"kind": "synthetic"}}, "train": {"img_size": 80},
+           "experiments": {"e": {"dataset": "syn", "models": ["botnet"]}}}
+    with pytest.raises(CvmError, match=r"model 'botnet' \(experiment 'e'\) needs a multiple of 32, not 80; use 64 or 96"):
+        validate_config(cfg)
+
+
+def test_papers_cric_limits_are_its_table_1():
+    """config/paper.yaml balances CRIC as Table 1 does: each class's train + val + test of the paper."""
+    from cvm_cervix.report import paper_results
+
+    cric = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())["datasets"]["cric"]
+    table = paper_results()["splits"]["combined"]
+    assert cric["class_limits"] == {cls: sum(table[cls]) for cls in cric["class_limits"]}
+    assert sorted(cric["class_limits"]) == sorted(["ASC-H", "ASC-US", "SCC", "HSIL", "LSIL", "NILM"])
+    assert sum(cric["class_limits"].values()) == 4789 and cric["short_classes"] == "take_all"
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda c: c["train"].update(lr=float("inf")), "config key 'train.lr' in the config: inf is not a finite number"),
+    (lambda c: c["variants"]["random_f25"].update(train_fraction=float("nan")),
+     "config key 'variants.random_f25.train_fraction' in the config: nan is not a finite number"),
+    (lambda c: c["experiments"]["comparison"].update(models=["resnet18", "xception", "resnet18"]),
+     "'experiments.comparison.models' in the config: lists 'resnet18' twice"),
+    (lambda c: c["experiments"]["main"].update(augment=["none", "none"]), "'experiments.main.augment' in the config: lists 'none' twice"),
+    (lambda c: c["experiments"]["main"].update(compress=["fp16", "fp16"]), "lists 'fp16' twice"),
+    (lambda c: c["train"].update(seeds=[2 ** 64]), "'train.seeds.0' in the config: 18446744073709551616 is above the maximum 4294967295"),
+    (lambda c: c["datasets"]["synthetic_pbc"].update(split_seed=2 ** 32), "is above the maximum 4294967295"),
+    (lambda c: c["train"].update(batch_size=1), "'train.batch_size' in the config: a batch of one image cannot train"),
+    (lambda c: c.update(results=str(REPO / "README.md")), "is a file, not a folder"),
+])
+def test_values_that_would_be_quietly_wrong_or_a_traceback_are_one_line(mutate, words):
+    cfg = _default()
+    mutate(cfg)
+    with pytest.raises(CvmError) as err:
+        validate_config(cfg)
+    assert words in str(err.value) and "\n" not in str(err.value)

@@ -150,8 +150,74 @@ def test_class_limits_draw_a_seeded_subset_and_refuse_too_many(imagefolder, tmp_
     paths = lambda d: set(pd.read_csv(tmp_path / d / "manifest.csv")["path"])  # noqa: E731
     prepare_dataset("f", {**spec, "split_seed": 2}, tmp_path / "c", root=imagefolder, threads=1)
     assert paths("a") == paths("b") and paths("a") != paths("c")  # drawn with the seed
-    with pytest.raises(CvmError, match="class_limits.beta': asks for 11 images but class 'beta' has 10"):
+    with pytest.raises(CvmError, match="class_limits.beta': asks for 11 images but class 'beta' has 10; .*short_classes: take_all"):
         prepare_dataset("f", {"kind": "imagefolder", "class_limits": {"beta": 11}}, tmp_path / "d", root=imagefolder)
+    # take_all: a class short of its limit is taken whole, and the record says by how much
+    short = prepare_dataset("f", {"kind": "imagefolder", "class_limits": {"beta": 11, "alpha": 4},
+                                  "short_classes": "take_all"}, tmp_path / "s", root=imagefolder, threads=1)
+    assert short["class_limits"] == {"alpha": {"asked": 4, "found": 10, "kept": 4},
+                                     "beta": {"asked": 11, "found": 10, "kept": 10}}
+    assert {c: sum(v.values()) for c, v in short["counts"].items()} == {"alpha": 4, "beta": 10, "gamma": 10}
     with pytest.raises(CvmError, match="class 'delta' is not in the dataset"):
         prepare_dataset("f", {"kind": "imagefolder", "class_limits": {"delta": 1}}, tmp_path / "e", root=imagefolder)
     assert not (tmp_path / "d" / "manifest.csv").exists()
+
+
+def test_a_dataset_of_one_class_is_refused(tmp_path):
+    from conftest import write_image
+    from cvm_cervix.data import prepare_dataset
+    from cvm_cervix.errors import CvmError
+
+    for i in range(6):
+        write_image(tmp_path / "only" / "NILM" / f"{i}.png", seed=i)
+    with pytest.raises(CvmError, match=r"dataset 'one' \(.*only\) has 1 class \('NILM'\); a classifier needs at least two"):
+        prepare_dataset("one", {"kind": "imagefolder"}, tmp_path / "out", root=tmp_path / "only", threads=1)
+    assert not (tmp_path / "out" / "manifest.csv").exists()
+
+
+def test_class_names_pandas_would_misread_round_trip_exactly(tmp_path):
+    """Folders named 0, 1, NA and None stay those names in every CSV the workflow reads back."""
+    from conftest import write_image
+    from cvm_cervix._io import read_table
+    from cvm_cervix.data import prepare_dataset, read_manifest, split_counts
+    from cvm_cervix.evaluate import predictions_frame
+
+    names = ["0", "1", "NA", "None"]
+    for c, name in enumerate(names):
+        for i in range(5):
+            write_image(tmp_path / "root" / name / f"{i}.png", seed=10 * c + i)
+    prepare_dataset("odd", {"kind": "imagefolder"}, tmp_path / "out", root=tmp_path / "root", threads=1)
+    manifest = read_manifest(tmp_path / "out" / "manifest.csv")
+    assert sorted(set(manifest["class"])) == sorted(names) and manifest["class"].map(type).eq(str).all()
+    assert split_counts(manifest, names)["total"].tolist() == [5, 5, 5, 5]  # the report's table: no zeros
+    frame = predictions_frame(manifest["path"], manifest["label"].to_numpy(), np.eye(4)[manifest["label"]], names)
+    frame.to_csv(tmp_path / "p.csv", index=False)
+    back = read_table(tmp_path / "p.csv")
+    assert back["label"].tolist() == frame["label"].tolist() and back["pred"].tolist() == frame["pred"].tolist()
+
+
+def test_cells_that_start_a_formula_are_neutralised_only_for_people():
+    from cvm_cervix._io import spreadsheet_safe
+
+    frame = pd.DataFrame({"class": ["=HYPERLINK(1)", "+1", "-x", "@SUM", "NILM"], "n": [1, -2, 3, 4, 5]})
+    safe = spreadsheet_safe(frame)
+    assert safe["class"].tolist() == ["'=HYPERLINK(1)", "'+1", "'-x", "'@SUM", "NILM"]
+    assert safe["n"].tolist() == [1, -2, 3, 4, 5]  # numbers stay numbers (a negative one is no formula)
+
+
+def test_exif_orientation_is_applied_on_decoding_and_noted(tmp_path):
+    from PIL import Image
+
+    from cvm_cervix.data import build_cache, decode_rgb
+
+    pixels = np.zeros((10, 20, 3), np.uint8)
+    pixels[0, :5] = 255  # a bright bar at the top left, as stored
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to view"
+    image.save(tmp_path / "turned.jpg", exif=exif, quality=100)
+    decoded, note = decode_rgb(tmp_path / "turned.jpg")
+    assert decoded.shape == (20, 10, 3) and note == "EXIF orientation 6 applied"
+    assert decoded[:5, -1].mean() > 200 and decoded[-5:, 0].mean() < 50  # the bar is now at the top right
+    cache = build_cache([str(tmp_path / "turned.jpg")], 20, tmp_path / "c.npy", threads=1)
+    assert cache[0, :, :5, -1].mean() > 200  # the cache (and predict, which decodes the same way) sees it turned

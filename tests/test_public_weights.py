@@ -8,25 +8,11 @@ import torch
 import yaml
 
 from conftest import REPO
-from weights_cache import write_public_cache
 
 from cvm_cervix.errors import CvmError
 from cvm_cervix.models import create_model, fetch_pretrained, get_model_spec, model_names
 
 DEFAULT_SIZE = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["train"]["img_size"]
-
-
-@pytest.fixture(scope="module")
-def public_cache(tmp_path_factory):
-    import huggingface_hub.constants
-
-    old = huggingface_hub.constants.HF_HUB_OFFLINE
-    huggingface_hub.constants.HF_HUB_OFFLINE = True  # nothing may be fetched: every file is in the cache
-    hub_dir = torch.hub.get_dir()
-    cache = tmp_path_factory.mktemp("weights")
-    yield cache, write_public_cache(cache, model_names())
-    huggingface_hub.constants.HF_HUB_OFFLINE = old
-    torch.hub.set_dir(hub_dir)  # create_model points torch.hub at the cache
 
 
 def _some_loaded_tensor(model, files: dict) -> tuple[str, torch.Tensor, torch.Tensor]:

@@ -140,6 +140,19 @@ def _fabricate(results, config, seed=0):
                               "pred": rng.choice(classes_of[r.dataset], n)}).to_csv(folder / "tsne.csv", index=False)
 
 
+    if config.get("transfer"):
+        from cvm_cervix.config import transfer_pairs
+
+        cells = [{"source": name, "source_dataset": run.dataset, "target": target, "in_domain": run.dataset == target,
+                  "n": 100, "n_abnormal": 50, "accuracy": 0.8, "accuracy_ci": [0.7, 0.9], "sensitivity": 0.8,
+                  "sensitivity_ci": [0.7, 0.9], "specificity": 0.8, "specificity_ci": [0.7, 0.9]}
+                 for name, run, target in transfer_pairs(config)]
+        (results / "transfer").mkdir()
+        (results / "transfer" / "matrix.json").write_text(json.dumps({
+            "mapping": config["transfer"]["mapping"], "sources": config["transfer"]["sources"],
+            "targets": config["transfer"]["targets"], "cells": cells}))
+
+
 def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path):
     import yaml
 
@@ -154,8 +167,88 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     html = (tmp_path / "report.html").read_text()
     size = (tmp_path / "report.html").stat().st_size
     assert len(context["runs"]) == 37 and len(context["experiments"]) == 8
+    assert context["incomplete"] is None and "INCOMPLETE REPORT" not in html
     assert size < 12 * 2**20, f"{size / 2**20:.1f} MiB"  # plotly.js (4.6 MiB) once, and the figures' data
     assert html.count("<script type=\"text/javascript\">/**") == 1  # plotly.js inlined exactly once
     assert "cdn.plot.ly" not in html.split("</script>", 1)[1] and "<script src=" not in html
     assert html.count("<details open>") == 1 and html.count("<details>") >= 26  # run sections start collapsed
     assert {p.name for p in (tmp_path / "files").iterdir()} >= {"comparison__accuracy.html", "main__compression.csv"}
+
+
+def test_a_failed_job_is_named_and_marked_wherever_its_result_is_needed(tmp_path):
+    """The onerror report: everything that finished, each missing result with its rule, log and error line."""
+    import shutil
+
+    import pandas as pd
+    import yaml
+
+    from conftest import REPO
+    from cvm_cervix.report import build_report
+
+    config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    results = tmp_path / "results"
+    _fabricate(results, config)
+    # VGG19 ran out of memory in training: its weights step and the data were there
+    shutil.rmtree(results / "runs" / "combined" / "vgg19")
+    (results / "stats" / "comparison.json").unlink()  # its statistics never ran
+    (results / "data" / "combined" / "cache_224.npy").write_bytes(b"")
+    (results / "weights").mkdir()
+    (results / "weights" / "vgg19.json").write_text("{}")
+    log = results / "logs" / "train" / "combined" / "vgg19_none_seed0.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("2026-12-01 INFO start\nerror: CUDA out of memory at batch 16; lower train.batch_size\n")
+    # and the int8 export of the main run failed with a traceback of its own
+    main = results / "runs" / "combined" / "cvm_cervix" / "none" / "seed0"
+    (main / "compressed" / "int8" / "metrics.json").unlink()
+    log = results / "logs" / "compress" / "combined" / "cvm_cervix_none_seed0_int8.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("Traceback (most recent call last):\n  File x\nRuntimeError: ONNX export failed\n")
+
+    context = build_report(config, tmp_path / "report.html", results, files_dir=tmp_path / "files")
+    gap = context["incomplete"]
+    assert gap["runs_missing"] == 1 and gap["runs_total"] == 37
+    assert gap["failures"] == [
+        {"what": "runs/combined/vgg19/none/seed0", "rule": "train", "log": "logs/train/combined/vgg19_none_seed0.log",
+         "error": "CUDA out of memory at batch 16; lower train.batch_size"},
+        {"what": "runs/combined/cvm_cervix/none/seed0 compressed to int8", "rule": "compress",
+         "log": "logs/compress/combined/cvm_cervix_none_seed0_int8.log", "error": "RuntimeError: ONNX export failed"},
+    ]
+    html = (tmp_path / "report.html").read_text()
+    first_screen = html[:html.index('id="data"')]
+    assert "INCOMPLETE REPORT" in first_screen and "CUDA out of memory at batch 16" in first_screen
+    comparison = next(e for e in context["experiments"] if e["name"] == "comparison")
+    vgg = next(r for r in comparison["rows"] if r["model"] == "vgg19")
+    assert vgg["missing"]["rule"] == "train" and "test" not in vgg and vgg["paper_test"]["accuracy"] > 0
+    assert len(comparison["rows"]) == 23  # the row stays, marked; the table is never silently shorter
+    assert comparison["stats_missing"]["rule"] == "train"
+    section = html[html.index("Comparison with 22 models"):]
+    section = section[:section.index("<h3>", 10)]
+    assert section.count('<tr class="missing"><td class="l">VGG19</td>') == 2  # validation and test
+    assert "Statistics of this experiment: <span class=\"tag\">missing</span> rule <code>train</code>" in section
+    cost = html[html.index('id="cost"'):html.index('id="runs"')]
+    assert cost.count('class="missing"') == 1
+    assert "ONNX export failed" in html[html.index('id="compression"'):]
+    table = pd.read_csv(tmp_path / "files" / "comparison__results.csv", keep_default_na=False)
+    row = table[table["model"] == "VGG19"].iloc[0]
+    assert row["status"].startswith("missing (rule train: CUDA out of memory") and row["test accuracy"] == ""
+    assert (table["status"] == "complete").sum() == 22
+    missing = pd.read_csv(tmp_path / "files" / "report__missing.csv")
+    assert list(missing["rule"]) == ["train", "compress"]
+
+
+def test_a_truncated_metrics_file_is_one_line_naming_it(tmp_path):
+    import yaml
+
+    from conftest import REPO
+    from cvm_cervix.errors import CvmError
+    from cvm_cervix.report import build_report
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    results = tmp_path / "results"
+    _fabricate(results, config)
+    metrics = results / "runs" / "synthetic_combined" / "resnet18" / "none" / "seed0" / "metrics.json"
+    metrics.write_text(metrics.read_text()[:40])
+    with pytest.raises(CvmError) as err:
+        build_report(config, tmp_path / "report.html", results)
+    assert str(metrics) in str(err.value) and "is not valid JSON" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "report.html").exists()

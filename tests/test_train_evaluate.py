@@ -192,3 +192,15 @@ def test_a_signal_mid_epoch_checkpoints_and_the_rerun_ends_identically(tiny_data
     resumed = train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / "resumed", **kwargs)
     assert_same_training(tmp_path / "straight", tmp_path / "resumed")
     assert resumed["best_epoch"] == straight["best_epoch"] and not (tmp_path / "resumed" / "checkpoint.pt").exists()
+
+
+def test_a_diverged_run_stops_at_its_first_non_finite_loss_and_writes_no_result(tiny_dataset, tmp_path):
+    from cvm_cervix.errors import CvmError
+
+    with pytest.raises(CvmError) as err:
+        train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path, img_size=32, epochs=2, batch_size=8, lr=1e30,
+                  progress=False)
+    message = str(err.value)
+    assert message.startswith("training diverged: the loss is not a finite number at epoch 1, step ")
+    assert "lower train.lr" in message and "\n" not in message
+    assert not (tmp_path / "weights.safetensors").exists() and not (tmp_path / "train.json").exists()

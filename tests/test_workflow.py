@@ -482,7 +482,7 @@ def test_hostile_class_names_show_as_text_and_run_nothing_in_a_browser(hostile, 
 def test_pretrained_weights_are_fetched_by_their_own_step_before_training(tmp_path):
     import timm
 
-    from test_pretrained import _hub_snapshot
+    from weights_cache import hub_snapshot
 
     cache = tmp_path / "cache"
     cfg = tiny_config(pretrained=True, weights_cache=str(cache))
@@ -499,8 +499,19 @@ def test_pretrained_weights_are_fetched_by_their_own_step_before_training(tmp_pa
     assert "error: model 'deit_tiny': its pretrained weights cannot be fetched" in proc.stderr
     assert "timm/deit_tiny_patch16_224.fb_in1k" in proc.stderr and not (tmp_path / "results/weights/deit_tiny.json").exists()
     # the file in the cache layout timm expects: the step records it, through the same code a download takes
-    file = _hub_snapshot(cache / "timm", "timm/deit_tiny_patch16_224.fb_in1k",
+    file = hub_snapshot(cache / "timm", "timm/deit_tiny_patch16_224.fb_in1k",
                          timm.create_model("deit_tiny_patch16_224", num_classes=1000).state_dict())
     snakemake(tmp_path, "results/weights/deit_tiny.json", "--configfile", path, env=offline)
     record = json.loads((tmp_path / "results/weights/deit_tiny.json").read_text())
     assert record["files"][0]["path"] == str(file) and record["files"][0]["hub_id"] == "timm/deit_tiny_patch16_224.fb_in1k"
+
+
+def test_only_one_model_of_one_experiment_is_planned_and_reported_alone(tmp_path):
+    path = str(write_config(tmp_path, with_finetune_and_transfer(tiny_config())))
+    out = snakemake(tmp_path, "-n", "--configfile", path, "--config", "only=comparison/shufflenet_v2_x0_5")
+    counts = job_counts(out.stdout + out.stderr)
+    # its two recipes (none, flip4x): trained, evaluated, its statistics and the report; nothing of the rest
+    assert counts["train"] == 2 and counts["evaluate"] == 2 and counts["stats"] == 1 and counts["report"] == 1
+    assert "compress_onnx" not in counts and "transfer_predict" not in counts and "analyse" not in counts
+    bad = snakemake(tmp_path, "-n", "--configfile", path, "--config", "only=comparison/vgg19", check=False)
+    assert bad.returncode != 0 and "experiment 'comparison' has no model 'vgg19'" in bad.stderr

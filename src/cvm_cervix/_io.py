@@ -101,7 +101,37 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON in ``path``; a file cut short or corrupted is one :class:`CvmError` naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CvmError(f"{path} is not valid JSON ({err}); it was cut short or edited: delete it and run the "
+                       "workflow again to remake it") from None
+
+
+def read_table(path: str | os.PathLike, text: tuple[str, ...] = ("path", "class", "label", "pred")) -> "pd.DataFrame":
+    """A CSV the workflow wrote, read back exactly: the ``text`` columns (names of images and classes)
+    as strings, and no value taken for missing (pandas would read a class named ``NA``, ``None`` or
+    ``null`` as missing, and classes ``0``/``1`` as numbers, so names would no longer match)."""
+    import pandas as pd
+
+    header = pd.read_csv(path, nrows=0).columns
+    return pd.read_csv(path, keep_default_na=False, na_values=[],
+                       dtype={c: str for c in header if c in text or c.endswith("_shared")})
+
+
+def spreadsheet_safe(frame) -> "pd.DataFrame":
+    """``frame`` for a CSV that people open in a spreadsheet: a text cell starting with ``=``, ``+``,
+    ``-``, ``@`` (or a tab or carriage return) would run as a formula there, so it gets a leading ``'``
+    (OWASP's advice for CSV injection). Numbers are left as they are; only files for people use this,
+    never a CSV the workflow reads back."""
+    def safe(value):
+        return f"'{value}" if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+    import pandas as pd
+
+    return frame.apply(lambda column: column.map(safe) if column.dtype == object or pd.api.types.is_string_dtype(column)
+                       else column)
 
 
 def write_csv(path: str | os.PathLike, frame) -> None:

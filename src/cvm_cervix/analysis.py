@@ -13,7 +13,7 @@ from PIL import Image
 from scipy.stats import binomtest
 from sklearn.metrics import f1_score
 
-from ._io import atomic_path, read_json, write_csv, write_json
+from ._io import atomic_path, read_json, read_table, write_csv, write_json
 from .data import load_cache, read_manifest
 from .engine import predict, resolve_device, scale, to_device_images
 from .errors import CvmError
@@ -142,7 +142,7 @@ def experiment_stats(runs: list[dict], reference: str | None, abnormal: list[str
     be among them. McNemar compares every run with the reference run of the same augment and seed on
     the same test images.
     """
-    frames = {(r["model"], r["augment"], r["seed"]): pd.read_csv(r["predictions"]) for r in runs}
+    frames = {(r["model"], r["augment"], r["seed"]): read_table(r["predictions"]) for r in runs}
     out = []
     for (model, augment, seed), frame in frames.items():
         classes = sorted(set(frame["label"]) | set(frame["pred"]))

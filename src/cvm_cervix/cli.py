@@ -108,7 +108,7 @@ def _cmd_predict(args) -> int:
     import numpy as np
     import torch
 
-    from ._io import write_csv
+    from ._io import spreadsheet_safe, write_csv
     from .compress import Predictor
     from .data import load_image
     from .evaluate import predictions_frame
@@ -122,6 +122,7 @@ def _cmd_predict(args) -> int:
     probs, _ = predictor(images.to(predictor.device), args.batch_size)
     frame = predictions_frame([str(f) for f in files], probs.argmax(1), probs, predictor.classes).drop(columns="label")
     frame.insert(2, "confidence", probs.max(1))
+    frame = spreadsheet_safe(frame)  # a file for people: class names that start a formula are neutralised
     if args.output:
         write_csv(args.output, frame)
         print(f"{len(frame)} predictions written to {args.output} ({args.precision}, {predictor.info['model']})")

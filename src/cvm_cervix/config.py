@@ -77,7 +77,64 @@ def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA, sourc
         err = jsonschema.exceptions.best_match(errors)
         raise CvmError(f"config key '{_key(err)}' in {source}: {_why(err)}")
     check_config(config, source, require_roots)
+    if config.get("only") is not None:
+        select_experiments(config, config["only"], source)
     return config
+
+
+def select_experiments(config: dict, only, source: str = "the config") -> None:
+    """Keep only the experiments ``only`` names (``EXPERIMENT``, ``EXPERIMENT/MODEL``, ``transfer``), in place,
+    with the runs they start from (``init_from``) and the transfer's sources: one part of the plan
+    trained and reported alone (``--config only=comparison/vgg19``)."""
+    items = [str(x).strip() for x in (only.split(",") if isinstance(only, str) else only)]
+    items = [x for x in items if x]
+    if not items:
+        raise CvmError(f"config key 'only' in {source}: names nothing; give experiments "
+                       f"({', '.join(config['experiments'])}), EXPERIMENT/MODEL or transfer")
+    keep: dict[str, set | None] = {}  # experiment -> the models kept (None: all of them)
+
+    def add(experiment: str, model: str | None, what: str) -> bool:
+        exp = config["experiments"].get(experiment)
+        if exp is None:
+            raise CvmError(f"config key 'only' in {source}: {what} names no experiment of the config "
+                           f"({', '.join(config['experiments'])})")
+        if model is not None and model not in exp["models"]:
+            raise CvmError(f"config key 'only' in {source}: {what}: experiment {experiment!r} has no model {model!r} "
+                           f"(its models: {', '.join(exp['models'])})")
+        old = keep.get(experiment, set())
+        new = None if model is None or old is None else old | {model}
+        changed = experiment not in keep or new != old
+        keep[experiment] = new
+        return changed
+
+    transfer = False
+    for item in items:
+        if item == "transfer":
+            if not config.get("transfer"):
+                raise CvmError(f"config key 'only' in {source}: 'transfer' asked for, but the config has no transfer")
+            transfer = True
+            for ref in config["transfer"]["sources"]:
+                experiment, model, _ = ref.split("/")
+                add(experiment, model, f"transfer source {ref!r}")
+            continue
+        experiment, _, model = item.partition("/")
+        add(experiment, model or None, repr(item))
+    changed = True
+    while changed:  # the runs the kept ones start from
+        changed = False
+        for experiment in list(keep):
+            for variant in config["experiments"][experiment].get("variants") or []:
+                ref = (config.get("variants") or {}).get(variant, {}).get("init_from")
+                if ref:
+                    source_exp, model, _ = ref.split("/")
+                    changed |= add(source_exp, model, f"init_from {ref!r}")
+    config["experiments"] = {name: {**exp, "models": [m for m in exp["models"] if keep[name] is None or m in keep[name]]}
+                             for name, exp in config["experiments"].items() if name in keep}
+    used = {v for exp in config["experiments"].values() for v in exp.get("variants") or []}
+    if config.get("variants"):  # recipes no kept experiment uses go too (they may point at dropped runs)
+        config["variants"] = {name: v for name, v in config["variants"].items() if name in used}
+    if not transfer:
+        config.pop("transfer", None)
 
 
 def _key(err: jsonschema.ValidationError) -> str:
@@ -107,12 +164,47 @@ def _why(err: jsonschema.ValidationError) -> str:
                 "'_' and '-' (at most 64, starting with a letter or digit)")
     if err.validator == "minimum":
         return f"{err.instance!r} is below the minimum {err.validator_value}"
+    if err.validator == "maximum":
+        return f"{err.instance!r} is above the maximum {err.validator_value}"
+    if err.validator == "uniqueItems":
+        seen, twice = [], None
+        for item in err.instance:
+            if item in seen:
+                twice = item
+                break
+            seen.append(item)
+        return f"lists {twice!r} twice; give each entry once (a run counted twice would pass as two seeds)"
     return err.message
+
+
+def _non_finite(value, key: str = ""):
+    """The key of the first NaN or infinite number in ``value`` (YAML's .nan, .inf), else None."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return key
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{key}.{k}" if key else str(k))
+        if found is not None:
+            return found
+    return None
 
 
 def check_config(config: dict, source: str = "the config", require_roots: bool = True) -> None:
     """Checks a schema cannot express: references between keys, model names, dataset roots."""
     from .models import get_model_spec, model_names
+
+    bad = _non_finite(config)
+    if bad is not None:
+        raise CvmError(f"config key '{bad}' in {source}: {_lookup(config, bad)!r} is not a finite number; give a number")
+    results = Path(str(config.get("results", "results")))
+    if results.exists() and not results.is_dir():
+        raise CvmError(f"config key 'results' in {source}: {results} is a file, not a folder; name a folder "
+                       "(it is made if missing)")
+    if config.get("train", {}).get("batch_size", 16) < 2:
+        raise CvmError(f"config key 'train.batch_size' in {source}: a batch of one image cannot train the models' "
+                       "BatchNorm layers; use 2 or more (the paper: 16)")
 
     datasets = config["datasets"]
     img_size = config.get("train", {}).get("img_size", 224)
@@ -130,11 +222,17 @@ def check_config(config: dict, source: str = "the config", require_roots: bool =
                     f"config key 'experiments.{name}.models' in {source}: unknown model {model!r}; "
                     "`cvm-cervix models` lists the registered names"
                 )
-            minimum = get_model_spec(model).min_img_size
-            if img_size < minimum:
+            spec = get_model_spec(model)
+            if img_size < spec.min_img_size:
                 raise CvmError(
                     f"config key 'train.img_size' in {source}: {img_size} is too small for model {model!r} "
-                    f"(experiment {name!r}) which needs at least {minimum}; raise img_size or drop the model"
+                    f"(experiment {name!r}) which needs at least {spec.min_img_size}; raise img_size or drop the model"
+                )
+            if img_size % spec.img_size_multiple:
+                raise CvmError(
+                    f"config key 'train.img_size' in {source}: model {model!r} (experiment {name!r}) needs a multiple "
+                    f"of {spec.img_size_multiple}, not {img_size}; use {img_size // spec.img_size_multiple * spec.img_size_multiple or spec.img_size_multiple} "
+                    f"or {(img_size // spec.img_size_multiple + 1) * spec.img_size_multiple}, or drop the model"
                 )
         used.add(exp["dataset"])
     for model, path in config.get("train", {}).get("weights", {}).items():
@@ -217,6 +315,13 @@ def check_config(config: dict, source: str = "the config", require_roots: bool =
                 raise CvmError(problem)
             if problem:
                 warnings.warn(f"{problem} (planning anyway; its prepare job will stop)", stacklevel=2)
+
+
+def _lookup(config: dict, key: str):
+    value = config
+    for part in key.split("."):
+        value = value[int(part)] if isinstance(value, list) else value[part]
+    return value
 
 
 def _with_parts(datasets: dict, names: Iterable[str]) -> set[str]:

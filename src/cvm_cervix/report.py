@@ -14,11 +14,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ._io import atomic_path, read_json
+from ._io import atomic_path, read_json, read_table, spreadsheet_safe
 from .compress import recommend
-from .config import experiment_runs, experiment_seeds, used_datasets
+from .config import all_runs, experiment_runs, experiment_seeds, used_datasets
 from .data import read_manifest, split_counts
 from .models import get_model_spec
+from .status import is_complete, plan_status
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"  # package data: works from an installed wheel
 METRICS = (("precision", "precision_macro"), ("recall", "recall_macro"), ("f1", "f1_macro"), ("accuracy", "accuracy"))
@@ -245,7 +246,7 @@ def analysis_section(run_path: Path, label: str, classes: list[str], experiment:
     return {"label": label, "experiment": experiment, "layer": gallery["layer"], "attention": gallery.get("attention"),
             "resolution": gallery.get("cam_resolution"),
             "pairs": gallery["pairs"], "images": images,
-            "tsne": tsne_figure(pd.read_csv(analysis / "tsne.csv"), classes, f"t-SNE (3-D) of the test features: {label}")}
+            "tsne": tsne_figure(read_table(analysis / "tsne.csv"), classes, f"t-SNE (3-D) of the test features: {label}")}
 
 
 def compression_rows(run_path: Path, precisions: list[str]) -> list[dict]:
@@ -293,15 +294,41 @@ def dataset_section(name: str, spec: dict, data_dir: Path, paper_key: str | None
     }
 
 
+def _missing_dataset(name: str, spec: dict, failure) -> dict:
+    return {"name": name, "kind": spec["kind"], "synthetic": spec["kind"] == "synthetic", "missing": failure.as_dict(),
+            "split": spec.get("split", "stratified"), "rows": [], "paper_key": None}
+
+
+def failures_table(config: dict, status: dict) -> list[dict]:
+    """One row per missing thing: what, the rule that failed (or did not run), its log, the error line."""
+    rows = [{"what": f"dataset {name}", **f.as_dict()} for name, f in status["datasets"].items()]
+    rows += [{"what": run.path, **f.as_dict()} for run, f in sorted(status["runs"].items())]
+    caused = set(status["runs"].values())
+    rows += [{"what": f"statistics of {name}", **f.as_dict()} for name, f in status["stats"].items() if f not in caused]
+    rows += [{"what": f"{run.path} compressed to {p}", **f.as_dict()} for (run, p), f in sorted(status["compress"].items())
+             if f not in caused]
+    rows += [{"what": f"{run.path} analysis", **f.as_dict()} for run, f in sorted(status["analysis"].items())
+             if f not in caused]
+    if status["transfer"] and status["transfer"] not in caused:
+        rows.append({"what": "transfer matrix", **status["transfer"].as_dict()})
+    return rows
+
+
 def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
-    """Everything the template shows, read from the workflow's output files."""
+    """Everything the template shows, read from the workflow's output files.
+
+    Whatever the plan asks for and the results folder lacks (a failed job and what depends on it) is
+    shown as missing, with the rule, its log and the error line, never left out of a table.
+    """
     results = Path(results or config.get("results", "results"))
+    status = plan_status(config, results)
     datasets = config["datasets"]
     paper_for_dataset = {}
     for exp in config["experiments"].values():
         if exp.get("paper"):  # the first experiment of the dataset that reproduces a table of the paper
             paper_for_dataset.setdefault(exp["dataset"], exp["paper"])
-    ds_sections = [dataset_section(name, datasets[name], results / "data" / name, paper_for_dataset.get(name))
+    ds_sections = [_missing_dataset(name, datasets[name], status["datasets"][name]) if name in status["datasets"]
+                   else dataset_section(name, datasets[name], results / "data" / name, paper_for_dataset.get(name))
                    for name in used_datasets(config)]
     synthetic_sets = {d["name"] for d in ds_sections if d["synthetic"]}
 
@@ -321,25 +348,42 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
                 continue
             label = f"{exp['dataset']} · {run.model} · augment {run.augment} · seed {run.seed}"
             if exp.get("compress"):
-                rows = compression_rows(results / run.path, exp["compress"])
-                compression.append({"experiment": exp_name, "label": label, "rows": rows,
-                                    "recommendation": recommend(rows),
-                                    "figure": compression_figure(rows, f"Compression: {label}")})
+                gap = next((status["compress"][(run, p)] for p in exp["compress"] if (run, p) in status["compress"]), None)
+                if gap:
+                    compression.append({"experiment": exp_name, "label": label, "missing": gap.as_dict()})
+                else:
+                    rows = compression_rows(results / run.path, exp["compress"])
+                    compression.append({"experiment": exp_name, "label": label, "rows": rows,
+                                        "recommendation": recommend(rows),
+                                        "figure": compression_figure(rows, f"Compression: {label}")})
             if exp.get("analysis"):
-                metrics = read_json(results / run.path / "metrics.json")
-                analyses.append(analysis_section(results / run.path, label, metrics["classes"], exp_name))
-        groups: dict[tuple, list[Path]] = {}
+                if run in status["analysis"]:
+                    analyses.append({"label": label, "experiment": exp_name,
+                                     "missing": status["analysis"][run].as_dict()})
+                else:
+                    metrics = read_json(results / run.path / "metrics.json")
+                    analyses.append(analysis_section(results / run.path, label, metrics["classes"], exp_name))
+        groups: dict[tuple, list] = {}
         for run in runs:
-            groups.setdefault((run.model, run.augment), []).append(results / run.path)
+            groups.setdefault((run.model, run.augment), []).append(run)
         rows = []
-        for (model, augment), dirs in groups.items():
-            agg = aggregate_runs(dirs)
-            row = {"model": model, "paper_name": get_model_spec(model).paper_name, "augment": augment, **agg,
-                   "stats": stats.get((model, augment, first_seed)),
-                   "stats_seeds": [stats[(model, augment, s)] for s in seeds if (model, augment, s) in stats]}
+        for (model, augment), group in groups.items():
+            present = [r for r in group if r not in status["runs"]]
+            absent = [r for r in group if r in status["runs"]]
+            row = {"model": model, "paper_name": get_model_spec(model).paper_name, "augment": augment,
+                   "missing_seeds": [r.seed for r in absent],
+                   "missing": status["runs"][absent[0]].as_dict() if absent else None}
             for split in ("val", "test"):
-                paper = paper_metrics(exp.get("paper"), model, augment, split)
-                row[f"paper_{split}"] = paper
+                row[f"paper_{split}"] = paper_metrics(exp.get("paper"), model, augment, split)
+            if not present:  # every seed missing: the row stays, marked, with the paper's numbers
+                rows.append({**row, "stats": None, "stats_seeds": [], "diff_val": None, "diff_test": None})
+                continue
+            dirs = [results / r.path for r in present]
+            agg = aggregate_runs(dirs)
+            row.update(agg, stats=stats.get((model, augment, first_seed)),
+                       stats_seeds=[stats[(model, augment, s)] for s in seeds if (model, augment, s) in stats])
+            for split in ("val", "test"):
+                paper = row[f"paper_{split}"]
                 row[f"diff_{split}"] = ({k: agg[split][k]["mean"] - paper[k] for k in paper} if paper else None)
             rows.append(row)
             first = dirs[0]
@@ -355,20 +399,28 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
                     "curves": curves_figure(pd.read_csv(first / "history.csv"), f"Training curves: {label}"),
                 })
         title = exp.get("title", exp_name)
+        done = [r for r in rows if "test" in r]
         experiments.append({"name": exp_name, "title": title, "dataset": exp["dataset"],
                             "paper": exp.get("paper"), "synthetic": exp["dataset"] in synthetic_sets,
                             "seeds": seeds, "first_seed": first_seed, "rows": rows, "comparisons": comparisons,
-                            "figure": experiment_figure(rows, f"Test accuracy: {title}", bool(exp.get("paper"))),
-                            "curve": learning_curve(config, exp, rows, first_seed, f"Learning curve: {title}")})
+                            "stats_missing": status["stats"][exp_name].as_dict() if exp_name in status["stats"] else None,
+                            "figure": experiment_figure(done, f"Test accuracy: {title}", bool(exp.get("paper")))
+                            if done else "",
+                            "curve": learning_curve(config, exp, done, first_seed, f"Learning curve: {title}")
+                            if done else None})
 
     import plotly.offline
 
+    planned = all_runs(config)
     return {
         "title": config.get("report", {}).get("title", "CVM-Cervix reproduction report"),
         "generated": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "incomplete": None if is_complete(status) else {
+            "runs_missing": len(status["runs"]), "runs_total": len(planned), "failures": failures_table(config, status)},
         "synthetic": bool(synthetic_sets), "synthetic_sets": sorted(synthetic_sets),
         "datasets": ds_sections, "experiments": experiments, "runs": run_details,
         "compression": compression, "analyses": analyses, "transfer": transfer_section(config, results),
+        "transfer_missing": status["transfer"].as_dict() if status["transfer"] else None,
         "reference": get_model_spec(config.get("analysis", {}).get("reference", "cvm_cervix")).paper_name,
         "train": config["train"], "paper": paper_results(),
         "abnormal_classes": config.get("analysis", {}).get("abnormal_classes", []),
@@ -425,14 +477,20 @@ def build_report(config: dict, out_html: str | os.PathLike, results: str | os.Pa
     results = Path(results or config.get("results", "results"))
     context = collect(config, results)
     run_dirs = sorted({results / r.path for name in config["experiments"] for r in experiment_runs(config, name)})
-    context["provenance"] = provenance(config, results, used_datasets(config), run_dirs, configfiles, workflow_dir,
-                                       benchmarks)
+    run_dirs = [d for d in run_dirs if (d / "train.json").is_file()]
+    present = [d["name"] for d in context["datasets"] if not d.get("missing")]
+    context["provenance"] = provenance(config, results, present, run_dirs, configfiles, workflow_dir, benchmarks)
     html = render(context)
     with atomic_path(out_html) as tmp:
         tmp.write_text(html, encoding="utf-8")
     if files_dir is not None:
         write_report_files(context, Path(files_dir))
     return context
+
+
+def _missing_text(failure: dict, seeds: list[int] | None = None) -> str:
+    which = f"seed(s) {', '.join(map(str, seeds))} " if seeds else ""
+    return f"missing {which}(rule {failure['rule']}: {failure['error']}; log {failure['log']})"
 
 
 def _standalone(figure_div: str, plotly_js: str) -> str:
@@ -447,16 +505,27 @@ def write_report_files(context: dict, folder: Path) -> list[Path]:
     from ._io import partial_path
 
     files: dict[str, str] = {}
+    if context.get("incomplete"):
+        files["report__missing.csv"] = pd.DataFrame(context["incomplete"]["failures"]).pipe(spreadsheet_safe).to_csv(index=False)
     for ds in context["datasets"]:
+        if ds.get("missing"):
+            files[f"data__{ds['name']}.csv"] = pd.DataFrame([{"status": _missing_text(ds["missing"])}]).pipe(spreadsheet_safe).to_csv(index=False)
+            continue
         frame = pd.DataFrame([{k: r[k] for k in ("class", "train", "val", "test", "total")} |
                               ({"paper train": r["paper"][0], "paper val": r["paper"][1], "paper test": r["paper"][2]}
                                if r["paper"] else {}) for r in ds["rows"]])
-        files[f"data__{ds['name']}.csv"] = frame.to_csv(index=False)
+        files[f"data__{ds['name']}.csv"] = frame.pipe(spreadsheet_safe).to_csv(index=False)
     for exp in context["experiments"]:
         table = []
         for r in exp["rows"]:
-            row = {"model": r["paper_name"], "augment": r["augment"], "seeds": len(r["test"]["accuracy"]["values"])}
+            row = {"model": r["paper_name"], "augment": r["augment"], "seeds": len(r["test"]["accuracy"]["values"])
+                   if "test" in r else 0,
+                   "status": _missing_text(r["missing"], r["missing_seeds"] if "test" in r else None) if r["missing"]
+                   else "complete"}
             for name in ("accuracy", "f1", "precision", "recall"):
+                if "test" not in r:
+                    row[f"test {name}"] = row[f"test {name} sd"] = None
+                    continue
                 row[f"test {name}"] = round(r["test"][name]["mean"], 2)
                 row[f"test {name} sd"] = None if r["test"][name]["sd"] is None else round(r["test"][name]["sd"], 2)
             if r.get("stats"):
@@ -464,29 +533,32 @@ def write_report_files(context: dict, folder: Path) -> list[Path]:
             for name in ("accuracy", "f1"):
                 row[f"paper test {name}"] = (r["paper_test"] or {}).get(name)
             table.append(row)
-        files[f"{exp['name']}__results.csv"] = pd.DataFrame(table).to_csv(index=False)
+        files[f"{exp['name']}__results.csv"] = pd.DataFrame(table).pipe(spreadsheet_safe).to_csv(index=False)
         files[f"{exp['name']}__accuracy.html"] = _standalone(exp["figure"], context["plotly_js"])
         if exp.get("curve"):
             files[f"{exp['name']}__learning_curve.html"] = _standalone(exp["curve"], context["plotly_js"])
     for c in context["compression"]:
+        if c.get("missing"):
+            files[f"{c['experiment']}__compression.csv"] = pd.DataFrame([{"status": _missing_text(c["missing"])}]).pipe(spreadsheet_safe).to_csv(index=False)
+            continue
         keys = ("precision", "size_mib", "accuracy", "delta_accuracy", "f1_macro", "agreement_with_fp32",
                 "ms_per_image", "device", "note")
         files[f"{c['experiment']}__compression.csv"] = pd.DataFrame([{k: r.get(k) for k in keys}
-                                                                     for r in c["rows"]]).to_csv(index=False)
+                                                                     for r in c["rows"]]).pipe(spreadsheet_safe).to_csv(index=False)
         files[f"{c['experiment']}__compression.html"] = _standalone(c["figure"], context["plotly_js"])
     if context.get("transfer"):
         keys = ("source", "source_dataset", "target", "in_domain", "n", "n_abnormal", "accuracy", "accuracy_ci",
                 "sensitivity", "sensitivity_ci", "specificity", "specificity_ci")
         files["transfer__matrix.csv"] = pd.DataFrame([{k: c.get(k) for k in keys}
-                                                      for c in context["transfer"]["cells"]]).to_csv(index=False)
+                                                      for c in context["transfer"]["cells"]]).pipe(spreadsheet_safe).to_csv(index=False)
         files["transfer__matrix.html"] = _standalone(context["transfer"]["figure"], context["plotly_js"])
-    for i, a in enumerate(context["analyses"]):
+    for i, a in enumerate(a for a in context["analyses"] if not a.get("missing")):
         files[f"{a['experiment']}__tsne{i or ''}.html"] = _standalone(a["tsne"], context["plotly_js"])
     prov = context["provenance"]
     files["provenance__libraries.csv"] = pd.DataFrame(
         [{"package": "python", "version": prov["python"]}] +
-        [{"package": k, "version": v} for k, v in prov["libraries"].items()]).to_csv(index=False)
-    files["provenance__rule_times.csv"] = pd.DataFrame(prov["rule_times"]).to_csv(index=False)
+        [{"package": k, "version": v} for k, v in prov["libraries"].items()]).pipe(spreadsheet_safe).to_csv(index=False)
+    files["provenance__rule_times.csv"] = pd.DataFrame(prov["rule_times"]).pipe(spreadsheet_safe).to_csv(index=False)
     files["provenance__config.yaml"] = prov["config_yaml"]
 
     tmp = partial_path(folder)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -72,7 +73,8 @@ def _storage_device(dev: torch.device, nbytes: int) -> torch.device:
 def train_epoch(model: torch.nn.Module, optimizer, scaler, images: torch.Tensor, labels: torch.Tensor, steps,
                 copies: int, device: torch.device, amp: bool, on_progress=None, progress_every: float = 5.0,
                 stop=None, totals: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-    """One epoch over the index batches ``steps``; returns (summed loss, correct count, images seen, steps done).
+    """One epoch over the index batches ``steps``; returns (summed loss, correct count, images seen, steps done,
+    the first step whose loss was not finite or -1).
 
     Loss and accuracy accumulate on the device: nothing is read back per step, so the GPU's queue
     never drains while the host waits. ``on_progress(loss=..., acc=...)`` is called at most every
@@ -89,6 +91,8 @@ def train_epoch(model: torch.nn.Module, optimizer, scaler, images: torch.Tensor,
         seen = 0
     last, done = time.monotonic(), 0
     channels_last = device.type == "cuda"
+    # the first step whose loss is NaN or infinite, kept on the device (no read-back per step)
+    first_bad = torch.full((), -1, device=device, dtype=torch.long)
     for idx in steps:
         batch, target = virtual_batch(images, labels, idx, copies, device)
         batch = scale(batch)
@@ -104,6 +108,8 @@ def train_epoch(model: torch.nn.Module, optimizer, scaler, images: torch.Tensor,
         scaler.step(optimizer)
         scaler.update()
         seen += len(idx)
+        bad = ~torch.isfinite(loss.detach()) & (first_bad < 0)
+        first_bad = torch.where(bad, torch.full_like(first_bad, done), first_bad)
         loss_sum += loss.detach() * len(idx)
         correct += (logits.detach().argmax(1) == target).sum()
         done += 1
@@ -112,7 +118,7 @@ def train_epoch(model: torch.nn.Module, optimizer, scaler, images: torch.Tensor,
             last = time.monotonic()
         if stop is not None and stop():
             break
-    return loss_sum, correct, seen, done
+    return loss_sum, correct, seen, done, first_bad
 
 
 class StopSignals:
@@ -280,7 +286,7 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
                 steps = steps[:-1]
             bar = tqdm(steps[skip:], desc=f"epoch {epoch}/{epochs}", file=sys.stderr, disable=not progress,
                        mininterval=5.0, leave=True)
-            loss_sum, correct, seen, done = train_epoch(step_model, optimizer, scaler, x_train, y_train, bar, copies,
+            loss_sum, correct, seen, done, first_bad = train_epoch(step_model, optimizer, scaler, x_train, y_train, bar, copies,
                                                         dev, use_amp, on_progress=bar.set_postfix if progress else None,
                                                         stop=stop, totals=totals)
             if stop() and skip + done < len(steps):
@@ -290,6 +296,10 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
                 raise CvmError(f"training stopped by {stop.received} in epoch {epoch} after step {skip + done} of "
                                f"{len(steps)}; {checkpoint} holds the run: run the job again to resume")
             loss_sum, correct = float(loss_sum), int(correct)  # the epoch's one read-back from the device
+            if int(first_bad) >= 0:  # a diverged run is not a result: stop before anything is written
+                raise CvmError(f"training diverged: the loss is not a finite number at epoch {epoch}, step "
+                               f"{skip + int(first_bad) + 1} of {len(steps)} (lr {lr}); lower train.lr (or the "
+                               f"variant's lr) and run again (no result of this run was written)")
             train_seconds = time.perf_counter() - t0
             out = predict(model, x_val_d, max(batch_size, 64), dev, use_amp)
             probs = torch.from_numpy(out["probs"])
@@ -400,7 +410,7 @@ def read_train_info(run_dir: str | os.PathLike) -> dict:
         raise CvmError(f"{run_dir} is not a training run folder (no train.json); "
                        "pass results/runs/<dataset>/<model>/<augment>/seed<N>")
     try:
-        info = read_json(path)
+        info = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
         raise CvmError(f"{path} is not valid JSON ({err}); delete the run folder and train it again") from None
     if not isinstance(info, dict):

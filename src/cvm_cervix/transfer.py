@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._io import read_table
 from .errors import CvmError
 
 BUILTIN = "normal_abnormal"
@@ -135,7 +136,7 @@ def transfer_matrix(entries: list[dict], mapping_name: str, n_boot: int = 1000) 
     ``predictions`` (a file of :func:`transfer_predict`). Rows: trained on; columns: tested on."""
     cells = []
     for e in entries:
-        frame = pd.read_csv(e["predictions"], keep_default_na=False)
+        frame = read_table(e["predictions"])
         cells.append({"source": e["source"], "source_dataset": e["source_dataset"], "target": e["target"],
                       "in_domain": e["source_dataset"] == e["target"], "predictions": str(e["predictions"]),
                       **transfer_scores(frame, n_boot)})

@@ -15,7 +15,7 @@ rule analyse:
     resources:
         gpu=1,
     log:
-        f"{RESULTS}/logs/analyse/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}.log",
+        f"{RESULTS}/{LOGS['analyse']}",
     benchmark:
         f"{RESULTS}/benchmarks/analyse/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}.tsv",
     conda:
@@ -33,7 +33,7 @@ rule stats:
         runs=stats_params,
         analysis=as_dict(config["analysis"]),
     log:
-        f"{RESULTS}/logs/stats/{{experiment}}.log",
+        f"{RESULTS}/{LOGS['stats']}",
     benchmark:
         f"{RESULTS}/benchmarks/stats/{{experiment}}.tsv",
     conda:

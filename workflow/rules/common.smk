@@ -1,5 +1,6 @@
 # Config validation and input helpers shared by every rule file.
 import importlib.util
+import os
 import re
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from cvm_cervix.config import (
     validate_config,
 )
 from cvm_cervix.errors import CvmError
+from cvm_cervix.status import LOGS
 
 import warnings
 
@@ -251,3 +253,36 @@ def report_inputs(wildcards):
         "summaries": [f"{RESULTS}/data/{d}/summary.json" for d in DATASETS],
         "manifests": [f"{RESULTS}/data/{d}/manifest.csv" for d in DATASETS],
     }
+
+
+def incomplete_report():
+    """After a failed job (with --keep-going: once every job that does not depend on it has run), the
+    report of everything that finished, each missing result named with its rule, log and error line."""
+    from cvm_cervix.report import build_report
+
+    try:
+        context = build_report(
+            as_dict(config), f"{RESULTS}/report.html", results=RESULTS, files_dir=f"{RESULTS}/report_files",
+            configfiles=[str(f) for f in workflow.configfiles], workflow_dir=workflow.basedir,
+            benchmarks=[f for f in benchmark_files() if Path(f).is_file()],
+        )
+    except Exception as err:  # the report itself failed: say so, keep the error of the failed job in front
+        print(f"error: the incomplete report could not be written ({type(err).__name__}: {err}); "
+              f"see {RESULTS}/{LOGS['report']}", file=sys.stderr)
+        return
+    gap = context["incomplete"]
+    # Snakemake does not look behind an output that is newer than every input it has (a missing input
+    # of an existing output never reruns it), so the incomplete report is dated just before the oldest
+    # input it was made from: the next run of the same command sees it out of date, makes what is
+    # missing and replaces it with the complete report.
+    inputs = [Path(f) for files in report_inputs(None).values() for f in files if Path(f).exists()]
+    if gap and inputs:
+        stamp = min(f.stat().st_mtime for f in inputs) - 1
+        os.utime(f"{RESULTS}/report.html", (stamp, stamp))
+    if gap:
+        print(f"\n{RESULTS}/report.html is INCOMPLETE: {gap['runs_missing']} of {gap['runs_total']} training runs "
+              f"missing, {len(gap['failures'])} result(s) in all; each is named there with the job that failed, its log "
+              "and its error (below, the first 20)",
+              file=sys.stderr)
+        for f in gap["failures"][:20]:
+            print(f"  {f['what']}: {f['rule']} job, {f['error']} (log {RESULTS}/{f['log']})", file=sys.stderr)

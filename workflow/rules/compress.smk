@@ -21,7 +21,7 @@ rule compress_half:
     resources:
         gpu=1,
     log:
-        f"{RESULTS}/logs/compress/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}_{{precision}}.log",
+        f"{RESULTS}/{LOGS['compress']}",
     benchmark:
         f"{RESULTS}/benchmarks/compress_half/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}_{{precision}}.tsv",
     conda:

@@ -4,7 +4,7 @@ rule synthesize:
     params:
         spec=dataset_spec,
     log:
-        f"{RESULTS}/logs/synthesize/{{dataset}}.log",
+        f"{RESULTS}/{LOGS['synthesize']}",
     benchmark:
         f"{RESULTS}/benchmarks/synthesize/{{dataset}}.tsv",
     conda:
@@ -28,7 +28,7 @@ rule prepare:
         listing=dataset_listing,
     threads: 4
     log:
-        f"{RESULTS}/logs/prepare/{{dataset}}.log",
+        f"{RESULTS}/{LOGS['prepare']}",
     benchmark:
         f"{RESULTS}/benchmarks/prepare/{{dataset}}.tsv",
     conda:
@@ -46,7 +46,7 @@ rule cache:
         size=r"\d+",
     threads: 4
     log:
-        f"{RESULTS}/logs/cache/{{dataset}}_{{size}}.log",
+        f"{RESULTS}/{LOGS['cache']}",
     benchmark:
         f"{RESULTS}/benchmarks/cache/{{dataset}}_{{size}}.tsv",
     conda:

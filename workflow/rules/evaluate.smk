@@ -14,7 +14,7 @@ rule evaluate:
     resources:
         gpu=1,
     log:
-        f"{RESULTS}/logs/evaluate/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}.log",
+        f"{RESULTS}/{LOGS['evaluate']}",
     benchmark:
         f"{RESULTS}/benchmarks/evaluate/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}.tsv",
     conda:

@@ -20,10 +20,11 @@ rule report:
         configfiles=[str(f) for f in workflow.configfiles],
         workflow_dir=workflow.basedir,
     log:
-        f"{RESULTS}/logs/report/report.log",
+        f"{RESULTS}/{LOGS['report']}",
     benchmark:
         f"{RESULTS}/benchmarks/report/report.tsv",
     conda:
         "../../envs/cvm_cervix.yaml"
     script:
         "../../scripts/report.py"
+

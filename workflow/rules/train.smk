@@ -16,7 +16,7 @@ rule train:
     resources:
         gpu=1,
     log:
-        f"{RESULTS}/logs/train/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}.log",
+        f"{RESULTS}/{LOGS['train']}",
     benchmark:
         f"{RESULTS}/benchmarks/train/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}.tsv",
     conda:
@@ -34,7 +34,7 @@ rule weights:
         cache=TRAIN["weights_cache"],
         img_size=IMG,
     log:
-        f"{RESULTS}/logs/weights/{{model}}.log",
+        f"{RESULTS}/{LOGS['weights']}",
     conda:
         "../../envs/cvm_cervix.yaml"
     script:

@@ -20,7 +20,7 @@ rule transfer_predict:
     resources:
         gpu=1,
     log:
-        f"{RESULTS}/logs/transfer/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}_on_{{target}}.log",
+        f"{RESULTS}/{LOGS['transfer_predict']}",
     benchmark:
         f"{RESULTS}/benchmarks/transfer_predict/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}_on_{{target}}.tsv",
     conda:
@@ -39,7 +39,7 @@ rule transfer_matrix:
         mapping_name=lambda w: config["transfer"]["mapping"],
         bootstrap=config["analysis"]["bootstrap"],
     log:
-        f"{RESULTS}/logs/transfer/matrix.log",
+        f"{RESULTS}/{LOGS['transfer_matrix']}",
     benchmark:
         f"{RESULTS}/benchmarks/transfer_matrix/matrix.tsv",
     conda:

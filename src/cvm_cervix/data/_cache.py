@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .._io import atomic_path
 from ..errors import CvmError
@@ -48,11 +48,20 @@ def to_rgb(img: Image.Image, path: str | os.PathLike = "image") -> tuple[Image.I
 
 
 def decode_rgb(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
-    """Decode ``path`` fully as H×W×3 uint8 RGB; a :class:`CvmError` naming the file if it cannot be."""
+    """Decode ``path`` fully as H×W×3 uint8 RGB; a :class:`CvmError` naming the file if it cannot be.
+
+    An EXIF orientation (phone and some microscope cameras store pixels unrotated and say how to turn
+    them) is applied as every image viewer applies it, so a cell is learned as a person sees it; the
+    note says so.
+    """
     try:
         with Image.open(path) as img:
             img.load()
-            rgb, note = to_rgb(img, path)
+            orientation = img.getexif().get(0x0112, 1)  # the EXIF Orientation tag
+            turned = ImageOps.exif_transpose(img) if orientation not in (None, 1) else img
+            rgb, note = to_rgb(turned, path)
+            if turned is not img:
+                note = "; ".join(filter(None, [f"EXIF orientation {orientation} applied", note]))
     except CvmError:
         raise
     except Exception as err:  # PIL raises several types for corrupt data

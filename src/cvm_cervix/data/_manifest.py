@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._io import sha256_file
+from .._io import sha256_file, read_table
 from ..errors import CvmError
 from ._adapters import COMBINED_CLASSES, Listing
 from ._cache import decode_rgb
@@ -133,11 +133,12 @@ def assign_splits(frame: pd.DataFrame, fractions=(0.6, 0.2, 0.2), seed: int = 0,
 
 
 def limit_classes(frame: pd.DataFrame, max_per_class: int | None = None, class_limits: dict | None = None,
-                  seed: int = 0, dataset: str = "dataset") -> tuple[pd.DataFrame, dict]:
+                  seed: int = 0, dataset: str = "dataset", short: str = "error") -> tuple[pd.DataFrame, dict]:
     """Keep at most ``class_limits[c]`` (else ``max_per_class``) images of each class, drawn with ``seed``.
 
     For users who want a subset such as the paper's 4,789 CRIC cells. A class asked for more images
-    than it has is an error naming both counts. Returns the frame and ``{class: {"asked", "found"}}``.
+    than it has is an error naming both counts, or with ``short="take_all"`` keeps every image of it
+    (``kept < asked`` in the record says so). Returns the frame and ``{class: {"asked", "found", "kept"}}``.
     """
     class_limits = dict(class_limits or {})
     unknown = sorted(set(class_limits) - set(frame["class"]))
@@ -154,9 +155,9 @@ def limit_classes(frame: pd.DataFrame, max_per_class: int | None = None, class_l
         if asked is None:
             keep.extend(rows)
             continue
-        if asked > found and cls in class_limits:
+        if asked > found and cls in class_limits and short != "take_all":
             raise CvmError(f"config key 'datasets.{dataset}.class_limits.{cls}': asks for {asked} images but class "
-                           f"{cls!r} has {found}; lower the limit or add images")
+                           f"{cls!r} has {found}; lower the limit, add images, or set short_classes: take_all")
         chosen = rows if asked >= found else np.sort(rng.choice(np.asarray(rows), size=asked, replace=False))
         keep.extend(chosen)
         report[cls] = {"asked": int(asked), "found": int(found), "kept": int(len(chosen))}
@@ -184,7 +185,7 @@ def split_counts(frame: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
 
 def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path, dtype={"group": str, "sha256": str})
+        frame = read_table(path, text=("path", "class", "group", "sha256", "dataset", "split"))
     except FileNotFoundError:
         raise CvmError(f"manifest {path} not found; run the workflow's prepare step first") from None
     missing = set(COLUMNS) - set(frame.columns)

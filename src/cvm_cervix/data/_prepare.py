@@ -41,8 +41,13 @@ def prepare_dataset(name: str, spec: dict, out_dir: str | os.PathLike, root: str
         listing = list_dataset(spec["kind"], root, spec, out_dir)
         frame, classes, skipped = records_frame(listing, name, threads), listing.classes, listing.skipped
         converted = conversions(frame)
+    present = sorted(set(frame["class"]))
+    if len(present) < 2:  # one class trains to 100% accuracy and means nothing
+        raise CvmError(f"dataset {name!r}{f' ({root})' if root else ''} has {len(present)} class "
+                       f"({', '.join(map(repr, present)) or 'no images'}); a classifier needs at least two: add the "
+                       "other classes' folders")
     frame, limits = limit_classes(frame, spec.get("max_per_class"), spec.get("class_limits"),
-                                  spec.get("split_seed", 0), name)
+                                  spec.get("split_seed", 0), name, spec.get("short_classes", "error"))
     frame = assign_splits(frame, spec.get("split_fractions", (0.6, 0.2, 0.2)), spec.get("split_seed", 0),
                           spec.get("split", "stratified"), dataset=name)
     summary = summarize(frame, classes, skipped, converted)

@@ -73,6 +73,7 @@ class ModelSpec:
     build_backbone: Callable[..., tuple[nn.Module, int]]
     source: str
     min_img_size: int = 32
+    img_size_multiple: int = 1  # a size its layers need (BoTNet's attention tables: whole cells at stride 32)
     cam_layer: str | None = None  # module (inside ``backbone``) whose activations Grad-CAM uses
     attention: str | None = None  # a timm vision transformer (inside ``backbone``; "" = itself) for attention rollout
     mlp_head: bool = False
@@ -118,6 +119,8 @@ def create_model(name: str, num_classes: int, img_size: int = 224, pretrained: b
             f"model {name!r} needs train.img_size >= {spec.min_img_size} (got {img_size}); "
             f"raise img_size or drop {name} from the experiment"
         )
+    if img_size % spec.img_size_multiple:
+        raise CvmError(f"model {name!r} needs train.img_size to be a multiple of {spec.img_size_multiple} (got {img_size})")
     backbone, dim = spec.build_backbone(img_size, pretrained, cache_dir=cache_dir)
     if spec.mlp_head:
         from timm.layers import Mlp
@@ -280,6 +283,25 @@ def _timm(arch: str, img_size: int, pretrained: bool, sized: bool = True,
     return model, model.num_features
 
 
+def _load_error_summary(message: str) -> str:
+    """PyTorch's ``load_state_dict`` error (every key listed) in :func:`fit_problems`' words: counts and
+    the first tensor of each kind."""
+    import re
+
+    problems = []
+    for kind, words in (("Missing key(s)", "tensors missing"), ("Unexpected key(s)", "unexpected tensors")):
+        found = re.search(re.escape(kind) + r' in state_dict: (.*?)\.\s*$', message, re.M)
+        if found:
+            keys = re.findall(r'"([^"]+)"', found.group(1))
+            problems.append(f"{len(keys)} {words} (first: {keys[0] if keys else '?'})")
+    shapes = re.findall(r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[([^\]]*)\]\) from "
+                        r"checkpoint, the shape in current model is torch\.Size\(\[([^\]]*)\]\)", message)
+    if shapes:
+        key, theirs, ours = shapes[0]
+        problems.append(f"{len(shapes)} of another shape (first: {key} ({theirs}) instead of ({ours}))")
+    return "; ".join(problems) or message.splitlines()[0][:300]
+
+
 def _torchvision(arch: str, last: str, img_size: int, pretrained: bool, aux: bool = False,
                  cache_dir: str | os.PathLike | None = None) -> tuple[nn.Module, int]:
     import torchvision
@@ -295,8 +317,7 @@ def _torchvision(arch: str, last: str, img_size: int, pretrained: bool, aux: boo
     except RuntimeError as err:  # the file was read; load_state_dict refused it
         if "loading state_dict" not in str(err):
             raise
-        detail = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
-        raise WeightsDoNotFit(detail[:240]) from None
+        raise WeightsDoNotFit(_load_error_summary(str(err))) from None
     default = torchvision.models.get_model_weights(arch).DEFAULT
     transform = default.transforms()
     set_input_normalization(model, transform.mean, transform.std)
@@ -389,7 +410,7 @@ def _register_all() -> None:
         ModelSpec("inception_resnet_v1", "InceptionResNetV1", partial(_own, InceptionResNetV1), "cvm_cervix",
                   min_img_size=InceptionResNetV1.min_img_size, cam_layer="block8"),
         ModelSpec("vit", "ViT", partial(_timm, "vit_base_patch16_224"), tm, min_img_size=16, attention=""),
-        ModelSpec("botnet", "BoTNet", partial(_timm, "botnet26t_256"), tm, cam_layer="stages"),
+        ModelSpec("botnet", "BoTNet", partial(_timm, "botnet26t_256"), tm, cam_layer="stages", img_size_multiple=32),
         ModelSpec("deit_tiny", "DeiT", partial(_timm, "deit_tiny_patch16_224"), tm, min_img_size=16, attention=""),
         ModelSpec("t2t_vit", "T2T-ViT", partial(_own, T2TViT), "cvm_cervix", min_img_size=16,
                   note="T2T-ViT-14 (transformer T2T layers), written in this project"),
