@@ -2,6 +2,8 @@
 
 import csv
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -69,14 +71,14 @@ def test_cric_full_images_are_cut_into_centred_crops(tmp_path):
     assert len(listing.records) == 6
     assert listing.classes == ["ASC-H", "ASC-US", "SCC", "HSIL", "LSIL", "NILM"]
     by_cell = {r["path"].rsplit("/", 1)[1]: r for r in listing.records}
-    assert by_cell["10.png"]["class"] == "NILM" and by_cell["10.png"]["group"] == "image1"
-    assert by_cell["20.png"]["group"] == "image2"
+    assert by_cell["a__10.png"]["class"] == "NILM" and by_cell["a__10.png"]["group"] == "image1"
+    assert by_cell["b__20.png"]["group"] == "image2"
     source = np.asarray(Image.open(root / "base" / "a.png").convert("RGB"))
-    for name, (x, y) in {"10.png": (60, 50), "11.png": (3, 4), "12.png": (150, 120)}.items():
+    for name, (x, y) in {"a__10.png": (60, 50), "a__11.png": (3, 4), "a__12.png": (150, 120)}.items():
         crop = np.asarray(Image.open(by_cell[name]["path"]))
         assert crop.shape == (100, 100, 3)
         np.testing.assert_array_equal(crop[50, 50], source[y - 1, x - 1])  # centred on the 1-based nucleus
-    corner = np.asarray(Image.open(by_cell["11.png"]["path"]))
+    corner = np.asarray(Image.open(by_cell["a__11.png"]["path"]))
     assert (corner[:40, :40] == 0).all()  # padded past the edge
 
 
@@ -99,6 +101,65 @@ def test_cric_full_with_a_missing_image(tmp_path):
     (root / "base" / "b.png").unlink()
     with pytest.raises(CvmError, match="names image 'b.png', which is not under"):
         list_dataset("cric", root, {"layout": "full"}, tmp_path / "work")
+
+
+def test_cric_cells_are_keyed_by_image_and_cell_and_cut_again_when_the_table_changes(tmp_path):
+    root = make_cric_full(tmp_path / "cric")
+    table = root / "classifications.csv"
+    lines = table.read_text().splitlines()
+    # cell 10 of image c.png too: another cell, not image a.png's cell 10
+    table.write_text("\n".join(lines + ["3,c.png,doi,10,LSIL,20,20"]) + "\n")
+    listing = list_dataset("cric", root, {"layout": "full"}, tmp_path / "work")
+    by_name = {Path(r["path"]).name: r for r in listing.records}
+    assert by_name["a__10.png"]["class"] == "NILM" and by_name["c__10.png"]["class"] == "LSIL"
+    source = np.asarray(Image.open(root / "base" / "c.png").convert("RGB"))
+    np.testing.assert_array_equal(np.asarray(Image.open(by_name["c__10.png"]["path"]))[50, 50], source[19, 19])
+    # the table moves that cell: the crop is cut again, never an earlier one reused
+    table.write_text("\n".join(lines + ["3,c.png,doi,10,LSIL,90,70"]) + "\n")
+    again = {Path(r["path"]).name: r for r in list_dataset("cric", root, {"layout": "full"}, tmp_path / "work").records}
+    np.testing.assert_array_equal(np.asarray(Image.open(again["c__10.png"]["path"]))[50, 50], source[69, 89])
+    # one cell twice, and one file name in two folders, are refused with the rows and files named
+    table.write_text("\n".join(lines + [lines[1]]) + "\n")
+    with pytest.raises(CvmError, match=r"lines 2 and 8 both describe cell '10' of image 'a.png'; remove the duplicate row"):
+        list_dataset("cric", root, {"layout": "full"}, tmp_path / "work")
+    table.write_text("\n".join(lines) + "\n")
+    write_image(root / "other" / "a.png", seed=9, size=(120, 160))
+    with pytest.raises(CvmError, match=r"names image 'a.png', and .* holds 2 files of that name"):
+        list_dataset("cric", root, {"layout": "full"}, tmp_path / "work")
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda text: ("\ufeff" + text).encode("utf-8"), None),  # a spreadsheet's byte-order mark: read as it is
+    (lambda text: text.replace(",", ";").encode("utf-8"), None),  # semicolons: read as they are
+    (lambda text: text.replace("doi", "r\xe9f").encode("latin-1"), "is not UTF-8 text (byte 0xe9"),
+    (lambda text: text.replace(",60,50", ",six,50").encode("utf-8"), "nucleus_x 'six' is not a whole pixel"),
+    (lambda text: text.replace(",60,50", ",\u00b2,50").encode("utf-8"), "nucleus_x '\u00b2' is not a whole pixel"),
+    (lambda text: text.replace("cell_id", "cell").encode("utf-8"), "lacks columns ['cell_id'] (its header: image_id"),
+])
+def test_cric_tables_as_spreadsheets_save_them(tmp_path, damage, words):
+    root = make_cric_full(tmp_path / "cric")
+    table = root / "classifications.csv"
+    table.write_bytes(damage(table.read_text()))
+    if words is None:
+        assert len(list_dataset("cric", root, {"layout": "full"}, tmp_path / "work").records) == 6
+        return
+    with pytest.raises(CvmError) as err:
+        list_dataset("cric", root, {"layout": "full"}, tmp_path / "work")
+    assert words in str(err.value) and str(table) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_manifest_command_never_writes_into_the_dataset(tmp_path, capsys):
+    from layouts import make_cric_full as make_cric_release
+
+    root = make_cric_release(tmp_path / "cric", per_class=3)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    assert cli(["manifest", "--kind", "cric", str(root)]) == 0
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    assert "18 images, 6 classes" in capsys.readouterr().out
+    # a class too small for three splits: the fix it names is not the split it already uses
+    assert cli(["manifest", "--kind", "cric", str(make_cric_full(tmp_path / "small"))]) == 1
+    err = capsys.readouterr().err
+    assert "has too few images (1)" in err and "use split: stratified" not in err
 
 
 def test_herlev_two_and_seven_classes_without_masks(tmp_path):
@@ -198,3 +259,58 @@ def test_real_pbc_cross_class_duplicate(tmp_path):
     frame = read_manifest(tmp_path / "manifest.csv")
     assert frame[frame["sha256"] == conflicts[0]["sha256"]]["split"].nunique() == 1
     assert json.loads((tmp_path / "classes.json").read_text())[3] == "ig"
+
+
+def test_a_linked_class_folder_is_listed_and_watched_like_a_real_one(tmp_path):
+    from cvm_cervix.data import listing_digest
+
+    elsewhere = tmp_path / "elsewhere" / "beta"
+    for i in range(4):
+        write_image(tmp_path / "root" / "alpha" / f"{i}.png", seed=i)
+        write_image(elsewhere / f"{i}.png", seed=50 + i)
+    (tmp_path / "root" / "beta").symlink_to(elsewhere, target_is_directory=True)
+    listing = list_dataset("imagefolder", tmp_path / "root")
+    assert sorted(listing.classes) == ["alpha", "beta"] and len(listing.records) == 8
+    # the manifest names the link the user made, not where it points
+    assert all(r["path"].startswith(str(tmp_path / "root")) for r in listing.records)
+    before = listing_digest(tmp_path / "root")
+    write_image(elsewhere / "new.png", seed=99)  # added to the link's target: the folder changed
+    assert listing_digest(tmp_path / "root") != before
+
+
+def _unreadable_entries(folder):
+    """A dangling link, a link loop, a FIFO named like an image and a folder of images inside a class folder."""
+    (folder / "gone.png").symlink_to(folder / "never-fetched.png")
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    os.mkfifo(folder / "pipe.png")
+    write_image(folder / "more" / "0.png", seed=7)
+    return {"gone.png": "a symbolic link to", "loop.png": "symbolic link loop", "pipe.png": "not a regular file",
+            "more": "a folder of images inside a class folder"}
+
+
+def test_entries_that_cannot_be_read_stop_the_listing_unless_skipped(imagefolder, tmp_path, capsys):
+    expected = _unreadable_entries(imagefolder / "alpha")
+    with pytest.raises(CvmError) as err:
+        list_dataset("imagefolder", imagefolder)
+    message = str(err.value)
+    assert message.startswith(str(imagefolder / "alpha")) and "4 entries of" in message and "unreadable: skip" in message
+    assert "never-fetched" in message or "gone.png" in message  # the link is named, with where it points
+    assert cli(["manifest", "--kind", "imagefolder", str(imagefolder)]) == 1
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    summary = prepare_dataset("f", {"kind": "imagefolder", "unreadable": "skip"}, tmp_path / "out", root=imagefolder,
+                              threads=1)
+    reasons = {Path(s["path"]).name: s["reason"] for s in summary["skipped"]}
+    for name, words in expected.items():
+        assert words in reasons[name], (name, reasons.get(name))
+    assert sum(summary["counts"]["alpha"].values()) == 10  # the ten real images, nothing else
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert {Path(s["path"]).name for s in written["skipped"]} >= set(expected)
+
+
+def test_a_broken_image_behind_a_link_is_named_by_the_link(imagefolder, tmp_path):
+    target = tmp_path / "store" / "x.png"
+    target.parent.mkdir()
+    target.write_bytes(b"not a png")
+    (imagefolder / "beta" / "linked.png").symlink_to(target)
+    with pytest.raises(CvmError, match=f"^{imagefolder / 'beta' / 'linked.png'}: cannot be read as an image"):
+        prepare_dataset("f", {"kind": "imagefolder"}, tmp_path / "out", root=imagefolder, threads=1)

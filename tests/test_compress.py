@@ -124,6 +124,15 @@ def test_static_int8_quantises_convolutions_and_linear_layers(conv_run, tiny_dat
     assert metrics["agreement_with_fp32"] > 0.5  # most test images get float32's class
     assert metrics["calibration"] == {"split": "train", "images": 44}
     assert "static int8" in metrics["note"] and metrics["device"] == "cpu"
+    # the final softmax stays float: its probabilities are a distribution, not steps of 1/255
+    softmax = [n for n in graph.node if n.op_type == "Softmax"]
+    assert len(softmax) == 1 and producers.get(softmax[0].output[0]) is softmax[0]
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] == softmax[0].output[0] for n in graph.node)
+    import pandas as pd
+
+    probs = pd.read_csv(conv_run / "compressed" / "int8" / "predictions_test.csv").filter(like="prob_").to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert not np.allclose(probs * 255, np.round(probs * 255), atol=1e-4)
 
 
 def test_calibration_is_drawn_from_the_training_split_only(conv_run, tiny_dataset, monkeypatch):

@@ -196,13 +196,18 @@ def test_class_names_pandas_would_misread_round_trip_exactly(tmp_path):
     assert back["label"].tolist() == frame["label"].tolist() and back["pred"].tolist() == frame["pred"].tolist()
 
 
-def test_cells_that_start_a_formula_are_neutralised_only_for_people():
-    from cvm_cervix._io import spreadsheet_safe
+def test_cells_that_start_a_formula_are_neutralised_and_read_back_exactly(tmp_path):
+    from cvm_cervix._io import read_table, spreadsheet_safe, write_csv
 
-    frame = pd.DataFrame({"class": ["=HYPERLINK(1)", "+1", "-x", "@SUM", "NILM"], "n": [1, -2, 3, 4, 5]})
+    names = ["=HYPERLINK(1)", "+1", "-x", "@SUM", "NILM", "'quoted"]
+    frame = pd.DataFrame({"class": names, "n": [1, -2, 3, 4, 5, 6]})
     safe = spreadsheet_safe(frame)
-    assert safe["class"].tolist() == ["'=HYPERLINK(1)", "'+1", "'-x", "'@SUM", "NILM"]
-    assert safe["n"].tolist() == [1, -2, 3, 4, 5]  # numbers stay numbers (a negative one is no formula)
+    assert safe["class"].tolist() == ["'=HYPERLINK(1)", "'+1", "'-x", "'@SUM", "NILM", "''quoted"]
+    assert safe["n"].tolist() == [1, -2, 3, 4, 5, 6]  # numbers stay numbers (a negative one is no formula)
+    write_csv(tmp_path / "t.csv", frame)  # every CSV the workflow writes is safe to open in a spreadsheet
+    assert (tmp_path / "t.csv").read_text().splitlines()[1] == "'=HYPERLINK(1),1"
+    back = read_table(tmp_path / "t.csv", text=("class",))
+    assert back["class"].tolist() == names and back["n"].tolist() == [1, -2, 3, 4, 5, 6]  # and read back exactly
 
 
 def test_exif_orientation_is_applied_on_decoding_and_noted(tmp_path):

@@ -8,6 +8,7 @@ import shutil
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -283,10 +284,44 @@ def test_cli_refuses_an_unwritable_output_before_any_work(run, tiny_dataset, tmp
     image = read_manifest(tiny_dataset / "manifest.csv")["path"].iloc[0]
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    for target in (blocker / "sub" / "out.csv", tmp_path):
+    # a folder where one cannot be made, even as root (under /proc), is one line too, not a traceback
+    for target in (blocker / "sub" / "out.csv", tmp_path, Path("/proc/cvm_cervix_test/out.csv")):
         assert cli(["predict", image, "--run", str(run), "--device", "cpu", "-o", str(target)]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"error: -o {target}")
+
+
+def test_predict_writes_through_a_fifo_and_a_symlink_and_names_any_file(run, tiny_dataset, tmp_path, capsys):
+    import threading
+
+    image = read_manifest(tiny_dataset / "manifest.csv")["path"].iloc[0]
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    got = {}
+    reader = threading.Thread(target=lambda: got.setdefault("text", fifo.read_text()))
+    reader.start()
+    assert cli(["predict", image, "--run", str(run), "--device", "cpu", "-o", str(fifo)]) == 0
+    reader.join(30)
+    assert fifo.is_fifo() and got["text"].startswith("path,pred,confidence,prob_")  # the reader got the rows
+    target = tmp_path / "kept" / "real.csv"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    assert cli(["predict", image, "--run", str(run), "--device", "cpu", "-o", str(link)]) == 0
+    assert link.is_symlink() and target.read_text().startswith("path,pred,confidence")  # the link stays a link
+    odd = os.fsdecode(bytes(tmp_path) + b"/r\xe9sultats.csv")  # a name that is not UTF-8
+    capsys.readouterr()
+    assert cli(["predict", image, "--run", str(run), "--device", "cpu", "-o", odd]) == 0
+    assert "r\\xe9sultats.csv" in capsys.readouterr().out and Path(odd).is_file()
+
+
+def test_a_file_name_that_is_not_utf8_is_one_line_naming_it(imagefolder, capsys):
+    bad = os.fsdecode(bytes(imagefolder / "alpha") + b"/\xe9t\xe9.png")
+    os.rename(imagefolder / "alpha" / "alpha_0.png", bad)
+    assert cli(["manifest", "--kind", "imagefolder", str(imagefolder)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "alpha/\\xe9t\\xe9.png: its file name is not valid UTF-8" in err[0]
 
 
 # --- 9. no litter, no shared temporary names ------------------------------------------------------------------
@@ -329,3 +364,26 @@ def test_weights_have_the_same_permissions_as_other_outputs(tmp_path):
     assert mode(tmp_path / "weights.safetensors") == mode(tmp_path / "train.json")
     assert mode(tmp_path / "weights.safetensors") & stat.S_IRGRP  # not 0600
 
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_gpu_asked_for_on_the_command_line_is_named_as_the_option(run, tiny_dataset, capsys):
+    image = read_manifest(tiny_dataset / "manifest.csv")["path"].iloc[0]
+    assert cli(["predict", image, "--run", str(run), "--device", "cuda"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --device is 'cuda' but no CUDA device is visible; use --device auto or cpu"
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda f: f.assign(split=f["split"].replace({"test": "Test"})), "split 'Test' is not one of train, val, test"),
+    (lambda f: f.assign(label=f["label"].where(f.index != 3, 99)), "line 5: label '99' is not a class number (classes.json has 11 classes)"),
+    (lambda f: f.assign(label=f["label"].where(f.index != 0, f["label"].iloc[-1])), "line 2: class 'ASC-H' has label 10"),
+])
+def test_a_hand_edited_manifest_is_one_line_naming_the_row(tiny_dataset, tmp_path, edit, words):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    frame = pd.read_csv(data / "manifest.csv", keep_default_na=False)
+    edit(frame).to_csv(data / "manifest.csv", index=False)
+    with pytest.raises(CvmError) as err:
+        read_manifest(data / "manifest.csv")
+    assert words in str(err.value) and str(data / "manifest.csv") in str(err.value) and "\n" not in str(err.value)

@@ -241,14 +241,22 @@ def test_a_truncated_metrics_file_is_one_line_naming_it(tmp_path):
 
     from conftest import REPO
     from cvm_cervix.errors import CvmError
-    from cvm_cervix.report import build_report
+    from cvm_cervix.report import build_report, restore_last_complete
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     results = tmp_path / "results"
     _fabricate(results, config)
+    build_report(config, tmp_path / "report.html", results)  # complete: kept under a second name too
+    complete = (tmp_path / "report.html").read_text()
+    (tmp_path / "report.html").unlink()  # as Snakemake removes a job's outputs before running it
     metrics = results / "runs" / "synthetic_combined" / "resnet18" / "none" / "seed0" / "metrics.json"
     metrics.write_text(metrics.read_text()[:40])
     with pytest.raises(CvmError) as err:
         build_report(config, tmp_path / "report.html", results)
     assert str(metrics) in str(err.value) and "is not valid JSON" in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "report.html").exists()
+    # the failure handler puts the last complete report back, dated so that the next run rebuilds it
+    assert restore_last_complete(tmp_path / "report.html", older_than=1_000_000)
+    assert (tmp_path / "report.html").read_text() == complete
+    assert (tmp_path / "report.html").stat().st_mtime == 1_000_000
+    assert not restore_last_complete(tmp_path / "report.html")  # never over a report that is there

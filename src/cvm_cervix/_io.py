@@ -65,8 +65,30 @@ def partial_path(path: str | os.PathLike) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    A ``path`` that is a symbolic link keeps its link: its target is written (atomically, beside the
+    target). One that is not a regular file (a FIFO a reader waits on, ``/dev/stdout``) is written
+    through once the temporary file is complete, never replaced by a regular file.
+    """
     path = Path(path)
+    if path.is_symlink() and path.resolve().parent.is_dir():
+        with atomic_path(path.resolve()) as tmp:
+            yield tmp
+        return
+    if path.exists() and not path.is_file():
+        import tempfile
+
+        fd, name = tempfile.mkstemp(suffix=path.suffix)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            yield tmp
+            with open(tmp, "rb") as source, open(path, "wb") as sink:
+                shutil.copyfileobj(source, sink)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(path)
     tmp = partial_path(path)
@@ -109,35 +131,54 @@ def read_json(path: str | os.PathLike) -> Any:
                        "workflow again to remake it") from None
 
 
-def read_table(path: str | os.PathLike, text: tuple[str, ...] = ("path", "class", "label", "pred")) -> "pd.DataFrame":
-    """A CSV the workflow wrote, read back exactly: the ``text`` columns (names of images and classes)
-    as strings, and no value taken for missing (pandas would read a class named ``NA``, ``None`` or
-    ``null`` as missing, and classes ``0``/``1`` as numbers, so names would no longer match)."""
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _escape(value):
+    # A text cell a spreadsheet would run as a formula gets a leading "'" (OWASP's advice against CSV
+    # injection); one that starts with "'" gets another, so reading back (read_table) is exact.
+    return f"'{value}" if isinstance(value, str) and value[:1] in (*FORMULA_START, "'") else value
+
+
+def _unescape(value):
+    return value[1:] if isinstance(value, str) and value[:1] == "'" else value
+
+
+def _text_columns(frame):
     import pandas as pd
 
-    header = pd.read_csv(path, nrows=0).columns
-    return pd.read_csv(path, keep_default_na=False, na_values=[],
-                       dtype={c: str for c in header if c in text or c.endswith("_shared")})
+    return [c for c in frame.columns if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c])]
 
 
 def spreadsheet_safe(frame) -> "pd.DataFrame":
-    """``frame`` for a CSV that people open in a spreadsheet: a text cell starting with ``=``, ``+``,
-    ``-``, ``@`` (or a tab or carriage return) would run as a formula there, so it gets a leading ``'``
-    (OWASP's advice for CSV injection). Numbers are left as they are; only files for people use this,
-    never a CSV the workflow reads back."""
-    def safe(value):
-        return f"'{value}" if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+    """``frame`` with every text cell that would start a spreadsheet formula (``=``, ``+``, ``-``, ``@``,
+    a tab or carriage return) neutralised by a leading ``'``; numbers are left as they are. Every CSV
+    the workflow writes goes through it (:func:`write_csv`), and :func:`read_table` undoes it."""
+    frame = frame.copy()
+    for column in _text_columns(frame):
+        frame[column] = frame[column].map(_escape)
+    return frame
 
+
+def read_table(path: str | os.PathLike, text: tuple[str, ...] = ("path", "class", "label", "pred")) -> "pd.DataFrame":
+    """A CSV the workflow wrote, read back exactly: the ``text`` columns (names of images and classes)
+    as strings, no value taken for missing (pandas would read a class named ``NA``, ``None`` or
+    ``null`` as missing, and classes ``0``/``1`` as numbers, so names would no longer match), and the
+    spreadsheet escape of :func:`spreadsheet_safe` undone."""
     import pandas as pd
 
-    return frame.apply(lambda column: column.map(safe) if column.dtype == object or pd.api.types.is_string_dtype(column)
-                       else column)
+    header = pd.read_csv(path, nrows=0).columns
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[],
+                        dtype={c: str for c in header if c in text or c.endswith("_shared")})
+    for column in _text_columns(frame):
+        frame[column] = frame[column].map(_unescape)
+    return frame
 
 
 def write_csv(path: str | os.PathLike, frame) -> None:
-    """Write a pandas DataFrame as CSV, atomically."""
+    """Write a pandas DataFrame as CSV, atomically, safe to open in a spreadsheet (:func:`spreadsheet_safe`)."""
     with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+        spreadsheet_safe(frame).to_csv(tmp, index=False)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -28,10 +28,19 @@ def _cmd_manifest(args) -> int:
     from .data import assign_splits, conversions, list_dataset, records_frame, split_counts, summarize
 
     _check_writable(args.output)
-    spec = {"kind": args.kind, "task": args.task, "layout": args.layout, "crop_size": args.crop_size}
-    workdir = Path(args.workdir) if args.workdir else Path(args.output).parent if args.output else None
-    listing = list_dataset(args.kind, args.root, spec, workdir or Path(args.root))
-    frame = records_frame(listing, Path(args.root).name, threads=args.threads)
+    spec = {"kind": args.kind, "task": args.task, "layout": args.layout, "crop_size": args.crop_size,
+            "unreadable": "skip" if args.skip_unreadable else "error"}
+    import tempfile
+
+    # CRIC crops cut from the full images: --workdir, else beside -o, else a temporary folder; never the dataset
+    scratch = tempfile.TemporaryDirectory(prefix="cvm_cervix_crops_") if not (args.workdir or args.output) else None
+    workdir = Path(args.workdir) if args.workdir else Path(args.output).parent if args.output else Path(scratch.name)
+    try:
+        listing = list_dataset(args.kind, args.root, spec, workdir)
+        frame = records_frame(listing, Path(args.root).name, threads=args.threads)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
     converted = conversions(frame)
     frame = assign_splits(frame, args.fractions, args.seed, args.split, dataset=str(args.root))
     summary = summarize(frame, listing.classes, listing.skipped, converted)
@@ -71,20 +80,39 @@ def _whole(minimum: int):
     return parse
 
 
+def shown_path(path) -> str:
+    """A path as text a terminal can print: bytes that are not UTF-8 in a file name shown as escapes."""
+    import os
+
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
 def _check_writable(path: str | None) -> None:
     """Fail before any work when ``-o`` cannot be written, instead of after it."""
     if not path:
         return
     import os
 
+    import tempfile
+
     target = Path(path)
-    folder = target.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    shown = shown_path(path)
     if target.is_dir():
-        raise CvmError(f"-o {path} is a folder; give a file name such as {target / 'out.csv'}")
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise CvmError(f"-o {path} cannot be written (no permission in {folder}); choose a writable path")
+        raise CvmError(f"-o {shown} is a folder; give a file name such as {shown_path(target / 'out.csv')}")
+    if target.exists() and not target.is_file():  # a FIFO or /dev/stdout: written through
+        if not os.access(target, os.W_OK):
+            raise CvmError(f"-o {shown} cannot be written (no permission); choose a writable path")
+        return
+    folder = target.resolve().parent if target.is_symlink() else target.parent
+    try:  # really make the folder and a file in it: permission bits say nothing to root, or under /proc
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        if target.exists() and not os.access(target, os.W_OK):
+            raise PermissionError(target)
+    except OSError as err:
+        raise CvmError(f"-o {shown} cannot be written ({err.strerror or 'no permission'} in {shown_path(folder)}); "
+                       "choose a writable path") from None
 
 
 def _image_files(inputs: list[str]) -> list[Path]:
@@ -113,7 +141,10 @@ def _cmd_predict(args) -> int:
     from .data import load_image
     from .evaluate import predictions_frame
 
+    from .engine import resolve_device
+
     _check_writable(args.output)
+    resolve_device(args.device, key="--device")  # a GPU asked for on the command line is named as such
     if args.threads:
         torch.set_num_threads(args.threads)
     predictor = Predictor(args.run, args.precision, args.device)
@@ -122,12 +153,11 @@ def _cmd_predict(args) -> int:
     probs, _ = predictor(images.to(predictor.device), args.batch_size)
     frame = predictions_frame([str(f) for f in files], probs.argmax(1), probs, predictor.classes).drop(columns="label")
     frame.insert(2, "confidence", probs.max(1))
-    frame = spreadsheet_safe(frame)  # a file for people: class names that start a formula are neutralised
     if args.output:
-        write_csv(args.output, frame)
-        print(f"{len(frame)} predictions written to {args.output} ({args.precision}, {predictor.info['model']})")
+        write_csv(args.output, frame)  # class names that would start a spreadsheet formula are neutralised
+        print(f"{len(frame)} predictions written to {shown_path(args.output)} ({args.precision}, {predictor.info['model']})")
     else:
-        frame.to_csv(sys.stdout, index=False)
+        spreadsheet_safe(frame).to_csv(sys.stdout, index=False)
     return 0
 
 
@@ -152,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=["auto", "crops", "full"], default="auto", help="cric layout")
     p.add_argument("--crop-size", type=_whole(1), default=100, help="cric full images: crop side")
     p.add_argument("--workdir", help="where cric crops cut from full images are written")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="leave out (and list) entries that cannot be read, instead of stopping at the first")
     p.add_argument("--threads", type=_whole(1), default=4)
     p.add_argument("--json", action="store_true", help="also print the summary as JSON")
     p.set_defaults(func=_cmd_manifest)

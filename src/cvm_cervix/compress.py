@@ -97,10 +97,16 @@ def _quantize_static(model: torch.nn.Module, img_size: int, calibration: np.ndar
         except Exception as err:  # some graphs do not pass the optimiser; quantise them as exported
             log.warning("ONNX pre-processing skipped (%s)", str(err).splitlines()[0] if str(err) else err)
             prepared = fp32
+        import onnx
+
+        # The final softmax stays float: quantised, its output comes in steps of 1/255 and rows do not
+        # sum to one, so the confidence and any curve drawn from it would be coarse and no distribution.
+        softmax = [n.name for n in onnx.load(str(prepared), load_external_data=False).graph.node if n.op_type == "Softmax"]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quantize_static(str(prepared), str(path), _Calibration(calibration), quant_format=QuantFormat.QDQ,
-                            per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+                            per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                            nodes_to_exclude=softmax)
 
 
 def export(run_dir: str | os.PathLike, precision: str, out_dir: str | os.PathLike,

@@ -12,7 +12,7 @@ import torch
 from .errors import CvmError
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: str = "auto", key: str = "train.device") -> torch.device:
     """The torch device of ``train.device``; on CUDA, float32 is IEEE float32 from here on.
 
     PyTorch lets cuDNN convolutions run float32 in TF32 (10-bit mantissa) on Ampere and later by
@@ -22,7 +22,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CvmError("train.device is 'cuda' but no CUDA device is visible; use device: auto or cpu")
+        fix = "--device auto or cpu" if key.startswith("--") else f"{key}: auto or cpu"
+        raise CvmError(f"{key} is {name!r} but no CUDA device is visible; use {fix}")
     if name.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False

@@ -485,7 +485,38 @@ def build_report(config: dict, out_html: str | os.PathLike, results: str | os.Pa
         tmp.write_text(html, encoding="utf-8")
     if files_dir is not None:
         write_report_files(context, Path(files_dir))
+    if context["incomplete"] is None:  # a second name for it, which outlives Snakemake removing the output
+        last = last_complete(out_html)
+        last.unlink(missing_ok=True)
+        _link_or_copy(out_html, last)
     return context
+
+
+def _link_or_copy(source, target) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links
+        import shutil
+
+        shutil.copy2(source, target)
+
+
+def last_complete(out_html: str | os.PathLike) -> Path:
+    """Where the last complete report is kept (a hard link beside it, no copy)."""
+    return Path(out_html).with_name(f".{Path(out_html).stem}.last_complete.html")
+
+
+def restore_last_complete(out_html: str | os.PathLike, older_than: float | None = None) -> bool:
+    """Put the last complete report back where a failed report job left none (Snakemake removes a
+    job's outputs before it runs it). Dated ``older_than`` (the oldest input), the next run rebuilds
+    it. Returns whether there was one to restore."""
+    out_html, last = Path(out_html), last_complete(out_html)
+    if out_html.exists() or not last.is_file():
+        return False
+    _link_or_copy(last, out_html)
+    if older_than is not None:
+        os.utime(out_html, (older_than, older_than))
+    return True
 
 
 def _missing_text(failure: dict, seeds: list[int] | None = None) -> str:

@@ -258,27 +258,31 @@ def report_inputs(wildcards):
 def incomplete_report():
     """After a failed job (with --keep-going: once every job that does not depend on it has run), the
     report of everything that finished, each missing result named with its rule, log and error line."""
-    from cvm_cervix.report import build_report
+    from cvm_cervix.report import build_report, restore_last_complete
 
+    # Snakemake does not look behind an output that is newer than every input it has (a missing input
+    # of an existing output never reruns it), so an incomplete report is dated just before the oldest
+    # input it was made from: the next run of the same command sees it out of date, makes what is
+    # missing and replaces it with the complete report.
+    inputs = [Path(f) for files in report_inputs(None).values() for f in files if Path(f).exists()]
+    oldest = min(f.stat().st_mtime for f in inputs) - 1 if inputs else None
     try:
         context = build_report(
             as_dict(config), f"{RESULTS}/report.html", results=RESULTS, files_dir=f"{RESULTS}/report_files",
             configfiles=[str(f) for f in workflow.configfiles], workflow_dir=workflow.basedir,
             benchmarks=[f for f in benchmark_files() if Path(f).is_file()],
         )
-    except Exception as err:  # the report itself failed: say so, keep the error of the failed job in front
-        print(f"error: the incomplete report could not be written ({type(err).__name__}: {err}); "
-              f"see {RESULTS}/{LOGS['report']}", file=sys.stderr)
+    except Exception as err:  # the report itself failed: say so, and keep the last complete report
+        kept = restore_last_complete(f"{RESULTS}/report.html", oldest)
+        print(f"error: the report could not be written ({type(err).__name__}: {err}); see {RESULTS}/{LOGS['report']}"
+              + (f"; {RESULTS}/report.html is the last complete report, from before" if kept else ""), file=sys.stderr)
         return
     gap = context["incomplete"]
-    # Snakemake does not look behind an output that is newer than every input it has (a missing input
-    # of an existing output never reruns it), so the incomplete report is dated just before the oldest
-    # input it was made from: the next run of the same command sees it out of date, makes what is
-    # missing and replaces it with the complete report.
-    inputs = [Path(f) for files in report_inputs(None).values() for f in files if Path(f).exists()]
     if gap and inputs:
-        stamp = min(f.stat().st_mtime for f in inputs) - 1
-        os.utime(f"{RESULTS}/report.html", (stamp, stamp))
+        os.utime(f"{RESULTS}/report.html", (oldest, oldest))
+    elif gap:  # nothing it needs was made (every dataset failed): a report of nothing would never be rebuilt
+        Path(f"{RESULTS}/report.html").unlink(missing_ok=True)
+        print(f"\nno report was written: nothing it needs was made", file=sys.stderr)
     if gap:
         print(f"\n{RESULTS}/report.html is INCOMPLETE: {gap['runs_missing']} of {gap['runs_total']} training runs "
               f"missing, {len(gap['failures'])} result(s) in all; each is named there with the job that failed, its log "

@@ -8,8 +8,10 @@ Adapters only list files; reading and checking the images happens once, in the m
 from __future__ import annotations
 
 import csv
+import io
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -74,9 +76,42 @@ def list_dataset(kind: str, root: str | Path, spec: dict | None = None, workdir:
     if not root.is_dir():
         raise CvmError(f"dataset root {root} does not exist or is not a folder; point 'root' at the unpacked dataset")
     listing = _ADAPTERS[kind](root, dict(spec or {}), Path(workdir or root))
+    bad = [(path, reason) for path, reason in listing.skipped if reason.startswith(UNREADABLE)]
+    if bad and (spec or {}).get("unreadable", "error") != "skip":
+        path, reason = bad[0]
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise CvmError(f"{shown}: {reason.removeprefix(UNREADABLE)}; {len(bad)} entr{'y' if len(bad) == 1 else 'ies'} of "
+                       f"{root} cannot be read (a checkout whose large files were never fetched?): fix or remove "
+                       "them, or set unreadable: skip to train without them (summary.json lists each)")
+    for record in listing.records:  # manifests and reports are UTF-8 text: a name that is not cannot be kept
+        try:
+            str(record["path"]).encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(str(record["path"])).decode("utf-8", "backslashreplace")
+            raise CvmError(f"{shown}: its file name is not valid UTF-8 (written in another encoding); rename it, "
+                           "e.g. with convmv -f latin1 -t utf8 --notest, and run again") from None
     if not listing.records:
         raise CvmError(f"no images found under {root} for dataset kind {kind!r}; check the folder layout (README: Datasets)")
     return listing
+
+
+def _walk_files(root: Path):
+    """Every entry under ``root`` that is not a folder, following symbolic links to folders as the
+    adapters do (each real folder once, so a link loop ends), in a stable order."""
+    seen = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(folder)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs.sort()
+        for name in sorted(files):
+            yield Path(folder, name)
 
 
 def listing_digest(root: str | os.PathLike) -> str:
@@ -89,16 +124,13 @@ def listing_digest(root: str | os.PathLike) -> str:
     if not str(root) or not root.is_dir():
         return "missing"
     digest = hashlib.sha256()
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            path = Path(folder, name)
-            try:
-                st = path.stat()
-            except OSError:  # a dangling link: listed by name only
-                st = None
-            digest.update(f"{path.relative_to(root)}\0{st.st_size if st else -1}\0{st.st_mtime_ns if st else -1}\n"
-                          .encode("utf-8", "surrogateescape"))
+    for path in _walk_files(root):  # links followed as the adapters follow them: a linked class folder counts
+        try:
+            st = path.stat()
+        except OSError:  # a dangling link: listed by name only
+            st = None
+        digest.update(f"{path.relative_to(root)}\0{st.st_size if st else -1}\0{st.st_mtime_ns if st else -1}\n"
+                      .encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 
@@ -110,16 +142,42 @@ def _is_junk(path: Path) -> str | None:
     return None
 
 
+UNREADABLE = "unreadable: "  # the reasons of entries a folder holds but that cannot be read as images
+
+
+def unreadable_reason(path: Path) -> str | None:
+    """Why the entry ``path`` (followed if it is a link) cannot be read as a file, or None if it can."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return f"{UNREADABLE}a symbolic link to {os.readlink(path)!r}, which does not exist" if path.is_symlink() else \
+            f"{UNREADABLE}vanished while being listed"
+    except OSError as err:  # ELOOP, EACCES, ...
+        return f"{UNREADABLE}{err.strerror or err} (a symbolic link loop?)" if path.is_symlink() else f"{UNREADABLE}{err}"
+    if stat.S_ISDIR(st.st_mode):
+        if any(f.suffix.lower() in IMAGE_EXTENSIONS for f in _walk_files(path)):
+            return f"{UNREADABLE}a folder of images inside a class folder (its images are not read); move them up"
+        return "a folder without images"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{UNREADABLE}not a regular file (a FIFO, socket or device)"
+    if not os.access(path, os.R_OK):
+        return f"{UNREADABLE}no permission to read it"
+    return None
+
+
 def _class_folder(folder: Path, cls: str, skipped: list, group=None, exclude=None) -> list[dict]:
+    """The images of one class folder. Every other entry is recorded in ``skipped`` with its reason
+    (an unreadable one with :data:`UNREADABLE`, which :func:`list_dataset` refuses unless allowed)."""
     records = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+    for path in sorted(folder.iterdir()):
         if exclude is not None and exclude(path):
             continue
-        reason = _is_junk(path)
+        reason = unreadable_reason(path) or _is_junk(path)
         if reason:
             skipped.append((str(path), reason))
             continue
-        records.append({"path": str(path.resolve()), "class": cls, "group": group(path) if group else path.stem})
+        # the path as listed (a link stays the link, so every message names what the user sees)
+        records.append({"path": os.path.abspath(path), "class": cls, "group": group(path) if group else path.stem})
     if not records:
         raise CvmError(f"class folder {folder} has no images; remove the folder or add its images")
     return records
@@ -207,12 +265,34 @@ def _cric_class(name: str) -> str:
     return CRIC_LONG_NAMES.get(name, name)
 
 
+def read_classifications(table: Path, needed: set[str]) -> list[dict]:
+    """The rows of CRIC's ``classifications.csv`` (each with its line number as ``_line``).
+
+    Saved by a spreadsheet it may start with a byte-order mark (read as UTF-8 with BOM) and use
+    semicolons: the delimiter is the one of ``,``/``;``/tab whose header holds every ``needed`` column.
+    Text that is not UTF-8 (Latin-1, say) is one line naming the file, never decoded by a guess.
+    """
+    try:
+        text = table.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise CvmError(f"{table} is not UTF-8 text (byte {err.object[err.start]:#04x} at position {err.start}); "
+                       "save it as UTF-8 (CSV UTF-8 in a spreadsheet) and run again") from None
+    header = text.splitlines()[0] if text.strip() else ""
+    delimiter = next((d for d in (",", ";", "\t") if needed <= {c.strip() for c in header.split(d)}), None)
+    if delimiter is None:
+        found = max((header.split(d) for d in (",", ";", "\t")), key=len) if header else []
+        raise CvmError(f"{table} lacks columns {sorted(needed - {c.strip() for c in found})} (its header: "
+                       f"{', '.join(c.strip() for c in found) or 'empty'}); is it CRIC's classifications.csv?")
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
+    return [{**row, "_line": i} for i, row in enumerate(reader, start=2)]
+
+
 def _cric_image_of_cell(root: Path) -> dict[str, str]:
     table = root / "classifications.csv"
     if not table.is_file():
         return {}
-    with open(table, newline="") as handle:
-        return {row["cell_id"]: row["image_id"] for row in csv.DictReader(handle)}
+    return {row["cell_id"]: row["image_id"] for row in read_classifications(table, {"cell_id", "image_id"})}
 
 
 @register_adapter("cric")
@@ -241,10 +321,19 @@ def _cric(root: Path, spec: dict, workdir: Path) -> Listing:
 def _cric_coordinate(row: dict, key: str, line: str, size: int) -> int:
     """A 1-based pixel coordinate inside an image of ``size`` pixels along that axis."""
     value = str(row.get(key) or "").strip()
-    if not value.isdigit() or not 1 <= int(value) <= size:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= size:
         raise CvmError(f"{line}: {key} {value!r} is not a whole pixel coordinate between 1 and {size}; "
                        "correct the row or remove it")
     return int(value)
+
+
+def out_of(path: Path, folder: Path) -> bool:
+    """``path`` is not inside ``folder`` (the crops an earlier listing wrote are not images of the set)."""
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return True
+    return False
 
 
 def _cric_full(root: Path, crop: int, workdir: Path) -> Listing:
@@ -253,20 +342,31 @@ def _cric_full(root: Path, crop: int, workdir: Path) -> Listing:
     table = root / "classifications.csv"
     if not table.is_file():
         raise CvmError(f"{table} not found; the full-image CRIC layout needs classifications.csv beside the images")
-    with open(table, newline="") as handle:
-        rows = [{**row, "_line": i} for i, row in enumerate(csv.DictReader(handle), start=2)]
     needed = {"image_filename", "cell_id", "bethesda_system", "nucleus_x", "nucleus_y", "image_id"}
-    if not rows or needed - set(rows[0]):
-        raise CvmError(f"{table} lacks columns {sorted(needed - set(rows[0] if rows else {}))}; is it CRIC's classifications.csv?")
-    files = {p.name: p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")}
+    rows = read_classifications(table, needed)
+    if not rows:
+        raise CvmError(f"{table} has no rows; is it CRIC's classifications.csv?")
+    files: dict[str, list[Path]] = {}
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and out_of(p, workdir):
+            files.setdefault(p.name, []).append(p)
     out = workdir / "crops"
-    records, by_image = [], {}
+    records, by_image, seen = [], {}, {}
     for row in rows:
+        key = (row["image_filename"], row["cell_id"])  # a cell is its image and its id, never the id alone
+        if key in seen:
+            raise CvmError(f"{table} lines {seen[key]} and {row['_line']} both describe cell {row['cell_id']!r} of "
+                           f"image {row['image_filename']!r}; remove the duplicate row")
+        seen[key] = row["_line"]
         by_image.setdefault(row["image_filename"], []).append(row)
     for filename, cells in sorted(by_image.items()):
         if filename not in files:
             raise CvmError(f"{table} names image {filename!r}, which is not under {root}; download the full CRIC image set")
-        pixels, _ = decode_rgb(files[filename])
+        if len(files[filename]) > 1:
+            raise CvmError(f"{table} names image {filename!r}, and {root} holds {len(files[filename])} files of that "
+                           f"name ({', '.join(map(str, files[filename][:3]))}); keep one, so every cell is cut from "
+                           "the image it was marked on")
+        pixels, _ = decode_rgb(files[filename][0])
         half = crop // 2
         padded = np.pad(pixels, ((half, crop), (half, crop), (0, 0)))  # zero padding past the edges
         for row in cells:
@@ -276,11 +376,11 @@ def _cric_full(root: Path, crop: int, workdir: Path) -> Listing:
             x, y = (_cric_coordinate(row, key, line, size) - 1  # 1-based in the CSV
                     for key, size in (("nucleus_x", pixels.shape[1]), ("nucleus_y", pixels.shape[0])))
             cell = padded[y:y + crop, x:x + crop]
-            path = out / cls / f"{cell_id}.png"
-            if not path.is_file():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_path(path) as tmp:
-                    Image.fromarray(cell).save(tmp, format="PNG")
+            image = safe_component(Path(filename).stem, f"{line}: image_filename")
+            path = out / cls / f"{image}__{cell_id}.png"  # keyed by image and cell; cut again every time (the CSV may
+            path.parent.mkdir(parents=True, exist_ok=True)  # have moved a cell since), written atomically
+            with atomic_path(path) as tmp:
+                Image.fromarray(cell).save(tmp, format="PNG")
             records.append({"path": str(path.resolve()), "class": cls, "group": f"image{row['image_id']}"})
     present = {r["class"] for r in records}
     classes = [c for c in CRIC_CLASSES if c in present] + sorted(present - set(CRIC_CLASSES))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -127,7 +128,8 @@ def assign_splits(frame: pd.DataFrame, fractions=(0.6, 0.2, 0.2), seed: int = 0,
             raise CvmError(
                 f"class {cls!r} of dataset {dataset!r} has too few images ({n}) to give each of "
                 f"train/val/test at least one{' (whole source images are kept together)' if method == 'grouped' else ''}; "
-                "add images, drop the class, or use split: stratified"
+                + ("add images, drop the class, or use split: stratified" if method == "grouped"
+                   else "add images or drop the class (each split needs one image of it)")
             )
     return frame[COLUMNS]
 
@@ -191,6 +193,30 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     missing = set(COLUMNS) - set(frame.columns)
     if missing:
         raise CvmError(f"manifest {path} lacks columns {sorted(missing)}; delete it and run prepare again")
+    redo = "delete it and run prepare again (or correct the row)"
+    splits = ~frame["split"].isin(SPLITS)
+    if splits.any():
+        row = int(np.flatnonzero(splits)[0])
+        raise CvmError(f"manifest {path} line {row + 2}: split {frame['split'].iloc[row]!r} is not one of "
+                       f"{', '.join(SPLITS)}; {redo}")
+    labels = pd.to_numeric(frame["label"], errors="coerce")
+    classes_file = Path(path).with_name("classes.json")
+    classes = json.loads(classes_file.read_text(encoding="utf-8")) if classes_file.is_file() else None
+    bad = labels.isna() | (labels % 1 != 0) | (labels < 0)
+    if classes is not None:
+        bad |= labels >= len(classes)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        within = f" (classes.json has {len(classes)} classes)" if classes is not None else ""
+        raise CvmError(f"manifest {path} line {row + 2}: label {str(frame['label'].iloc[row])!r} is not a class number"
+                       f"{within}; {redo}")
+    frame["label"] = labels.astype(int)
+    if classes is not None:
+        wrong = frame["class"] != frame["label"].map(lambda i: classes[i])
+        if wrong.any():
+            row = int(np.flatnonzero(wrong)[0])
+            raise CvmError(f"manifest {path} line {row + 2}: class {frame['class'].iloc[row]!r} has label "
+                           f"{frame['label'].iloc[row]}, which classes.json calls {classes[frame['label'].iloc[row]]!r}; {redo}")
     return frame
 
 
