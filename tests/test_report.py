@@ -220,11 +220,12 @@ def test_a_failed_job_is_named_and_marked_wherever_its_result_is_needed(tmp_path
     vgg = next(r for r in comparison["rows"] if r["model"] == "vgg19")
     assert vgg["missing"]["rule"] == "train" and "test" not in vgg and vgg["paper_test"]["accuracy"] > 0
     assert len(comparison["rows"]) == 23  # the row stays, marked; the table is never silently shorter
-    assert comparison["stats_missing"]["rule"] == "train"
+    assert comparison["stats_missing"]["rule"] == "train" and comparison["not_plotted"] == ["VGG19"]
     section = html[html.index("Comparison with 22 models"):]
     section = section[:section.index("<h3>", 10)]
     assert section.count('<tr class="missing"><td class="l">VGG19</td>') == 2  # validation and test
     assert "Statistics of this experiment: <span class=\"tag\">missing</span> rule <code>train</code>" in section
+    assert "Not in the plot, every seed missing (see the tables): VGG19." in section
     cost = html[html.index('id="cost"'):html.index('id="runs"')]
     assert cost.count('class="missing"') == 1
     assert "ONNX export failed" in html[html.index('id="compression"'):]

@@ -404,6 +404,8 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
                             "paper": exp.get("paper"), "synthetic": exp["dataset"] in synthetic_sets,
                             "seeds": seeds, "first_seed": first_seed, "rows": rows, "comparisons": comparisons,
                             "stats_missing": status["stats"][exp_name].as_dict() if exp_name in status["stats"] else None,
+                            "not_plotted": [r["paper_name"] + ("" if r["augment"] == "none" else f" · {r['augment']}")
+                                            for r in rows if "test" not in r],
                             "figure": experiment_figure(done, f"Test accuracy: {title}", bool(exp.get("paper")))
                             if done else "",
                             "curve": learning_curve(config, exp, done, first_seed, f"Learning curve: {title}")
