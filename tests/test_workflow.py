@@ -514,4 +514,4 @@ def test_only_one_model_of_one_experiment_is_planned_and_reported_alone(tmp_path
     assert counts["train"] == 2 and counts["evaluate"] == 2 and counts["stats"] == 1 and counts["report"] == 1
     assert "compress_onnx" not in counts and "transfer_predict" not in counts and "analyse" not in counts
     bad = snakemake(tmp_path, "-n", "--configfile", path, "--config", "only=comparison/vgg19", check=False)
-    assert bad.returncode != 0 and "experiment 'comparison' has no model 'vgg19'" in bad.stderr
+    assert bad.returncode != 0 and "experiment 'comparison' has no model 'vgg19'" in bad.stdout + bad.stderr
