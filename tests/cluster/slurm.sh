@@ -44,7 +44,7 @@ SlurmdPidFile=$STATE/slurmd.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
 SlurmdLogFile=$STATE/log/slurmd.log
 ReturnToService=2
-MinJobAge=600
+MinJobAge=3600
 KillWait=30
 SlurmdTimeout=60
 NodeName=$HOST CPUs=$cpus RealMemory=$mem Gres=gpu:1 State=UNKNOWN
