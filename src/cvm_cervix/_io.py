@@ -131,6 +131,12 @@ def read_json(path: str | os.PathLike) -> Any:
                        "workflow again to remake it") from None
 
 
+def shown_path(path) -> str:
+    """A path as text a terminal and a UTF-8 file can hold: bytes of a file name that are not UTF-8
+    shown as escapes (``\\xe9``)."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 

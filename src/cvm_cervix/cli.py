@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from ._io import shown_path
 from .errors import CvmError
 
 
@@ -78,13 +79,6 @@ def _whole(minimum: int):
         return value
 
     return parse
-
-
-def shown_path(path) -> str:
-    """A path as text a terminal can print: bytes that are not UTF-8 in a file name shown as escapes."""
-    import os
-
-    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
 
 
 def _check_writable(path: str | None) -> None:

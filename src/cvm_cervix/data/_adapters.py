@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from .._io import atomic_path, safe_component
+from .._io import atomic_path, safe_component, shown_path
 from ..errors import CvmError
 from ._cache import decode_rgb
 
@@ -79,7 +79,7 @@ def list_dataset(kind: str, root: str | Path, spec: dict | None = None, workdir:
     bad = [(path, reason) for path, reason in listing.skipped if reason.startswith(UNREADABLE)]
     if bad and (spec or {}).get("unreadable", "error") != "skip":
         path, reason = bad[0]
-        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        shown = shown_path(path)
         raise CvmError(f"{shown}: {reason.removeprefix(UNREADABLE)}; {len(bad)} entr{'y' if len(bad) == 1 else 'ies'} of "
                        f"{root} cannot be read (a checkout whose large files were never fetched?): fix or remove "
                        "them, or set unreadable: skip to train without them (summary.json lists each)")
@@ -87,7 +87,7 @@ def list_dataset(kind: str, root: str | Path, spec: dict | None = None, workdir:
         try:
             str(record["path"]).encode("utf-8")
         except UnicodeEncodeError:
-            shown = os.fsencode(str(record["path"])).decode("utf-8", "backslashreplace")
+            shown = shown_path(record["path"])
             raise CvmError(f"{shown}: its file name is not valid UTF-8 (written in another encoding); rename it, "
                            "e.g. with convmv -f latin1 -t utf8 --notest, and run again") from None
     if not listing.records:
