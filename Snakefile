@@ -40,5 +40,5 @@ onerror:
 
 rule all:
     input:
-        f"{RESULTS}/report.html",
+        P("report"),
     default_target: True

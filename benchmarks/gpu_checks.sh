@@ -3,8 +3,10 @@
 #   bash benchmarks/gpu_checks.sh [OUT_DIR]
 # 1. tests/test_cuda.py: training in float32 and mixed precision, evaluation, fp16/bf16 artifacts and
 #    device slots on the GPU;
-# 2. benchmarks/gpu.py: the training loops, inference, K runs sharing the GPU, the paper's GPU-hours;
-# 3. the embedded default workflow on CUDA (4 jobs sharing the GPU), its report and results.
+# 2. benchmarks/gpu.py: the training step eager and captured as a CUDA graph against the large-batch
+#    floor, inference, K = 1, 2, 4, 8 runs sharing the GPU, the paper's GPU-hours against its floor;
+# 3. the embedded default workflow on CUDA (4 jobs sharing the GPU), its report and results, and each
+#    job's seconds before its first training step.
 # Needs python3 with torch, torchvision, timm, numpy, pandas, safetensors, tqdm, scikit-learn, scipy,
 # onnx, onnxruntime, jinja2, pyyaml. Missing ones (snakemake, plotly, openTSNE, jsonschema) may come as
 # wheels in .whl/ (pip download on a machine with a package index); they are installed into /tmp/site.
@@ -38,6 +40,13 @@ YAML
     --configfile config/config.yaml /tmp/cuda.yaml > "$OUT/workflow.log" 2>&1
   echo "workflow exit $? after $(( $(date +%s) - start )) s"; tail -5 "$OUT/workflow.log"
   cp results/report.html "$OUT/" 2>/dev/null
+  python3 - <<'PY' | tee "$OUT/first_step.txt"
+import json, pathlib
+rows = [json.loads(p.read_text()) for p in sorted(pathlib.Path("results/runs").glob("*/*/*/seed*/train.json"))]
+for r in rows:
+    print(f"{r['dataset']}/{r['model']}/{r['augment']} seed {r['seed']}: first step after {r.get('first_step_seconds') or 0:.1f} s, "
+          f"{r['seconds_per_epoch']:.1f} s per epoch ({r.get('step', 'eager')} step)")
+PY
   (tar czf "$OUT/results.tgz" --exclude='*.safetensors' --exclude='*.onnx' --exclude='*.pt' \
     --exclude='*.npy' --exclude='*.png' results 2>/dev/null)
 else

@@ -10,7 +10,8 @@ from cvm_cervix.evaluate import evaluate_run
 
 
 def main(sm):
-    evaluate_run(Path(sm.input.weights).parent, Path(sm.input.manifest).parent,
+    evaluate_run(sm.input.info, sm.input.manifest, weights=sm.input.weights, cache=sm.input.cache,
+                 predictions_val=sm.output.val, predictions_test=sm.output.test, metrics_json=sm.output.metrics,
                  device=sm.config["train"]["device"], batch_size=sm.params.batch_size, threads=sm.threads)
 
 

@@ -10,8 +10,10 @@ from cvm_cervix.data import prepare_dataset
 
 
 def main(sm):
-    prepare_dataset(sm.wildcards.dataset, sm.params.spec, Path(sm.output.manifest).parent,
-                    root=sm.params.root or None, parts=sm.params.parts, threads=sm.threads)
+    parts = {p: getattr(sm.input, f"part_{p}") for p in sm.params.parts}  # combined: the parts' declared manifests
+    prepare_dataset(sm.wildcards.dataset, sm.params.spec, root=sm.params.root or None, parts=parts,
+                    threads=sm.threads, outputs={k: getattr(sm.output, k) for k in ("manifest", "classes", "summary",
+                                                                           "splits", "crops")})
 
 
 run_script(snakemake, main)

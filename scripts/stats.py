@@ -8,11 +8,14 @@ if importlib.util.find_spec("cvm_cervix") is None:  # a checkout used without `p
 from cvm_cervix._io import write_json
 from cvm_cervix._snakemake import run_script
 from cvm_cervix.analysis import experiment_stats
+from cvm_cervix.labels import abnormal_classes, paper_abnormal_classes
 
 
 def main(sm):
     a = sm.params.analysis
-    stats = experiment_stats(sm.params.runs, a["reference"], a["abnormal_classes"], a["bootstrap"])
+    stats = experiment_stats(sm.params.runs, a["reference"], abnormal_classes(a), a["bootstrap"],
+                             operating_points=a["operating_points"], calibration_bins=a["calibration_bins"],
+                             paper_abnormal=paper_abnormal_classes())
     write_json(sm.output.stats, stats)
 
 

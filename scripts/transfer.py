@@ -10,8 +10,9 @@ from cvm_cervix.transfer import transfer_predict
 
 
 def main(sm):
-    transfer_predict(Path(sm.input.info).parent, Path(sm.input.manifest).parent, sm.output.predictions,
-                     sm.params.mapping, sm.params.mapping_name, device=sm.config["train"]["device"],
+    transfer_predict(sm.input.info, sm.input.manifest, sm.output.predictions, sm.params.mapping,
+                     sm.params.mapping_name, weights=sm.input.weights, cache=sm.input.cache,
+                     classes=sm.input.classes, device=sm.config["train"]["device"],
                      batch_size=sm.params.batch_size, threads=sm.threads)
 
 

@@ -187,12 +187,16 @@ def test_pbc_leaves_junk_out_and_reports_it(tmp_path):
     assert len(list_dataset("pbc", root / "PBC_dataset_normal_DIB").records) == 9  # either folder works
 
 
-def test_combined_pools_sipakmed_and_cric_in_the_papers_order(tmp_path):
-    make_sipakmed(tmp_path / "sip", clusters=2, cells=2)
-    crops = tmp_path / "cric"
+def make_cric_crops(crops: Path) -> Path:
     for cls in ["ASC-H", "ASC-US", "SCC", "HSIL", "LSIL", "NILM"]:
         for i in range(4):
             write_image(crops / cls / f"{i}.png", seed=hash(cls) % 1000 + i)
+    return crops
+
+
+def test_combined_pools_sipakmed_and_cric_in_the_papers_order(tmp_path):
+    make_sipakmed(tmp_path / "sip", clusters=2, cells=2)
+    crops = make_cric_crops(tmp_path / "cric")
     prepare_dataset("sipakmed", {"kind": "sipakmed"}, tmp_path / "d" / "sipakmed", root=tmp_path / "sip")
     prepare_dataset("cric", {"kind": "cric"}, tmp_path / "d" / "cric", root=crops)
     summary = prepare_dataset("combined", {"kind": "combined", "parts": ["sipakmed", "cric"]}, tmp_path / "d" / "combined",
@@ -314,3 +318,53 @@ def test_a_broken_image_behind_a_link_is_named_by_the_link(imagefolder, tmp_path
     (imagefolder / "beta" / "linked.png").symlink_to(target)
     with pytest.raises(CvmError, match=f"^{imagefolder / 'beta' / 'linked.png'}: cannot be read as an image"):
         prepare_dataset("f", {"kind": "imagefolder"}, tmp_path / "out", root=imagefolder, threads=1)
+
+
+def test_a_split_file_reproduces_a_split_elsewhere_and_a_mismatch_is_refused_by_name(tmp_path, imagefolder):
+    """splits.csv of one results folder gives another (other seed, other dataset name, the images copied
+    elsewhere) the same split; missing, extra and changed images are each named."""
+    import shutil
+
+    first = tmp_path / "a" / "data" / "folder"
+    prepare_dataset("folder", {"kind": "imagefolder", "split_seed": 1}, first, root=imagefolder)
+    splits = pd.read_csv(first / "splits.csv")
+    assert list(splits.columns) == ["dataset", "path", "sha256", "class", "split"]
+    assert splits["path"].iloc[0] == "alpha/alpha_0.png" and len(splits) == 30
+    copy = tmp_path / "copy"
+    shutil.copytree(imagefolder, copy)
+    second = tmp_path / "b" / "data" / "lab2"
+    prepare_dataset("lab2", {"kind": "imagefolder", "split_seed": 7, "split_file": str(first / "splits.csv")}, second,
+                    root=copy)
+    a, b = read_manifest(first / "manifest.csv"), read_manifest(second / "manifest.csv")
+    assert (a["split"] == b["split"]).all() and list(b["sha256"]) == list(a["sha256"])
+    drawn = tmp_path / "c"
+    prepare_dataset("folder", {"kind": "imagefolder", "split_seed": 7}, drawn, root=copy)
+    assert not (read_manifest(drawn / "manifest.csv")["split"] == a["split"]).all()  # seed 7 alone draws another
+
+    (copy / "beta" / "beta_3.png").unlink()
+    write_image(copy / "gamma" / "new.png", seed=999)
+    write_image(copy / "alpha" / "alpha_2.png", seed=555)  # same name, other pixels
+    with pytest.raises(CvmError) as err:
+        prepare_dataset("lab2", {"kind": "imagefolder", "split_file": str(first / "splits.csv")}, tmp_path / "d", root=copy)
+    message = str(err.value)
+    assert "does not match the images of dataset 'lab2'" in message
+    assert "in the file but not among the images: 1 (first: beta/beta_3.png)" in message
+    assert "among the images but not in the file: 1 (first: gamma/new.png)" in message
+    assert "changed: 1 (first: alpha/alpha_2.png, its content (sha256) differs)" in message
+    assert not (tmp_path / "d" / "manifest.csv").exists()
+
+
+def test_a_combined_sets_split_file_names_its_parts(tmp_path):
+    make_sipakmed(tmp_path / "sip", clusters=2, cells=2)
+    crops = make_cric_crops(tmp_path / "cric")
+    d = tmp_path / "d"
+    prepare_dataset("sipakmed", {"kind": "sipakmed"}, d / "sipakmed", root=tmp_path / "sip")
+    prepare_dataset("cric", {"kind": "cric"}, d / "cric", root=crops)
+    parts = {"sipakmed": d / "sipakmed", "cric": d / "cric"}
+    prepare_dataset("combined", {"kind": "combined", "parts": list(parts), "split_seed": 3}, d / "combined", parts=parts)
+    table = pd.read_csv(d / "combined" / "splits.csv")
+    assert set(table["dataset"]) == {"sipakmed", "cric"} and "ASC-H/0.png" in set(table["path"])
+    again = tmp_path / "again"
+    prepare_dataset("combined", {"kind": "combined", "parts": list(parts), "split_file": str(d / "combined" / "splits.csv")},
+                    again, parts=parts)
+    assert (read_manifest(again / "manifest.csv")["split"] == read_manifest(d / "combined" / "manifest.csv")["split"]).all()

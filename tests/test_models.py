@@ -31,6 +31,24 @@ def test_every_model_builds_and_runs_forward(name):
     assert torch.allclose(model.head(feats), logits, atol=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", model_names())
+def test_every_parameter_of_every_model_gets_a_finite_gradient(name):
+    """One training step's backward pass (as timm tests its models): a parameter left without a gradient
+    would silently never train, a non-finite one would wreck the run."""
+    torch.manual_seed(0)
+    size = max(32, get_model_spec(name).min_img_size)
+    model = create_model(name, num_classes=5, img_size=size).train()
+    x = torch.rand(3, 3, size, size)
+    loss = torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 3, 4]))
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"{len(missing)} parameters get no gradient, first {missing[:3]}"
+    bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    assert not bad, f"non-finite gradients in {bad[:3]}"
+    assert any(p.grad.abs().sum() > 0 for p in model.head.parameters())
+
+
 def test_cvm_cervix_is_xception_deit_fusion_with_gelu_mlp():
     model = create_model("cvm_cervix", num_classes=11, img_size=32)
     assert model.num_features == 2048 + 192
@@ -128,7 +146,8 @@ def test_a_trained_run_is_rebuilt_with_the_normalisation_it_recorded(tiny_datase
     import json
 
     from cvm_cervix.models import IMAGENET, input_normalizations
-    from cvm_cervix.train import load_trained, train_run
+    from cvm_cervix.run import load_trained
+    from cvm_cervix.train import train_run
 
     info = train_run("cvm_cervix", tiny_dataset, tmp_path, img_size=32, epochs=1, threads=2, progress=False)
     assert info["normalization"]["cnn"]["mean"] == [0.5] * 3 and info["normalization"]["vt"] == IMAGENET

@@ -23,7 +23,8 @@ from cvm_cervix.cli import main as cli
 from cvm_cervix.data import build_cache, list_dataset, load_image, prepare_dataset, read_manifest
 from cvm_cervix.errors import CvmError
 from cvm_cervix.models import create_model
-from cvm_cervix.train import load_trained, save_weights, train_run
+from cvm_cervix.run import load_trained, save_weights
+from cvm_cervix.train import train_run
 
 MODEL = "shufflenet_v2_x0_5"
 

@@ -98,7 +98,7 @@ def _fabricate(results, config, seed=0):
                                   for i, c in enumerate(classes)},
                     "confusion": cm.tolist(), "ms_per_image": 1.5}
         (folder / "metrics.json").write_text(json.dumps({
-            "model": run.model, "dataset": run.dataset, "augment": run.augment, "seed": run.seed, "classes": classes,
+            "model": run.model, "dataset": run.dataset, "augment": run.recipe, "seed": run.seed, "classes": classes,
             "val": split_metrics(), "test": split_metrics(), "size_mb": 120.0, "params": 31_000_000, "device": "cuda:0"}))
         (folder / "train.json").write_text(json.dumps({
             "params": 31_000_000, "seconds_per_epoch": 2.0, "total_seconds": 200.0, "device": "cuda:0",
@@ -107,13 +107,32 @@ def _fabricate(results, config, seed=0):
         pd.DataFrame({"epoch": epochs, "train_loss": 1 / epochs, "train_acc": 1 - 1 / epochs, "val_loss": 1 / epochs,
                       "val_acc": 1 - 1 / epochs, "seconds": 2.0}).to_csv(folder / "history.csv", index=False)
         (folder / "weights.safetensors").write_bytes(b"\0" * 1000)
+    diagnostics = {}  # one run's ROC/PR, calibration and operating points per dataset, from random predictions
+    for name, classes in classes_of.items():
+        from cvm_cervix.diagnostics import diagnose
+        from cvm_cervix.labels import paper_abnormal_classes
+
+        def frame(n):
+            labels = rng.integers(0, len(classes), n)
+            probs = rng.dirichlet(np.ones(len(classes)), n) * 0.5 + 0.5 * np.eye(len(classes))[labels]
+            out = pd.DataFrame({"path": [f"{i}.png" for i in range(n)], "label": [classes[i] for i in labels],
+                                "pred": [classes[i] for i in probs.argmax(1)]})
+            for i, c in enumerate(classes):
+                out[f"prob_{c}"] = probs[:, i]
+            return out
+
+        abnormal = [c for c in classes if c in config.get("analysis", {}).get("abnormal_classes", ["ASC-H", "HSIL",
+                                                                                                   "Abnormal", "class1"])]
+        diagnostics[name] = diagnose(frame(400), frame(300), abnormal or [classes[-1]],
+                                     [{"specificity": 0.95}, {"sensitivity": 0.9}], 15, 30, 0, paper_abnormal_classes())
     for name, exp in config["experiments"].items():
         runs = [r for r in all_runs(config) if r.dataset == exp["dataset"] and r.model in exp["models"]
-                and r.augment in exp["augment"]]
+                and r.recipe in exp["augment"]]
         (results / "stats").mkdir(exist_ok=True)
         (results / "stats" / f"{name}.json").write_text(json.dumps({"reference": "cvm_cervix", "runs": [
-            {"model": r.model, "augment": r.augment, "seed": r.seed,
-             "bootstrap": {"accuracy": [0.85, 0.9], "f1_macro": [0.84, 0.9]}, "clinical": None, "mcnemar": None}
+            {"model": r.model, "augment": r.recipe, "seed": r.seed,
+             "bootstrap": {"accuracy": [0.85, 0.9], "f1_macro": [0.84, 0.9]}, "clinical": None, "mcnemar": None,
+             "diagnostics": diagnostics[r.dataset]}
             for r in runs]}))
         for r in runs:
             for p in exp.get("compress", []):
@@ -154,6 +173,7 @@ def _fabricate(results, config, seed=0):
 
 
 def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path):
+    import pandas as pd
     import yaml
 
     from conftest import REPO
@@ -173,6 +193,23 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     assert "cdn.plot.ly" not in html.split("</script>", 1)[1] and "<script src=" not in html
     assert html.count("<details open>") == 1 and html.count("<details>") >= 26  # run sections start collapsed
     assert {p.name for p in (tmp_path / "files").iterdir()} >= {"comparison__accuracy.html", "main__compression.csv"}
+    # for screening: ROC/PR with intervals, calibration, operating points, and the paper's Sec. 4.4 claim
+    main = next(e for e in context["experiments"] if e["name"] == "main")
+    assert main["screening"]["rows"][0]["roc_pr"]["abnormal"]["auc_ci"] is not None
+    assert "For screening: ROC, calibration and operating points" in html and "Sec. 4.4 claim" in html
+    assert [p["kind"] for p in main["screening"]["points"]] == ["specificity", "sensitivity"]
+    # every table ready to cite: CSV, LaTeX (booktabs) and Markdown, validation and test, per class
+    files = {p.name for p in (tmp_path / "files").iterdir()}
+    for stem in ("main__results", "main__results_val", "main__per_class", "main__screening", "comparison__statistics",
+                 "data__combined", "transfer__matrix"):
+        assert {f"{stem}.csv", f"{stem}.tex", f"{stem}.md"} <= files, stem
+    tex = (tmp_path / "files" / "main__screening.tex").read_text()
+    assert "\\toprule" in tex and "\\bottomrule" in tex and "CVM-Cervix" in tex
+    md = (tmp_path / "files" / "comparison__results.md").read_text().splitlines()
+    assert md[0].startswith("| model") and set(md[1]) <= set("|:- ") and len(md) == 2 + 23
+    per_class = pd.read_csv(tmp_path / "files" / "main__per_class.csv")
+    assert set(per_class["split"]) == {"val", "test"} and len(set(per_class["class"])) == 11
+    assert {"main__roc.html", "main__reliability.html"} <= files
 
 
 def test_a_failed_job_is_named_and_marked_wherever_its_result_is_needed(tmp_path):

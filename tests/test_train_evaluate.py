@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from cvm_cervix.evaluate import compute_metrics, evaluate_run, predictions_frame
-from cvm_cervix.train import expand_flip4x, load_trained, train_run
+from cvm_cervix.run import load_trained
+from cvm_cervix.train import expand_flip4x, train_run
 
 
 def test_flip4x_is_identity_rot180_hflip_vflip():
@@ -50,7 +51,9 @@ def test_training_writes_the_run(trained, tiny_dataset):
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "seconds"} <= set(history.columns)
     saved = json.loads((out / "train.json").read_text())
     assert saved["model"] == "shufflenet_v2_x0_5" and saved["num_classes"] == 11 and saved["lr"] == 1e-3
-    assert saved["train_images"] == 44 and saved["device"] == "cpu"
+    assert saved["train_images"] == 44 and saved["device"] == "cpu" and saved["step"] == "eager"
+    # the wait for the first step is measured from the job's start, and is part of the first epoch
+    assert 0 < saved["first_step_seconds"] < saved["total_seconds"]
     assert saved["params"] == sum(v.numel() for k, v in load_file(out / "weights.safetensors").items()
                                   if "running" not in k and "num_batches" not in k)
     best = int(history["val_acc"].idxmax())
@@ -166,13 +169,13 @@ def test_a_signal_mid_epoch_checkpoints_and_the_rerun_ends_identically(tiny_data
     import os
     import signal
 
-    import cvm_cervix.train as train_module
+    import cvm_cervix.step as step_module
     from cvm_cervix.errors import CvmError
 
     kwargs = dict(img_size=32, epochs=2, batch_size=8, lr=1e-3, seed=7, threads=1, progress=False)
     straight = train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / "straight", **kwargs)
 
-    real, calls = train_module.virtual_batch, []
+    real, calls = step_module.virtual_batch, []
 
     def signalled(*args, **kw):  # the signal arrives while step `after_steps` is being computed
         calls.append(1)
@@ -180,14 +183,14 @@ def test_a_signal_mid_epoch_checkpoints_and_the_rerun_ends_identically(tiny_data
             os.kill(os.getpid(), getattr(signal, signame))
         return real(*args, **kw)
 
-    monkeypatch.setattr(train_module, "virtual_batch", signalled)
+    monkeypatch.setattr(step_module, "virtual_batch", signalled)
     with pytest.raises(CvmError, match=f"stopped by {signame} in epoch {epoch} after step {step} of 6"):
         train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / "resumed", **kwargs)
     assert len(calls) == after_steps  # the step in flight finished, no further step began
     checkpoint = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
     assert checkpoint["epoch"] == epoch - 1 and checkpoint["partial"]["step"] == step  # 44 images: 6 steps of 8
     assert signal.getsignal(getattr(signal, signame)) in (signal.SIG_DFL, signal.default_int_handler)
-    monkeypatch.setattr(train_module, "virtual_batch", real)
+    monkeypatch.setattr(step_module, "virtual_batch", real)
 
     resumed = train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / "resumed", **kwargs)
     assert_same_training(tmp_path / "straight", tmp_path / "resumed")
@@ -204,3 +207,66 @@ def test_a_diverged_run_stops_at_its_first_non_finite_loss_and_writes_no_result(
     assert message.startswith("training diverged: the loss is not a finite number at epoch 1, step ")
     assert "lower train.lr" in message and "\n" not in message
     assert not (tmp_path / "weights.safetensors").exists() and not (tmp_path / "train.json").exists()
+
+
+def _reference_epoch(model, optimizer, images, labels, batches):
+    """The training loop as it was written before the step became an object: the eager reference."""
+    from cvm_cervix.engine import scale
+    from cvm_cervix.train import virtual_batch
+
+    loss_fn, loss_sum, correct = torch.nn.CrossEntropyLoss(), torch.zeros(()), torch.zeros((), dtype=torch.long)
+    for idx in batches:
+        batch, target = virtual_batch(images, labels, idx, 1, torch.device("cpu"))
+        batch = scale(batch)
+        flip = torch.rand(len(idx)) < 0.5
+        batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
+        logits = model(batch)
+        loss = loss_fn(logits.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.detach().argmax(1) == target).sum()
+    return loss_sum, correct
+
+
+def test_the_step_function_is_the_reference_loop_bit_for_bit():
+    from cvm_cervix.models import create_model
+    from cvm_cervix.step import make_step
+    from cvm_cervix.train import train_epoch
+
+    images = torch.randint(0, 255, (40, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.randint(0, 5, (40,))
+    batches = [torch.randperm(40, generator=torch.Generator().manual_seed(1))[i:i + 8] for i in range(0, 40, 8)]
+    results = []
+    for which in ("reference", "step"):
+        torch.manual_seed(0)
+        model = create_model("resnet18", 5, 32).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        torch.manual_seed(5)  # the flips' random state
+        if which == "reference":
+            sums = _reference_epoch(model, optimizer, images, labels, batches)
+        else:
+            scaler = torch.amp.GradScaler("cuda", enabled=False)
+            # cuda_graph asked for on the CPU: the eager step, said in the log
+            step = make_step(model, optimizer, scaler, images, labels, 1, torch.device("cpu"), False, mode="cuda_graph")
+            assert not step.captured and not step.drops_last()
+            loss_sum, correct, seen, done, first_bad = train_epoch(model, optimizer, scaler, images, labels, batches,
+                                                                   1, torch.device("cpu"), False, step=step)
+            assert (seen, done, int(first_bad)) == (40, 5, -1)
+            sums = (loss_sum, correct)
+        results.append((sums, {k: v.clone() for k, v in model.state_dict().items()}))
+    (ref_sums, ref_state), (sums, state) = results
+    assert torch.equal(ref_sums[0], sums[0]) and torch.equal(ref_sums[1], sums[1])
+    assert all(torch.equal(ref_state[k], state[k]) for k in ref_state)  # weights and BatchNorm statistics
+
+
+def test_a_captured_step_takes_whole_batches_only():
+    from cvm_cervix.train import TrainData
+
+    data = TrainData(torch.zeros((10, 3, 4, 4), dtype=torch.uint8), torch.zeros(10, dtype=torch.long),
+                     torch.zeros((2, 3, 4, 4), dtype=torch.uint8), np.zeros(2), 1, torch.device("cpu"), "")
+    order = torch.arange(10)
+    assert [len(s) for s in data.steps(order, 4)] == [4, 4, 2]
+    assert [len(s) for s in data.steps(order, 4, drop_last=True)] == [4, 4]
+    assert [len(s) for s in data.steps(torch.arange(9), 4)] == [4, 4]  # a batch of one: BatchNorm cannot train on it

@@ -13,7 +13,8 @@ from cvm_cervix.config import Run, all_runs, init_source, recipe, run_settings, 
 from cvm_cervix.data import CLASS_SETS
 from cvm_cervix.data._adapters import CRIC_CLASSES, HERLEV_FOLDERS, PBC_CLASSES, SIPAKMED_CLASSES
 from cvm_cervix.errors import CvmError
-from cvm_cervix.transfer import resolve_mapping, transfer_scores
+from cvm_cervix.labels import resolve_mapping
+from cvm_cervix.transfer import transfer_scores
 
 
 def default_config() -> dict:
@@ -115,7 +116,7 @@ def test_variants_are_runs_of_their_own_with_their_settings():
     config = validated(default_config())
     assert recipe("none", "default") == "none" and split_recipe("flip4x+from_combined") == ("flip4x", "from_combined")
     runs = [r for r in all_runs(config) if r.dataset == "synthetic_herlev" and r.model == "cvm_cervix"]
-    assert sorted(r.augment for r in runs) == ["flip4x", "none", "none+from_combined", "none+from_combined_f25",
+    assert sorted(r.recipe for r in runs) == ["flip4x", "none", "none+from_combined", "none+from_combined_f25",
                                                "none+random_f25"]
     run = Run("synthetic_herlev", "cvm_cervix", "none+from_combined_f25", 0)
     assert run.path == "runs/synthetic_herlev/cvm_cervix/none+from_combined_f25/seed0"
@@ -135,7 +136,7 @@ def test_the_paper_config_has_the_precision_and_finetuning_experiments():
     amp = Run("combined", "cvm_cervix", "none+amp", 0)
     assert amp in runs and Run("combined", "cvm_cervix", "none", 0) in runs
     assert run_settings(config, amp)["amp"] is True and config["train"]["amp"] is False
-    finetune = [r for r in runs if r.dataset == "herlev" and r.augment != "flip4x"]
+    finetune = [r for r in runs if r.dataset == "herlev" and r.recipe != "flip4x"]
     assert len(finetune) == 9
     assert run_settings(config, Run("herlev", "cvm_cervix", "none+random_f10", 0))["pretrained"] is False
     assert run_settings(config, Run("herlev", "cvm_cervix", "none+imagenet_f10", 0))["pretrained"] is True
@@ -157,7 +158,8 @@ def two_datasets(tmp_path_factory):
 
 
 def test_a_run_started_from_another_keeps_its_backbone(two_datasets, tmp_path):
-    from cvm_cervix.train import read_weights, train_run
+    from cvm_cervix.run import read_weights
+    from cvm_cervix.train import train_run
 
     common = dict(img_size=32, epochs=1, batch_size=8, device="cpu", progress=False, seed=0)
     source = tmp_path / "source"

@@ -90,8 +90,29 @@ def test_every_run_has_its_outputs(finished):
     assert (finished / "results" / "logs" / "train" / "syn" / "cvm_cervix_none_seed0.log").is_file()
 
 
+def test_a_split_file_of_one_results_folder_gives_another_the_same_split(finished, tmp_path):
+    """The workflow's splits.csv, given to another results folder that would draw another split (another
+    seed), reproduces the same manifest split; the statistics carry ROC, calibration and operating points."""
+    from cvm_cervix.data import read_manifest
+
+    splits = finished / "results" / "data" / "syn" / "splits.csv"
+    config = tiny_config()
+    config["datasets"]["syn"].update(split_seed=11, split_file=str(splits))
+    write_config(tmp_path, config)
+    snakemake(tmp_path, "results/data/syn/manifest.csv", "--configfile", str(tmp_path / "config.yaml"))
+    ours, theirs = (read_manifest(f / "results" / "data" / "syn" / "manifest.csv") for f in (finished, tmp_path))
+    assert list(ours["sha256"]) == list(theirs["sha256"]) and (ours["split"] == theirs["split"]).all()
+    assert json.loads((tmp_path / "results" / "data" / "syn" / "summary.json").read_text())["split_file"] == str(splits)
+
+    stats = json.loads((finished / "results" / "stats" / "main.json").read_text())
+    diag = stats["runs"][0]["diagnostics"]
+    assert 0 <= diag["calibration"]["ece"] <= 1 and diag["calibration"]["bins"] == 15
+    assert [p["kind"] for p in diag["operating_points"]] == ["specificity", "sensitivity"]
+    assert set(diag["roc_pr"]["per_class"]) == set(diag["classes"])
+
+
 def test_transfer_matrix_is_recomputed_from_the_saved_predictions(finished):
-    from cvm_cervix.transfer import NORMAL_CLASSES
+    from cvm_cervix.labels import NORMAL_CLASSES
 
     results = finished / "results"
     matrix = json.loads((results / "transfer" / "matrix.json").read_text())
@@ -332,7 +353,7 @@ def test_paper_config_fetches_every_weights_file_before_any_training(tmp_path):
     for node in trains:
         parents = [nodes[a] for a, b in edges if b == node]
         if "+from_combined" in nodes[node]:
-            assert any(p.startswith("train\\naugment: none\\n") for p in parents), (nodes[node], parents)
+            assert any(p.startswith("train\\nrecipe: none\\n") for p in parents), (nodes[node], parents)
         elif "+random" not in nodes[node]:
             assert any(p.startswith("weights\\nmodel: ") for p in parents), (nodes[node], parents)
 
@@ -406,7 +427,9 @@ def test_snakemake_report_has_every_figure_with_captions(finished):
     files = sorted(n.rsplit("/", 1)[1] for n in names if "/data/raw/" in n)
     for expected in ("report.html", "main__accuracy.html", "main__results.csv", "main__compression.html",
                      "main__tsne.html", "comparison__accuracy.html", "herlev__results.csv", "data__syn.csv",
-                     "provenance__rule_times.csv", "provenance__config.yaml"):
+                     "provenance__rule_times.csv", "provenance__config.yaml", "main__results.tex", "main__results.md",
+                     "main__results_val.csv", "main__per_class.tex", "main__screening.md", "main__roc.html",
+                     "main__reliability.html"):
         assert expected in files, expected
     assert page.count("A figure or table of the CVM-Cervix reproduction report") >= 10  # captions from report/
     assert "Reproduces Liu et al." in page  # report/workflow.rst

@@ -14,11 +14,10 @@ from scipy.stats import binomtest
 from sklearn.metrics import f1_score
 
 from ._io import atomic_path, read_json, read_table, write_csv, write_json
-from .data import load_cache, read_manifest
-from .engine import predict, resolve_device, scale, to_device_images
+from .engine import predict, scale, to_device_images
 from .errors import CvmError
 from .models import get_model_spec
-from .train import load_trained, split_arrays
+from .run import Inference
 
 log = logging.getLogger(__name__)
 
@@ -134,21 +133,30 @@ def contrasts(frames: dict, reference: str | None, n_boot: int = 1000, starts: d
     return out
 
 
-def experiment_stats(runs: list[dict], reference: str | None, abnormal: list[str], n_boot: int = 1000) -> dict:
-    """Statistics of one experiment's runs from their test predictions.
+def experiment_stats(runs: list[dict], reference: str | None, abnormal: list[str], n_boot: int = 1000,
+                     operating_points: list[dict] | None = None, calibration_bins: int = 15,
+                     paper_abnormal: list[str] | None = None) -> dict:
+    """Statistics of one experiment's runs from their predictions.
 
     ``runs``: dicts with ``model``, ``augment``, ``seed`` and ``predictions`` (path of
-    predictions_test.csv), optionally ``start`` and ``train_fraction``; the reference model's runs may
-    be among them. McNemar compares every run with the reference run of the same augment and seed on
-    the same test images.
+    predictions_test.csv), optionally ``predictions_val``, ``start`` and ``train_fraction``; the
+    reference model's runs may be among them. McNemar compares every run with the reference run of
+    the same augment and seed on the same test images. Each run also gets its ROC/PR, calibration
+    and operating points (``diagnostics``, thresholds chosen on ``predictions_val``).
     """
+    from .diagnostics import diagnose
+
     frames = {(r["model"], r["augment"], r["seed"]): read_table(r["predictions"]) for r in runs}
+    val_files = {(r["model"], r["augment"], r["seed"]): r.get("predictions_val") for r in runs}
     out = []
     for (model, augment, seed), frame in frames.items():
         classes = sorted(set(frame["label"]) | set(frame["pred"]))
+        val = val_files[(model, augment, seed)]
         entry = {"model": model, "augment": augment, "seed": seed,
                  "bootstrap": bootstrap_ci(frame["label"], frame["pred"], classes, n_boot, seed=seed),
-                 "clinical": clinical_view(frame["label"], frame["pred"], abnormal), "mcnemar": None}
+                 "clinical": clinical_view(frame["label"], frame["pred"], abnormal), "mcnemar": None,
+                 "diagnostics": diagnose(frame, read_table(val) if val else None, abnormal, operating_points,
+                                         calibration_bins, n_boot, seed, paper_abnormal)}
         ref = frames.get((reference, augment, seed))
         if ref is not None and model != reference:
             if not ref["path"].equals(frame["path"]):
@@ -261,26 +269,24 @@ def top_confusions(confusion, classes: list[str], k: int) -> list[tuple[str, str
     return sorted(pairs, key=lambda p: (-p[2], p[0], p[1]))[:k]
 
 
-def analyse_run(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+def analyse_run(run: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                 perplexity: float = 30.0, pairs: int = 5, per_pair: int = 3, device: str = "auto",
-                threads: int | None = None, display_size: int = 160) -> dict:
+                threads: int | None = None, display_size: int = 160, *, weights: str | os.PathLike | None = None,
+                cache: str | os.PathLike | None = None, metrics_json: str | os.PathLike | None = None) -> dict:
     """Test-split features, their 3-D t-SNE and a Grad-CAM gallery of the most frequent confusions.
 
+    ``run``: the run folder or its ``train.json`` (``weights`` and ``metrics_json`` beside it unless
+    given); ``data``: the prepared dataset's folder or its manifest (``cache`` beside it unless given).
     Writes ``features_test.npy``, ``tsne.csv`` (x, y, z, path, label, pred) and ``gallery.json``
-    with PNGs under ``gallery/``.
+    with PNGs under ``gallery/`` into ``out_dir`` (default: the run's ``analysis/``).
     """
-    if threads:
-        torch.set_num_threads(threads)
-    run_dir, dataset_dir = Path(run_dir), Path(dataset_dir)
-    out_dir = Path(out_dir or run_dir / "analysis")
-    dev = resolve_device(device)
-    model, info = load_trained(run_dir, dev)
-    classes = info["classes"]
-    manifest = read_manifest(dataset_dir / "manifest.csv")
-    cache = load_cache(dataset_dir / f"cache_{info['img_size']}.npy", len(manifest))
-    x, y, rows = split_arrays(manifest, cache, "test")
+    inference = Inference.open(run, data, weights=weights, cache=cache, device=device, threads=threads)
+    trained, dev, model, info = inference.run, inference.device, inference.model, inference.run.info
+    classes = trained.classes
+    out_dir = Path(out_dir or trained.dir / "analysis")
+    x, y, rows = inference.images.split("test")
     images = to_device_images(x, dev)
-    out = predict(model, images, 64, dev, amp=bool(info.get("amp")) and dev.type == "cuda", features=True)
+    out = predict(model, images, 64, dev, amp=inference.amp, features=True)
     feats, preds = out["features"], out["probs"].argmax(1)
     with atomic_path(out_dir / "features_test.npy") as tmp:
         with open(tmp, "wb") as handle:
@@ -294,7 +300,7 @@ def analyse_run(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, out_
     layer, attention = spec.cam_layer, spec.attention
     gallery_dir = out_dir / "gallery"
     gallery_dir.mkdir(parents=True, exist_ok=True)
-    metrics = read_json(run_dir / "metrics.json")
+    metrics = read_json(metrics_json or trained.dir / "metrics.json")
     entries, resolution = [], None
     confusions = top_confusions(metrics["test"]["confusion"], classes, pairs)
     for true_cls, pred_cls, count in confusions:

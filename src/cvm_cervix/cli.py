@@ -182,12 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="also print the summary as JSON")
     p.set_defaults(func=_cmd_manifest)
 
-    from .compress import PRECISIONS
+    from .precisions import PRECISIONS
 
     p = sub.add_parser("predict", help="classify images with a trained run")
     p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
-    p.add_argument("--run", required=True, help="a run folder: results/runs/<dataset>/<model>/<augment>/seed<N>")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+    p.add_argument("--run", required=True, help="a run folder: results/runs/<dataset>/<model>/<recipe>/seed<N>")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
                    help="int8 needs the run's compress step (it is calibrated on training images)")
     p.add_argument("-o", "--output", help="CSV to write (default: standard output)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

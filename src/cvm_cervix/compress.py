@@ -28,22 +28,21 @@ import pandas as pd
 import torch
 from sklearn.metrics import f1_score
 
-from ._io import atomic_path, read_json, write_csv, write_json
-from .data import load_cache, read_manifest
-from .engine import predict, resolve_device, to_device_images
-from .engine import scale
+from ._io import atomic_path, write_csv, write_json
+from .engine import predict, resolve_device, scale, to_device_images
 from .errors import CvmError
-from .train import check_weights_metadata, load_trained, save_weights, split_arrays
+from .precisions import PRECISIONS, Precision
+from .run import Images, TrainedRun, check_weights_metadata, save_weights, weights_metadata
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8_dynamic", "onnx")
-# The file in compressed/<precision>/ (the workflow's compress rules declare the same names).
-ARTIFACTS = {"fp32": "weights.safetensors", "fp16": "weights.safetensors", "bf16": "weights.safetensors",
-             "int8": "model.onnx", "int8_dynamic": "weights.pt", "onnx": "model.onnx"}
-_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-_ONNX = ("int8", "onnx")  # run by ONNX Runtime on the CPU
 CALIBRATION_IMAGES = 256
+
+
+def precision_row(precision: str) -> Precision:
+    if precision not in PRECISIONS:
+        raise CvmError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return PRECISIONS[precision]
 
 
 def _quantize_dynamic(model: torch.nn.Module) -> torch.nn.Module:
@@ -109,32 +108,33 @@ def _quantize_static(model: torch.nn.Module, img_size: int, calibration: np.ndar
                             nodes_to_exclude=softmax)
 
 
-def export(run_dir: str | os.PathLike, precision: str, out_dir: str | os.PathLike,
-           calibration: np.ndarray | None = None) -> Path:
-    """Write the ``precision`` artifact of the run in ``run_dir`` into ``out_dir``; return its path.
+def export(run: str | os.PathLike | TrainedRun, precision: str, out_dir: str | os.PathLike,
+           calibration: np.ndarray | None = None, artifact: str | os.PathLike | None = None) -> Path:
+    """Write the ``precision`` artifact of ``run`` (a run folder, its ``train.json`` or a :class:`TrainedRun`)
+    to ``artifact`` (default: its table name in ``out_dir``); return its path.
 
     ``int8`` needs ``calibration``: uint8 training images (N×3×S×S) to set the activation ranges.
     """
-    if precision not in PRECISIONS:
-        raise CvmError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    model, info = load_trained(run_dir, "cpu")
-    path = Path(out_dir) / ARTIFACTS[precision]
-    meta = {k: info[k] for k in ("model", "num_classes", "img_size")}
-    if precision == "fp32":
+    row = precision_row(precision)
+    trained = TrainedRun.open(run)
+    model, info = trained.model("cpu"), trained.info
+    path = Path(artifact or Path(out_dir) / row.artifact)
+    meta = weights_metadata(info)
+    if row.export == "safetensors":
         save_weights(model, path, meta)
-    elif precision in _DTYPES:
-        save_weights(model.to(_DTYPES[precision]), path, {**meta, "precision": precision})
-    elif precision == "int8_dynamic":
+    elif row.export == "safetensors_half":
+        save_weights(model.to(getattr(torch, row.dtype)), path, {**meta, "precision": precision})
+    elif row.export == "torch_dynamic":
         buffer = io.BytesIO()
         torch.save(_quantize_dynamic(model).state_dict(), buffer)
         with atomic_path(path) as tmp:
             tmp.write_bytes(buffer.getvalue())
     else:
-        if precision == "int8" and (calibration is None or not len(calibration)):
-            raise CvmError(f"int8 of {run_dir} needs calibration images from the training split; "
+        if row.export == "onnx_int8" and (calibration is None or not len(calibration)):
+            raise CvmError(f"int8 of {trained.dir} needs calibration images from the training split; "
                            "run the workflow's compress step with int8")
         with atomic_path(path) as tmp:
-            if precision == "int8":
+            if row.export == "onnx_int8":
                 _quantize_static(model, info["img_size"], calibration, tmp)
             else:
                 _export_onnx(model, info["img_size"], tmp)
@@ -180,38 +180,38 @@ class _Normalised(torch.nn.Module):
 
 
 class Predictor:
-    """uint8 B×3×S×S images -> class probabilities, for one run at one precision."""
+    """uint8 B×3×S×S images -> class probabilities, for one run at one precision.
 
-    def __init__(self, run_dir: str | os.PathLike, precision: str = "fp32", device: str = "auto"):
-        if precision not in PRECISIONS:
-            raise CvmError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-        self.run_dir, self.precision = Path(run_dir), precision
-        model, self.info = load_trained(run_dir, "cpu")
-        self.classes, self.img_size = self.info["classes"], self.info["img_size"]
-        self.device = torch.device("cpu") if precision in (*_ONNX, "int8_dynamic") else resolve_device(device)
+    ``artifact``: the exported file to run (default: the run's ``compressed/<precision>/`` one).
+    """
+
+    def __init__(self, run: str | os.PathLike | TrainedRun, precision: str = "fp32", device: str = "auto",
+                 artifact: str | os.PathLike | None = None):
+        row = precision_row(precision)
+        self.run = trained = TrainedRun.open(run)
+        self.run_dir, self.precision, self.info = trained.dir, precision, trained.info
+        self.classes, self.img_size = trained.classes, trained.img_size
+        self.device = torch.device("cpu") if row.device == "cpu" else resolve_device(device)
         self.session = None
-        info_path = self.run_dir / "train.json"
-        stored = self.run_dir / "compressed" / precision / ARTIFACTS[precision]
-        if precision == "onnx":
+        stored = Path(artifact or trained.dir / "compressed" / precision / row.artifact)
+        if row.load == "onnxruntime":
             if stored.is_file():
-                self.session = _onnx_session(stored, self.info, info_path)
-            else:  # not exported by the workflow: export to a temporary file, leave the run untouched
-                with tempfile.TemporaryDirectory() as tmp:
-                    self.session = _onnx_session(export(run_dir, "onnx", tmp), self.info, info_path)
-        elif precision == "int8":
-            if not stored.is_file():
+                self.session = _onnx_session(stored, self.info, trained.info_path)
+            elif row.export == "onnx_int8":
                 raise CvmError(f"{stored} not found: static int8 is calibrated on the run's training images; "
                                "run the workflow's compress step with int8 first (compress: [int8])")
-            self.session = _onnx_session(stored, self.info, info_path)
-        elif precision == "int8_dynamic":
-            self.model = _quantize_dynamic(model)
-        elif precision in _DTYPES:
+            else:  # not exported by the workflow: export to a temporary file, leave the run untouched
+                with tempfile.TemporaryDirectory() as tmp:
+                    self.session = _onnx_session(export(trained, precision, tmp), self.info, trained.info_path)
+        elif row.load == "torch_dynamic":
+            self.model = _quantize_dynamic(trained.model("cpu"))
+        elif row.load == "torch_half":
             if stored.is_file():  # evaluate the very file whose size is reported, checked against the run
-                self.model, _ = load_trained(run_dir, self.device, weights=stored)
+                self.model = trained.model(self.device, weights=stored)
             else:
-                self.model = model.to(_DTYPES[precision]).to(self.device)
+                self.model = trained.model("cpu").to(getattr(torch, row.dtype)).to(self.device)
         else:
-            self.model = model.to(self.device)
+            self.model = trained.model(self.device)
 
     def __call__(self, images: torch.Tensor, batch_size: int = 64) -> tuple[np.ndarray, float]:
         """Probabilities (N×C, float32) and the pure inference seconds."""
@@ -226,18 +226,7 @@ class Predictor:
 
 def describe(precision: str, device: str, calibration: int = 0) -> str:
     """What an artifact is and what its timing means, for the report."""
-    on_cpu = not device.startswith("cuda")
-    return {
-        "fp16": "float16 weights, run in float16" + (
-            " on the CPU: a smaller file, not a faster model (this CPU emulates 16-bit arithmetic)" if on_cpu
-            else " on the GPU"),
-        "bf16": "bfloat16 weights, run in bfloat16" + (
-            " on the CPU: a smaller file, not a faster model" if on_cpu else " on the GPU"),
-        "int8": f"static int8 (QDQ) of every convolution and linear layer, calibrated on {calibration} training "
-                "images; ONNX Runtime on the CPU",
-        "int8_dynamic": "dynamic int8 of the linear layers only (convolutions stay float32); PyTorch on the CPU",
-        "onnx": "float32 graph; ONNX Runtime on the CPU",
-    }[precision]
+    return precision_row(precision).describe(device, calibration)
 
 
 def recommend(rows: list[dict], tolerance: float = 0.01) -> dict:
@@ -253,26 +242,35 @@ def recommend(rows: list[dict], tolerance: float = 0.01) -> dict:
     return {"tolerance": tolerance, "smallest": min(ok, key=lambda r: r["size_mib"]), "fastest": fastest}
 
 
-def compress_run(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, precision: str,
+def compress_run(run: str | os.PathLike, data: str | os.PathLike, precision: str,
                  out_dir: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 64,
-                 threads: int | None = None, calibration_images: int = CALIBRATION_IMAGES) -> dict:
+                 threads: int | None = None, calibration_images: int = CALIBRATION_IMAGES, *,
+                 weights: str | os.PathLike | None = None, cache: str | os.PathLike | None = None,
+                 artifact: str | os.PathLike | None = None, metrics_json: str | os.PathLike | None = None,
+                 predictions_csv: str | os.PathLike | None = None) -> dict:
     """Export ``precision``, predict the test split with it and compare with float32.
 
-    Writes ``metrics.json`` (size, accuracy, macro F1, their change against float32, agreement
-    with the float32 predictions, latency per image, what was timed where) and ``predictions_test.csv``.
-    ``int8`` is calibrated on up to ``calibration_images`` images of the training split.
+    ``run``: the run folder or its ``train.json`` (``weights`` beside it unless given); ``data``: the
+    prepared dataset's folder or its manifest (``cache`` beside it unless given). Writes the
+    artifact, ``metrics.json`` (size, accuracy, macro F1, their change against float32, agreement
+    with the float32 predictions, latency per image, what was timed where) and
+    ``predictions_test.csv``, to the files named or into ``out_dir`` (default:
+    ``compressed/<precision>/`` of the run). ``int8`` is calibrated on up to ``calibration_images``
+    images of the training split.
     """
+    row = precision_row(precision)
     if threads:
         torch.set_num_threads(threads)
-    run_dir, dataset_dir = Path(run_dir), Path(dataset_dir)
-    out_dir = Path(out_dir or run_dir / "compressed" / precision)
-    info = read_json(run_dir / "train.json")
-    manifest = read_manifest(dataset_dir / "manifest.csv")
-    cache = load_cache(dataset_dir / f"cache_{info['img_size']}.npy", len(manifest))
-    calibration = calibration_rows(manifest, calibration_images, info.get("seed", 0)) if precision == "int8" else []
-    artifact = export(run_dir, precision, out_dir, cache[calibration] if len(calibration) else None)
-    predictor = Predictor(run_dir, precision, device)
-    x, y, rows = split_arrays(manifest, cache, "test")
+    trained = TrainedRun.open(run, weights)  # its weights are read and checked once, for every model below
+    out_dir = Path(out_dir or trained.dir / "compressed" / precision)
+    images_all = Images.open(data, trained.img_size, cache)
+    manifest, cache_array = images_all.manifest, images_all.cache
+    calibration = (calibration_rows(manifest, calibration_images, trained.info.get("seed", 0))
+                   if row.export == "onnx_int8" else [])
+    artifact = export(trained, precision, out_dir, cache_array[calibration] if len(calibration) else None,
+                      artifact=artifact)
+    predictor = Predictor(trained, precision, device, artifact=artifact)
+    x, y, rows = images_all.split("test")
     images = to_device_images(x, predictor.device)
     predictor(images[:batch_size], batch_size)  # warm-up
     probs, seconds = predictor(images, batch_size)
@@ -282,7 +280,7 @@ def compress_run(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, pre
     frame = predictions_frame(rows["path"], y, probs, classes)
     # The baseline is the run evaluated here in float32, whatever precision metrics.json was measured in
     # (a run trained with AMP is evaluated in autocast).
-    baseline = Predictor(run_dir, "fp32", device)
+    baseline = Predictor(trained, "fp32", device)
     ref_images = to_device_images(x, baseline.device)
     baseline(ref_images[:batch_size], batch_size)
     ref_probs, ref_seconds = baseline(ref_images, batch_size)
@@ -295,7 +293,7 @@ def compress_run(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, pre
     accuracy, f1 = scores(frame)
     fp32 = dict(zip(("accuracy", "f1_macro"), scores(reference)), ms_per_image=1000 * ref_seconds / max(len(x), 1),
                 device=str(baseline.device))
-    size, fp32_size = artifact.stat().st_size, (run_dir / "weights.safetensors").stat().st_size
+    size, fp32_size = artifact.stat().st_size, trained.weights_path.stat().st_size
     metrics = {
         "precision": precision, "artifact": artifact.name,
         "size_mib": size / 2**20, "fp32_size_mib": fp32_size / 2**20, "size_mb": size / 1e6,
@@ -304,9 +302,9 @@ def compress_run(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, pre
         "agreement_with_fp32": float((frame["pred"].to_numpy() == reference["pred"].to_numpy()).mean()),
         "ms_per_image": 1000 * seconds / max(len(x), 1),
         "device": str(predictor.device), "n": int(len(frame)), "fp32": fp32,
-        "calibration": {"split": "train", "images": int(len(calibration))} if precision == "int8" else None,
+        "calibration": {"split": "train", "images": int(len(calibration))} if row.export == "onnx_int8" else None,
         "note": describe(precision, str(predictor.device), len(calibration)),
     }
-    write_csv(out_dir / "predictions_test.csv", frame)
-    write_json(out_dir / "metrics.json", metrics)
+    write_csv(predictions_csv or out_dir / "predictions_test.csv", frame)
+    write_json(metrics_json or out_dir / "metrics.json", metrics)
     return metrics

@@ -21,7 +21,6 @@ from .errors import CvmError
 
 # Package data (not workflow/schemas/): the library validates the same way from an installed wheel.
 SCHEMA = Path(__file__).resolve().with_name("config.schema.yaml")
-AUGMENTS = ("none", "flip4x")
 NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # the schema's $defs.name
 
 
@@ -31,12 +30,12 @@ class Run:
 
     dataset: str
     model: str
-    augment: str
+    recipe: str  # the augment, and '+variant' for a variant's runs: none, flip4x, none+amp
     seed: int
 
     @property
     def path(self) -> str:
-        return f"runs/{self.dataset}/{self.model}/{self.augment}/seed{self.seed}"
+        return f"runs/{self.dataset}/{self.model}/{self.recipe}/seed{self.seed}"
 
 
 def _is_strict_integer(checker, instance) -> bool:
@@ -202,6 +201,9 @@ def check_config(config: dict, source: str = "the config", require_roots: bool =
     if results.exists() and not results.is_dir():
         raise CvmError(f"config key 'results' in {source}: {results} is a file, not a folder; name a folder "
                        "(it is made if missing)")
+    if config.get("train", {}).get("step") == "cuda_graph" and config["train"].get("compile"):
+        raise CvmError(f"config key 'train.step' in {source}: cuda_graph captures the step itself; it does not combine "
+                       "with train.compile: true (set one of them)")
     if config.get("train", {}).get("batch_size", 16) < 2:
         raise CvmError(f"config key 'train.batch_size' in {source}: a batch of one image cannot train the models' "
                        "BatchNorm layers; use 2 or more (the paper: 16)")
@@ -241,6 +243,11 @@ def check_config(config: dict, source: str = "the config", require_roots: bool =
         if not Path(path).is_file():
             raise CvmError(f"config key 'train.weights.{model}' in {source}: file {path!r} does not exist; "
                            "give the path of a .safetensors or .pt file (relative to the working directory)")
+    for name, spec in datasets.items():
+        if spec.get("split_file") and not Path(spec["split_file"]).is_file():
+            raise CvmError(f"config key 'datasets.{name}.split_file' in {source}: file {spec['split_file']!r} does not "
+                           "exist; give a splits.csv written by a prepare step (results/data/<dataset>/splits.csv), "
+                           "relative to the working directory")
     variants = config.get("variants", {})
     for name, exp in config["experiments"].items():
         for variant in exp.get("variants") or ["default"]:
@@ -274,7 +281,7 @@ def check_config(config: dict, source: str = "the config", require_roots: bool =
                                f"from a {model} run, so it can only train {model} (not {other[0]})")
     transfer = config.get("transfer")
     if transfer:
-        from .transfer import check_mapped, known_classes, resolve_mapping
+        from .labels import check_mapped, known_classes, resolve_mapping
 
         mapping = resolve_mapping(config, transfer.get("mapping", "normal_abnormal"))
         for ref in transfer["sources"]:
@@ -382,14 +389,14 @@ def experiment_runs(config: dict, experiment: str) -> list[Run]:
 
 def init_source(config: dict, run: Run) -> Run | None:
     """The run whose trained weights ``run`` starts from (its variant's ``init_from``), or None."""
-    _, variant = split_recipe(run.augment)
+    _, variant = split_recipe(run.recipe)
     spec = config.get("variants", {}).get(variant, {})
     return named_run(config, spec["init_from"], run.seed) if spec.get("init_from") else None
 
 
 def start_label(config: dict, run: Run) -> str:
     """Where ``run``'s weights start: ``from EXPERIMENT/MODEL/AUGMENT``, ``ImageNet`` or ``random weights``."""
-    _, variant = split_recipe(run.augment)
+    _, variant = split_recipe(run.recipe)
     init_from = config.get("variants", {}).get(variant, {}).get("init_from")
     if init_from:
         return f"from {init_from}"
@@ -402,7 +409,7 @@ def run_settings(config: dict, run: Run, exclude: Iterable[str] = ()) -> dict:
     ``init_from`` becomes the source run's path, so pointing it elsewhere retrains the run.
     """
     settings = {k: v for k, v in as_dict(config["train"]).items() if k not in set(exclude)}
-    _, variant = split_recipe(run.augment)
+    _, variant = split_recipe(run.recipe)
     overrides = dict(as_dict(config.get("variants", {}).get(variant, {})))
     if overrides.get("init_from"):
         overrides["init_from"] = init_source(config, run).path

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from ._io import write_csv, write_json
-from .data import load_cache, read_manifest
-from .engine import precision_name, predict, resolve_device, to_device_images
-from .train import load_trained, split_arrays
+from .engine import predict, to_device_images
+from .plan import RUN_FILES
+from .run import Inference
 
 
 def predictions_frame(paths, labels, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
@@ -41,37 +40,42 @@ def compute_metrics(frame: pd.DataFrame, classes: list[str]) -> dict:
     }
 
 
-def evaluate_run(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                 device: str = "auto", batch_size: int = 64, threads: int | None = None) -> dict:
-    """Predict the validation and test splits; write ``predictions_{val,test}.csv`` and ``metrics.json``."""
-    if threads:
-        torch.set_num_threads(threads)
-    run_dir, dataset_dir = Path(run_dir), Path(dataset_dir)
-    out_dir = Path(out_dir or run_dir)
-    dev = resolve_device(device)
-    model, info = load_trained(run_dir, dev)
-    classes = info["classes"]
-    manifest = read_manifest(dataset_dir / "manifest.csv")
-    cache = load_cache(dataset_dir / f"cache_{info['img_size']}.npy", len(manifest))
+def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
+                 weights: str | os.PathLike | None = None, cache: str | os.PathLike | None = None,
+                 predictions_val: str | os.PathLike | None = None, predictions_test: str | os.PathLike | None = None,
+                 metrics_json: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 64,
+                 threads: int | None = None) -> dict:
+    """Predict the validation and test splits; write ``predictions_{val,test}.csv`` and ``metrics.json``.
+
+    ``run``: the run folder or its ``train.json`` (``weights`` beside it unless given); ``data``: the
+    prepared dataset's folder or its manifest (``cache`` beside it unless given). Outputs go to the
+    files named, else into ``out_dir`` (default: the run folder) under their usual names.
+    """
+    inference = Inference.open(run, data, weights=weights, cache=cache, device=device, threads=threads)
+    trained, dev, model = inference.run, inference.device, inference.model
+    info, classes = trained.info, trained.classes
+    out_dir = Path(out_dir or trained.dir)
+    outputs = {"val": Path(predictions_val or out_dir / RUN_FILES["predictions"].format(split="val")),
+               "test": Path(predictions_test or out_dir / RUN_FILES["predictions"].format(split="test"))}
     # One setting governs training and every evaluation of a run: float32 unless it trained with AMP.
-    amp = bool(info.get("amp")) and dev.type == "cuda"
+    amp = inference.amp
     metrics: dict = {"model": info["model"], "dataset": info["dataset"], "augment": info["augment"],
-                     "seed": info["seed"], "classes": classes, "precision": precision_name(dev, amp)}
+                     "seed": info["seed"], "classes": classes, "precision": trained.precision(dev)}
     frames = {}
     for split in ("val", "test"):
-        x, y, rows = split_arrays(manifest, cache, split)
+        x, y, rows = inference.images.split(split)
         images = to_device_images(x, dev)
         predict(model, images[:batch_size], batch_size, dev, amp)  # warm-up: kernels, allocator
         out = predict(model, images, batch_size, dev, amp)
         frames[split] = predictions_frame(rows["path"], y, out["probs"], classes)
         metrics[split] = compute_metrics(frames[split], classes)
         metrics[split]["ms_per_image"] = 1000 * out["seconds"] / max(len(x), 1)
-    weights = run_dir / "weights.safetensors"
-    metrics["size_mb"] = weights.stat().st_size / 1e6
-    metrics["size_mib"] = weights.stat().st_size / 2**20
+    size = trained.weights_path.stat().st_size
+    metrics["size_mb"] = size / 1e6
+    metrics["size_mib"] = size / 2**20
     metrics["params"] = info["params"]
     metrics["device"] = str(dev)
     for split, frame in frames.items():
-        write_csv(out_dir / f"predictions_{split}.csv", frame)
-    write_json(out_dir / "metrics.json", metrics)
+        write_csv(outputs[split], frame)
+    write_json(metrics_json or out_dir / RUN_FILES["metrics"], metrics)
     return metrics

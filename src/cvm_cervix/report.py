@@ -18,7 +18,9 @@ from ._io import atomic_path, read_json, read_table, spreadsheet_safe
 from .compress import recommend
 from .config import all_runs, experiment_runs, experiment_seeds, used_datasets
 from .data import read_manifest, split_counts
+from .labels import abnormal_classes
 from .models import get_model_spec
+from .plan import Plan, path
 from .status import is_complete, plan_status
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"  # package data: works from an installed wheel
@@ -213,6 +215,64 @@ def experiment_figure(rows: list[dict], title: str, paper: bool) -> str:
     return _figure_html(fig)
 
 
+def roc_figure(curves: list[tuple[str, dict]], title: str) -> str:
+    """Abnormal-against-normal ROC curves, one per run, overlaid, with each AUC in the legend."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for label, c in curves:
+        fig.add_trace(go.Scatter(x=c["roc"]["fpr"], y=c["roc"]["tpr"], mode="lines",
+                                 name=f"{label} (AUC {c['auc']:.3f})"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, name="chance"))
+    fig.update_layout(title=title, xaxis_title="1 − specificity (normal test images called abnormal)",
+                      yaxis_title="sensitivity (abnormal test images found)", height=460,
+                      legend={"font": {"size": 10}})
+    return _figure_html(fig)
+
+
+def reliability_figure(calibration: dict, title: str) -> str:
+    """Accuracy against confidence per bin (bars sized by images), the diagonal a calibrated model follows."""
+    import plotly.graph_objects as go
+
+    bins = [b for b in calibration["table"] if b["n"]]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=[(b["lo"] + b["hi"]) / 2 for b in bins], y=[b["accuracy"] for b in bins],
+                         width=[b["hi"] - b["lo"] for b in bins], name="accuracy in bin",
+                         customdata=[b["n"] for b in bins], hovertemplate="n=%{customdata}, accuracy %{y:.3f}"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"},
+                             name="calibrated"))
+    fig.update_layout(title=f"{title} (ECE {calibration['ece']:.3f}, {calibration['binning']})",
+                      xaxis_title="confidence (top-class probability)", yaxis_title="accuracy", height=420,
+                      xaxis_range=[0, 1], yaxis_range=[0, 1])
+    return _figure_html(fig)
+
+
+def screening_section(exp_name: str, rows: list[dict], stats: dict, reference: str, seeds: list[int],
+                      paper: str | None) -> dict | None:
+    """ROC/PR, calibration and operating points of the experiment's runs (first seed; the reference
+    model at every seed), and the paper's Sec. 4.4 claim where its abnormal classes are there."""
+    table = []
+    for r in rows:
+        diag = (r.get("stats") or {}).get("diagnostics")
+        if diag:
+            table.append({"paper_name": r["paper_name"], "augment": r["augment"], "model": r["model"], **diag})
+    if not table:
+        return None
+    curves = [(f"{t['paper_name']}" + ("" if t["augment"] == "none" else f" · {t['augment']}") + f" · seed {seeds[0]}",
+               t["roc_pr"]["abnormal"]) for t in table if t["roc_pr"]["abnormal"]]
+    for (model, augment, seed), entry in sorted(stats.items()):
+        diag = entry.get("diagnostics")
+        if model == reference and seed != seeds[0] and diag and diag["roc_pr"]["abnormal"]:
+            curves.append((f"{get_model_spec(model).paper_name}" + ("" if augment == "none" else f" · {augment}")
+                           + f" · seed {seed}", diag["roc_pr"]["abnormal"]))
+    ref = next((t for t in table if t["model"] == reference), table[0])
+    claim = ref["paper_claim"] if paper == "combined" else None
+    return {"rows": table, "points": [p for p in table[0]["operating_points"]],
+            "roc": roc_figure(curves, f"ROC, abnormal against normal (test): {exp_name}") if curves else "",
+            "reliability": reliability_figure(ref["calibration"], f"Reliability (test): {ref['paper_name']}"),
+            "reliability_of": ref["paper_name"], "claim": claim}
+
+
 def compression_figure(rows: list[dict], title: str) -> str:
     """Accuracy against size and against latency, one point per precision."""
     import plotly.graph_objects as go
@@ -346,7 +406,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
         for run in runs:
             if run.seed != first_seed:
                 continue
-            label = f"{exp['dataset']} · {run.model} · augment {run.augment} · seed {run.seed}"
+            label = f"{exp['dataset']} · {run.model} · augment {run.recipe} · seed {run.seed}"
             if exp.get("compress"):
                 gap = next((status["compress"][(run, p)] for p in exp["compress"] if (run, p) in status["compress"]), None)
                 if gap:
@@ -365,7 +425,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
                     analyses.append(analysis_section(results / run.path, label, metrics["classes"], exp_name))
         groups: dict[tuple, list] = {}
         for run in runs:
-            groups.setdefault((run.model, run.augment), []).append(run)
+            groups.setdefault((run.model, run.recipe), []).append(run)
         rows = []
         for (model, augment), group in groups.items():
             present = [r for r in group if r not in status["runs"]]
@@ -388,9 +448,10 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
             rows.append(row)
             first = dirs[0]
             key = str(first)
+            metrics = read_json(first / "metrics.json")
+            row["per_class"] = {"seed": metrics["seed"], **{split: metrics[split]["per_class"] for split in ("val", "test")}}
             if key not in seen:
                 seen.add(key)
-                metrics = read_json(first / "metrics.json")
                 label = f"{exp['dataset']} · {model} · augment {augment} · seed {metrics['seed']}"
                 run_details.append({
                     "label": label, "path": str(first.relative_to(results)), "metrics": metrics,
@@ -400,9 +461,12 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
                 })
         title = exp.get("title", exp_name)
         done = [r for r in rows if "test" in r]
+        screening = screening_section(exp_name, rows, stats, config.get("analysis", {}).get("reference", "cvm_cervix"),
+                                      seeds, exp.get("paper"))
         experiments.append({"name": exp_name, "title": title, "dataset": exp["dataset"],
                             "paper": exp.get("paper"), "synthetic": exp["dataset"] in synthetic_sets,
                             "seeds": seeds, "first_seed": first_seed, "rows": rows, "comparisons": comparisons,
+                            "screening": screening,
                             "stats_missing": status["stats"][exp_name].as_dict() if exp_name in status["stats"] else None,
                             "not_plotted": [r["paper_name"] + ("" if r["augment"] == "none" else f" · {r['augment']}")
                                             for r in rows if "test" not in r],
@@ -425,7 +489,8 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
         "transfer_missing": status["transfer"].as_dict() if status["transfer"] else None,
         "reference": get_model_spec(config.get("analysis", {}).get("reference", "cvm_cervix")).paper_name,
         "train": config["train"], "paper": paper_results(),
-        "abnormal_classes": config.get("analysis", {}).get("abnormal_classes", []),
+        "abnormal_classes": abnormal_classes(config.get("analysis") or {"abnormal_classes": []}),
+        "abnormal_set": (config.get("analysis") or {}).get("abnormal_set", "clinical"),
         "plotly_js": plotly.offline.get_plotlyjs(),
     }
 
@@ -468,18 +533,21 @@ def render(context: dict) -> str:
 
 def build_report(config: dict, out_html: str | os.PathLike, results: str | os.PathLike | None = None,
                  files_dir: str | os.PathLike | None = None, configfiles: list[str] | None = None,
-                 workflow_dir: str | os.PathLike | None = None, benchmarks: list | None = None) -> dict:
+                 workflow_dir: str | os.PathLike | None = None, inputs: dict | None = None) -> dict:
     """Render the self-contained report (plotly.js inlined: it opens with no network).
 
+    ``inputs``: the report rule's input files by kind (:meth:`Plan.report_inputs`, the default);
+    provenance reads the training records and benchmark files listed there that exist.
     ``files_dir`` also receives each figure (standalone HTML) and table (CSV) as
     ``<experiment>__<name>.<ext>``, for ``snakemake --report``. Returns the template's context.
     """
     from .provenance import provenance
 
     results = Path(results or config.get("results", "results"))
+    inputs = inputs if inputs is not None else Plan(config).report_inputs(str(results))
     context = collect(config, results)
-    run_dirs = sorted({results / r.path for name in config["experiments"] for r in experiment_runs(config, name)})
-    run_dirs = [d for d in run_dirs if (d / "train.json").is_file()]
+    run_dirs = sorted({Path(f).parent for f in inputs.get("train", []) if Path(f).is_file()})
+    benchmarks = [f for f in inputs.get("benchmarks", []) if Path(f).is_file()]
     present = [d["name"] for d in context["datasets"] if not d.get("missing")]
     context["provenance"] = provenance(config, results, present, run_dirs, configfiles, workflow_dir, benchmarks)
     html = render(context)
@@ -521,6 +589,42 @@ def restore_last_complete(out_html: str | os.PathLike, older_than: float | None 
     return True
 
 
+def write_incomplete_report(config: dict, results: str, configfiles: list[str], workflow_dir) -> None:
+    """After a failed job (with --keep-going: once every job that does not depend on it has run), the
+    report of everything that finished, each missing result named with its rule, log and error line."""
+    import sys
+
+    # Snakemake does not look behind an output that is newer than every input it has (a missing input
+    # of an existing output never reruns it), so an incomplete report is dated just before the oldest
+    # input it was made from: the next run of the same command sees it out of date, makes what is
+    # missing and replaces it with the complete report.
+    inputs = Plan(config).report_inputs(results)
+    present = [Path(f) for files in inputs.values() for f in files if Path(f).exists()]
+    oldest = min(f.stat().st_mtime for f in present) - 1 if present else None
+    out_html = path("report", results)
+    try:
+        context = build_report(config, out_html, results=results, files_dir=path("report_files", results),
+                               configfiles=configfiles, workflow_dir=workflow_dir, inputs=inputs)
+    except Exception as err:  # the report itself failed: say so, and keep the last complete report
+        kept = restore_last_complete(out_html, oldest)
+        print(f"error: the report could not be written ({type(err).__name__}: {err}); see "
+              f"{path('report', results, table='log')}"
+              + (f"; {out_html} is the last complete report, from before" if kept else ""), file=sys.stderr)
+        return
+    gap = context["incomplete"]
+    if gap and present:
+        os.utime(out_html, (oldest, oldest))
+    elif gap:  # nothing it needs was made (every dataset failed): a report of nothing would never be rebuilt
+        Path(out_html).unlink(missing_ok=True)
+        print("\nno report was written: nothing it needs was made", file=sys.stderr)
+    if gap:
+        print(f"\n{out_html} is INCOMPLETE: {gap['runs_missing']} of {gap['runs_total']} training runs "
+              f"missing, {len(gap['failures'])} result(s) in all; each is named there with the job that failed, its log "
+              "and its error (below, the first 20)", file=sys.stderr)
+        for f in gap["failures"][:20]:
+            print(f"  {f['what']}: {f['rule']} job, {f['error']} (log {results}/{f['log']})", file=sys.stderr)
+
+
 def _missing_text(failure: dict, seeds: list[int] | None = None) -> str:
     which = f"seed(s) {', '.join(map(str, seeds))} " if seeds else ""
     return f"missing {which}(rule {failure['rule']}: {failure['error']}; log {failure['log']})"
@@ -531,68 +635,154 @@ def _standalone(figure_div: str, plotly_js: str) -> str:
             f"</head><body>{figure_div}</body></html>")
 
 
+def _status_table(failure: dict) -> pd.DataFrame:
+    return pd.DataFrame([{"status": _missing_text(failure)}])
+
+
+def report_tables(context: dict) -> dict[str, pd.DataFrame]:
+    """Every table of the report as a frame, by file stem (``<experiment>__<name>``): results per split,
+    per class, statistics, screening, compression, transfer, data counts and provenance."""
+    tables: dict[str, pd.DataFrame] = {}
+    if context.get("incomplete"):
+        tables["report__missing"] = pd.DataFrame(context["incomplete"]["failures"])
+    for ds in context["datasets"]:
+        if ds.get("missing"):
+            tables[f"data__{ds['name']}"] = _status_table(ds["missing"])
+            continue
+        tables[f"data__{ds['name']}"] = pd.DataFrame([
+            {k: r[k] for k in ("class", "train", "val", "test", "total")} |
+            ({"paper train": r["paper"][0], "paper val": r["paper"][1], "paper test": r["paper"][2]} if r["paper"] else {})
+            for r in ds["rows"]])
+    for exp in context["experiments"]:
+        for split, suffix in (("test", "results"), ("val", "results_val")):
+            table = []
+            for r in exp["rows"]:
+                row = {"model": r["paper_name"], "augment": r["augment"],
+                       "seeds": len(r["test"]["accuracy"]["values"]) if "test" in r else 0,
+                       "status": _missing_text(r["missing"], r["missing_seeds"] if "test" in r else None)
+                       if r["missing"] else "complete"}
+                for name in ("accuracy", "f1", "precision", "recall"):
+                    if split not in r:
+                        row[f"{split} {name}"] = row[f"{split} {name} sd"] = None
+                        continue
+                    row[f"{split} {name}"] = round(r[split][name]["mean"], 2)
+                    row[f"{split} {name} sd"] = None if r[split][name]["sd"] is None else round(r[split][name]["sd"], 2)
+                if split == "test" and r.get("stats"):
+                    row["accuracy 95% CI"] = " – ".join(f"{100 * v:.2f}" for v in r["stats"]["bootstrap"]["accuracy"])
+                for name in ("accuracy", "f1"):
+                    row[f"paper {split} {name}"] = (r[f"paper_{split}"] or {}).get(name)
+                table.append(row)
+            tables[f"{exp['name']}__{suffix}"] = pd.DataFrame(table)
+        per_class = [{"model": r["paper_name"], "augment": r["augment"], "seed": r["per_class"]["seed"], "split": split,
+                      "class": cls, **{k: round(100 * m[k], 2) for k in ("precision", "recall", "f1")},
+                      "support": m["support"]}
+                     for r in exp["rows"] if r.get("per_class") for split in ("val", "test")
+                     for cls, m in r["per_class"][split].items()]
+        if per_class:
+            tables[f"{exp['name']}__per_class"] = pd.DataFrame(per_class)
+        stats_rows = [{"model": r["paper_name"], "augment": r["augment"], "seed": exp["first_seed"],
+                       "accuracy 95% CI": " – ".join(f"{100 * v:.2f}" for v in r["stats"]["bootstrap"]["accuracy"]),
+                       "f1 95% CI": " – ".join(f"{100 * v:.2f}" for v in r["stats"]["bootstrap"]["f1_macro"]),
+                       "McNemar p": (r["stats"]["mcnemar"] or {}).get("p_value"),
+                       "sensitivity": round(100 * r["stats"]["clinical"]["sensitivity"], 2) if r["stats"]["clinical"] else None,
+                       "specificity": round(100 * r["stats"]["clinical"]["specificity"], 2) if r["stats"]["clinical"] else None}
+                      for r in exp["rows"] if r.get("stats")]
+        if stats_rows:
+            tables[f"{exp['name']}__statistics"] = pd.DataFrame(stats_rows)
+        if exp.get("comparisons"):
+            tables[f"{exp['name']}__comparisons"] = pd.DataFrame([
+                {"B": f"{c['b_name']} · {c['b']['augment']}", "A": f"{c['a_name']} · {c['a']['augment']}",
+                 "seed": c["b"]["seed"], "delta accuracy": round(100 * c["accuracy_diff"], 2),
+                 "95% CI": " – ".join(f"{100 * v:+.2f}" for v in c["accuracy_diff_ci"]),
+                 "only A right": c["only_a"], "only B right": c["only_b"], "McNemar p": c["p_value"],
+                 "Holm p": c["p_holm"]} for c in exp["comparisons"]])
+        if exp.get("screening"):
+            rows = []
+            for t in exp["screening"]["rows"]:
+                a = t["roc_pr"]["abnormal"] or {}
+                row = {"model": t["paper_name"], "augment": t["augment"], "AUC abnormal": a.get("auc"),
+                       "AUC 95% CI": a.get("auc_ci"), "AP abnormal": a.get("average_precision"),
+                       "AP 95% CI": a.get("average_precision_ci"), "macro AUC": t["roc_pr"]["macro_auc"],
+                       "ECE": t["calibration"]["ece"]}
+                for p in t["operating_points"]:
+                    where = f"at val {p['kind']} {p['target']:g}"
+                    row[f"{where}: threshold"] = p["threshold"]
+                    row[f"{where}: test sensitivity"] = p["test"]["sensitivity"] if p["threshold"] is not None else None
+                    row[f"{where}: test specificity"] = p["test"]["specificity"] if p["threshold"] is not None else None
+                rows.append(row)
+            tables[f"{exp['name']}__screening"] = pd.DataFrame(rows)
+    # a table of synthetic data says so in every row, in every format it is written in
+    synthetic = {f"data__{d['name']}" for d in context["datasets"] if d.get("synthetic")}
+    synthetic |= {name for e in context["experiments"] if e.get("synthetic") for name in tables
+                  if name.startswith(f"{e['name']}__")}
+    for name in synthetic:
+        tables[name].insert(0, "data", "synthetic")
+    for c in context["compression"]:
+        if c.get("missing"):
+            tables[f"{c['experiment']}__compression"] = _status_table(c["missing"])
+            continue
+        keys = ("precision", "size_mib", "accuracy", "delta_accuracy", "f1_macro", "agreement_with_fp32",
+                "ms_per_image", "device", "note")
+        tables[f"{c['experiment']}__compression"] = pd.DataFrame([{k: r.get(k) for k in keys} for r in c["rows"]])
+        if any(e["name"] == c["experiment"] and e.get("synthetic") for e in context["experiments"]):
+            tables[f"{c['experiment']}__compression"].insert(0, "data", "synthetic")
+    if context.get("transfer"):
+        keys = ("source", "source_dataset", "target", "in_domain", "n", "n_abnormal", "accuracy", "accuracy_ci",
+                "sensitivity", "sensitivity_ci", "specificity", "specificity_ci")
+        sets = set(context.get("synthetic_sets") or [])
+        tables["transfer__matrix"] = pd.DataFrame([
+            {**({"data": "synthetic" if {c["source_dataset"], c["target"]} & sets else "real"} if sets else {}),
+             **{k: c.get(k) for k in keys}} for c in context["transfer"]["cells"]])
+    prov = context["provenance"]
+    tables["provenance__libraries"] = pd.DataFrame(
+        [{"package": "python", "version": prov["python"]}] +
+        [{"package": k, "version": v} for k, v in prov["libraries"].items()])
+    tables["provenance__rule_times"] = pd.DataFrame(prov["rule_times"])
+    return tables
+
+
+def _split_intervals(frame: pd.DataFrame) -> pd.DataFrame:
+    """A column of [low, high] intervals becomes two numeric columns, ``<name> low`` and ``<name> high``."""
+    out = frame.copy()
+    for column in frame.columns:
+        values = [v for v in frame[column] if v is not None and not (isinstance(v, float) and np.isnan(v))]
+        if values and all(isinstance(v, (list, tuple)) and len(v) == 2 for v in values):
+            at = list(out.columns).index(column)
+            pairs = [v if isinstance(v, (list, tuple)) else (None, None) for v in frame[column]]
+            out = out.drop(columns=column)
+            out.insert(at, f"{column} high", [p[1] for p in pairs])
+            out.insert(at, f"{column} low", [p[0] for p in pairs])
+    return out
+
+
 def write_report_files(context: dict, folder: Path) -> list[Path]:
-    """Each figure and table of the report as its own file (atomically, into a fresh ``folder``)."""
+    """Each figure and table of the report as its own file (atomically, into a fresh ``folder``): every
+    table as CSV (spreadsheet-safe), LaTeX (booktabs rules) and Markdown, ready to cite."""
     import shutil
 
     from ._io import partial_path
 
     files: dict[str, str] = {}
-    if context.get("incomplete"):
-        files["report__missing.csv"] = pd.DataFrame(context["incomplete"]["failures"]).pipe(spreadsheet_safe).to_csv(index=False)
-    for ds in context["datasets"]:
-        if ds.get("missing"):
-            files[f"data__{ds['name']}.csv"] = pd.DataFrame([{"status": _missing_text(ds["missing"])}]).pipe(spreadsheet_safe).to_csv(index=False)
-            continue
-        frame = pd.DataFrame([{k: r[k] for k in ("class", "train", "val", "test", "total")} |
-                              ({"paper train": r["paper"][0], "paper val": r["paper"][1], "paper test": r["paper"][2]}
-                               if r["paper"] else {}) for r in ds["rows"]])
-        files[f"data__{ds['name']}.csv"] = frame.pipe(spreadsheet_safe).to_csv(index=False)
+    for name, frame in report_tables(context).items():
+        frame = _split_intervals(frame)
+        files[f"{name}.csv"] = frame.pipe(spreadsheet_safe).to_csv(index=False)
+        files[f"{name}.tex"] = frame.to_latex(index=False, escape=True, na_rep="–", float_format="%.4g")
+        files[f"{name}.md"] = frame.to_markdown(index=False, floatfmt=".4g", missingval="–") + "\n"
     for exp in context["experiments"]:
-        table = []
-        for r in exp["rows"]:
-            row = {"model": r["paper_name"], "augment": r["augment"], "seeds": len(r["test"]["accuracy"]["values"])
-                   if "test" in r else 0,
-                   "status": _missing_text(r["missing"], r["missing_seeds"] if "test" in r else None) if r["missing"]
-                   else "complete"}
-            for name in ("accuracy", "f1", "precision", "recall"):
-                if "test" not in r:
-                    row[f"test {name}"] = row[f"test {name} sd"] = None
-                    continue
-                row[f"test {name}"] = round(r["test"][name]["mean"], 2)
-                row[f"test {name} sd"] = None if r["test"][name]["sd"] is None else round(r["test"][name]["sd"], 2)
-            if r.get("stats"):
-                row["accuracy 95% CI"] = " – ".join(f"{100 * v:.2f}" for v in r["stats"]["bootstrap"]["accuracy"])
-            for name in ("accuracy", "f1"):
-                row[f"paper test {name}"] = (r["paper_test"] or {}).get(name)
-            table.append(row)
-        files[f"{exp['name']}__results.csv"] = pd.DataFrame(table).pipe(spreadsheet_safe).to_csv(index=False)
         files[f"{exp['name']}__accuracy.html"] = _standalone(exp["figure"], context["plotly_js"])
         if exp.get("curve"):
             files[f"{exp['name']}__learning_curve.html"] = _standalone(exp["curve"], context["plotly_js"])
+        if exp.get("screening") and exp["screening"]["roc"]:
+            files[f"{exp['name']}__roc.html"] = _standalone(exp["screening"]["roc"], context["plotly_js"])
+            files[f"{exp['name']}__reliability.html"] = _standalone(exp["screening"]["reliability"], context["plotly_js"])
     for c in context["compression"]:
-        if c.get("missing"):
-            files[f"{c['experiment']}__compression.csv"] = pd.DataFrame([{"status": _missing_text(c["missing"])}]).pipe(spreadsheet_safe).to_csv(index=False)
-            continue
-        keys = ("precision", "size_mib", "accuracy", "delta_accuracy", "f1_macro", "agreement_with_fp32",
-                "ms_per_image", "device", "note")
-        files[f"{c['experiment']}__compression.csv"] = pd.DataFrame([{k: r.get(k) for k in keys}
-                                                                     for r in c["rows"]]).pipe(spreadsheet_safe).to_csv(index=False)
-        files[f"{c['experiment']}__compression.html"] = _standalone(c["figure"], context["plotly_js"])
+        if not c.get("missing"):
+            files[f"{c['experiment']}__compression.html"] = _standalone(c["figure"], context["plotly_js"])
     if context.get("transfer"):
-        keys = ("source", "source_dataset", "target", "in_domain", "n", "n_abnormal", "accuracy", "accuracy_ci",
-                "sensitivity", "sensitivity_ci", "specificity", "specificity_ci")
-        files["transfer__matrix.csv"] = pd.DataFrame([{k: c.get(k) for k in keys}
-                                                      for c in context["transfer"]["cells"]]).pipe(spreadsheet_safe).to_csv(index=False)
         files["transfer__matrix.html"] = _standalone(context["transfer"]["figure"], context["plotly_js"])
     for i, a in enumerate(a for a in context["analyses"] if not a.get("missing")):
         files[f"{a['experiment']}__tsne{i or ''}.html"] = _standalone(a["tsne"], context["plotly_js"])
-    prov = context["provenance"]
-    files["provenance__libraries.csv"] = pd.DataFrame(
-        [{"package": "python", "version": prov["python"]}] +
-        [{"package": k, "version": v} for k, v in prov["libraries"].items()]).pipe(spreadsheet_safe).to_csv(index=False)
-    files["provenance__rule_times.csv"] = pd.DataFrame(prov["rule_times"]).pipe(spreadsheet_safe).to_csv(index=False)
-    files["provenance__config.yaml"] = prov["config_yaml"]
+    files["provenance__config.yaml"] = context["provenance"]["config_yaml"]
 
     tmp = partial_path(folder)
     tmp.mkdir(parents=True)

@@ -1,7 +1,7 @@
 """What of the plan a results folder holds, and for each thing missing, the job that failed and why.
 
-The rules' log files are named here (``LOGS``, relative to the results folder) and the rule files
-take their ``log:`` paths from this table, so the report of a failed run names the file Snakemake
+The rules' log files are named in the plan's ``LOGS`` (relative to the results folder), the table the
+rule files take their ``log:`` paths from, so the report of a failed run names the file Snakemake
 wrote. A run is missing when its ``metrics.json`` is; its failure is the first job of its chain
 (synthesize, prepare, cache, weights, the run it starts from, train, evaluate) whose output is
 absent, with the error line of that job's log.
@@ -12,24 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import Run, all_runs, experiment_runs, experiment_seeds, init_source, run_settings, transfer_pairs, used_datasets
-
-JOB = "{dataset}/{model}_{augment}_seed{seed}"
-LOGS = {
-    "synthesize": "logs/synthesize/{dataset}.log",
-    "prepare": "logs/prepare/{dataset}.log",
-    "cache": "logs/cache/{dataset}_{size}.log",
-    "weights": "logs/weights/{model}.log",
-    "train": f"logs/train/{JOB}.log",
-    "evaluate": f"logs/evaluate/{JOB}.log",
-    "analyse": f"logs/analyse/{JOB}.log",
-    "compress": f"logs/compress/{JOB}_{{precision}}.log",
-    "transfer_predict": f"logs/transfer/{JOB}_on_{{target}}.log",
-    "transfer_matrix": "logs/transfer/matrix.log",
-    "stats": "logs/stats/{experiment}.log",
-    "report": "logs/report/report.log",
-}
-
+from .config import Run
+from .plan import LOGS, Plan, path, run_values
 
 @dataclass(frozen=True)
 class Failure:
@@ -62,13 +46,13 @@ def _failure(results: Path, rule: str, **wildcards) -> Failure:
     return Failure(rule, log, error_line(results / log))
 
 
-def _job(run: Run) -> dict:
-    return {"dataset": run.dataset, "model": run.model, "augment": run.augment, "seed": run.seed}
+def _exists(results: Path, key: str, run: Run | None = None, **values) -> bool:
+    return Path(path(key, results, run, **values)).exists()
 
 
 def dataset_failure(config: dict, results: Path, name: str) -> Failure | None:
     """Why dataset ``name`` has no manifest (a combined set: the first of its parts that has none)."""
-    if (results / "data" / name / "manifest.csv").is_file():
+    if _exists(results, "manifest", dataset=name):
         return None
     spec = config["datasets"][name]
     if spec["kind"] == "combined":
@@ -76,34 +60,31 @@ def dataset_failure(config: dict, results: Path, name: str) -> Failure | None:
             failure = dataset_failure(config, results, part)
             if failure:
                 return failure
-    if spec["kind"] == "synthetic" and not (results / "synthetic" / name).is_dir():
+    if spec["kind"] == "synthetic" and not _exists(results, "synthetic", dataset=name):
         return _failure(results, "synthesize", dataset=name)
     return _failure(results, "prepare", dataset=name)
 
 
-def run_failure(config: dict, results: Path, run: Run) -> Failure | None:
+def run_failure(plan: Plan, results: Path, run: Run) -> Failure | None:
     """Why ``run`` has no ``metrics.json``; None when it has."""
-    folder = results / run.path
-    if (folder / "metrics.json").is_file():
+    if _exists(results, "metrics", run):
         return None
-    if not (folder / "train.json").is_file():
-        failure = dataset_failure(config, results, run.dataset)
+    if not _exists(results, "train_info", run):
+        failure = dataset_failure(plan.config, results, run.dataset)
         if failure:
             return failure
-        size = config["train"]["img_size"]
-        if not (results / "data" / run.dataset / f"cache_{size}.npy").is_file():
+        size = plan.config["train"]["img_size"]
+        if not _exists(results, "cache", dataset=run.dataset, size=size):
             return _failure(results, "cache", dataset=run.dataset, size=size)
-        settings = run_settings(config, run)
-        source = init_source(config, run)
+        source = plan.init_source(run)
         if source is not None:
-            failure = run_failure(config, results, source) if not (results / source.path / "train.json").is_file() else None
+            failure = run_failure(plan, results, source) if not _exists(results, "train_info", source) else None
             if failure:
                 return failure
-        elif settings["pretrained"] and not config["train"]["weights"].get(run.model):
-            if not (results / "weights" / f"{run.model}.json").is_file():
-                return _failure(results, "weights", model=run.model)
-        return _failure(results, "train", **_job(run))
-    return _failure(results, "evaluate", **_job(run))
+        elif plan.needs_pretrained(run) and not _exists(results, "pretrained", model=run.model):
+            return _failure(results, "weights", model=run.model)
+        return _failure(results, "train", **run_values(run))
+    return _failure(results, "evaluate", **run_values(run))
 
 
 def plan_status(config: dict, results: str | Path) -> dict:
@@ -112,36 +93,32 @@ def plan_status(config: dict, results: str | Path) -> dict:
     ``runs``: Run -> Failure; ``datasets``: name -> Failure; ``stats``: experiment -> Failure;
     ``compress``: (Run, precision) -> Failure; ``analysis``: Run -> Failure; ``transfer``: Failure or None.
     """
-    results = Path(results)
+    results, plan = Path(results), Plan(config)
     status: dict = {"datasets": {}, "runs": {}, "stats": {}, "compress": {}, "analysis": {}, "transfer": None}
-    for name in used_datasets(config):
+    for name in plan.datasets:
         failure = dataset_failure(config, results, name)
         if failure:
             status["datasets"][name] = failure
-    for run in all_runs(config):
-        failure = run_failure(config, results, run)
+    for run in plan.runs:
+        failure = run_failure(plan, results, run)
         if failure:
             status["runs"][run] = failure
-    for name, exp in config["experiments"].items():
-        if not (results / "stats" / f"{name}.json").is_file():
-            status["stats"][name] = _upstream(status, experiment_runs(config, name)) or _failure(
+    for name in config["experiments"]:
+        if not _exists(results, "stats", experiment=name):
+            status["stats"][name] = _upstream(status, plan.experiment_runs(name)) or _failure(
                 results, "stats", experiment=name)
-        first = experiment_seeds(config, name)[0]
-        for run in experiment_runs(config, name):
-            if run.seed != first:
-                continue
-            for precision in exp.get("compress") or []:
-                if not (results / run.path / "compressed" / precision / "metrics.json").is_file():
-                    status["compress"][(run, precision)] = status["runs"].get(run) or _failure(
-                        results, "compress", precision=precision, **_job(run))
-            if exp.get("analysis") and not all((results / run.path / "analysis" / f).is_file()
-                                               for f in ("gallery.json", "tsne.csv")):
-                status["analysis"][run] = status["runs"].get(run) or _failure(results, "analyse", **_job(run))
-    if config.get("transfer") and not (results / "transfer" / "matrix.json").is_file():
-        pairs = transfer_pairs(config)
-        status["transfer"] = _upstream(status, [run for _, run, _ in pairs]) or next(
-            (_failure(results, "transfer_predict", target=target, **_job(run)) for _, run, target in pairs
-             if not (results / run.path / "transfer" / f"{target}.csv").is_file()),
+    for job in plan.compress_jobs():
+        if not _exists(results, "compressed_metrics", job.run, precision=job.precision):
+            status["compress"][(job.run, job.precision)] = status["runs"].get(job.run) or _failure(
+                results, "compress", precision=job.precision, **run_values(job.run))
+    for run in plan.analysis_runs():
+        if not all(_exists(results, key, run) for key in ("gallery", "tsne")):
+            status["analysis"][run] = status["runs"].get(run) or _failure(results, "analyse", **run_values(run))
+    if config.get("transfer") and not _exists(results, "transfer_matrix"):
+        cells = plan.transfer_cells()
+        status["transfer"] = _upstream(status, [run for _, run, _ in cells]) or next(
+            (_failure(results, "transfer_predict", target=target, **run_values(run)) for _, run, target in cells
+             if not _exists(results, "transfer_predictions", run, target=target)),
             _failure(results, "transfer_matrix"))
     return status
 

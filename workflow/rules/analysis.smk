@@ -1,23 +1,24 @@
 rule analyse:
     input:
-        weights=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/weights.safetensors",
-        metrics=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/metrics.json",
-        manifest=f"{RESULTS}/data/{{dataset}}/manifest.csv",
-        cache=f"{RESULTS}/data/{{dataset}}/cache_{IMG}.npy",
+        weights=P("weights"),
+        info=P("train_info"),
+        metrics=P("metrics"),
+        manifest=P("manifest"),
+        cache=P("cache", size=IMG),
     output:
-        features=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/analysis/features_test.npy",
-        tsne=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/analysis/tsne.csv",
-        gallery=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/analysis/gallery.json",
-        images=directory(f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/analysis/gallery"),
+        features=P("features"),
+        tsne=P("tsne"),
+        gallery=P("gallery"),
+        images=directory(P("gallery_images")),
     params:
         analysis=as_dict(config["analysis"]),
     threads: 4
     resources:
         gpu=1,
     log:
-        f"{RESULTS}/{LOGS['analyse']}",
+        LOG("analyse"),
     benchmark:
-        f"{RESULTS}/benchmarks/analyse/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}.tsv",
+        BENCH("analyse")
     conda:
         "../../envs/cvm_cervix.yaml"
     script:
@@ -28,14 +29,14 @@ rule stats:
     input:
         stats_inputs,
     output:
-        stats=f"{RESULTS}/stats/{{experiment}}.json",
+        stats=P("stats"),
     params:
         runs=stats_params,
         analysis=as_dict(config["analysis"]),
     log:
-        f"{RESULTS}/{LOGS['stats']}",
+        LOG("stats"),
     benchmark:
-        f"{RESULTS}/benchmarks/stats/{{experiment}}.tsv",
+        BENCH("stats")
     conda:
         "../../envs/cvm_cervix.yaml"
     script:

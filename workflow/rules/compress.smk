@@ -1,29 +1,28 @@
-# One rule per kind of artifact, so each declares the file it writes and whether it needs a GPU.
-RUN = f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}"
-
-
+# One rule per kind of artifact (cvm_cervix.precisions), so each declares the file it writes and
+# whether it needs a GPU.
 rule compress_half:
     input:
-        weights=f"{RUN}/weights.safetensors",
-        metrics=f"{RUN}/metrics.json",
-        predictions=f"{RUN}/predictions_test.csv",
-        manifest=f"{RESULTS}/data/{{dataset}}/manifest.csv",
-        cache=f"{RESULTS}/data/{{dataset}}/cache_{IMG}.npy",
+        weights=P("weights"),
+        info=P("train_info"),
+        metrics=P("metrics"),
+        predictions=P("predictions_test"),
+        manifest=P("manifest"),
+        cache=P("cache", size=IMG),
     output:
-        artifact=f"{RUN}/compressed/{{precision}}/weights.safetensors",
-        metrics=f"{RUN}/compressed/{{precision}}/metrics.json",
-        predictions=f"{RUN}/compressed/{{precision}}/predictions_test.csv",
+        artifact=f"{P('compressed')}/{rule_artifact('compress_half')}",
+        metrics=P("compressed_metrics"),
+        predictions=P("compressed_predictions"),
     wildcard_constraints:
-        precision="fp16|bf16",
+        precision="|".join(rule_precisions("compress_half")),
     params:
         batch_size=max(TRAIN["batch_size"], 64),
     threads: 4
     resources:
         gpu=1,
     log:
-        f"{RESULTS}/{LOGS['compress']}",
+        LOG("compress"),
     benchmark:
-        f"{RESULTS}/benchmarks/compress_half/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}_{{precision}}.tsv",
+        BENCH("compress_half")
     conda:
         "../../envs/cvm_cervix.yaml"
     script:
@@ -33,25 +32,25 @@ rule compress_half:
 # Static int8 (calibrated on training images) and the float32 graph, run by ONNX Runtime on the CPU.
 use rule compress_half as compress_onnx with:
     output:
-        artifact=f"{RUN}/compressed/{{precision}}/model.onnx",
-        metrics=f"{RUN}/compressed/{{precision}}/metrics.json",
-        predictions=f"{RUN}/compressed/{{precision}}/predictions_test.csv",
+        artifact=f"{P('compressed')}/{rule_artifact('compress_onnx')}",
+        metrics=P("compressed_metrics"),
+        predictions=P("compressed_predictions"),
     wildcard_constraints:
-        precision="int8|onnx",
+        precision="|".join(rule_precisions("compress_onnx")),
     resources:
         gpu=0,
     benchmark:
-        f"{RESULTS}/benchmarks/compress_onnx/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}_{{precision}}.tsv",
+        BENCH("compress_onnx")
 
 
 use rule compress_half as compress_dynamic with:
     output:
-        artifact=f"{RUN}/compressed/{{precision}}/weights.pt",
-        metrics=f"{RUN}/compressed/{{precision}}/metrics.json",
-        predictions=f"{RUN}/compressed/{{precision}}/predictions_test.csv",
+        artifact=f"{P('compressed')}/{rule_artifact('compress_dynamic')}",
+        metrics=P("compressed_metrics"),
+        predictions=P("compressed_predictions"),
     wildcard_constraints:
-        precision="int8_dynamic",
+        precision="|".join(rule_precisions("compress_dynamic")),
     resources:
         gpu=0,
     benchmark:
-        f"{RESULTS}/benchmarks/compress_dynamic/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}_{{precision}}.tsv",
+        BENCH("compress_dynamic")

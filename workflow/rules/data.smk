@@ -1,12 +1,12 @@
 rule synthesize:
     output:
-        root=directory(f"{RESULTS}/synthetic/{{dataset}}"),
+        root=directory(P("synthetic")),
     params:
         spec=dataset_spec,
     log:
-        f"{RESULTS}/{LOGS['synthesize']}",
+        LOG("synthesize"),
     benchmark:
-        f"{RESULTS}/benchmarks/synthesize/{{dataset}}.tsv",
+        BENCH("synthesize")
     conda:
         "../../envs/cvm_cervix.yaml"
     script:
@@ -17,10 +17,11 @@ rule prepare:
     input:
         unpack(prepare_input),
     output:
-        manifest=f"{RESULTS}/data/{{dataset}}/manifest.csv",
-        classes=f"{RESULTS}/data/{{dataset}}/classes.json",
-        summary=f"{RESULTS}/data/{{dataset}}/summary.json",
-        crops=directory(f"{RESULTS}/data/{{dataset}}/crops"),  # CRIC cells cut from the full images; else empty
+        manifest=P("manifest"),
+        classes=P("classes"),
+        summary=P("summary"),
+        splits=P("splits"),  # the portable split file: relative path, sha256, class -> split
+        crops=directory(P("crops")),  # CRIC cells cut from the full images; else empty
     params:
         spec=dataset_spec,
         root=dataset_root,
@@ -28,9 +29,9 @@ rule prepare:
         listing=dataset_listing,
     threads: 4
     log:
-        f"{RESULTS}/{LOGS['prepare']}",
+        LOG("prepare"),
     benchmark:
-        f"{RESULTS}/benchmarks/prepare/{{dataset}}.tsv",
+        BENCH("prepare")
     conda:
         "../../envs/cvm_cervix.yaml"
     script:
@@ -39,16 +40,16 @@ rule prepare:
 
 rule cache:
     input:
-        manifest=f"{RESULTS}/data/{{dataset}}/manifest.csv",
+        manifest=P("manifest"),
     output:
-        cache=f"{RESULTS}/data/{{dataset}}/cache_{{size}}.npy",
+        cache=P("cache"),
     wildcard_constraints:
         size=r"\d+",
     threads: 4
     log:
-        f"{RESULTS}/{LOGS['cache']}",
+        LOG("cache"),
     benchmark:
-        f"{RESULTS}/benchmarks/cache/{{dataset}}_{{size}}.tsv",
+        BENCH("cache")
     conda:
         "../../envs/cvm_cervix.yaml"
     script:

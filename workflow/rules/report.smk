@@ -3,13 +3,13 @@ rule report:
         unpack(report_inputs),
     output:
         html=report(
-            f"{RESULTS}/report.html",
+            P("report"),
             caption="../../report/report.rst",
             category="Report",
         ),
         # The report's figures and tables one by one, for `snakemake --report` (a category per experiment).
         files=report(
-            directory(f"{RESULTS}/report_files"),
+            directory(P("report_files")),
             patterns=["{category}__{name}.{ext}"],
             caption="../../report/figure.rst",
             category="{category}",
@@ -20,9 +20,9 @@ rule report:
         configfiles=[str(f) for f in workflow.configfiles],
         workflow_dir=workflow.basedir,
     log:
-        f"{RESULTS}/{LOGS['report']}",
+        LOG("report"),
     benchmark:
-        f"{RESULTS}/benchmarks/report/report.tsv",
+        BENCH("report")
     conda:
         "../../envs/cvm_cervix.yaml"
     script:

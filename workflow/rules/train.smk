@@ -1,14 +1,14 @@
 rule train:
     input:
         unpack(init_input),
-        manifest=f"{RESULTS}/data/{{dataset}}/manifest.csv",
-        classes=f"{RESULTS}/data/{{dataset}}/classes.json",
-        cache=f"{RESULTS}/data/{{dataset}}/cache_{IMG}.npy",
+        manifest=P("manifest"),
+        classes=P("classes"),
+        cache=P("cache", size=IMG),
         pretrained=pretrained_marker,
     output:
-        weights=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/weights.safetensors",
-        history=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/history.csv",
-        info=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}/train.json",
+        weights=P("weights"),
+        history=P("history"),
+        info=P("train_info"),
     params:
         train=train_settings,
         weights=train_weights,
@@ -16,9 +16,9 @@ rule train:
     resources:
         gpu=1,
     log:
-        f"{RESULTS}/{LOGS['train']}",
+        LOG("train"),
     benchmark:
-        f"{RESULTS}/benchmarks/train/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}.tsv",
+        BENCH("train")
     conda:
         "../../envs/cvm_cervix.yaml"
     script:
@@ -29,12 +29,12 @@ rule train:
 # which has network when compute nodes do not), before any training job.
 rule weights:
     output:
-        record=f"{RESULTS}/weights/{{model}}.json",
+        record=P("pretrained"),
     params:
         cache=TRAIN["weights_cache"],
         img_size=IMG,
     log:
-        f"{RESULTS}/{LOGS['weights']}",
+        LOG("weights"),
     conda:
         "../../envs/cvm_cervix.yaml"
     script:

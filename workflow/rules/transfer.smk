@@ -1,17 +1,14 @@
 # Zero-shot transfer: a trained run tested on another dataset's test split, both classes mapped into a
 # shared label space (config 'transfer'); then one matrix, rows trained on, columns tested on.
-RUN_DIR = f"{RESULTS}/runs/{{dataset}}/{{model}}/{{augment}}/seed{{seed}}"
-
-
 rule transfer_predict:
     input:
-        weights=f"{RUN_DIR}/weights.safetensors",
-        info=f"{RUN_DIR}/train.json",
-        manifest=f"{RESULTS}/data/{{target}}/manifest.csv",
-        classes=f"{RESULTS}/data/{{target}}/classes.json",
-        cache=f"{RESULTS}/data/{{target}}/cache_{IMG}.npy",
+        weights=P("weights"),
+        info=P("train_info"),
+        manifest=P("manifest", dataset="{target}"),
+        classes=P("classes", dataset="{target}"),
+        cache=P("cache", dataset="{target}", size=IMG),
     output:
-        predictions=f"{RUN_DIR}/transfer/{{target}}.csv",
+        predictions=P("transfer_predictions"),
     params:
         mapping=lambda w: transfer_mapping(),
         mapping_name=lambda w: config["transfer"]["mapping"],
@@ -20,9 +17,9 @@ rule transfer_predict:
     resources:
         gpu=1,
     log:
-        f"{RESULTS}/{LOGS['transfer_predict']}",
+        LOG("transfer_predict"),
     benchmark:
-        f"{RESULTS}/benchmarks/transfer_predict/{{dataset}}/{{model}}_{{augment}}_seed{{seed}}_on_{{target}}.tsv",
+        BENCH("transfer_predict")
     conda:
         "../../envs/cvm_cervix.yaml"
     script:
@@ -31,17 +28,17 @@ rule transfer_predict:
 
 rule transfer_matrix:
     input:
-        [e["predictions"] for e in transfer_entries()],
+        [e["predictions"] for e in PLAN.transfer_entries(RESULTS)],
     output:
-        matrix=f"{RESULTS}/transfer/matrix.json",
+        matrix=P("transfer_matrix"),
     params:
-        entries=transfer_entries(),
+        entries=PLAN.transfer_entries(RESULTS),
         mapping_name=lambda w: config["transfer"]["mapping"],
         bootstrap=config["analysis"]["bootstrap"],
     log:
-        f"{RESULTS}/{LOGS['transfer_matrix']}",
+        LOG("transfer_matrix"),
     benchmark:
-        f"{RESULTS}/benchmarks/transfer_matrix/matrix.tsv",
+        BENCH("transfer_matrix")
     conda:
         "../../envs/cvm_cervix.yaml"
     script:

@@ -6,33 +6,52 @@ import logging
 import os
 from pathlib import Path
 
-from .._io import read_json, write_csv, write_json
+from .._io import read_json, read_table, write_csv, write_json
 from ..errors import CvmError
 from ._adapters import list_dataset
 from ._manifest import (assign_splits, combine_frames, conversions, limit_classes, read_manifest, records_frame,
                         summarize)
+from ._splits import COLUMNS as SPLIT_COLUMNS
+from ._splits import apply_split_file, relative_paths, split_table
 
 log = logging.getLogger(__name__)
 
 
-def prepare_dataset(name: str, spec: dict, out_dir: str | os.PathLike, root: str | os.PathLike | None = None,
-                    parts: dict[str, str | os.PathLike] | None = None, threads: int = 4) -> dict:
+def prepare_dataset(name: str, spec: dict, out_dir: str | os.PathLike | None = None,
+                    root: str | os.PathLike | None = None, parts: dict[str, str | os.PathLike] | None = None,
+                    threads: int = 4, outputs: dict | None = None) -> dict:
     """Read one dataset and write its manifest, class list and summary into ``out_dir``.
 
-    ``root`` is the folder to read (for ``combined``, ``parts`` maps part names to their manifest
-    folders instead). Returns the summary. Every file is written atomically.
+    ``root`` is the folder to read (for ``combined``, ``parts`` maps part names to their prepared
+    folders or manifests instead, each with its ``splits.csv`` beside it). ``outputs`` names the files
+    to write (``manifest``, ``classes``, ``summary``, ``splits``, ``crops``: a rule's outputs),
+    default: those names in ``out_dir``. Also writes ``splits.csv``, the portable split file; with ``spec["split_file"]``
+    the splits are taken from such a file instead of drawn. Returns the summary. Every file is
+    written atomically.
     """
-    out_dir = Path(out_dir)
+    files = {k: Path(v) for k, v in (outputs or {}).items()}
+    # the prepared folder: where CRIC crops are cut (the rule's crops output) and paths are relative to
+    out_dir = Path(out_dir) if out_dir is not None else (files.get("crops") or files["manifest"]).parent
+    files = {key: files.get(key, out_dir / name) for key, name in (
+        ("manifest", "manifest.csv"), ("classes", "classes.json"), ("summary", "summary.json"),
+        ("splits", "splits.csv"), ("crops", "crops"))}
+    relative: dict[str, str] = {}  # a combined set's images: path -> path relative to its part's root
     if spec["kind"] == "combined":
         frames = {}
-        for part, folder in (parts or {}).items():
-            frame = read_manifest(Path(folder) / "manifest.csv")
+        for part, where in (parts or {}).items():
+            manifest = Path(where) / "manifest.csv" if Path(where).is_dir() else Path(where)
+            frame = read_manifest(manifest)
             frames[part] = frame
+            part_splits = manifest.with_name("splits.csv")
+            if part_splits.is_file():
+                table = read_table(part_splits, text=tuple(SPLIT_COLUMNS))
+                if len(table) == len(frame):  # written beside the manifest, row for row
+                    relative.update(zip(frame["path"], table["path"]))
         if not frames:
             raise CvmError(f"dataset {name!r}: a combined dataset needs 'parts'")
         frame, classes = combine_frames(frames)
         skipped = []
-        converted = [c for folder in (parts or {}).values() for c in _part_summary(folder).get("converted", [])]
+        converted = [c for where in (parts or {}).values() for c in _part_summary(where).get("converted", [])]
     else:
         root = root or spec.get("root")
         if not root:
@@ -48,27 +67,39 @@ def prepare_dataset(name: str, spec: dict, out_dir: str | os.PathLike, root: str
                        "other classes' folders")
     frame, limits = limit_classes(frame, spec.get("max_per_class"), spec.get("class_limits"),
                                   spec.get("split_seed", 0), name, spec.get("short_classes", "error"))
-    frame = assign_splits(frame, spec.get("split_fractions", (0.6, 0.2, 0.2)), spec.get("split_seed", 0),
-                          spec.get("split", "stratified"), dataset=name)
+    if spec["kind"] == "combined":
+        missing = [p for p in frame["path"] if p not in relative]
+        if missing:
+            raise CvmError(f"dataset {name!r}: {missing[0]} has no portable path in its part's splits.csv; "
+                           "prepare the parts again")
+        rel = [relative[p] for p in frame["path"]]
+    else:
+        rel = relative_paths(frame, root, out_dir)
+    if spec.get("split_file"):
+        frame = apply_split_file(frame, rel, spec["split_file"], name, combined=spec["kind"] == "combined")
+    else:
+        frame = assign_splits(frame, spec.get("split_fractions", (0.6, 0.2, 0.2)), spec.get("split_seed", 0),
+                              spec.get("split", "stratified"), dataset=name)
     summary = summarize(frame, classes, skipped, converted)
     summary["class_limits"] = limits
     summary.update(dataset=name, kind=spec["kind"], synthetic=spec["kind"] == "synthetic" or _any_synthetic(parts),
-                   split=spec.get("split", "stratified"))
+                   split=spec.get("split", "stratified"), split_file=spec.get("split_file"))
     for path, reason in skipped:
         log.warning("left out %s: %s", path, reason)
     for item in converted:
         log.info("converted %s: %s", item["path"], item["how"])
     for conflict in summary["duplicates"]["label_conflicts"]:
         log.warning("identical images with different classes %s: %s", conflict["classes"], conflict["paths"])
-    (out_dir / "crops").mkdir(parents=True, exist_ok=True)  # declared by the workflow for every dataset
-    write_csv(out_dir / "manifest.csv", frame)
-    write_json(out_dir / "classes.json", classes)
-    write_json(out_dir / "summary.json", summary)
+    files["crops"].mkdir(parents=True, exist_ok=True)  # declared by the workflow for every dataset
+    write_csv(files["splits"], split_table(frame, rel))
+    write_csv(files["manifest"], frame)
+    write_json(files["classes"], classes)
+    write_json(files["summary"], summary)
     return summary
 
 
-def _part_summary(folder) -> dict:
-    path = Path(folder) / "summary.json"
+def _part_summary(where) -> dict:
+    path = Path(where) / "summary.json" if Path(where).is_dir() else Path(where).with_name("summary.json")
     return read_json(path) if path.is_file() else {}
 
 

@@ -1,0 +1,245 @@
+"""What a reviewer and a screening lab ask of a classifier beyond its accuracy, from one run's probabilities.
+
+- ROC and precision-recall, per class (one against the rest) and abnormal against normal (the
+  score: the summed probability of the abnormal classes), with AUC and average precision from
+  scikit-learn and percentile bootstrap intervals over test images;
+- calibration: expected calibration error over equal-width confidence bins, and the bins for a
+  reliability diagram;
+- operating points: the threshold on the abnormal score that reaches a target specificity (or
+  sensitivity) on the validation split, and the test split's sensitivity and specificity at it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+CURVE_POINTS = 101  # a curve is kept at most this many points (the report draws it; the AUC uses all)
+
+
+def _interval(values: np.ndarray, level: float) -> list[float] | None:
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return None
+    return [float(np.percentile(values, 100 * (1 - level) / 2)), float(np.percentile(values, 100 * (1 + level) / 2))]
+
+
+def _thin(*arrays: np.ndarray, points: int = CURVE_POINTS) -> list[list[float]]:
+    """Every array at the same at most ``points`` indices, first and last kept."""
+    n = len(arrays[0])
+    idx = np.unique(np.linspace(0, n - 1, min(n, points)).round().astype(int)) if n else np.zeros(0, int)
+    return [np.asarray(a)[idx].astype(float).round(6).tolist() for a in arrays]
+
+
+def bootstrap_auc_ap(truth: np.ndarray, score: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ROC AUC and average precision of each bootstrap draw, given as counts per image (``weights``, B×N).
+
+    A draw with repeats is the sample weighted by its counts, so both have closed forms that take all
+    draws at once: AUC is the weighted Mann-Whitney statistic (a tie counts one half), AP sums precision
+    over the recall gained at each distinct score, highest first (as scikit-learn's
+    ``average_precision_score``). Written here because 1,000 draws × (classes + 1) × 2 calls of
+    scikit-learn take minutes per run; ``tests/test_diagnostics.py`` checks both against
+    scikit-learn on resampled data. NaN where a draw holds one class only.
+    """
+    truth, score, w = np.asarray(truth, bool), np.asarray(score, float), np.asarray(weights, float)
+    pos, neg = np.flatnonzero(truth), np.flatnonzero(~truth)
+    wins = (score[pos, None] > score[None, neg]) + 0.5 * (score[pos, None] == score[None, neg])
+    n_pos, n_neg = w[:, pos].sum(1), w[:, neg].sum(1)
+    defined = (n_pos > 0) & (n_neg > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = np.einsum("bi,ij,bj->b", w[:, pos], wins, w[:, neg]) / (n_pos * n_neg)
+        order = np.argsort(-score, kind="stable")
+        s_sorted = score[order]
+        last = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s_sorted) - 1]  # the last image of each distinct score
+        tp = np.cumsum(w[:, order] * truth[order], axis=1)[:, last]
+        fp = np.cumsum(w[:, order] * ~truth[order], axis=1)[:, last]
+        precision = np.nan_to_num(tp / (tp + fp))
+        recall_gain = np.diff(np.concatenate([np.zeros((len(w), 1)), tp], axis=1), axis=1) / n_pos[:, None]
+        ap = (recall_gain * precision).sum(1)
+    auc[~defined], ap[~defined] = np.nan, np.nan
+    return np.clip(auc, 0, 1), np.clip(ap, 0, 1)  # a sum of fractions may pass 1 by a rounding error
+
+
+def binary_curves(truth: np.ndarray, score: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                  level: float = 0.95) -> dict | None:
+    """ROC and PR of a binary ``truth`` (1 = positive) against ``score``; None when one class is absent.
+
+    The intervals resample the images (a draw holding one class only is skipped: AUC is undefined there).
+    """
+    truth, score = np.asarray(truth, int), np.asarray(score, float)
+    if truth.min(initial=0) == truth.max(initial=0) or len(np.unique(truth)) < 2:
+        return None
+    fpr, tpr, _ = roc_curve(truth, score)
+    precision, recall, _ = precision_recall_curve(truth, score)
+    rng = np.random.default_rng(seed)
+    weights = np.stack([np.bincount(rng.integers(0, len(truth), len(truth)), minlength=len(truth))
+                        for _ in range(n_boot)]) if n_boot else np.zeros((0, len(truth)))
+    aucs, aps = bootstrap_auc_ap(truth, score, weights)
+    fpr_t, tpr_t = _thin(fpr, tpr)
+    recall_t, precision_t = _thin(recall[::-1], precision[::-1])
+    return {"n": int(len(truth)), "positives": int(truth.sum()),
+            "auc": float(roc_auc_score(truth, score)), "auc_ci": _interval(aucs, level),
+            "average_precision": float(average_precision_score(truth, score)), "average_precision_ci": _interval(aps, level),
+            "roc": {"fpr": fpr_t, "tpr": tpr_t}, "pr": {"recall": recall_t, "precision": precision_t}}
+
+
+def abnormal_score(probs: np.ndarray, classes: list[str], abnormal: list[str]) -> np.ndarray:
+    """The probability a model gives to any abnormal class of ``abnormal``."""
+    cols = [i for i, c in enumerate(classes) if c in set(abnormal)]
+    return np.asarray(probs)[:, cols].sum(1) if cols else np.zeros(len(probs))
+
+
+def roc_pr(labels: np.ndarray, probs: np.ndarray, classes: list[str], abnormal: list[str] | None = None,
+           n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """Per class (one against the rest, macro mean of the defined AUCs) and abnormal against normal."""
+    labels, probs = np.asarray(labels, int), np.asarray(probs, float)
+    per_class = {c: binary_curves(labels == i, probs[:, i], n_boot, seed, level) for i, c in enumerate(classes)}
+    defined = [v["auc"] for v in per_class.values() if v is not None]
+    out = {"level": level, "n_boot": n_boot, "per_class": per_class,
+           "macro_auc": float(np.mean(defined)) if defined else None, "abnormal": None}
+    if abnormal:
+        truth = np.isin(np.asarray(classes)[labels], abnormal) if len(labels) else np.zeros(0, bool)
+        curves = binary_curves(truth, abnormal_score(probs, classes, abnormal), n_boot, seed, level)
+        if curves is not None:
+            out["abnormal"] = {**curves, "abnormal_classes": [c for c in classes if c in set(abnormal)]}
+    return out
+
+
+def calibration(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict:
+    """Expected calibration error of the top-class confidence over ``bins`` equal-width bins of (0, 1].
+
+    ECE = sum over bins of (images in bin / all images) × |accuracy in bin − mean confidence in bin|.
+    A bin holds confidences in (lo, hi]; the first also takes 0.
+    """
+    labels, probs = np.asarray(labels, int), np.asarray(probs, float)
+    confidence, correct = probs.max(1), (probs.argmax(1) == labels).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    rows, ece, n = [], 0.0, max(len(labels), 1)
+    for b in range(bins):
+        mask = which == b
+        count = int(mask.sum())
+        acc = float(correct[mask].mean()) if count else None
+        conf = float(confidence[mask].mean()) if count else None
+        if count:
+            ece += count / n * abs(acc - conf)
+        rows.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": count, "accuracy": acc, "confidence": conf})
+    return {"ece": float(ece), "bins": bins, "binning": f"{bins} equal-width bins of the top-class confidence",
+            "mean_confidence": float(confidence.mean()) if len(labels) else None,
+            "accuracy": float(correct.mean()) if len(labels) else None, "table": rows}
+
+
+def threshold_for(truth: np.ndarray, score: np.ndarray, target: float, kind: str) -> float | None:
+    """The threshold (abnormal when score ≥ it) that reaches ``target`` specificity (the lowest such
+    threshold: the most sensitive one) or ``target`` sensitivity (the highest such: the most specific)."""
+    truth, score = np.asarray(truth, bool), np.asarray(score, float)
+    if truth.all() or not truth.any():
+        return None
+    candidates = np.unique(np.concatenate([score, [np.inf]]))
+    if kind == "specificity":
+        negatives = score[~truth]
+        ok = [t for t in candidates if np.mean(negatives < t) >= target - 1e-12]
+        return float(min(ok))
+    if kind == "sensitivity":
+        positives = score[truth]
+        ok = [t for t in candidates if np.mean(positives >= t) >= target - 1e-12]
+        return float(max(ok)) if ok else None
+    raise ValueError(f"unknown operating point kind {kind!r}")
+
+
+def operating_point(val_truth, val_score, test_truth, test_score, target: float, kind: str,
+                    n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict | None:
+    """Chosen on validation, reported on test: sensitivity and specificity at the validation threshold."""
+    threshold = threshold_for(val_truth, val_score, target, kind)
+    test_truth, test_score = np.asarray(test_truth, bool), np.asarray(test_score, float)
+    if threshold is None or test_truth.all() or not test_truth.any():
+        return None
+    pred = test_score >= threshold
+
+    def rates(idx):
+        t, p = test_truth[idx], pred[idx]
+        sens = float(np.mean(p[t])) if t.any() else np.nan
+        spec = float(np.mean(~p[~t])) if (~t).any() else np.nan
+        return sens, spec
+
+    sens, spec = rates(np.arange(len(test_truth)))
+    rng = np.random.default_rng(seed)
+    draws = np.array([rates(rng.integers(0, len(test_truth), len(test_truth))) for _ in range(n_boot)])
+    val_pred = np.asarray(val_score, float) >= threshold
+    val_truth = np.asarray(val_truth, bool)
+    return {"kind": kind, "target": target, "threshold": threshold,
+            "val": {"sensitivity": float(np.mean(val_pred[val_truth])), "specificity": float(np.mean(~val_pred[~val_truth]))},
+            "test": {"sensitivity": sens, "specificity": spec, "sensitivity_ci": _interval(draws[:, 0], level),
+                     "specificity_ci": _interval(draws[:, 1], level)}}
+
+
+def class_accuracy_gap(labels, preds, group: list[str], classes: list[str], n_boot: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> dict | None:
+    """Mean per-class accuracy (recall) of the classes in ``group`` minus that of the other classes, with a
+    percentile bootstrap interval over images: the paper's Sec. 4.4 claim that its abnormal classes are
+    classified better than its normal ones. None when either side has no class in the test split."""
+    labels, preds = np.asarray(labels), np.asarray(preds)
+    inside = [c for c in classes if c in set(group) and (labels == c).any()]
+    outside = [c for c in classes if c not in set(group) and (labels == c).any()]
+    if not inside or not outside:
+        return None
+
+    def gap(idx):
+        t, p = labels[idx], preds[idx]
+        recall = lambda c: np.mean(p[t == c] == c) if (t == c).any() else np.nan  # noqa: E731
+        a, b = np.nanmean([recall(c) for c in inside]), np.nanmean([recall(c) for c in outside])
+        return a, b
+
+    a, b = gap(np.arange(len(labels)))
+    rng = np.random.default_rng(seed)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a draw without one class: that side's mean skips it
+            draws = np.array([np.subtract(*gap(rng.integers(0, len(labels), len(labels)))) for _ in range(n_boot)])
+    return {"group": inside, "others": outside, "group_accuracy": float(a), "others_accuracy": float(b),
+            "difference": float(a - b), "difference_ci": _interval(draws, level), "level": level, "n_boot": n_boot}
+
+
+def probabilities(frame) -> tuple[np.ndarray, list[str]]:
+    """The ``prob_<class>`` columns of a predictions file, in its order, and the class names."""
+    columns = [c for c in frame.columns if c.startswith("prob_")]
+    return frame[columns].to_numpy(float), [c.removeprefix("prob_") for c in columns]
+
+
+def diagnose(test, val=None, abnormal: list[str] | None = None, operating_points: list[dict] | None = None,
+             bins: int = 15, n_boot: int = 1000, seed: int = 0, paper_abnormal: list[str] | None = None) -> dict | None:
+    """ROC/PR, calibration and operating points of one run from its predictions files' frames.
+
+    ``test``/``val``: frames of ``predictions_{test,val}.csv``; the intervals are over test images;
+    validation gives only the operating points' thresholds. ``paper_abnormal``: the paper's abnormal
+    classes, for its Sec. 4.4 claim (computed where the run has them).
+    """
+    probs, classes = probabilities(test)
+    if not classes:  # a predictions file without probabilities (written by hand): nothing to draw a curve from
+        return None
+    unknown = sorted(set(test["label"]) - set(classes))
+    if unknown:
+        raise ValueError(f"the predictions' labels {unknown} have no prob_<class> column")
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.array([index[c] for c in test["label"]], dtype=int)
+    out = {"classes": classes, "abnormal_classes": [c for c in classes if c in set(abnormal or [])],
+           "roc_pr": roc_pr(labels, probs, classes, abnormal, n_boot, seed),
+           "calibration": calibration(labels, probs, bins), "operating_points": [], "paper_claim": None}
+    if abnormal and val is not None:
+        val_probs, val_classes = probabilities(val)
+        if val_classes != classes:
+            raise ValueError(f"the validation predictions have classes {val_classes}, the test ones {classes}")
+        val_truth = np.isin(val["label"].to_numpy(), abnormal)
+        test_truth = np.isin(test["label"].to_numpy(), abnormal)
+        val_score, test_score = abnormal_score(val_probs, classes, abnormal), abnormal_score(probs, classes, abnormal)
+        for point in operating_points or []:
+            (kind, target), = point.items()
+            found = operating_point(val_truth, val_score, test_truth, test_score, float(target), kind, n_boot, seed)
+            out["operating_points"].append(found if found is not None else {"kind": kind, "target": target,
+                                                                             "threshold": None})
+    if paper_abnormal and set(paper_abnormal) <= set(classes):
+        out["paper_claim"] = class_accuracy_gap(test["label"].to_numpy(), test["pred"].to_numpy(), paper_abnormal,
+                                                classes, n_boot, seed)
+    return out

@@ -1,0 +1,76 @@
+"""Label spaces shared between datasets: which classes are normal, and the mappings of the config.
+
+The datasets name their classes differently (SIPaKMeD's five, CRIC's Bethesda six, Herlev's seven
+or two). The built-in space is the clinical question, normal vs abnormal, with the same abnormal
+list as the report's clinical view (``analysis.abnormal_classes``); ``mappings`` in the config adds
+finer ones (class -> shared class). Config validation imports this module to check the transfer
+before any job runs; it needs no torch.
+"""
+
+from __future__ import annotations
+
+from .errors import CvmError
+
+BUILTIN = "normal_abnormal"
+# Every normal class of the built-in layouts: SIPaKMeD's three normal cell types, CRIC's NILM,
+# Herlev's three normal folders (its own spelling) and its two-class task's "Normal".
+NORMAL_CLASSES = ["NILM", "Metaplastic", "Parabasal", "Superficial-Intermediate", "Normal", "normal_superficiel",
+                  "normal_intermediate", "normal_columnar"]
+
+
+def resolve_mapping(config: dict, name: str) -> dict[str, str]:
+    """Class -> shared class of mapping ``name``: the built-in normal/abnormal one or ``mappings.<name>``."""
+    if name == BUILTIN:  # 'mappings.normal_abnormal' adds classes to the built-in one
+        abnormal = list(config["analysis"]["abnormal_classes"])
+        return {**{c: "normal" for c in NORMAL_CLASSES if c not in abnormal}, **{c: "abnormal" for c in abnormal},
+                **dict(config.get("mappings", {}).get(name, {}))}
+    try:
+        return dict(config["mappings"][name])
+    except KeyError:
+        raise CvmError(f"config key 'transfer.mapping': no mapping {name!r} (built in: {BUILTIN}; defined under "
+                       f"'mappings': {', '.join(sorted(config.get('mappings', {}))) or 'none'})") from None
+
+
+def known_classes(config: dict, dataset: str) -> list[str] | None:
+    """A dataset's class names where the config alone says them (synthetic sets, the fixed layouts)."""
+    from .data import CLASS_SETS
+    from .data._adapters import CRIC_CLASSES, HERLEV_FOLDERS, PBC_CLASSES, SIPAKMED_CLASSES
+
+    spec = config["datasets"][dataset]
+    kind = spec["kind"]
+    if kind == "synthetic":
+        return list(CLASS_SETS[spec["classes"]])
+    if kind == "combined":
+        parts = [known_classes(config, p) for p in spec.get("parts") or []]
+        return None if any(p is None for p in parts) else list(dict.fromkeys(c for p in parts for c in p))
+    fixed = {"sipakmed": SIPAKMED_CLASSES, "cric": CRIC_CLASSES, "pbc": PBC_CLASSES,
+             "herlev": ["Normal", "Abnormal"] if int(spec.get("task", 2)) == 2 else list(HERLEV_FOLDERS)}
+    return list(fixed[kind]) if kind in fixed else None
+
+
+def check_mapped(classes: list[str], mapping: dict[str, str], name: str, where: str) -> None:
+    """Every class must have a shared class: one line naming the first that has none and the fix."""
+    missing = [c for c in classes if c not in mapping]
+    if missing:
+        raise CvmError(f"{where}: class {missing[0]!r} has no class in mapping {name!r}"
+                       f"{f' (nor {len(missing) - 1} more)' if len(missing) > 1 else ''}; add "
+                       f"'{missing[0]}: <shared class>' under 'mappings.{name}'"
+                       + (" or the class to 'analysis.abnormal_classes'" if name == BUILTIN else ""))
+
+
+def paper_abnormal_classes() -> list[str]:
+    """The paper's five abnormal classes of its 11-class set (Sec. 4.4), from ``paper_results.yaml``."""
+    from pathlib import Path
+
+    import yaml
+
+    data = yaml.safe_load((Path(__file__).resolve().with_name("paper_results.yaml")).read_text(encoding="utf-8"))
+    return list(data["abnormal_classes"])
+
+
+def abnormal_classes(analysis: dict) -> list[str]:
+    """The abnormal classes of the clinical view: ``analysis.abnormal_set`` clinical (the Bethesda-based
+    ``analysis.abnormal_classes``) or paper (the paper's five)."""
+    if analysis.get("abnormal_set", "clinical") == "paper":
+        return paper_abnormal_classes()
+    return list(analysis.get("abnormal_classes", []))

@@ -1,0 +1,287 @@
+"""The workflow's plan: which jobs a config asks for, and the one table of where each reads and writes.
+
+Every path of the results folder is a template here (``PATHS``, ``LOGS``, ``BENCHMARKS``),
+relative to ``results``, with Snakemake's wildcard names; the rule files take their ``input``,
+``output``, ``log`` and ``benchmark`` patterns from :func:`pattern`, and the library, the status of
+a results folder and the report fill the same templates with :func:`path`. :class:`Plan` decides
+which runs, compress jobs, analyses, statistics, transfer cells and report inputs a config asks
+for; it is plain Python, so it is unit-tested (``tests/test_plan.py``) and the rule files only turn
+it into file names.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+from .precisions import PRECISIONS
+from .config import (
+    Run,
+    all_runs,
+    experiment_runs,
+    experiment_seeds,
+    init_source,
+    run_settings,
+    start_label,
+    transfer_pairs,
+    used_datasets,
+)
+
+RUN = "runs/{dataset}/{model}/{recipe}/seed{seed}"
+DATA = "data/{dataset}"
+# File names inside a run folder and a prepared dataset's folder.
+RUN_FILES = {"info": "train.json", "weights": "weights.safetensors", "history": "history.csv",
+             "metrics": "metrics.json", "predictions": "predictions_{split}.csv", "checkpoint": "checkpoint.pt",
+             "manifest": "manifest.csv", "classes": "classes.json", "summary": "summary.json",
+             "cache": "cache_{size}.npy"}
+
+PATHS = {
+    "synthetic": "synthetic/{dataset}",
+    "manifest": f"{DATA}/manifest.csv",
+    "classes": f"{DATA}/classes.json",
+    "summary": f"{DATA}/summary.json",
+    "splits": f"{DATA}/splits.csv",
+    "crops": f"{DATA}/crops",
+    "cache": f"{DATA}/cache_{{size}}.npy",
+    "pretrained": "weights/{model}.json",
+    "run": RUN,
+    "weights": f"{RUN}/weights.safetensors",
+    "history": f"{RUN}/history.csv",
+    "train_info": f"{RUN}/train.json",
+    "metrics": f"{RUN}/metrics.json",
+    "predictions_val": f"{RUN}/predictions_val.csv",
+    "predictions_test": f"{RUN}/predictions_test.csv",
+    "compressed": f"{RUN}/compressed/{{precision}}",
+    "compressed_metrics": f"{RUN}/compressed/{{precision}}/metrics.json",
+    "compressed_predictions": f"{RUN}/compressed/{{precision}}/predictions_test.csv",
+    "features": f"{RUN}/analysis/features_test.npy",
+    "tsne": f"{RUN}/analysis/tsne.csv",
+    "gallery": f"{RUN}/analysis/gallery.json",
+    "gallery_images": f"{RUN}/analysis/gallery",
+    "transfer_predictions": f"{RUN}/transfer/{{target}}.csv",
+    "transfer_matrix": "transfer/matrix.json",
+    "stats": "stats/{experiment}.json",
+    "report": "report.html",
+    "report_files": "report_files",
+}
+
+JOB = "{dataset}/{model}_{recipe}_seed{seed}"
+LOGS = {
+    "synthesize": "logs/synthesize/{dataset}.log",
+    "prepare": "logs/prepare/{dataset}.log",
+    "cache": "logs/cache/{dataset}_{size}.log",
+    "weights": "logs/weights/{model}.log",
+    "train": f"logs/train/{JOB}.log",
+    "evaluate": f"logs/evaluate/{JOB}.log",
+    "analyse": f"logs/analyse/{JOB}.log",
+    "compress": f"logs/compress/{JOB}_{{precision}}.log",
+    "transfer_predict": f"logs/transfer/{JOB}_on_{{target}}.log",
+    "transfer_matrix": "logs/transfer/matrix.log",
+    "stats": "logs/stats/{experiment}.log",
+    "report": "logs/report/report.log",
+}
+# Each rule's benchmark file (wall time, memory): the report's provenance reads them.
+BENCHMARKS = {
+    "synthesize": "benchmarks/synthesize/{dataset}.tsv",
+    "prepare": "benchmarks/prepare/{dataset}.tsv",
+    "cache": "benchmarks/cache/{dataset}_{size}.tsv",
+    "train": f"benchmarks/train/{JOB}.tsv",
+    "evaluate": f"benchmarks/evaluate/{JOB}.tsv",
+    "analyse": f"benchmarks/analyse/{JOB}.tsv",
+    "compress_half": f"benchmarks/compress_half/{JOB}_{{precision}}.tsv",
+    "compress_onnx": f"benchmarks/compress_onnx/{JOB}_{{precision}}.tsv",
+    "compress_dynamic": f"benchmarks/compress_dynamic/{JOB}_{{precision}}.tsv",
+    "stats": "benchmarks/stats/{experiment}.tsv",
+    "transfer_predict": f"benchmarks/transfer_predict/{JOB}_on_{{target}}.tsv",
+    "transfer_matrix": "benchmarks/transfer_matrix/matrix.tsv",
+    "report": "benchmarks/report/report.tsv",
+}
+TABLES = {"path": PATHS, "log": LOGS, "benchmark": BENCHMARKS}
+
+
+# Settings of ``train`` that do not change a run's result (see :meth:`Plan.train_params`).
+NOT_RUN_SETTINGS = ("seeds", "weights", "device", "compile", "weights_cache")
+
+
+class _Partial(dict):
+    def __missing__(self, key):
+        return "{" + key + "}"
+
+
+def _template(key: str, table: str = "path") -> str:
+    try:
+        return TABLES[table][key]
+    except KeyError:
+        raise KeyError(f"no {table} template {key!r} (known: {', '.join(TABLES[table])})") from None
+
+
+def run_values(run: Run) -> dict:
+    """The wildcards of a run's paths."""
+    return {"dataset": run.dataset, "model": run.model, "recipe": run.recipe, "seed": run.seed}
+
+
+def pattern(key: str, results: str = "", table: str = "path", **fixed) -> str:
+    """The template ``key`` under ``results``, with ``fixed`` filled in and every other name left as a
+    ``{wildcard}``: what a rule declares (``pattern("cache", RESULTS, size=IMG)``)."""
+    text = string.Formatter().vformat(_template(key, table), (), _Partial(fixed))
+    return f"{results}/{text}" if results else text
+
+
+def path(key: str, results: str | Path = "", run: Run | None = None, table: str = "path", **values) -> str:
+    """The template ``key`` filled in (a run's wildcards from ``run``); a name left unfilled is an error."""
+    values = {**(run_values(run) if run is not None else {}), **values}
+    try:
+        text = _template(key, table).format(**values)
+    except KeyError as err:
+        raise KeyError(f"{table} template {key!r} needs {err.args[0]!r}") from None
+    return f"{results}/{text}" if str(results) else text
+
+
+@dataclass(frozen=True)
+class CompressJob:
+    run: Run
+    precision: str
+
+
+class Plan:
+    """What a (validated) config asks the workflow to make."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.runs: list[Run] = all_runs(config)
+        self.datasets: list[str] = used_datasets(config)
+
+    # -- runs ----------------------------------------------------------------------------------------
+    def experiment_runs(self, experiment: str) -> list[Run]:
+        return experiment_runs(self.config, experiment)
+
+    def first_seed_runs(self, experiment: str) -> list[Run]:
+        """The experiment's runs at its first seed: the ones compressed, analysed and shown in detail."""
+        first = experiment_seeds(self.config, experiment)[0]
+        return [r for r in self.experiment_runs(experiment) if r.seed == first]
+
+    def flagged_runs(self, flag: str) -> list[Run]:
+        """First-seed runs of every experiment that switches ``flag`` on (``analysis``)."""
+        return sorted({r for name, exp in self.config["experiments"].items() if exp.get(flag)
+                       for r in self.first_seed_runs(name)})
+
+    def init_source(self, run: Run) -> Run | None:
+        return init_source(self.config, run)
+
+    def train_params(self, run: Run) -> dict:
+        """The run's settings (its variant's keys put in) that decide its result: changing one retrains it.
+
+        Not among them: the seed list or another model's weights, and neither where it runs (device)
+        nor how the step is compiled or where weights are cached (the training script reads those
+        from the config, so they never trigger a rerun).
+        """
+        return run_settings(self.config, run, exclude=NOT_RUN_SETTINGS)
+
+    def needs_pretrained(self, run: Run) -> bool:
+        """Whether the run waits for the weights step: ImageNet weights, not a local file or another run."""
+        settings = run_settings(self.config, run)
+        return bool(settings["pretrained"] and not settings.get("init_from")
+                    and not self.config["train"]["weights"].get(run.model))
+
+    # -- what a job reads, by kind ----------------------------------------------------------------------------
+    def prepare_inputs(self, dataset: str, results: str) -> dict[str, str]:
+        """Synthetic data is generated first; a combined set needs its parts' manifests."""
+        spec = self.config["datasets"][dataset]
+        given = {"split_file": spec["split_file"]} if spec.get("split_file") else {}
+        if spec["kind"] == "synthetic":
+            return {"root": path("synthetic", results, dataset=dataset), **given}
+        if spec["kind"] == "combined":
+            return {**{f"part_{p}": path("manifest", results, dataset=p) for p in spec["parts"]},
+                    **{f"splits_{p}": path("splits", results, dataset=p) for p in spec["parts"]}, **given}
+        return given
+
+    def combined_parts(self, dataset: str, results: str) -> dict[str, str]:
+        """A combined set's parts: name -> prepared folder."""
+        parts = self.config["datasets"][dataset].get("parts") or []
+        return {p: str(Path(path("manifest", results, dataset=p)).parent) for p in parts}
+
+    def init_inputs(self, run: Run, results: str) -> dict[str, str]:
+        """A variant with ``init_from`` starts from another run's trained weights: that run is trained first."""
+        source = self.init_source(run)
+        if source is None:
+            return {}
+        return {"init_weights": path("weights", results, source), "init_info": path("train_info", results, source)}
+
+    def pretrained_inputs(self, run: Run, results: str) -> list[str]:
+        """With ``train.pretrained``, training waits for the weights step (which fetches every file first)."""
+        return [path("pretrained", results, model=run.model)] if self.needs_pretrained(run) else []
+
+    # -- jobs after training ---------------------------------------------------------------------------
+    def compress_jobs(self) -> list[CompressJob]:
+        """Every compression the experiments ask for (each experiment's first seed), sorted."""
+        jobs = {(r, p) for name, exp in self.config["experiments"].items()
+                for r in self.first_seed_runs(name) for p in exp.get("compress") or []}
+        return [CompressJob(r, p) for r, p in sorted(jobs)]
+
+    def analysis_runs(self) -> list[Run]:
+        return self.flagged_runs("analysis")
+
+    def stats_runs(self, experiment: str) -> list[Run]:
+        """The experiment's runs plus the reference model's runs they are compared with."""
+        reference = self.config["analysis"]["reference"]
+        runs = set(self.experiment_runs(experiment))
+        planned = set(self.runs)
+        for r in list(runs):
+            ref = Run(r.dataset, reference, r.recipe, r.seed)
+            if ref in planned:
+                runs.add(ref)
+        return sorted(runs)
+
+    def stats_entries(self, experiment: str, results: str) -> list[dict]:
+        """What the statistics of ``experiment`` read: each run's test predictions and how it started."""
+        return [{"model": r.model, "augment": r.recipe, "seed": r.seed,
+                 "predictions": path("predictions_test", results, r),
+                 "predictions_val": path("predictions_val", results, r),
+                 # where its weights start and on how much of the training split: start-vs-start contrasts
+                 "start": start_label(self.config, r),
+                 "train_fraction": run_settings(self.config, r).get("train_fraction", 1.0)}
+                for r in self.stats_runs(experiment)]
+
+    def transfer_cells(self) -> list[tuple[str, Run, str]]:
+        """(source name, source run, target dataset) of every cell of the transfer matrix."""
+        return transfer_pairs(self.config)
+
+    def transfer_entries(self, results: str) -> list[dict]:
+        return [{"source": name, "source_dataset": run.dataset, "target": target,
+                 "predictions": path("transfer_predictions", results, run, target=target)}
+                for name, run, target in self.transfer_cells()]
+
+    # -- the report -----------------------------------------------------------------------------------------
+    def benchmark_files(self, results: str) -> list[str]:
+        """The benchmark file of every job the report depends on (wall time per rule in its provenance)."""
+        size = self.config["train"]["img_size"]
+        b = lambda key, **v: path(key, results, table="benchmark", **v)  # noqa: E731
+        files = [b("prepare", dataset=d) for d in self.datasets]
+        files += [b("synthesize", dataset=d) for d in self.datasets if self.config["datasets"][d]["kind"] == "synthetic"]
+        files += [b("cache", dataset=d, size=size) for d in sorted({r.dataset for r in self.runs})]
+        files += [b(rule, **run_values(r)) for r in self.runs for rule in ("train", "evaluate")]
+        files += [b("analyse", **run_values(r)) for r in self.analysis_runs()]
+        files += [b("stats", experiment=e) for e in self.config["experiments"]]
+        files += [b(PRECISIONS[j.precision].rule, precision=j.precision, **run_values(j.run))
+                  for j in self.compress_jobs()]
+        files += [b("transfer_predict", target=t, **run_values(r)) for _, r, t in self.transfer_cells()]
+        files += [b("transfer_matrix")] if self.config.get("transfer") else []
+        return files
+
+    def report_inputs(self, results: str) -> dict[str, list[str]]:
+        """Every file the report is made from, by kind: the report rule's input."""
+        p = lambda key, run=None, **v: path(key, results, run, **v)  # noqa: E731
+        extra = {"transfer": [p("transfer_matrix")]} if self.config.get("transfer") else {}
+        return {
+            **extra,
+            "benchmarks": self.benchmark_files(results),
+            "stats": [p("stats", experiment=e) for e in self.config["experiments"]],
+            "compressed": [p("compressed_metrics", j.run, precision=j.precision) for j in self.compress_jobs()],
+            "analysis": [p(key, r) for r in self.analysis_runs() for key in ("gallery", "tsne")],
+            "metrics": [p("metrics", r) for r in self.runs],
+            "history": [p("history", r) for r in self.runs],
+            "train": [p("train_info", r) for r in self.runs],
+            "summaries": [p("summary", dataset=d) for d in self.datasets],
+            "manifests": [p("manifest", dataset=d) for d in self.datasets],
+        }

@@ -1,0 +1,67 @@
+"""The precisions a trained run can be compressed to, as one table (as the model registry is one).
+
+Each row says what the artifact is called in ``compressed/<precision>/``, which rule of the
+workflow makes it (one rule per kind of artifact, so each declares its file and whether it takes a
+GPU), where it runs, how it is exported and loaded, and what its timing means. The compress rules
+read their artifact names and wildcard values from here, ``compress.py`` dispatches on ``export``
+and ``load``, and the report's note comes from ``note``. No torch import: Snakemake reads this
+table while it parses the workflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    artifact: str  # the file in compressed/<name>/
+    rule: str  # the workflow rule that writes it
+    device: str  # "run": the run's device (the GPU when there is one); "cpu": always the CPU
+    export: str  # how the artifact is written: safetensors | safetensors_half | torch_dynamic | onnx | onnx_int8
+    load: str  # how it is run: torch | torch_half | torch_dynamic | onnxruntime
+    note: str  # for the report; {calibration} is the number of calibration images, {where} the device
+    dtype: str | None = None  # the torch dtype of half-precision weights
+
+    @property
+    def gpu(self) -> bool:
+        return self.device == "run"
+
+    def describe(self, device: str, calibration: int = 0) -> str:
+        on_cpu = not str(device).startswith("cuda")
+        where = ((" on the CPU: a smaller file, not a faster model" + (" (this CPU emulates 16-bit arithmetic)"
+                  if self.name == "fp16" else "")) if on_cpu else " on the GPU")
+        return self.note.format(calibration=calibration, where=where)
+
+
+PRECISIONS: dict[str, Precision] = {p.name: p for p in (
+    Precision("fp32", "weights.safetensors", "compress_half", "run", "safetensors", "torch",
+              "float32 weights, as trained"),
+    Precision("fp16", "weights.safetensors", "compress_half", "run", "safetensors_half", "torch_half",
+              "float16 weights, run in float16{where}", dtype="float16"),
+    Precision("bf16", "weights.safetensors", "compress_half", "run", "safetensors_half", "torch_half",
+              "bfloat16 weights, run in bfloat16{where}", dtype="bfloat16"),
+    Precision("int8", "model.onnx", "compress_onnx", "cpu", "onnx_int8", "onnxruntime",
+              "static int8 (QDQ) of every convolution and linear layer, calibrated on {calibration} training "
+              "images; ONNX Runtime on the CPU"),
+    Precision("int8_dynamic", "weights.pt", "compress_dynamic", "cpu", "torch_dynamic", "torch_dynamic",
+              "dynamic int8 of the linear layers only (convolutions stay float32); PyTorch on the CPU"),
+    Precision("onnx", "model.onnx", "compress_onnx", "cpu", "onnx", "onnxruntime",
+              "float32 graph; ONNX Runtime on the CPU"),
+)}
+# What the config's ``compress`` lists may name: every precision but the float32 it is compared with.
+COMPRESSED = tuple(name for name in PRECISIONS if name != "fp32")
+
+
+def rule_precisions(rule: str) -> list[str]:
+    """The compressed precisions one compress rule makes: its ``precision`` wildcard's values."""
+    return [p.name for p in PRECISIONS.values() if p.rule == rule and p.name in COMPRESSED]
+
+
+def rule_artifact(rule: str) -> str:
+    """The artifact file name every precision of ``rule`` writes (one per rule: it is a declared output)."""
+    names = {PRECISIONS[p].artifact for p in rule_precisions(rule)}
+    if len(names) != 1:
+        raise ValueError(f"compress rule {rule!r} writes {sorted(names)}: one artifact name per rule")
+    return names.pop()

@@ -1,0 +1,231 @@
+"""A trained run: its record (``train.json``), its checked weights, its model on a device, the precision
+rule every pass over it follows, and the images of a split it is evaluated on.
+
+Training writes a run through :func:`write_run`; evaluation, compression, analysis, transfer,
+``cvm-cervix predict`` and ``init_from`` read it through :class:`TrainedRun`, so the checks a run
+gets (the record's keys, the weights' metadata and every tensor's shape) are made in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+
+from ._io import atomic_path, write_csv, write_json
+from .data import load_cache, read_manifest
+from .engine import precision_name, resolve_device
+from .errors import CvmError
+from .models import IMAGENET, create_model, input_normalizations, load_exact
+from .plan import RUN_FILES
+
+# What train.json must hold to rebuild its model: key -> type.
+_INFO_KEYS = {"model": str, "num_classes": int, "img_size": int, "classes": list, "seed": int, "augment": str}
+
+
+def read_train_info(path: str | os.PathLike) -> dict:
+    """A run's ``train.json`` (or the run folder holding it), checked for what rebuilding the model needs."""
+    path = Path(path)
+    if path.is_dir() or not path.suffix:
+        run_dir, path = path, path / RUN_FILES["info"]
+    else:
+        run_dir = path.parent
+    if not path.is_file():
+        raise CvmError(f"{run_dir} is not a training run folder (no {path.name}); "
+                       "pass results/runs/<dataset>/<model>/<recipe>/seed<N>")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CvmError(f"{path} is not valid JSON ({err}); delete the run folder and train it again") from None
+    if not isinstance(info, dict):
+        raise CvmError(f"{path} does not hold a JSON object; delete the run folder and train it again")
+    for key, kind in _INFO_KEYS.items():
+        if not isinstance(info.get(key), kind) or isinstance(info.get(key), bool):
+            raise CvmError(f"{path} lacks key {key!r} (or it is not a {kind.__name__}); "
+                           "delete the run folder and train it again")
+    if len(info["classes"]) != info["num_classes"]:
+        raise CvmError(f"{path}: {len(info['classes'])} classes listed but num_classes is {info['num_classes']}; "
+                       "delete the run folder and train it again")
+    return info
+
+
+def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a ``.safetensors`` file written by :func:`save_weights`."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CvmError(f"weights file {path} not found; run the workflow's train step for this run")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})
+    except Exception as err:
+        raise CvmError(f"weights file {path} cannot be read ({str(err).splitlines()[0]}); "
+                       "delete it and train the run again") from None
+
+
+def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """The model's tensors (on the CPU) with ``metadata`` as text, written whole or not at all."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+
+
+def weights_metadata(info: dict) -> dict:
+    """What a run's weights (and every artifact exported from them) carry to be matched to ``train.json``."""
+    return {k: info[k] for k in ("model", "num_classes", "img_size")}
+
+
+def check_weights_metadata(meta: dict[str, str], info: dict, weights: Path, info_path: Path) -> None:
+    """The model name, class count and size stored with the weights must be those of ``train.json``."""
+    for key in ("model", "num_classes", "img_size"):
+        if key in meta and meta[key] != str(info[key]):
+            raise CvmError(f"{weights} was saved for {key} {meta[key]!r} but {info_path} says {info[key]!r}; "
+                           "the two files belong to different runs: train the run again")
+
+
+def write_run(model: torch.nn.Module, info: dict, history: pd.DataFrame, *, weights: str | os.PathLike,
+              history_csv: str | os.PathLike, info_json: str | os.PathLike) -> None:
+    """A finished run's three files; ``train.json`` last, so a run folder with a record is whole."""
+    save_weights(model, weights, weights_metadata(info))
+    write_csv(history_csv, history)
+    write_json(info_json, info)
+
+
+@dataclass
+class TrainedRun:
+    """One trained run, opened from its ``train.json`` and weights file (by default the folder's own)."""
+
+    info_path: Path
+    weights_path: Path
+    info: dict
+    _tensors: dict | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(cls, run: str | os.PathLike | TrainedRun, weights: str | os.PathLike | None = None) -> TrainedRun:
+        """``run``: a run folder or its ``train.json``; ``weights``: the weights file (default: beside it)."""
+        if isinstance(run, TrainedRun):
+            return run if weights is None else cls.open(run.info_path, weights)
+        path = Path(run)
+        info_path = path / RUN_FILES["info"] if path.is_dir() or not path.suffix else path
+        info = read_train_info(info_path)
+        return cls(info_path, Path(weights) if weights else info_path.parent / RUN_FILES["weights"], info)
+
+    @property
+    def dir(self) -> Path:
+        return self.info_path.parent
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.info["classes"])
+
+    @property
+    def img_size(self) -> int:
+        return int(self.info["img_size"])
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The weights file's tensors, read and checked against ``train.json`` once."""
+        if self._tensors is None:
+            state, meta = read_weights(self.weights_path)
+            check_weights_metadata(meta, self.info, self.weights_path, self.info_path)
+            self._tensors = state
+        return self._tensors
+
+    def normalization(self) -> dict:
+        normalization = self.info.get("normalization")
+        if normalization is None:  # a run of an earlier version: every network was fed ImageNet statistics
+            normalization = {path: IMAGENET for path in input_normalizations(
+                create_model(self.info["model"], self.info["num_classes"], self.img_size))}
+        return normalization
+
+    def model(self, device: str | torch.device = "cpu", weights: str | os.PathLike | None = None) -> torch.nn.Module:
+        """A fresh model with the run's weights (or another file's, checked against the same record), in eval mode.
+
+        Every tensor must fit the model that ``train.json`` describes; otherwise one line names both
+        files. A run never loads with a fresh random head.
+        """
+        if weights is not None and Path(weights) != self.weights_path:
+            return TrainedRun.open(self.info_path, weights).model(device)
+        state, path = self.tensors(), self.weights_path
+        info = self.info
+        model = create_model(info["model"], info["num_classes"], self.img_size, normalization=self.normalization())
+        dtype = next(iter(state.values())).dtype if state else torch.float32
+        if dtype in (torch.float16, torch.bfloat16):
+            model = model.to(dtype)
+        load_exact(model, state, f"{path} does not match {self.info_path} "
+                                 f"({info['model']}, {info['num_classes']} classes, {info['img_size']} px)")
+        return model.to(device).eval()
+
+    def amp(self, device: torch.device) -> bool:
+        """One rule for training and every pass over a run: float32, unless it trained with AMP on CUDA."""
+        return bool(self.info.get("amp")) and device.type == "cuda"
+
+    def precision(self, device: torch.device) -> str:
+        return precision_name(device, self.amp(device))
+
+
+def load_trained(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
+                 weights: str | os.PathLike | None = None) -> tuple[torch.nn.Module, dict]:
+    """``(model, train_info)`` of a run folder: :meth:`TrainedRun.model` for callers that need no more."""
+    run = TrainedRun.open(run_dir, weights)
+    return run.model(device), run.info
+
+
+def dataset_files(data: str | os.PathLike, img_size: int, cache: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """(manifest, cache) given a prepared dataset's folder or its manifest file (and optionally its cache)."""
+    data = Path(data)
+    manifest = data / RUN_FILES["manifest"] if data.is_dir() else data
+    return manifest, Path(cache) if cache else manifest.parent / RUN_FILES["cache"].format(size=img_size)
+
+
+@dataclass
+class Images:
+    """A prepared dataset's manifest and the uint8 image cache of one size, row for row."""
+
+    manifest: pd.DataFrame
+    cache: np.ndarray
+
+    @classmethod
+    def open(cls, data: str | os.PathLike, img_size: int, cache: str | os.PathLike | None = None) -> Images:
+        manifest_path, cache_path = dataset_files(data, img_size, cache)
+        manifest = read_manifest(manifest_path)
+        return cls(manifest, load_cache(cache_path, len(manifest)))
+
+    def split(self, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+        """(images, labels, manifest rows) of one split, in manifest order."""
+        return split_arrays(self.manifest, self.cache, split)
+
+
+def split_arrays(manifest: pd.DataFrame, cache: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    rows = manifest.index[manifest["split"] == split].to_numpy()
+    return cache[rows], manifest.loc[rows, "label"].to_numpy(), manifest.loc[rows].reset_index(drop=True)
+
+
+@dataclass
+class Inference:
+    """What every pass over a trained run starts with: the run, its model on the device, the images."""
+
+    run: TrainedRun
+    model: torch.nn.Module
+    device: torch.device
+    images: Images
+
+    @classmethod
+    def open(cls, run: str | os.PathLike | TrainedRun, data: str | os.PathLike, *, weights=None, cache=None,
+             device: str = "auto", threads: int | None = None) -> Inference:
+        """``run`` (folder or ``train.json``) with ``weights``, on the dataset ``data`` (folder or manifest)."""
+        if threads:
+            torch.set_num_threads(threads)
+        dev = resolve_device(device)
+        run = TrainedRun.open(run, weights)
+        return cls(run, run.model(dev), dev, Images.open(data, run.img_size, cache))
+
+    @property
+    def amp(self) -> bool:
+        return self.run.amp(self.device)

@@ -1,0 +1,91 @@
+"""ROC/PR with AUC, calibration and operating points, against values worked out by hand."""
+import numpy as np
+import pytest
+
+from cvm_cervix.diagnostics import binary_curves, calibration, operating_point, roc_pr, threshold_for
+
+
+def test_auc_and_average_precision_of_four_images():
+    # positives score 0.35 and 0.8, negatives 0.1 and 0.4: of the 4 (positive, negative) pairs, 3 are ordered
+    # right, so AUC = 3/4. Ranked: 0.8 (pos) 0.4 (neg) 0.35 (pos) 0.1: precision 1 at recall 1/2, 2/3 at recall 1,
+    # so AP = 1/2 * 1 + 1/2 * 2/3 = 5/6.
+    out = binary_curves(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]), n_boot=200)
+    assert out["auc"] == pytest.approx(0.75) and out["average_precision"] == pytest.approx(5 / 6)
+    lo, hi = out["auc_ci"]
+    assert 0 <= lo <= hi <= 1
+    assert out["roc"]["fpr"][0] == 0 and out["roc"]["tpr"][-1] == 1
+    assert out["positives"] == 2 and out["n"] == 4
+
+
+def test_auc_is_undefined_with_one_class():
+    assert binary_curves(np.array([1, 1, 1]), np.array([0.2, 0.5, 0.9])) is None
+
+
+def test_per_class_and_abnormal_curves():
+    classes = ["NILM", "HSIL", "LSIL"]
+    labels = np.array([0, 0, 1, 2, 1, 0])
+    probs = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.3, 0.2, 0.5], [0.5, 0.4, 0.1],
+                      [0.7, 0.2, 0.1]])
+    out = roc_pr(labels, probs, classes, abnormal=["HSIL", "LSIL"], n_boot=50)
+    # abnormal score = 1 - P(NILM): abnormal images 0.8, 0.7, 0.5; normal ones 0.2, 0.4, 0.3: all 9 pairs right
+    assert out["abnormal"]["auc"] == pytest.approx(1.0)
+    assert out["abnormal"]["abnormal_classes"] == ["HSIL", "LSIL"]
+    # NILM against the rest: scores 0.8, 0.6, 0.7 (NILM) against 0.2, 0.3, 0.5: every pair right
+    assert out["per_class"]["NILM"]["auc"] == pytest.approx(1.0)
+    # HSIL: positives 0.7, 0.4 against 0.1, 0.3, 0.2, 0.2: 8 of 8 pairs
+    assert out["per_class"]["HSIL"]["auc"] == pytest.approx(1.0)
+    assert out["macro_auc"] == pytest.approx(np.mean([v["auc"] for v in out["per_class"].values()]))
+
+
+def test_expected_calibration_error_over_equal_width_bins():
+    # two images at confidence 0.85, one right, one wrong: |0.5 - 0.85| = 0.35 for half the images;
+    # two at 0.55, both right: |1 - 0.55| = 0.45 for the other half. ECE = 0.5 * 0.35 + 0.5 * 0.45 = 0.4
+    probs = np.array([[0.85, 0.15], [0.85, 0.15], [0.45, 0.55], [0.55, 0.45]])
+    labels = np.array([0, 1, 1, 0])
+    out = calibration(labels, probs, bins=10)
+    assert out["ece"] == pytest.approx(0.4)
+    filled = [b for b in out["table"] if b["n"]]
+    assert [(b["lo"], b["n"], b["accuracy"]) for b in filled] == [(pytest.approx(0.5), 2, 1.0), (pytest.approx(0.8), 2, 0.5)]
+    assert out["accuracy"] == 0.75 and "10 equal-width bins" in out["binning"]
+
+
+def test_a_perfectly_calibrated_model_has_no_calibration_error():
+    probs = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert calibration(np.array([0, 1]), probs)["ece"] == 0
+
+
+def test_the_threshold_is_chosen_on_validation_and_reported_on_test():
+    val_truth = np.array([0, 0, 0, 0, 1, 1])
+    val_score = np.array([0.1, 0.2, 0.3, 0.6, 0.5, 0.9])
+    # specificity 0.75 on validation: 3 of the 4 normal images below the threshold; of the scores seen, the
+    # lowest such is 0.5 (normals 0.1, 0.2, 0.3 below it; 0.6 at or above counts as abnormal)
+    assert threshold_for(val_truth, val_score, 0.75, "specificity") == pytest.approx(0.5)
+    # sensitivity 1: both abnormal images at or above it: the highest such threshold is 0.5
+    assert threshold_for(val_truth, val_score, 1.0, "sensitivity") == pytest.approx(0.5)
+    test_truth = np.array([0, 0, 1, 1])
+    test_score = np.array([0.2, 0.7, 0.65, 0.4])
+    out = operating_point(val_truth, val_score, test_truth, test_score, 0.75, "specificity", n_boot=100)
+    assert out["threshold"] == pytest.approx(0.5)
+    assert out["val"] == {"sensitivity": 1.0, "specificity": 0.75}
+    # on test at 0.5: abnormal 0.65 found, 0.4 missed -> sensitivity 1/2; normal 0.2 kept, 0.7 flagged -> 1/2
+    assert out["test"]["sensitivity"] == 0.5 and out["test"]["specificity"] == 0.5
+    assert len(out["test"]["sensitivity_ci"]) == 2
+
+
+def test_the_bootstrap_draws_equal_scikit_learn_on_the_resampled_images():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from cvm_cervix.diagnostics import bootstrap_auc_ap
+
+    rng = np.random.default_rng(3)
+    truth = rng.random(60) < 0.3
+    score = np.round(rng.random(60), 1)  # rounded: many ties
+    draws = [rng.integers(0, 60, 60) for _ in range(20)]
+    weights = np.stack([np.bincount(d, minlength=60) for d in draws])
+    auc, ap = bootstrap_auc_ap(truth, score, weights)
+    for b, d in enumerate(draws):
+        assert auc[b] == pytest.approx(roc_auc_score(truth[d], score[d]))
+        assert ap[b] == pytest.approx(average_precision_score(truth[d], score[d]))
+    one_class = np.zeros((1, 60))
+    one_class[0, np.flatnonzero(truth)[:3]] = 1
+    assert np.isnan(bootstrap_auc_ap(truth, score, one_class)[0][0])

@@ -1,0 +1,137 @@
+"""The plan as code: which jobs a config asks for and the one table of paths the rules and the library share."""
+import re
+import string
+
+import pytest
+import yaml
+
+from conftest import REPO
+from cvm_cervix.config import Run, validate_config
+from cvm_cervix.plan import BENCHMARKS, LOGS, PATHS, Plan, path, pattern
+from cvm_cervix.precisions import COMPRESSED, PRECISIONS, rule_artifact, rule_precisions
+
+WILDCARDS = {"dataset", "model", "recipe", "seed", "size", "precision", "target", "experiment"}
+
+
+def config(variants=None, pretrained=False, **experiments) -> dict:
+    return validate_config({
+        "variants": variants or {},
+        "datasets": {"syn": {"kind": "synthetic"}, "other": {"kind": "synthetic", "classes": "herlev"}},
+        "train": {"seeds": [0, 1], "epochs": 1, "img_size": 32, "pretrained": pretrained},
+        "experiments": experiments or {
+            "main": {"dataset": "syn", "models": ["cvm_cervix"], "augment": ["none", "flip4x"], "analysis": True},
+            "comparison": {"dataset": "syn", "models": ["resnet18", "cvm_cervix"], "seeds": [3],
+                           "compress": ["int8", "fp16"]},
+        },
+    })
+
+
+def test_every_template_names_only_the_workflows_wildcards():
+    for table in (PATHS, LOGS, BENCHMARKS):
+        for key, template in table.items():
+            names = {field for _, field, _, _ in string.Formatter().parse(template) if field}
+            assert names <= WILDCARDS, (key, names - WILDCARDS)
+
+
+def test_a_pattern_fills_what_is_fixed_and_leaves_the_rest_as_wildcards():
+    assert pattern("cache", "res", size=96) == "res/data/{dataset}/cache_96.npy"
+    assert pattern("manifest", "res", dataset="{target}") == "res/data/{target}/manifest.csv"
+    assert pattern("train", "res", table="log") == "res/logs/train/{dataset}/{model}_{recipe}_seed{seed}.log"
+    run = Run("syn", "resnet18", "none+amp", 2)
+    assert path("metrics", "res", run) == "res/runs/syn/resnet18/none+amp/seed2/metrics.json"
+    assert path("run", "", run) == run.path
+    filled = pattern("compressed_metrics", "res").format(dataset="syn", model="resnet18", recipe="none+amp", seed=2,
+                                                         precision="int8")
+    assert filled == path("compressed_metrics", "res", run, precision="int8")
+
+
+def test_a_template_left_unfilled_is_named():
+    with pytest.raises(KeyError, match="'cache' needs 'size'"):
+        path("cache", "res", dataset="syn")
+    with pytest.raises(KeyError, match="no path template 'nothing'"):
+        pattern("nothing")
+
+
+def test_runs_compress_and_analysis_jobs_of_each_experiment():
+    plan = Plan(config())
+    assert len(plan.runs) == 2 * 2 + 2  # main: 2 augments x 2 seeds; comparison: resnet18, cvm_cervix at seed 3
+    jobs = {(j.run, j.precision) for j in plan.compress_jobs()}
+    assert jobs == {(Run("syn", m, "none", 3), p) for m in ("resnet18", "cvm_cervix") for p in ("int8", "fp16")}
+    # analysis: the experiment's first seed only, each of its recipes
+    assert plan.analysis_runs() == [Run("syn", "cvm_cervix", "flip4x", 0), Run("syn", "cvm_cervix", "none", 0)]
+
+
+def test_statistics_compare_each_run_with_the_reference_at_the_same_recipe_and_seed():
+    plan = Plan(config(comparison={"dataset": "syn", "models": ["resnet18"], "seeds": [0]},
+                       main={"dataset": "syn", "models": ["cvm_cervix"]}))
+    # the reference's runs (cvm_cervix, seeds 0 and 1) are planned: the one at seed 0 joins the comparison
+    assert plan.stats_runs("comparison") == [Run("syn", "cvm_cervix", "none", 0), Run("syn", "resnet18", "none", 0)]
+    entries = plan.stats_entries("comparison", "res")
+    assert [e["predictions"] for e in entries] == [
+        "res/runs/syn/cvm_cervix/none/seed0/predictions_test.csv", "res/runs/syn/resnet18/none/seed0/predictions_test.csv"]
+    assert {e["start"] for e in entries} == {"random weights"}
+
+
+def test_variants_start_from_the_run_they_name_and_wait_for_it():
+    cfg = config(variants={"from_main": {"init_from": "main/cvm_cervix/none"}}, pretrained=True,
+                 main={"dataset": "syn", "models": ["cvm_cervix"]},
+                 tuned={"dataset": "other", "models": ["cvm_cervix"], "variants": ["from_main"]})
+    plan = Plan(cfg)
+    tuned = Run("other", "cvm_cervix", "none+from_main", 1)
+    assert plan.init_inputs(tuned, "res") == {"init_weights": "res/runs/syn/cvm_cervix/none/seed1/weights.safetensors",
+                                              "init_info": "res/runs/syn/cvm_cervix/none/seed1/train.json"}
+    assert plan.pretrained_inputs(tuned, "res") == []  # it starts from the other run, not from ImageNet
+    assert plan.pretrained_inputs(Run("syn", "cvm_cervix", "none", 0), "res") == ["res/weights/cvm_cervix.json"]
+    assert plan.train_params(tuned)["init_from"] == "runs/syn/cvm_cervix/none/seed1"
+    assert "device" not in plan.train_params(tuned) and "seeds" not in plan.train_params(tuned)
+
+
+def test_report_inputs_name_every_result_the_report_reads():
+    plan = Plan(config())
+    inputs = plan.report_inputs("res")
+    assert len(inputs["metrics"]) == len(inputs["train"]) == len(inputs["history"]) == len(plan.runs)
+    assert inputs["stats"] == ["res/stats/main.json", "res/stats/comparison.json"]
+    assert sorted(inputs["compressed"]) == sorted(
+        f"res/runs/syn/{m}/none/seed3/compressed/{p}/metrics.json" for m in ("resnet18", "cvm_cervix") for p in ("int8", "fp16"))
+    assert len(inputs["analysis"]) == 4 and all(f.endswith(("gallery.json", "tsne.csv")) for f in inputs["analysis"])
+    assert inputs["manifests"] == ["res/data/syn/manifest.csv"] and "transfer" not in inputs
+    # each compress job's benchmark file is the one its rule writes
+    bench = [f for f in inputs["benchmarks"] if "/compress" in f]
+    assert "res/benchmarks/compress_onnx/syn/resnet18_none_seed3_int8.tsv" in bench
+    assert "res/benchmarks/compress_half/syn/resnet18_none_seed3_fp16.tsv" in bench
+    assert len(bench) == 4
+
+
+def test_the_papers_config_plans_its_37_runs():
+    cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    validate_config(cfg, require_roots=False)
+    plan = Plan(cfg)
+    assert len(plan.runs) == 37
+    inputs = plan.report_inputs("results")
+    assert inputs["transfer"] == ["results/transfer/matrix.json"]
+    cells = plan.transfer_entries("results")
+    assert len(cells) == len(plan.transfer_cells()) and all(c["predictions"].endswith(f"/transfer/{c['target']}.csv")
+                                                             for c in cells)
+
+
+def test_precisions_are_one_table_the_schema_and_the_rules_agree_with():
+    schema = yaml.safe_load((REPO / "src" / "cvm_cervix" / "config.schema.yaml").read_text())
+    enums = re.findall(r"enum: \[(fp16[^\]]*)\]", (REPO / "src" / "cvm_cervix" / "config.schema.yaml").read_text())
+    assert schema and enums and [e.strip() for e in enums[0].split(",")] == list(COMPRESSED)
+    rules = {p.rule for p in PRECISIONS.values()}
+    assert rules == {"compress_half", "compress_onnx", "compress_dynamic"}
+    assert set(BENCHMARKS) >= rules
+    assert sorted(p for r in rules for p in rule_precisions(r)) == sorted(COMPRESSED)
+    assert rule_artifact("compress_onnx") == "model.onnx" and rule_artifact("compress_dynamic") == "weights.pt"
+    assert PRECISIONS["int8"].device == "cpu" and PRECISIONS["fp16"].gpu
+    assert "calibrated on 20 training images" in PRECISIONS["int8"].describe("cpu", 20)
+    assert PRECISIONS["bf16"].describe("cuda:0") == "bfloat16 weights, run in bfloat16 on the GPU"
+
+
+def test_rule_files_take_their_paths_from_the_plan():
+    """No rule file types a results path or a run folder out: every input, output, log and benchmark
+    comes from the plan's table, so renaming a path there renames it everywhere."""
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        text = smk.read_text()
+        assert "{RESULTS}/" not in text, smk.name
+        assert "seed{{seed}}" not in text and "runs/" not in text, smk.name
