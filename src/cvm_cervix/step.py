@@ -124,8 +124,9 @@ class CapturedStep(TrainStep):
             super().reset(totals)
             return
         # the graph reads and writes these very tensors: refill them in place
-        self.loss_sum.fill_(0) if totals is None else self.loss_sum.copy_(totals[0].to(self.device))
-        self.correct.fill_(0) if totals is None else self.correct.copy_(totals[1].to(self.device))
+        loss_sum, correct = (0, 0) if totals is None else (totals[0].to(self.device), totals[1].to(self.device))
+        self.loss_sum.copy_(torch.as_tensor(loss_sum, device=self.device, dtype=self.loss_sum.dtype))
+        self.correct.copy_(torch.as_tensor(correct, device=self.device, dtype=self.correct.dtype))
         self.first_bad.fill_(-1)
         self.steps.fill_(0)
 
