@@ -368,3 +368,14 @@ def test_a_combined_sets_split_file_names_its_parts(tmp_path):
     prepare_dataset("combined", {"kind": "combined", "parts": list(parts), "split_file": str(d / "combined" / "splits.csv")},
                     again, parts=parts)
     assert (read_manifest(again / "manifest.csv")["split"] == read_manifest(d / "combined" / "manifest.csv")["split"]).all()
+
+
+def test_a_file_that_is_not_a_split_file_is_named_with_what_it_lacks(tmp_path, imagefolder):
+    bad = tmp_path / "splits.csv"
+    bad.write_text("path,split\nalpha/alpha_0.png,train\n")
+    with pytest.raises(CvmError, match=r"splits\.csv is not a split file: it lacks column\(s\) dataset, sha256, class"):
+        prepare_dataset("f", {"kind": "imagefolder", "split_file": str(bad)}, tmp_path / "out", root=imagefolder)
+    bad.write_text("dataset,path,sha256,class,split\nf,alpha/alpha_0.png,00,alpha,holdout\n")
+    with pytest.raises(CvmError, match=r"split 'holdout' is not train, val or test"):
+        prepare_dataset("f", {"kind": "imagefolder", "split_file": str(bad)}, tmp_path / "out", root=imagefolder)
+    assert not (tmp_path / "out" / "manifest.csv").exists()

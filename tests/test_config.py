@@ -193,3 +193,18 @@ def test_values_that_would_be_quietly_wrong_or_a_traceback_are_one_line(mutate, 
     with pytest.raises(CvmError) as err:
         validate_config(cfg)
     assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_split_file_that_does_not_exist_and_a_captured_step_with_compile_are_named(tmp_path):
+    cfg = minimal(tmp_path)
+    cfg["datasets"]["syn"]["split_file"] = str(tmp_path / "nowhere" / "splits.csv")
+    with pytest.raises(CvmError, match=r"'datasets\.syn\.split_file' in the config: file .*nowhere/splits\.csv.* does "
+                                       r"not exist; give a splits\.csv written by a prepare step"):
+        validate_config(cfg)
+    cfg = minimal(tmp_path)
+    cfg["train"] = {"step": "cuda_graph", "compile": True}
+    with pytest.raises(CvmError, match=r"'train\.step' in the config: cuda_graph .* does not combine with train\.compile"):
+        validate_config(cfg)
+    cfg["train"] = {"step": "graphs"}
+    with pytest.raises(CvmError, match=r"train\.step"):
+        validate_config(cfg)

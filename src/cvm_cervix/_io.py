@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import hashlib
 import json
@@ -120,6 +121,14 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+@functools.lru_cache(maxsize=None)
+def package_yaml(name: str) -> Any:
+    """A YAML file shipped inside the package (``paper_results.yaml``), read once per process."""
+    import yaml
+
+    return yaml.safe_load((Path(__file__).resolve().with_name(name)).read_text(encoding="utf-8"))
 
 
 def read_json(path: str | os.PathLike) -> Any:

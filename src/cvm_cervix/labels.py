@@ -60,12 +60,9 @@ def check_mapped(classes: list[str], mapping: dict[str, str], name: str, where: 
 
 def paper_abnormal_classes() -> list[str]:
     """The paper's five abnormal classes of its 11-class set (Sec. 4.4), from ``paper_results.yaml``."""
-    from pathlib import Path
+    from ._io import package_yaml
 
-    import yaml
-
-    data = yaml.safe_load((Path(__file__).resolve().with_name("paper_results.yaml")).read_text(encoding="utf-8"))
-    return list(data["abnormal_classes"])
+    return list(package_yaml("paper_results.yaml")["abnormal_classes"])
 
 
 def abnormal_classes(analysis: dict) -> list[str]:

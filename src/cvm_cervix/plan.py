@@ -196,11 +196,6 @@ class Plan:
                     **{f"splits_{p}": path("splits", results, dataset=p) for p in spec["parts"]}, **given}
         return given
 
-    def combined_parts(self, dataset: str, results: str) -> dict[str, str]:
-        """A combined set's parts: name -> prepared folder."""
-        parts = self.config["datasets"][dataset].get("parts") or []
-        return {p: str(Path(path("manifest", results, dataset=p)).parent) for p in parts}
-
     def init_inputs(self, run: Run, results: str) -> dict[str, str]:
         """A variant with ``init_from`` starts from another run's trained weights: that run is trained first."""
         source = self.init_source(run)

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from ._io import atomic_path, read_json, read_table, spreadsheet_safe
+from ._io import atomic_path, package_yaml, read_json, read_table, spreadsheet_safe
 from .compress import recommend
 from .config import all_runs, experiment_runs, experiment_seeds, used_datasets
 from .data import read_manifest, split_counts
@@ -27,10 +25,9 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"  # package data: works
 METRICS = (("precision", "precision_macro"), ("recall", "recall_macro"), ("f1", "f1_macro"), ("accuracy", "accuracy"))
 
 
-@lru_cache(maxsize=1)
 def paper_results() -> dict:
     """The paper's reported numbers (percent), from the project's one data file."""
-    return yaml.safe_load((Path(__file__).with_name("paper_results.yaml")).read_text())
+    return package_yaml("paper_results.yaml")
 
 
 def paper_metrics(paper_key: str | None, model: str, augment: str, split: str) -> dict | None:
@@ -267,7 +264,7 @@ def screening_section(exp_name: str, rows: list[dict], stats: dict, reference: s
                            + f" · seed {seed}", diag["roc_pr"]["abnormal"]))
     ref = next((t for t in table if t["model"] == reference), table[0])
     claim = ref["paper_claim"] if paper == "combined" else None
-    return {"rows": table, "points": [p for p in table[0]["operating_points"]],
+    return {"rows": table, "points": table[0]["operating_points"],
             "roc": roc_figure(curves, f"ROC, abnormal against normal (test): {exp_name}") if curves else "",
             "reliability": reliability_figure(ref["calibration"], f"Reliability (test): {ref['paper_name']}"),
             "reliability_of": ref["paper_name"], "claim": claim}

@@ -94,7 +94,8 @@ def dataset_root(wildcards, input):
 
 
 def combined_parts(wildcards):
-    return PLAN.combined_parts(wildcards.dataset, RESULTS)
+    """A combined set's part names, in the config's order (their manifests are the job's inputs)."""
+    return list(config["datasets"][wildcards.dataset].get("parts") or [])
 
 
 def train_weights(wildcards):
