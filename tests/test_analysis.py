@@ -220,3 +220,67 @@ def test_analyse_run_writes_tsne_features_and_gallery(cvm_run, tiny_dataset):
         assert (cvm_run / "analysis" / img["file"]).is_file() and img["true"] != img["pred"]
         assert Image.open(cvm_run / "analysis" / img["file"]).size == (3 * 160, 160)
         assert (img["true"], img["pred"]) in {(p[0], p[1]) for p in gallery["pairs"]}
+
+
+def test_spread_separates_splits_from_seeds_against_hand_computed_values():
+    from cvm_cervix.analysis import spread
+
+    # split 0: seeds 0.80, 0.84; split 1: 0.70, 0.72; split 2: 0.90, 0.86
+    acc = {(0, 0): 0.80, (0, 1): 0.84, (1, 0): 0.70, (1, 1): 0.72, (2, 0): 0.90, (2, 1): 0.86}
+    scores = {("m", "none", seed, split): {"accuracy": a, "f1_macro": a / 2} for (split, seed), a in acc.items()}
+    (entry,) = spread(scores)
+    assert (entry["splits"], entry["seeds"], entry["runs"]) == (3, [2], 6)
+    a = entry["accuracy"]
+    assert a["mean"] == pytest.approx(sum(acc.values()) / 6)
+    assert a["split_means"] == pytest.approx({"0": 0.82, "1": 0.71, "2": 0.88})
+    assert a["sd_split"] == pytest.approx(np.std([0.82, 0.71, 0.88], ddof=1))
+    # pooled within-split variance: each split's two seeds give (d/2)^2 * 2 / 1 = d^2 / 2
+    pooled = (0.04 ** 2 / 2 + 0.02 ** 2 / 2 + 0.04 ** 2 / 2) / 3
+    assert a["sd_seed"] == pytest.approx(np.sqrt(pooled))
+    assert a["sd_total"] == pytest.approx(np.std(list(acc.values()), ddof=1))
+    assert entry["f1_macro"]["sd_split"] == pytest.approx(a["sd_split"] / 2)
+    one_seed = spread({("m", "none", 0, s): {"accuracy": v, "f1_macro": v} for s, v in ((0, 0.8), (1, 0.7))})
+    assert one_seed[0]["accuracy"]["sd_seed"] is None and one_seed[0]["accuracy"]["sd_split"] is not None
+    one_split = spread({("m", "none", s, 0): {"accuracy": v, "f1_macro": v} for s, v in ((0, 0.8), (1, 0.7))})
+    assert one_split[0]["accuracy"]["sd_split"] is None
+    assert one_split[0]["accuracy"]["sd_seed"] == pytest.approx(np.std([0.8, 0.7], ddof=1))
+
+
+def test_corrected_resampled_t_test_against_a_hand_computed_value():
+    from scipy.stats import t as student
+
+    from cvm_cervix.analysis import corrected_resampled_t
+
+    d = [0.02, 0.05, 0.03, 0.06]  # mean 0.04, sample variance 0.000333...
+    out = corrected_resampled_t(d, 0.25)
+    var = (1 / 4 + 0.25) * np.var(d, ddof=1)
+    assert out["t"] == pytest.approx(0.04 / np.sqrt(var))  # 3.098
+    assert out["t"] == pytest.approx(3.0984, abs=1e-4)
+    assert out["df"] == 3 and out["p_value"] == pytest.approx(2 * student.sf(out["t"], 3))
+    plain = 0.04 / np.sqrt(np.var(d, ddof=1) / 4)
+    assert out["t"] < plain  # the correction widens the interval the naive paired t-test would give
+    assert corrected_resampled_t([0.0, 0.0], 0.3)["p_value"] == 1.0
+    assert corrected_resampled_t([0.1, 0.1], 0.3)["p_value"] == 0.0
+    with pytest.raises(ValueError, match="at least two splits"):
+        corrected_resampled_t([0.1], 0.3)
+
+
+def test_contrasts_pair_runs_of_one_split_and_are_tested_over_the_splits(tmp_path):
+    write = partial(_all_hsil_predictions, tmp_path)
+    runs = []
+    for split, (n_ref, n_other) in enumerate(((4, 6), (2, 5), (6, 7))):
+        runs += [{"model": "cvm_cervix", "augment": "none", "seed": 0, "split_seed": split, "test_train_ratio": 0.5,
+                  "predictions": write(f"ref{split}.csv", n_ref)},
+                 {"model": "resnet18", "augment": "none", "seed": 0, "split_seed": split, "test_train_ratio": 0.5,
+                  "predictions": write(f"r18{split}.csv", n_other)}]
+    stats = experiment_stats(runs, "cvm_cervix", ["HSIL"], n_boot=100)
+    diffs = {c["b"]["split_seed"]: c["accuracy_diff"] for c in stats["contrasts"]}
+    assert diffs == pytest.approx({0: -2 / 20, 1: -3 / 20, 2: -1 / 20})  # each split against its own reference
+    assert {r["split_seed"] for r in stats["runs"]} == {0, 1, 2}
+    (over,) = stats["split_contrasts"]
+    assert over["splits"] == 3 and over["split_diffs"] == pytest.approx({"0": -0.1, "1": -0.15, "2": -0.05})
+    d = np.array([-0.1, -0.15, -0.05])
+    assert over["t"] == pytest.approx(d.mean() / np.sqrt((1 / 3 + 0.5) * d.var(ddof=1)))
+    assert over["test_train_ratio"] == 0.5 and over["p_holm"] == pytest.approx(over["p_value"])
+    by_model = {e["model"]: e for e in stats["spread"]}
+    assert by_model["resnet18"]["accuracy"]["split_means"] == pytest.approx({"0": 0.7, "1": 0.75, "2": 0.65})

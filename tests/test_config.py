@@ -1,4 +1,5 @@
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
@@ -52,6 +53,11 @@ def test_runs_expand_models_augments_and_seeds(tmp_path):
     (lambda c: c.setdefault("train", {}).update(img_size=32.0), "train.img_size", "a whole number"),
     (lambda c: c.setdefault("train", {}).update(seeds=[0, -3]), "train.seeds.1", "-3 is below the minimum 0"),
     (lambda c: c["datasets"]["syn"].update(split_seed=-1), "datasets.syn.split_seed", "below the minimum 0"),
+    (lambda c: c["experiments"]["main"].update(split_seeds=[1, 1]), "experiments.main.split_seeds", "lists 1 twice"),
+    (lambda c: c["experiments"]["main"].update(split_seeds=[]), "experiments.main.split_seeds", "should be non-empty"),
+    (lambda c: (c["experiments"]["main"].update(split_seeds=[0, 1]),
+                c["datasets"]["syn"].update(split_file=str(Path(__file__)))), "experiments.main.split_seeds",
+     "takes its one split from its split_file; drop split_seeds or the split_file"),
     (lambda c: c.setdefault("analysis", {}).update(reference="cvm"), "analysis.reference", "unknown model 'cvm'"),
     (lambda c: c.setdefault("train", {}).update(weights={"resnet18": "gone.pt"}), "train.weights.resnet18",
      "file 'gone.pt' does not exist"),
@@ -134,7 +140,7 @@ def _default():
     ("comparison/resnet18, comparison/xception", {"comparison": 2}, 2, False),
     # a fine-tuned run needs the run it starts from: main's CVM-Cervix comes along (its three seeds)
     ("finetune", {"main": 1, "finetune": 1}, 3 + 4, False),
-    (["transfer"], {"main": 1, "herlev": 1}, 3 + 1, True),
+    (["transfer"], {"main": 1, "herlev": 1}, 3 + 3, True),  # herlev: three splits (split_seeds)
     (["main", "fusion"], {"main": 1, "fusion": 4}, 3 + 3, False),
 ])
 def test_only_keeps_the_named_part_of_the_plan_and_what_it_starts_from(only, experiments, runs, transfer):

@@ -150,6 +150,13 @@ def test_class_limits_draw_a_seeded_subset_and_refuse_too_many(imagefolder, tmp_
     paths = lambda d: set(pd.read_csv(tmp_path / d / "manifest.csv")["path"])  # noqa: E731
     prepare_dataset("f", {**spec, "split_seed": 2}, tmp_path / "c", root=imagefolder, threads=1)
     assert paths("a") == paths("b") and paths("a") != paths("c")  # drawn with the seed
+    # another split of the same images (an experiment's split_seeds): the dataset's draw, split anew
+    resplit = prepare_dataset("f", {**spec, "split_seed": 5, "sample_seed": 1, "split_of": "f"}, tmp_path / "r",
+                              root=imagefolder, threads=1)
+    splits = lambda d: pd.read_csv(tmp_path / d / "manifest.csv").set_index("path")["split"]  # noqa: E731
+    assert paths("r") == paths("a") and not splits("r").sort_index().equals(splits("a").sort_index())
+    assert resplit["counts"] == summary["counts"]  # stratified: the same counts per class and split
+    assert (resplit["split_seed"], resplit["split_of"]) == (5, "f")
     with pytest.raises(CvmError, match="class_limits.beta': asks for 11 images but class 'beta' has 10; .*short_classes: take_all"):
         prepare_dataset("f", {"kind": "imagefolder", "class_limits": {"beta": 11}}, tmp_path / "d", root=imagefolder)
     # take_all: a class short of its limit is taken whole, and the record says by how much

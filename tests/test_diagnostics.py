@@ -89,3 +89,22 @@ def test_the_bootstrap_draws_equal_scikit_learn_on_the_resampled_images():
     one_class = np.zeros((1, 60))
     one_class[0, np.flatnonzero(truth)[:3]] = 1
     assert np.isnan(bootstrap_auc_ap(truth, score, one_class)[0][0])
+
+
+def test_temperature_scaling_is_fitted_on_validation_and_keeps_every_prediction():
+    from cvm_cervix.diagnostics import fit_temperature, scale_temperature, temperature_scaling
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(400, 3)) * 3
+    labels = np.array([rng.choice(3, p=np.exp(z / 3) / np.exp(z / 3).sum()) for z in logits])  # true T = 3
+    over = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)  # over-confident: its logits are 3× too large
+    assert fit_temperature(labels, over) == pytest.approx(3.0, rel=0.25)
+    # scaling by T is softmax(logits / T), whatever constant the saved log-probabilities are off by
+    expected = np.exp(logits / 2) / np.exp(logits / 2).sum(1, keepdims=True)
+    assert scale_temperature(over, 2.0) == pytest.approx(expected)
+    assert (scale_temperature(over, 2.0).argmax(1) == over.argmax(1)).all()
+    out = temperature_scaling(labels[:200], over[:200], labels[200:], over[200:])
+    assert out["fitted_on"] == "validation" and out["val_nll"]["scaled"] < out["val_nll"]["raw"]
+    assert out["test_ece"]["scaled"] < out["test_ece"]["raw"]  # the raw number is kept beside it
+    calibrated = np.exp(logits / 3) / np.exp(logits / 3).sum(1, keepdims=True)
+    assert fit_temperature(labels, calibrated) == pytest.approx(1.0, rel=0.25)

@@ -135,3 +135,41 @@ def test_rule_files_take_their_paths_from_the_plan():
         text = smk.read_text()
         assert "{RESULTS}/" not in text, smk.name
         assert "seed{{seed}}" not in text and "runs/" not in text, smk.name
+
+
+def test_split_seeds_repeat_every_run_over_splits_of_the_same_images():
+    plan = Plan(config(herlev={"dataset": "other", "models": ["cvm_cervix", "resnet18"], "seeds": [0],
+                               "split_seeds": [0, 4, 5]},
+                       main={"dataset": "syn", "models": ["cvm_cervix"]}))
+    # the dataset's own split_seed (0) is the dataset itself: the paper's paths do not move
+    assert plan.datasets == ["other", "other.split4", "other.split5", "syn"]
+    runs = plan.experiment_runs("herlev")
+    assert [(r.dataset, r.model) for r in runs] == [(d, m) for m in ("cvm_cervix", "resnet18")
+                                                    for d in ("other", "other.split4", "other.split5")]
+    # shown in detail, compressed and analysed: the first split's first seed
+    assert plan.first_seed_runs("herlev") == [Run("other", "cvm_cervix", "none", 0), Run("other", "resnet18", "none", 0)]
+    # another split reads the same synthetic images and draws its split with its own seed
+    assert plan.prepare_inputs("other.split4", "res") == {"root": "res/synthetic/other"}
+    from cvm_cervix.config import dataset_spec
+
+    spec = dataset_spec(plan.config, "other.split4")
+    assert (spec["split_seed"], spec["sample_seed"], spec["split_of"], spec["classes"]) == (4, 0, "other", "herlev")
+    entries = {(e["model"], e["split_seed"]): e for e in plan.stats_entries("herlev", "res")}
+    assert set(entries) == {(m, s) for m in ("cvm_cervix", "resnet18") for s in (0, 4, 5)}
+    assert entries[("resnet18", 5)]["predictions"] == "res/runs/other.split5/resnet18/none/seed0/predictions_test.csv"
+    assert entries[("resnet18", 5)]["test_train_ratio"] == pytest.approx(0.2 / 0.6)
+    bench = plan.benchmark_files("res")
+    assert "res/benchmarks/synthesize/other.tsv" in bench and not any("synthesize/other.split" in f for f in bench)
+    assert "res/benchmarks/prepare/other.split5.tsv" in bench
+    with pytest.raises(KeyError, match="no dataset 'other.splitx'"):
+        dataset_spec(plan.config, "other.splitx")
+
+
+def test_a_split_seed_other_than_the_datasets_own_names_every_split():
+    cfg = config(herlev={"dataset": "other", "models": ["cvm_cervix"], "split_seeds": [7, 8]})
+    cfg["datasets"]["other"]["split_seed"] = 3
+    plan = Plan(cfg)
+    assert sorted({r.dataset for r in plan.runs}) == ["other.split7", "other.split8"]
+    from cvm_cervix.config import dataset_spec
+
+    assert dataset_spec(cfg, "other.split7")["sample_seed"] == 3  # the same images the dataset's own seed draws

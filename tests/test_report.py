@@ -60,7 +60,7 @@ def _fabricate(results, config, seed=0):
     import numpy as np
     import pandas as pd
 
-    from cvm_cervix.config import all_runs, used_datasets, validate_config
+    from cvm_cervix.config import all_runs, base_dataset, dataset_spec, experiment_runs, used_datasets, validate_config
     from cvm_cervix.data import COMBINED_CLASSES
 
     validate_config(config, require_roots=False)
@@ -68,9 +68,9 @@ def _fabricate(results, config, seed=0):
     classes_of = {}
     sizes = {"combined": 8838, "herlev": 917, "pbc": 17092, "sipakmed": 4049, "cric": 4789}
     for name in used_datasets(config):
-        spec = config["datasets"][name]
-        classes = (COMBINED_CLASSES if name in ("combined", "sipakmed", "cric")
-                   else ["Normal", "Abnormal"] if name == "herlev" else [f"class{i}" for i in range(8)])
+        spec, base = dataset_spec(config, name), base_dataset(config, name)
+        classes = (COMBINED_CLASSES if base in ("combined", "sipakmed", "cric")
+                   else ["Normal", "Abnormal"] if base == "herlev" else [f"class{i}" for i in range(8)])
         classes_of[name] = classes
         n = sizes.get(name, 500)
         labels = rng.integers(0, len(classes), n)
@@ -126,11 +126,11 @@ def _fabricate(results, config, seed=0):
         diagnostics[name] = diagnose(frame(400), frame(300), abnormal or [classes[-1]],
                                      [{"specificity": 0.95}, {"sensitivity": 0.9}], 15, 30, 0, paper_abnormal_classes())
     for name, exp in config["experiments"].items():
-        runs = [r for r in all_runs(config) if r.dataset == exp["dataset"] and r.model in exp["models"]
-                and r.recipe in exp["augment"]]
+        runs = [r for r in experiment_runs(config, name) if r.recipe in exp["augment"]]
         (results / "stats").mkdir(exist_ok=True)
         (results / "stats" / f"{name}.json").write_text(json.dumps({"reference": "cvm_cervix", "runs": [
             {"model": r.model, "augment": r.recipe, "seed": r.seed,
+             "split_seed": dataset_spec(config, r.dataset).get("split_seed", 0),
              "bootstrap": {"accuracy": [0.85, 0.9], "f1_macro": [0.84, 0.9]}, "clinical": None, "mcnemar": None,
              "diagnostics": diagnostics[r.dataset]}
             for r in runs]}))

@@ -40,7 +40,7 @@ def tiny_config(**train) -> dict:
             "main": {"dataset": "syn", "models": ["cvm_cervix"], "paper": "combined", "analysis": True,
                      "compress": ["fp16", "int8", "onnx"]},
             "comparison": {"dataset": "syn", "models": ["shufflenet_v2_x0_5"], "augment": ["none", "flip4x"],
-                           "paper": "combined"},
+                           "paper": "combined", "split_seeds": [0, 1]},  # and a second split of the same images
             # generalisation set + the fusion ablation with distilled DeiT
             "herlev": {"dataset": "herl", "models": ["cvm_cervix_distilled"], "augment": ["flip4x"], "paper": "herlev"},
         },
@@ -109,6 +109,36 @@ def test_a_split_file_of_one_results_folder_gives_another_the_same_split(finishe
     assert 0 <= diag["calibration"]["ece"] <= 1 and diag["calibration"]["bins"] == 15
     assert [p["kind"] for p in diag["operating_points"]] == ["specificity", "sensitivity"]
     assert set(diag["roc_pr"]["per_class"]) == set(diag["classes"])
+
+
+def test_split_seeds_repeat_runs_over_splits_and_the_report_separates_the_spread(finished):
+    """comparison's split_seeds [0, 1]: a second prepared split of the same images, each run trained on
+    both, the spread by source and flip4x against none tested over the two splits."""
+    from cvm_cervix.data import read_manifest
+
+    data = finished / "results" / "data"
+    first, second = (read_manifest(data / d / "manifest.csv").set_index("sha256") for d in ("syn", "syn.split1"))
+    assert sorted(first.index) == sorted(second.index)  # the same images
+    assert not (first["split"] == second.loc[first.index, "split"]).all()  # split another way
+    assert json.loads((data / "syn.split1" / "summary.json").read_text())["split_seed"] == 1
+    assert not (finished / "results" / "synthetic" / "syn.split1").exists()  # rendered once
+    for recipe in ("none", "flip4x"):
+        assert (finished / f"results/runs/syn.split1/shufflenet_v2_x0_5/{recipe}/seed0/metrics.json").is_file()
+    stats = json.loads((finished / "results" / "stats" / "comparison.json").read_text())
+    assert {(r["augment"], r["split_seed"]) for r in stats["runs"] if r["model"] == "shufflenet_v2_x0_5"} == {
+        (a, s) for a in ("none", "flip4x") for s in (0, 1)}
+    spread = {e["augment"]: e for e in stats["spread"] if e["model"] == "shufflenet_v2_x0_5"}
+    assert spread["none"]["splits"] == 2 and spread["none"]["accuracy"]["sd_seed"] is None  # one seed per split
+    accuracy = {s: json.loads((finished / f"results/runs/{d}/shufflenet_v2_x0_5/none/seed0/metrics.json").read_text())
+                ["test"]["accuracy"] for s, d in (("0", "syn"), ("1", "syn.split1"))}
+    assert spread["none"]["accuracy"]["split_means"] == pytest.approx(accuracy)
+    (over,) = [c for c in stats["split_contrasts"] if c["contrast"] == "flip4x vs none"]
+    assert over["splits"] == 2 and over["df"] == 1 and 0 <= over["p_value"] <= 1
+    html = (finished / "results" / "report.html").read_text()
+    assert "Split against initialisation" in html and "corrected resampled t-test" in html
+    assert "the images of syn, split with seed 1" in html
+    files = finished / "results" / "report_files"
+    assert (files / "comparison__spread.csv").is_file() and (files / "comparison__comparisons_over_splits.tex").is_file()
 
 
 def test_transfer_matrix_is_recomputed_from_the_saved_predictions(finished):

@@ -90,6 +90,95 @@ def paired_bootstrap_diff(correct_a, correct_b, n_boot: int = 1000, seed: int = 
     return [float(np.percentile(diffs, 100 * (1 - level) / 2)), float(np.percentile(diffs, 100 * (1 + level) / 2))]
 
 
+RUN_KEY = ("model", "augment", "seed", "split_seed")  # what tells an experiment's runs apart in its statistics
+
+
+def _run_key(entry: dict) -> tuple:
+    return entry["model"], entry["augment"], entry["seed"], entry.get("split_seed", 0)
+
+
+def spread(scores: dict) -> list[dict]:
+    """Where the spread of a model's test scores comes from, over splits and over seeds.
+
+    ``scores``: (model, augment, seed, split seed) -> {"accuracy": .., "f1_macro": ..}. Per model and
+    augment and score: the standard deviation over all its runs, of the split means (between splits:
+    it also holds 1/seeds of the initialisation variance) and pooled over splits of the seeds within
+    one split (initialisation: the same split, another seed). None where a source cannot be seen
+    (one split, or one seed per split).
+    """
+    groups: dict[tuple, dict[int, list]] = {}
+    for (model, augment, seed, split), value in sorted(scores.items()):
+        groups.setdefault((model, augment), {}).setdefault(split, []).append(value)
+    out = []
+    for (model, augment), by_split in groups.items():
+        entry = {"model": model, "augment": augment, "splits": len(by_split),
+                 "seeds": sorted({len(v) for v in by_split.values()}), "runs": sum(map(len, by_split.values()))}
+        for name in ("accuracy", "f1_macro"):
+            cells = {s: np.array([v[name] for v in values]) for s, values in by_split.items()}
+            every = np.concatenate(list(cells.values()))
+            means = np.array([c.mean() for c in cells.values()])
+            within = [c for c in cells.values() if len(c) > 1]
+            entry[name] = {
+                "mean": float(every.mean()),
+                "sd_total": float(every.std(ddof=1)) if len(every) > 1 else None,
+                "sd_split": float(means.std(ddof=1)) if len(means) > 1 else None,
+                "sd_seed": (float(np.sqrt(sum((len(c) - 1) * c.var(ddof=1) for c in within)
+                                          / sum(len(c) - 1 for c in within))) if within else None),
+                "split_means": {str(s): float(m) for s, m in zip(cells, means)}}
+        out.append(entry)
+    return out
+
+
+def corrected_resampled_t(diffs, test_train_ratio: float) -> dict:
+    """Nadeau & Bengio's (2003) corrected resampled t-test of a mean difference over repeated random splits.
+
+    The splits share training images, so the plain paired t-test is far too confident; the variance of
+    the mean is taken as (1/J + n_test/n_train) s² instead of s²/J, with J − 1 degrees of freedom.
+    """
+    from scipy.stats import t as student
+
+    d = np.asarray(diffs, float)
+    j = len(d)
+    if j < 2:
+        raise ValueError("the corrected resampled t-test needs at least two splits")
+    var = (1 / j + test_train_ratio) * d.var(ddof=1)
+    if var == 0:
+        t, p = (0.0, 1.0) if d.mean() == 0 else (float(np.copysign(np.inf, d.mean())), 0.0)
+    else:
+        t = float(d.mean() / np.sqrt(var))
+        p = float(2 * student.sf(abs(t), j - 1))
+    return {"test": "corrected resampled t-test (Nadeau & Bengio 2003)", "t": t, "df": j - 1, "p_value": p,
+            "test_train_ratio": test_train_ratio}
+
+
+def split_contrasts(pairs: list[dict], ratios: dict) -> list[dict]:
+    """Each contrast over splits: per split the accuracy difference (B − A) averaged over its seeds,
+    then :func:`corrected_resampled_t` over the splits, and Holm's adjustment over all of them.
+
+    ``pairs``: the per-run contrasts (:func:`contrasts`); ``ratios``: run key -> test/train images.
+    Contrasts seen on one split only are left out (the per-run McNemar tests cover them).
+    """
+    groups: dict[tuple, dict[int, list]] = {}
+    for c in pairs:
+        key = (c["contrast"], *(c[s][k] for s in ("a", "b") for k in ("model", "augment")))
+        groups.setdefault(key, {}).setdefault(c["b"]["split_seed"], []).append((c["accuracy_diff"], c))
+    out = []
+    for (kind, a_model, a_augment, b_model, b_augment), by_split in groups.items():
+        if len(by_split) < 2:
+            continue
+        diffs = {s: float(np.mean([d for d, _ in v])) for s, v in sorted(by_split.items())}
+        ratio = float(np.mean([ratios[tuple(c["b"][k] for k in RUN_KEY)] for v in by_split.values() for _, c in v]))
+        out.append({"contrast": kind, "a": {"model": a_model, "augment": a_augment},
+                    "b": {"model": b_model, "augment": b_augment}, "splits": len(diffs),
+                    "seeds": sorted({len(v) for v in by_split.values()}),
+                    "accuracy_diff": float(np.mean(list(diffs.values()))),
+                    "split_diffs": {str(s): d for s, d in diffs.items()},
+                    **corrected_resampled_t(list(diffs.values()), ratio)})
+    for entry, adjusted in zip(out, holm([e["p_value"] for e in out])):
+        entry["p_holm"] = adjusted
+    return out
+
+
 def contrasts(frames: dict, reference: str | None, n_boot: int = 1000, starts: dict | None = None) -> list[dict]:
     """The experiment's own comparisons on the same test images, each with McNemar's test, Holm's
     adjusted p over all of them, and a paired bootstrap interval of the accuracy difference.
@@ -103,19 +192,19 @@ def contrasts(frames: dict, reference: str | None, n_boot: int = 1000, starts: d
     from .config import split_recipe
 
     pairs = []
-    for (model, augment, seed) in frames:
+    for (model, augment, seed, split) in frames:  # always on the same split and seed: the same test images
         base, variant = split_recipe(augment)
-        if variant != "default" and (model, base, seed) in frames:
-            pairs.append(((model, base, seed), (model, augment, seed), f"{variant} vs default"))
-        elif variant == "default" and augment != "none" and (model, "none", seed) in frames:
-            pairs.append(((model, "none", seed), (model, augment, seed), f"{augment} vs none"))
-        if reference and model != reference and (reference, augment, seed) in frames:
-            pairs.append(((reference, augment, seed), (model, augment, seed), f"vs {reference}"))
+        if variant != "default" and (model, base, seed, split) in frames:
+            pairs.append(((model, base, seed, split), (model, augment, seed, split), f"{variant} vs default"))
+        elif variant == "default" and augment != "none" and (model, "none", seed, split) in frames:
+            pairs.append(((model, "none", seed, split), (model, augment, seed, split), f"{augment} vs none"))
+        if reference and model != reference and (reference, augment, seed, split) in frames:
+            pairs.append(((reference, augment, seed, split), (model, augment, seed, split), f"vs {reference}"))
     starts = starts or {}
     for b, (start, fraction) in starts.items():
         for a, (other, same_fraction) in starts.items():
             if (other == "random weights" and start != other and same_fraction == fraction and a[0] == b[0]
-                    and a[2] == b[2] and a in frames and b in frames and not any(p[:2] == (a, b) for p in pairs)):
+                    and a[2:] == b[2:] and a in frames and b in frames and not any(p[:2] == (a, b) for p in pairs)):
                 pairs.append((a, b, f"{start} vs random weights, {100 * fraction:g}% of training"))
     out = []
     for a, b, kind in pairs:
@@ -124,8 +213,7 @@ def contrasts(frames: dict, reference: str | None, n_boot: int = 1000, starts: d
             raise CvmError(f"runs {a} and {b} were tested on different images; re-run prepare")
         ca, cb = (fa["label"] == fa["pred"]).to_numpy(), (fb["label"] == fb["pred"]).to_numpy()
         test = mcnemar_exact(ca, cb)
-        out.append({"contrast": kind, "a": dict(zip(("model", "augment", "seed"), a)),
-                    "b": dict(zip(("model", "augment", "seed"), b)), **test,
+        out.append({"contrast": kind, "a": dict(zip(RUN_KEY, a)), "b": dict(zip(RUN_KEY, b)), **test,
                     "accuracy_diff": float(cb.mean() - ca.mean()),
                     "accuracy_diff_ci": paired_bootstrap_diff(ca, cb, n_boot, seed=b[2])})
     for entry, adjusted in zip(out, holm([e["p_value"] for e in out])):
@@ -139,35 +227,41 @@ def experiment_stats(runs: list[dict], reference: str | None, abnormal: list[str
     """Statistics of one experiment's runs from their predictions.
 
     ``runs``: dicts with ``model``, ``augment``, ``seed`` and ``predictions`` (path of
-    predictions_test.csv), optionally ``predictions_val``, ``start`` and ``train_fraction``; the
-    reference model's runs may be among them. McNemar compares every run with the reference run of
-    the same augment and seed on the same test images. Each run also gets its ROC/PR, calibration
+    predictions_test.csv), optionally ``split_seed`` (default 0), ``test_train_ratio``,
+    ``predictions_val``, ``start`` and ``train_fraction``; the reference model's runs may be among
+    them. McNemar compares every run with the reference run of the same augment, seed and split on
+    the same test images; ``spread`` separates split from initialisation spread and
+    ``split_contrasts`` tests each contrast over the splits (:func:`corrected_resampled_t`). Each run also gets its ROC/PR, calibration
     and operating points (``diagnostics``, thresholds chosen on ``predictions_val``).
     """
     from .diagnostics import diagnose
 
-    frames = {(r["model"], r["augment"], r["seed"]): read_table(r["predictions"]) for r in runs}
-    val_files = {(r["model"], r["augment"], r["seed"]): r.get("predictions_val") for r in runs}
-    out = []
-    for (model, augment, seed), frame in frames.items():
+    frames = {_run_key(r): read_table(r["predictions"]) for r in runs}
+    val_files = {_run_key(r): r.get("predictions_val") for r in runs}
+    out, scores = [], {}
+    for (model, augment, seed, split), frame in frames.items():
         classes = sorted(set(frame["label"]) | set(frame["pred"]))
-        val = val_files[(model, augment, seed)]
-        entry = {"model": model, "augment": augment, "seed": seed,
+        val = val_files[(model, augment, seed, split)]
+        scores[(model, augment, seed, split)] = {
+            "accuracy": float(np.mean(frame["label"] == frame["pred"])),
+            "f1_macro": float(f1_score(frame["label"], frame["pred"], labels=classes, average="macro", zero_division=0))}
+        entry = {"model": model, "augment": augment, "seed": seed, "split_seed": split,
                  "bootstrap": bootstrap_ci(frame["label"], frame["pred"], classes, n_boot, seed=seed),
                  "clinical": clinical_view(frame["label"], frame["pred"], abnormal), "mcnemar": None,
                  "diagnostics": diagnose(frame, read_table(val) if val else None, abnormal, operating_points,
                                          calibration_bins, n_boot, seed, paper_abnormal)}
-        ref = frames.get((reference, augment, seed))
+        ref = frames.get((reference, augment, seed, split))
         if ref is not None and model != reference:
             if not ref["path"].equals(frame["path"]):
                 raise CvmError(f"runs of {model} and {reference} were tested on different images; re-run prepare")
             entry["mcnemar"] = {"reference": reference, **mcnemar_exact(ref["label"] == ref["pred"],
                                                                         frame["label"] == frame["pred"])}
         out.append(entry)
-    return {"reference": reference, "abnormal_classes": abnormal, "runs": out,
-            "contrasts": contrasts(frames, reference, n_boot,
-                                   {(r["model"], r["augment"], r["seed"]): (r["start"], r.get("train_fraction", 1.0))
-                                    for r in runs if r.get("start")})}
+    pairs = contrasts(frames, reference, n_boot,
+                      {_run_key(r): (r["start"], r.get("train_fraction", 1.0)) for r in runs if r.get("start")})
+    ratios = {_run_key(r): r.get("test_train_ratio", 0.2 / 0.6) for r in runs}
+    return {"reference": reference, "abnormal_classes": abnormal, "runs": out, "contrasts": pairs,
+            "spread": spread(scores), "split_contrasts": split_contrasts(pairs, ratios)}
 
 
 # --- features and t-SNE -----------------------------------------------------------------------------

@@ -243,6 +243,10 @@ def check_config(config: dict, source: str = "the config", require_roots: bool =
         if not Path(path).is_file():
             raise CvmError(f"config key 'train.weights.{model}' in {source}: file {path!r} does not exist; "
                            "give the path of a .safetensors or .pt file (relative to the working directory)")
+    for name, exp in config["experiments"].items():
+        if exp.get("split_seeds") and datasets[exp["dataset"]].get("split_file"):
+            raise CvmError(f"config key 'experiments.{name}.split_seeds' in {source}: dataset {exp['dataset']!r} takes "
+                           "its one split from its split_file; drop split_seeds or the split_file")
     for name, spec in datasets.items():
         if spec.get("split_file") and not Path(spec["split_file"]).is_file():
             raise CvmError(f"config key 'datasets.{name}.split_file' in {source}: file {spec['split_file']!r} does not "
@@ -342,18 +346,62 @@ def _with_parts(datasets: dict, names: Iterable[str]) -> set[str]:
     return out
 
 
+SPLIT_MARK = ".split"  # "herlev.split3": dataset herlev split with seed 3 (a dot is not allowed in a name)
+
+
+def split_dataset(config: dict, dataset: str, split_seed: int) -> str:
+    """The prepared dataset of ``dataset`` split with ``split_seed``: the dataset itself at its own
+    ``split_seed``, else ``<dataset>.split<seed>`` (an experiment's ``split_seeds``)."""
+    own = config["datasets"][dataset].get("split_seed", 0)
+    return dataset if split_seed == own else f"{dataset}{SPLIT_MARK}{split_seed}"
+
+
+def dataset_spec(config: dict, name: str) -> dict:
+    """The spec of a prepared dataset: a dataset of the config, or ``<dataset>.split<seed>``, the same
+    images (any ``max_per_class``/``class_limits`` draw kept: ``sample_seed``) split with another seed."""
+    datasets = config["datasets"]
+    if name in datasets:
+        return datasets[name]
+    base, mark, seed = name.rpartition(SPLIT_MARK)
+    if not mark or base not in datasets or not seed.isdigit():
+        raise KeyError(f"no dataset {name!r} in the config (defined: {', '.join(sorted(datasets))})")
+    spec = datasets[base]
+    return {**spec, "split_seed": int(seed), "sample_seed": spec.get("split_seed", 0), "split_of": base}
+
+
+def base_dataset(config: dict, name: str) -> str:
+    """The dataset of the config a prepared dataset comes from (itself, or what ``.split<seed>`` splits)."""
+    return dataset_spec(config, name).get("split_of", name)
+
+
+def experiment_splits(config: dict, experiment: str) -> list[tuple[int, str]]:
+    """(split seed, prepared dataset) of each split the experiment repeats its runs over: its
+    ``split_seeds``, else its dataset's one ``split_seed`` (the paper's single split)."""
+    exp = config["experiments"][experiment]
+    seeds = exp.get("split_seeds") or [config["datasets"][exp["dataset"]].get("split_seed", 0)]
+    return [(s, split_dataset(config, exp["dataset"], s)) for s in seeds]
+
+
+def experiment_dataset(config: dict, experiment: str) -> str:
+    """The prepared dataset of the experiment's first split: where its runs are shown in detail."""
+    return experiment_splits(config, experiment)[0][1]
+
+
 def used_datasets(config: dict) -> list[str]:
-    """Every dataset the experiments and the transfer need, including the parts of combined ones."""
-    names = [e["dataset"] for e in config["experiments"].values()]
+    """Every prepared dataset the experiments and the transfer need: the parts of combined ones, and
+    one per split seed of an experiment's ``split_seeds``."""
+    names = [d for e in config["experiments"] for _, d in experiment_splits(config, e)]
     names += list((config.get("transfer") or {}).get("targets", []))
-    return sorted(_with_parts(config["datasets"], names))
+    split = {n for n in names if n not in config["datasets"]}
+    return sorted(_with_parts(config["datasets"], set(names) - split) | split)
 
 
 def named_run(config: dict, ref: str, seed: int | None = None) -> Run:
-    """``EXPERIMENT/MODEL/AUGMENT`` -> that experiment's run at ``seed`` if it has it, else at its first seed."""
+    """``EXPERIMENT/MODEL/AUGMENT`` -> that experiment's run (first split) at ``seed`` if it has it, else at
+    its first seed."""
     experiment, model, augment = ref.split("/")
     seeds = experiment_seeds(config, experiment)
-    return Run(config["experiments"][experiment]["dataset"], model, augment, seed if seed in seeds else seeds[0])
+    return Run(experiment_dataset(config, experiment), model, augment, seed if seed in seeds else seeds[0])
 
 
 def transfer_pairs(config: dict) -> list[tuple[str, Run, str]]:
@@ -379,11 +427,13 @@ def split_recipe(value: str) -> tuple[str, str]:
 
 
 def experiment_runs(config: dict, experiment: str) -> list[Run]:
+    """Every run of the experiment: models × augments × variants × splits × seeds, in that order."""
     exp = config["experiments"][experiment]
     return [
-        Run(exp["dataset"], model, recipe(augment, variant), seed)
-        for model, augment, variant, seed in itertools.product(
-            exp["models"], exp["augment"], exp.get("variants") or ["default"], experiment_seeds(config, experiment))
+        Run(dataset, model, recipe(augment, variant), seed)
+        for model, augment, variant, (_, dataset), seed in itertools.product(
+            exp["models"], exp["augment"], exp.get("variants") or ["default"], experiment_splits(config, experiment),
+            experiment_seeds(config, experiment))
     ]
 
 

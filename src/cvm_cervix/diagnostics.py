@@ -129,6 +129,53 @@ def calibration(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict:
             "accuracy": float(correct.mean()) if len(labels) else None, "table": rows}
 
 
+def _log_probs(probs: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(np.asarray(probs, float), 1e-12, 1.0))  # logits up to a constant per image
+
+
+def scale_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log p / T): the probabilities a model with its logits divided by ``temperature`` gives.
+
+    log p differs from the logits by a constant per image, which softmax ignores, so the saved
+    probabilities are enough; the top class, and so every prediction, stays the same.
+    """
+    z = _log_probs(probs) / temperature
+    z -= z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def _nll(labels: np.ndarray, probs: np.ndarray) -> float:
+    return float(-_log_probs(probs)[np.arange(len(labels)), labels].mean())
+
+
+def fit_temperature(labels: np.ndarray, probs: np.ndarray) -> float:
+    """The temperature minimising the negative log-likelihood of ``probs`` (Guo et al., 2017).
+
+    One scalar fitted by scipy's bounded scalar search (on log T in [1/20, 20]): no library of the
+    project's dependencies offers temperature scaling, and these few lines are all it is.
+    """
+    from scipy.optimize import minimize_scalar
+
+    labels = np.asarray(labels, int)
+    found = minimize_scalar(lambda log_t: _nll(labels, scale_temperature(probs, float(np.exp(log_t)))),
+                            bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(found.x))
+
+
+def temperature_scaling(val_labels, val_probs, test_labels, test_probs, bins: int = 15) -> dict:
+    """Temperature scaling fitted on validation only, and what it does on test, beside the raw numbers."""
+    t = fit_temperature(val_labels, val_probs)
+    scaled = scale_temperature(test_probs, t)
+    return {"temperature": t, "fitted_on": "validation",
+            "val_nll": {"raw": _nll(np.asarray(val_labels, int), val_probs),
+                        "scaled": _nll(np.asarray(val_labels, int), scale_temperature(val_probs, t))},
+            "test_nll": {"raw": _nll(np.asarray(test_labels, int), test_probs),
+                         "scaled": _nll(np.asarray(test_labels, int), scaled)},
+            "test_ece": {"raw": calibration(test_labels, test_probs, bins)["ece"],
+                         "scaled": calibration(test_labels, scaled, bins)["ece"]}}
+
+
 def threshold_for(truth: np.ndarray, score: np.ndarray, target: float, kind: str) -> float | None:
     """The threshold (abnormal when score ≥ it) that reaches ``target`` specificity (the lowest such
     threshold: the most sensitive one) or ``target`` sensitivity (the highest such: the most specific)."""
@@ -226,11 +273,15 @@ def diagnose(test, val=None, abnormal: list[str] | None = None, operating_points
     labels = np.array([index[c] for c in test["label"]], dtype=int)
     out = {"classes": classes, "abnormal_classes": [c for c in classes if c in set(abnormal or [])],
            "roc_pr": roc_pr(labels, probs, classes, abnormal, n_boot, seed),
-           "calibration": calibration(labels, probs, bins), "operating_points": [], "paper_claim": None}
-    if abnormal and val is not None:
+           "calibration": calibration(labels, probs, bins), "operating_points": [], "paper_claim": None,
+           "temperature": None}
+    if val is not None:
         val_probs, val_classes = probabilities(val)
         if val_classes != classes:
             raise ValueError(f"the validation predictions have classes {val_classes}, the test ones {classes}")
+        val_labels = np.array([index[c] for c in val["label"]], dtype=int)
+        out["temperature"] = temperature_scaling(val_labels, val_probs, labels, probs, bins)
+    if abnormal and val is not None:
         val_truth = np.isin(val["label"].to_numpy(), abnormal)
         test_truth = np.isin(test["label"].to_numpy(), abnormal)
         val_score, test_score = abnormal_score(val_probs, classes, abnormal), abnormal_score(probs, classes, abnormal)

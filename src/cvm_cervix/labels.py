@@ -36,7 +36,9 @@ def known_classes(config: dict, dataset: str) -> list[str] | None:
     from .data import CLASS_SETS
     from .data._adapters import CRIC_CLASSES, HERLEV_FOLDERS, PBC_CLASSES, SIPAKMED_CLASSES
 
-    spec = config["datasets"][dataset]
+    from .config import dataset_spec
+
+    spec = dataset_spec(config, dataset)
     kind = spec["kind"]
     if kind == "synthetic":
         return list(CLASS_SETS[spec["classes"]])

@@ -19,6 +19,9 @@ from .precisions import PRECISIONS
 from .config import (
     Run,
     all_runs,
+    base_dataset,
+    dataset_spec,
+    experiment_dataset,
     experiment_runs,
     experiment_seeds,
     init_source,
@@ -157,9 +160,9 @@ class Plan:
         return experiment_runs(self.config, experiment)
 
     def first_seed_runs(self, experiment: str) -> list[Run]:
-        """The experiment's runs at its first seed: the ones compressed, analysed and shown in detail."""
-        first = experiment_seeds(self.config, experiment)[0]
-        return [r for r in self.experiment_runs(experiment) if r.seed == first]
+        """The experiment's runs at its first seed and split: the ones compressed, analysed and shown in detail."""
+        first, dataset = experiment_seeds(self.config, experiment)[0], experiment_dataset(self.config, experiment)
+        return [r for r in self.experiment_runs(experiment) if r.seed == first and r.dataset == dataset]
 
     def flagged_runs(self, flag: str) -> list[Run]:
         """First-seed runs of every experiment that switches ``flag`` on (``analysis``)."""
@@ -186,11 +189,11 @@ class Plan:
 
     # -- what a job reads, by kind ----------------------------------------------------------------------------
     def prepare_inputs(self, dataset: str, results: str) -> dict[str, str]:
-        """Synthetic data is generated first; a combined set needs its parts' manifests."""
-        spec = self.config["datasets"][dataset]
+        """Synthetic data is generated first (once for all its splits); a combined set needs its parts' manifests."""
+        spec = dataset_spec(self.config, dataset)
         given = {"split_file": spec["split_file"]} if spec.get("split_file") else {}
         if spec["kind"] == "synthetic":
-            return {"root": path("synthetic", results, dataset=dataset), **given}
+            return {"root": path("synthetic", results, dataset=base_dataset(self.config, dataset)), **given}
         if spec["kind"] == "combined":
             return {**{f"part_{p}": path("manifest", results, dataset=p) for p in spec["parts"]},
                     **{f"splits_{p}": path("splits", results, dataset=p) for p in spec["parts"]}, **given}
@@ -230,13 +233,20 @@ class Plan:
 
     def stats_entries(self, experiment: str, results: str) -> list[dict]:
         """What the statistics of ``experiment`` read: each run's test predictions and how it started."""
-        return [{"model": r.model, "augment": r.recipe, "seed": r.seed,
+        return [{"model": r.model, "augment": r.recipe, "seed": r.seed, "dataset": r.dataset,
+                 "split_seed": dataset_spec(self.config, r.dataset).get("split_seed", 0),
+                 # test images per training image: the corrected resampled t-test over splits needs it
+                 "test_train_ratio": self._test_train_ratio(r),
                  "predictions": path("predictions_test", results, r),
                  "predictions_val": path("predictions_val", results, r),
                  # where its weights start and on how much of the training split: start-vs-start contrasts
                  "start": start_label(self.config, r),
                  "train_fraction": run_settings(self.config, r).get("train_fraction", 1.0)}
                 for r in self.stats_runs(experiment)]
+
+    def _test_train_ratio(self, run: Run) -> float:
+        fractions = dataset_spec(self.config, run.dataset).get("split_fractions", (0.6, 0.2, 0.2))
+        return fractions[2] / (fractions[0] * run_settings(self.config, run).get("train_fraction", 1.0))
 
     def transfer_cells(self) -> list[tuple[str, Run, str]]:
         """(source name, source run, target dataset) of every cell of the transfer matrix."""
@@ -253,7 +263,8 @@ class Plan:
         size = self.config["train"]["img_size"]
         b = lambda key, **v: path(key, results, table="benchmark", **v)  # noqa: E731
         files = [b("prepare", dataset=d) for d in self.datasets]
-        files += [b("synthesize", dataset=d) for d in self.datasets if self.config["datasets"][d]["kind"] == "synthetic"]
+        files += [b("synthesize", dataset=d) for d in self.datasets
+                  if d in self.config["datasets"] and self.config["datasets"][d]["kind"] == "synthetic"]
         files += [b("cache", dataset=d, size=size) for d in sorted({r.dataset for r in self.runs})]
         files += [b(rule, **run_values(r)) for r in self.runs for rule in ("train", "evaluate")]
         files += [b("analyse", **run_values(r)) for r in self.analysis_runs()]

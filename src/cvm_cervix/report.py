@@ -14,7 +14,8 @@ import pandas as pd
 
 from ._io import atomic_path, package_yaml, read_json, read_table, spreadsheet_safe
 from .compress import recommend
-from .config import all_runs, experiment_runs, experiment_seeds, used_datasets
+from .config import (all_runs, dataset_spec, experiment_dataset, experiment_runs, experiment_seeds, experiment_splits,
+                     used_datasets)
 from .data import read_manifest, split_counts
 from .labels import abnormal_classes
 from .models import get_model_spec
@@ -137,14 +138,14 @@ def _row_label(row: dict) -> str:
     return _text(row["paper_name"] + ("" if row["augment"] == "none" else f" · {row['augment']}"))
 
 
-def learning_curve(config: dict, exp: dict, rows: list[dict], seed: int, title: str) -> str | None:
+def learning_curve(config: dict, dataset: str, rows: list[dict], seed: int, title: str) -> str | None:
     """Test accuracy against the share of the training split, one line per start (ImageNet, random,
     another run): drawn when the experiment's variants train on fractions (the fine-tuning question)."""
     from .config import Run, run_settings, start_label
 
     points: dict[str, list] = {}
     for r in rows:
-        run = Run(exp["dataset"], r["model"], r["augment"], seed)
+        run = Run(dataset, r["model"], r["augment"], seed)
         settings, start = run_settings(config, run), start_label(config, run)
         points.setdefault(f"{r['paper_name']}, {start}", []).append((100 * settings.get("train_fraction", 1.0), r))
     if not any(x < 100 for pts in points.values() for x, _ in pts):
@@ -167,8 +168,9 @@ def learning_curve(config: dict, exp: dict, rows: list[dict], seed: int, title: 
     return _figure_html(fig)
 
 
-def experiment_figure(rows: list[dict], title: str, paper: bool) -> str:
-    """Test accuracy per model with its 95% bootstrap interval, each seed, and the paper's number.
+def experiment_figure(rows: list[dict], title: str, paper: bool, each: str = "seed") -> str:
+    """Test accuracy per model with its 95% bootstrap interval, each seed (``each``: what one run is), and
+    the paper's number.
 
     Many models (Table 3): a dot plot sorted by the reproduced accuracy, so one glance says which
     models the reproduction confirms. A few (the ablations): paired bars, reproduced beside paper.
@@ -190,9 +192,9 @@ def experiment_figure(rows: list[dict], title: str, paper: bool) -> str:
         fig.add_trace(go.Scatter(x=mean, y=labels, mode="markers", name="reproduced (mean, 95% CI)",
                                  marker=dict(size=10, color="#1f5fbf"), error_x=error,
                                  hovertemplate="%{y}<br>reproduced %{x:.2f}%<extra></extra>"))
-        fig.add_trace(go.Scatter(x=seeds_x, y=seeds_y, mode="markers", name="each seed",
+        fig.add_trace(go.Scatter(x=seeds_x, y=seeds_y, mode="markers", name=f"each {each}",
                                  marker=dict(size=5, color="rgba(31,95,191,0.35)"),
-                                 hovertemplate="%{y}<br>seed: %{x:.2f}%<extra></extra>"))
+                                 hovertemplate="%{y}<br>" + each + ": %{x:.2f}%<extra></extra>"))
         if paper and any(p is not None for p in papers):
             fig.add_trace(go.Scatter(x=papers, y=labels, mode="markers", name="paper",
                                      marker=dict(size=11, symbol="diamond-open", color="#a07800", line=dict(width=2)),
@@ -201,9 +203,9 @@ def experiment_figure(rows: list[dict], title: str, paper: bool) -> str:
     else:
         fig.add_trace(go.Bar(x=labels, y=mean, name="reproduced (mean, 95% CI)", marker_color="#1f5fbf",
                              error_y=error, hovertemplate="%{x}<br>reproduced %{y:.2f}%<extra></extra>"))
-        fig.add_trace(go.Scatter(x=seeds_y, y=seeds_x, mode="markers", name="each seed",
+        fig.add_trace(go.Scatter(x=seeds_y, y=seeds_x, mode="markers", name=f"each {each}",
                                  marker=dict(size=6, color="rgba(0,0,0,0.45)"),
-                                 hovertemplate="%{x}<br>seed: %{y:.2f}%<extra></extra>"))
+                                 hovertemplate="%{x}<br>" + each + ": %{y:.2f}%<extra></extra>"))
         if paper and any(p is not None for p in papers):
             fig.add_trace(go.Bar(x=labels, y=papers, name="paper", marker_color="#e8c547",
                                  hovertemplate="%{x}<br>paper %{y:.2f}%<extra></extra>"))
@@ -245,9 +247,13 @@ def reliability_figure(calibration: dict, title: str) -> str:
 
 
 def screening_section(exp_name: str, rows: list[dict], stats: dict, reference: str, seeds: list[int],
-                      paper: str | None) -> dict | None:
-    """ROC/PR, calibration and operating points of the experiment's runs (first seed; the reference
-    model at every seed), and the paper's Sec. 4.4 claim where its abnormal classes are there."""
+                      paper: str | None, splits: list[int] | None = None) -> dict | None:
+    """ROC/PR, calibration and operating points of the experiment's runs (first seed and split; the
+    reference model at every seed and split), and the paper's Sec. 4.4 claim where its abnormal
+    classes are there. ``stats``: (model, augment, seed, split seed) -> the run's statistics."""
+    splits = splits or [0]
+    where = (lambda split, seed: f" · split {split} · seed {seed}") if len(splits) > 1 else (
+        lambda split, seed: f" · seed {seed}")
     table = []
     for r in rows:
         diag = (r.get("stats") or {}).get("diagnostics")
@@ -255,13 +261,13 @@ def screening_section(exp_name: str, rows: list[dict], stats: dict, reference: s
             table.append({"paper_name": r["paper_name"], "augment": r["augment"], "model": r["model"], **diag})
     if not table:
         return None
-    curves = [(f"{t['paper_name']}" + ("" if t["augment"] == "none" else f" · {t['augment']}") + f" · seed {seeds[0]}",
+    curves = [(f"{t['paper_name']}" + ("" if t["augment"] == "none" else f" · {t['augment']}") + where(splits[0], seeds[0]),
                t["roc_pr"]["abnormal"]) for t in table if t["roc_pr"]["abnormal"]]
-    for (model, augment, seed), entry in sorted(stats.items()):
+    for (model, augment, seed, split), entry in sorted(stats.items()):
         diag = entry.get("diagnostics")
-        if model == reference and seed != seeds[0] and diag and diag["roc_pr"]["abnormal"]:
+        if model == reference and (seed, split) != (seeds[0], splits[0]) and diag and diag["roc_pr"]["abnormal"]:
             curves.append((f"{get_model_spec(model).paper_name}" + ("" if augment == "none" else f" · {augment}")
-                           + f" · seed {seed}", diag["roc_pr"]["abnormal"]))
+                           + where(split, seed), diag["roc_pr"]["abnormal"]))
     ref = next((t for t in table if t["model"] == reference), table[0])
     claim = ref["paper_claim"] if paper == "combined" else None
     return {"rows": table, "points": table[0]["operating_points"],
@@ -340,6 +346,7 @@ def dataset_section(name: str, spec: dict, data_dir: Path, paper_key: str | None
     totals = table.sum()
     return {
         "name": name, "kind": spec["kind"], "synthetic": bool(summary.get("synthetic")),
+        "split_of": spec.get("split_of"), "split_seed": spec.get("split_seed", 0),
         "split": summary.get("split", "stratified"), "rows": rows,
         "totals": {k: int(totals[k]) for k in ("train", "val", "test", "total")},
         "paper_totals": [sum(v[i] for v in paper.values()) for i in range(3)] if paper else None,
@@ -379,13 +386,13 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
     """
     results = Path(results or config.get("results", "results"))
     status = plan_status(config, results)
-    datasets = config["datasets"]
     paper_for_dataset = {}
     for exp in config["experiments"].values():
         if exp.get("paper"):  # the first experiment of the dataset that reproduces a table of the paper
             paper_for_dataset.setdefault(exp["dataset"], exp["paper"])
-    ds_sections = [_missing_dataset(name, datasets[name], status["datasets"][name]) if name in status["datasets"]
-                   else dataset_section(name, datasets[name], results / "data" / name, paper_for_dataset.get(name))
+    ds_sections = [_missing_dataset(name, dataset_spec(config, name), status["datasets"][name])
+                   if name in status["datasets"]
+                   else dataset_section(name, dataset_spec(config, name), results / "data" / name, paper_for_dataset.get(name))
                    for name in used_datasets(config)]
     synthetic_sets = {d["name"] for d in ds_sections if d["synthetic"]}
 
@@ -395,15 +402,22 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
         runs = experiment_runs(config, exp_name)
         seeds = experiment_seeds(config, exp_name)
         first_seed = seeds[0]
+        splits = [s for s, _ in experiment_splits(config, exp_name)]
+        first_dataset = experiment_dataset(config, exp_name)
+        split_of = {d: s for s, d in experiment_splits(config, exp_name)}
         stats_file = results / "stats" / f"{exp_name}.json"
         stats_json = read_json(stats_file) if stats_file.is_file() else {"runs": [], "contrasts": []}
-        stats = {(e["model"], e["augment"], e["seed"]): e for e in stats_json["runs"]}
-        comparisons = [{**c, "a_name": get_model_spec(c["a"]["model"]).paper_name,
-                        "b_name": get_model_spec(c["b"]["model"]).paper_name} for c in stats_json.get("contrasts", [])]
+        stats = {(e["model"], e["augment"], e["seed"], e.get("split_seed", 0)): e for e in stats_json["runs"]}
+        names = lambda c: {"a_name": get_model_spec(c["a"]["model"]).paper_name,  # noqa: E731
+                           "b_name": get_model_spec(c["b"]["model"]).paper_name}
+        comparisons = [{**c, **names(c)} for c in stats_json.get("contrasts", [])]
+        split_comparisons = [{**c, **names(c)} for c in stats_json.get("split_contrasts", [])]
+        spread = [{**e, "paper_name": get_model_spec(e["model"]).paper_name} for e in stats_json.get("spread", [])
+                  if e["splits"] > 1]
         for run in runs:
-            if run.seed != first_seed:
+            if run.seed != first_seed or run.dataset != first_dataset:
                 continue
-            label = f"{exp['dataset']} · {run.model} · augment {run.recipe} · seed {run.seed}"
+            label = f"{run.dataset} · {run.model} · augment {run.recipe} · seed {run.seed}"
             if exp.get("compress"):
                 gap = next((status["compress"][(run, p)] for p in exp["compress"] if (run, p) in status["compress"]), None)
                 if gap:
@@ -428,7 +442,8 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
             present = [r for r in group if r not in status["runs"]]
             absent = [r for r in group if r in status["runs"]]
             row = {"model": model, "paper_name": get_model_spec(model).paper_name, "augment": augment,
-                   "missing_seeds": [r.seed for r in absent],
+                   "missing_seeds": [str(r.seed) if len(splits) == 1 else f"{r.seed} (split {split_of[r.dataset]})"
+                                     for r in absent],
                    "missing": status["runs"][absent[0]].as_dict() if absent else None}
             for split in ("val", "test"):
                 row[f"paper_{split}"] = paper_metrics(exp.get("paper"), model, augment, split)
@@ -437,8 +452,9 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
                 continue
             dirs = [results / r.path for r in present]
             agg = aggregate_runs(dirs)
-            row.update(agg, stats=stats.get((model, augment, first_seed)),
-                       stats_seeds=[stats[(model, augment, s)] for s in seeds if (model, augment, s) in stats])
+            row.update(agg, stats=stats.get((model, augment, first_seed, splits[0])),
+                       stats_seeds=[stats[(model, augment, s, p)] for p in splits for s in seeds
+                                    if (model, augment, s, p) in stats])
             for split in ("val", "test"):
                 paper = row[f"paper_{split}"]
                 row[f"diff_{split}"] = ({k: agg[split][k]["mean"] - paper[k] for k in paper} if paper else None)
@@ -449,7 +465,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
             row["per_class"] = {"seed": metrics["seed"], **{split: metrics[split]["per_class"] for split in ("val", "test")}}
             if key not in seen:
                 seen.add(key)
-                label = f"{exp['dataset']} · {model} · augment {augment} · seed {metrics['seed']}"
+                label = f"{present[0].dataset} · {model} · augment {augment} · seed {metrics['seed']}"
                 run_details.append({
                     "label": label, "path": str(first.relative_to(results)), "metrics": metrics,
                     "paper_confusions": paper_confusions(metrics) if exp.get("paper") == "combined" else [],
@@ -459,17 +475,19 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
         title = exp.get("title", exp_name)
         done = [r for r in rows if "test" in r]
         screening = screening_section(exp_name, rows, stats, config.get("analysis", {}).get("reference", "cvm_cervix"),
-                                      seeds, exp.get("paper"))
+                                      seeds, exp.get("paper"), splits)
         experiments.append({"name": exp_name, "title": title, "dataset": exp["dataset"],
                             "paper": exp.get("paper"), "synthetic": exp["dataset"] in synthetic_sets,
-                            "seeds": seeds, "first_seed": first_seed, "rows": rows, "comparisons": comparisons,
+                            "seeds": seeds, "first_seed": first_seed, "splits": splits, "rows": rows,
+                            "comparisons": comparisons, "split_comparisons": split_comparisons, "spread": spread,
                             "screening": screening,
                             "stats_missing": status["stats"][exp_name].as_dict() if exp_name in status["stats"] else None,
                             "not_plotted": [r["paper_name"] + ("" if r["augment"] == "none" else f" · {r['augment']}")
                                             for r in rows if "test" not in r],
-                            "figure": experiment_figure(done, f"Test accuracy: {title}", bool(exp.get("paper")))
+                            "figure": experiment_figure(done, f"Test accuracy: {title}", bool(exp.get("paper")),
+                                                        "seed" if len(splits) == 1 else "run (split × seed)")
                             if done else "",
-                            "curve": learning_curve(config, exp, done, first_seed, f"Learning curve: {title}")
+                            "curve": learning_curve(config, first_dataset, done, first_seed, f"Learning curve: {title}")
                             if done else None})
 
     import plotly.offline
@@ -689,10 +707,27 @@ def report_tables(context: dict) -> dict[str, pd.DataFrame]:
         if exp.get("comparisons"):
             tables[f"{exp['name']}__comparisons"] = pd.DataFrame([
                 {"B": f"{c['b_name']} · {c['b']['augment']}", "A": f"{c['a_name']} · {c['a']['augment']}",
+                 "split seed": c["b"].get("split_seed", 0),
                  "seed": c["b"]["seed"], "delta accuracy": round(100 * c["accuracy_diff"], 2),
                  "95% CI": " – ".join(f"{100 * v:+.2f}" for v in c["accuracy_diff_ci"]),
                  "only A right": c["only_a"], "only B right": c["only_b"], "McNemar p": c["p_value"],
                  "Holm p": c["p_holm"]} for c in exp["comparisons"]])
+        if exp.get("spread"):
+            tables[f"{exp['name']}__spread"] = pd.DataFrame([
+                {"model": e["paper_name"], "augment": e["augment"], "splits": e["splits"],
+                 "seeds per split": "/".join(map(str, e["seeds"])), "runs": e["runs"],
+                 **{f"{label} {k}": None if e[name][k] is None else round(100 * e[name][k], 2)
+                    for name, label in (("accuracy", "accuracy"), ("f1_macro", "f1")) for k in
+                    ("mean", "sd_total", "sd_split", "sd_seed")},
+                 **{f"accuracy split {s}": round(100 * v, 2) for s, v in e["accuracy"]["split_means"].items()}}
+                for e in exp["spread"]])
+        if exp.get("split_comparisons"):
+            tables[f"{exp['name']}__comparisons_over_splits"] = pd.DataFrame([
+                {"B": f"{c['b_name']} · {c['b']['augment']}", "A": f"{c['a_name']} · {c['a']['augment']}",
+                 "splits": c["splits"], "delta accuracy": round(100 * c["accuracy_diff"], 2),
+                 **{f"delta split {s}": round(100 * d, 2) for s, d in c["split_diffs"].items()},
+                 "t": c["t"], "df": c["df"], "p": c["p_value"], "Holm p": c["p_holm"], "test": c["test"]}
+                for c in exp["split_comparisons"]])
         if exp.get("screening"):
             rows = []
             for t in exp["screening"]["rows"]:
@@ -700,7 +735,9 @@ def report_tables(context: dict) -> dict[str, pd.DataFrame]:
                 row = {"model": t["paper_name"], "augment": t["augment"], "AUC abnormal": a.get("auc"),
                        "AUC 95% CI": a.get("auc_ci"), "AP abnormal": a.get("average_precision"),
                        "AP 95% CI": a.get("average_precision_ci"), "macro AUC": t["roc_pr"]["macro_auc"],
-                       "ECE": t["calibration"]["ece"]}
+                       "ECE": t["calibration"]["ece"],
+                       "ECE temperature-scaled": (t.get("temperature") or {}).get("test_ece", {}).get("scaled"),
+                       "temperature": (t.get("temperature") or {}).get("temperature")}
                 for p in t["operating_points"]:
                     where = f"at val {p['kind']} {p['target']:g}"
                     row[f"{where}: threshold"] = p["threshold"]

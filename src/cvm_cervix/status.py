@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import Run
+from .config import Run, dataset_spec
 from .plan import LOGS, Plan, path, run_values
 
 @dataclass(frozen=True)
@@ -54,14 +54,15 @@ def dataset_failure(config: dict, results: Path, name: str) -> Failure | None:
     """Why dataset ``name`` has no manifest (a combined set: the first of its parts that has none)."""
     if _exists(results, "manifest", dataset=name):
         return None
-    spec = config["datasets"][name]
+    spec = dataset_spec(config, name)
     if spec["kind"] == "combined":
         for part in spec.get("parts") or []:
             failure = dataset_failure(config, results, part)
             if failure:
                 return failure
-    if spec["kind"] == "synthetic" and not _exists(results, "synthetic", dataset=name):
-        return _failure(results, "synthesize", dataset=name)
+    source = spec.get("split_of", name)  # another split of a dataset reads its synthetic images
+    if spec["kind"] == "synthetic" and not _exists(results, "synthetic", dataset=source):
+        return _failure(results, "synthesize", dataset=source)
     return _failure(results, "prepare", dataset=name)
 
 

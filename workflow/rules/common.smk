@@ -9,7 +9,7 @@ if importlib.util.find_spec("cvm_cervix") is None:  # a checkout used without `p
 
 from snakemake.exceptions import WorkflowError
 
-from cvm_cervix.config import Run, as_dict, validate_config
+from cvm_cervix.config import Run, as_dict, dataset_spec, validate_config
 from cvm_cervix.data import listing_digest
 from cvm_cervix.errors import CvmError
 from cvm_cervix.labels import resolve_mapping
@@ -71,8 +71,9 @@ def train_settings(wildcards):
     return PLAN.train_params(wildcards_run(wildcards))
 
 
-def dataset_spec(wildcards):
-    return as_dict(config["datasets"][wildcards.dataset])
+def prepare_spec(wildcards):
+    """The dataset's spec; another split of it (an experiment's split_seeds) has its split seed put in."""
+    return as_dict(dataset_spec(config, wildcards.dataset))
 
 
 def prepare_input(wildcards):
@@ -82,20 +83,20 @@ def prepare_input(wildcards):
 def dataset_listing(wildcards):
     """A digest of the names, sizes and mtimes under a real dataset's root: images added to or removed
     from the folder change this param, so prepare runs again and, through the manifest, what depends on it."""
-    spec = config["datasets"][wildcards.dataset]
+    spec = dataset_spec(config, wildcards.dataset)
     if spec["kind"] in ("synthetic", "combined"):
         return ""
     return listing_digest(spec.get("root") or "")
 
 
 def dataset_root(wildcards, input):
-    spec = config["datasets"][wildcards.dataset]
+    spec = dataset_spec(config, wildcards.dataset)
     return input.root if spec["kind"] == "synthetic" else spec.get("root", "")
 
 
 def combined_parts(wildcards):
     """A combined set's part names, in the config's order (their manifests are the job's inputs)."""
-    return list(config["datasets"][wildcards.dataset].get("parts") or [])
+    return list(dataset_spec(config, wildcards.dataset).get("parts") or [])
 
 
 def train_weights(wildcards):

@@ -2,7 +2,7 @@ rule synthesize:
     output:
         root=directory(P("synthetic")),
     params:
-        spec=dataset_spec,
+        spec=prepare_spec,
     log:
         LOG("synthesize"),
     benchmark:
@@ -23,7 +23,7 @@ rule prepare:
         splits=P("splits"),  # the portable split file: relative path, sha256, class -> split
         crops=directory(P("crops")),  # CRIC cells cut from the full images; else empty
     params:
-        spec=dataset_spec,
+        spec=prepare_spec,
         root=dataset_root,
         parts=combined_parts,
         listing=dataset_listing,

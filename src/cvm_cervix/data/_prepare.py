@@ -65,8 +65,10 @@ def prepare_dataset(name: str, spec: dict, out_dir: str | os.PathLike | None = N
         raise CvmError(f"dataset {name!r}{f' ({root})' if root else ''} has {len(present)} class "
                        f"({', '.join(map(repr, present)) or 'no images'}); a classifier needs at least two: add the "
                        "other classes' folders")
+    # another split of the same images (an experiment's split_seeds) keeps its dataset's draw of them
+    sample_seed = spec.get("sample_seed", spec.get("split_seed", 0))
     frame, limits = limit_classes(frame, spec.get("max_per_class"), spec.get("class_limits"),
-                                  spec.get("split_seed", 0), name, spec.get("short_classes", "error"))
+                                  sample_seed, name, spec.get("short_classes", "error"))
     if spec["kind"] == "combined":
         missing = [p for p in frame["path"] if p not in relative]
         if missing:
@@ -83,7 +85,9 @@ def prepare_dataset(name: str, spec: dict, out_dir: str | os.PathLike | None = N
     summary = summarize(frame, classes, skipped, converted)
     summary["class_limits"] = limits
     summary.update(dataset=name, kind=spec["kind"], synthetic=spec["kind"] == "synthetic" or _any_synthetic(parts),
-                   split=spec.get("split", "stratified"), split_file=spec.get("split_file"))
+                   split=spec.get("split", "stratified"), split_file=spec.get("split_file"),
+                   split_seed=None if spec.get("split_file") else spec.get("split_seed", 0),
+                   split_of=spec.get("split_of"))
     for path, reason in skipped:
         log.warning("left out %s: %s", path, reason)
     for item in converted:
