@@ -169,8 +169,8 @@ def learning_curve(config: dict, dataset: str, rows: list[dict], seed: int, titl
 
 
 def experiment_figure(rows: list[dict], title: str, paper: bool, each: str = "seed") -> str:
-    """Test accuracy per model with its 95% bootstrap interval, each seed (``each``: what one run is), and
-    the paper's number.
+    """Test accuracy per model (the mean over its runs, with ± their sd, or one run with its 95%
+    bootstrap interval), each seed (``each``: what one run is), and the paper's number.
 
     Many models (Table 3): a dot plot sorted by the reproduced accuracy, so one glance says which
     models the reproduction confirms. A few (the ablations): paired bars, reproduced beside paper.
@@ -180,8 +180,15 @@ def experiment_figure(rows: list[dict], title: str, paper: bool, each: str = "se
     rows = sorted(rows, key=lambda r: r["test"]["accuracy"]["mean"])
     labels = [_row_label(r) for r in rows]
     mean = [r["test"]["accuracy"]["mean"] for r in rows]
-    lo = [m - 100 * r["stats"]["bootstrap"]["accuracy"][0] if r.get("stats") else 0 for m, r in zip(mean, rows)]
-    hi = [100 * r["stats"]["bootstrap"]["accuracy"][1] - m if r.get("stats") else 0 for m, r in zip(mean, rows)]
+    # a bootstrap interval belongs to one run: around a mean over several runs the bars are ± their sd
+    several = [r["test"]["accuracy"]["sd"] is not None for r in rows]
+    ci = [r["stats"]["bootstrap"]["accuracy"] if r.get("stats") else None for r in rows]
+    lo = [r["test"]["accuracy"]["sd"] if many_runs else (m - 100 * c[0] if c else 0)
+          for m, r, c, many_runs in zip(mean, rows, ci, several)]
+    hi = [r["test"]["accuracy"]["sd"] if many_runs else (100 * c[1] - m if c else 0)
+          for m, r, c, many_runs in zip(mean, rows, ci, several)]
+    bars = ("mean ± sd over runs" if all(several) else "mean, 95% CI" if not any(several)
+            else "mean; bars: ± sd over runs, or one run's 95% CI")
     seeds_x = [v for r in rows for v in r["test"]["accuracy"]["values"]]
     seeds_y = [label for r, label in zip(rows, labels) for _ in r["test"]["accuracy"]["values"]]
     papers = [(r["paper_test"] or {}).get("accuracy") for r in rows]
@@ -189,7 +196,7 @@ def experiment_figure(rows: list[dict], title: str, paper: bool, each: str = "se
     many = len(rows) >= 5
     error = dict(type="data", array=hi, arrayminus=lo, thickness=1.5)
     if many:
-        fig.add_trace(go.Scatter(x=mean, y=labels, mode="markers", name="reproduced (mean, 95% CI)",
+        fig.add_trace(go.Scatter(x=mean, y=labels, mode="markers", name=f"reproduced ({bars})",
                                  marker=dict(size=10, color="#1f5fbf"), error_x=error,
                                  hovertemplate="%{y}<br>reproduced %{x:.2f}%<extra></extra>"))
         fig.add_trace(go.Scatter(x=seeds_x, y=seeds_y, mode="markers", name=f"each {each}",
@@ -201,7 +208,7 @@ def experiment_figure(rows: list[dict], title: str, paper: bool, each: str = "se
                                      hovertemplate="%{y}<br>paper %{x:.2f}%<extra></extra>"))
         fig.update_layout(height=max(260, 28 * len(rows) + 120), xaxis_title="test accuracy (%)")
     else:
-        fig.add_trace(go.Bar(x=labels, y=mean, name="reproduced (mean, 95% CI)", marker_color="#1f5fbf",
+        fig.add_trace(go.Bar(x=labels, y=mean, name=f"reproduced ({bars})", marker_color="#1f5fbf",
                              error_y=error, hovertemplate="%{x}<br>reproduced %{y:.2f}%<extra></extra>"))
         fig.add_trace(go.Scatter(x=seeds_y, y=seeds_x, mode="markers", name=f"each {each}",
                                  marker=dict(size=6, color="rgba(0,0,0,0.45)"),
