@@ -173,3 +173,18 @@ def test_a_split_seed_other_than_the_datasets_own_names_every_split():
     from cvm_cervix.config import dataset_spec
 
     assert dataset_spec(cfg, "other.split7")["sample_seed"] == 3  # the same images the dataset's own seed draws
+    # "other" itself is not prepared, but its rendered images are read: a value of the dataset wildcard
+    assert plan.datasets == ["other.split7", "other.split8"] and "other" in plan.dataset_names
+
+
+def test_a_split_of_a_combined_set_prepares_its_parts_once():
+    cfg = validate_config({
+        "datasets": {"a": {"kind": "synthetic"}, "b": {"kind": "synthetic", "classes": "herlev"},
+                     "both": {"kind": "combined", "parts": ["a", "b"]}},
+        "train": {"epochs": 1, "img_size": 32},
+        "experiments": {"e": {"dataset": "both", "models": ["resnet18"], "split_seeds": [5, 6]}}})
+    plan = Plan(cfg)
+    assert plan.datasets == ["a", "b", "both.split5", "both.split6"]
+    assert plan.prepare_inputs("both.split6", "res") == {
+        "part_a": "res/data/a/manifest.csv", "part_b": "res/data/b/manifest.csv",
+        "splits_a": "res/data/a/splits.csv", "splits_b": "res/data/b/splits.csv"}

@@ -393,7 +393,8 @@ def used_datasets(config: dict) -> list[str]:
     names = [d for e in config["experiments"] for _, d in experiment_splits(config, e)]
     names += list((config.get("transfer") or {}).get("targets", []))
     split = {n for n in names if n not in config["datasets"]}
-    return sorted(_with_parts(config["datasets"], set(names) - split) | split)
+    parts = {p for n in split for p in dataset_spec(config, n).get("parts") or []}  # a split of a combined set
+    return sorted(_with_parts(config["datasets"], (set(names) - split) | parts) | split)
 
 
 def named_run(config: dict, ref: str, seed: int | None = None) -> Run:

@@ -154,6 +154,9 @@ class Plan:
         self.config = config
         self.runs: list[Run] = all_runs(config)
         self.datasets: list[str] = used_datasets(config)
+        # every value the dataset wildcard takes: a split of a synthetic set reads its base's rendered
+        # images, so the base is one even where no run uses its own split
+        self.dataset_names: list[str] = sorted(set(self.datasets) | {base_dataset(config, d) for d in self.datasets})
 
     # -- runs ----------------------------------------------------------------------------------------
     def experiment_runs(self, experiment: str) -> list[Run]:

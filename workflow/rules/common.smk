@@ -37,7 +37,7 @@ RESULTS = config["results"]
 TRAIN = config["train"]
 IMG = TRAIN["img_size"]
 PLAN = Plan(config)
-DATASETS = PLAN.datasets
+DATASETS = PLAN.dataset_names
 
 
 def P(key, **fixed):
