@@ -210,6 +210,11 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     per_class = pd.read_csv(tmp_path / "files" / "main__per_class.csv")
     assert set(per_class["split"]) == {"val", "test"} and len(set(per_class["class"])) == 11
     assert {"main__roc.html", "main__reliability.html"} <= files
+    # a reliability diagram for every run in its section, from its own statistics (fabricated here for
+    # every run but the variants')
+    plain = [r for r in context["runs"] if "+" not in r["label"].split(" · augment ")[1]]
+    assert len(plain) == 28 and all(r["reliability"] for r in plain)  # 37 runs, 9 of them variants
+    assert html.count("Reliability (test): ") >= len(plain) + 1
 
 
 def test_a_failed_job_is_named_and_marked_wherever_its_result_is_needed(tmp_path):

@@ -105,6 +105,7 @@ def test_a_split_file_of_one_results_folder_gives_another_the_same_split(finishe
     splits = finished / "results" / "data" / "syn" / "splits.csv"
     config = tiny_config()
     config["datasets"]["syn"].update(split_seed=11, split_file=str(splits))
+    config["experiments"]["comparison"].pop("split_seeds")  # a split file is one split
     write_config(tmp_path, config)
     snakemake(tmp_path, "results/data/syn/manifest.csv", "--configfile", str(tmp_path / "config.yaml"))
     ours, theirs = (read_manifest(f / "results" / "data" / "syn" / "manifest.csv") for f in (finished, tmp_path))
@@ -206,8 +207,8 @@ def test_analysis_compression_and_statistics(finished):
     gallery = json.loads((run / "analysis" / "gallery.json").read_text())
     assert all((run / "analysis" / img["file"]).is_file() for img in gallery["images"])
     stats = json.loads((finished / "results" / "stats" / "comparison.json").read_text())
-    by_key = {(r["model"], r["augment"]): r for r in stats["runs"]}
-    # the comparison experiment is compared with cvm_cervix, trained for "main"
+    by_key = {(r["model"], r["augment"]): r for r in stats["runs"] if r["split_seed"] == 0}
+    # the comparison experiment is compared with cvm_cervix, trained for "main" (on the first split only)
     assert by_key[("shufflenet_v2_x0_5", "none")]["mcnemar"]["reference"] == "cvm_cervix"
     assert by_key[("shufflenet_v2_x0_5", "flip4x")]["mcnemar"] is None  # no flip4x reference run
     herlev = json.loads((finished / "results" / "stats" / "herlev.json").read_text())["runs"][0]
@@ -570,8 +571,9 @@ def test_only_one_model_of_one_experiment_is_planned_and_reported_alone(tmp_path
     path = str(write_config(tmp_path, with_finetune_and_transfer(tiny_config())))
     out = snakemake(tmp_path, "-n", "--configfile", path, "--config", "only=comparison/shufflenet_v2_x0_5")
     counts = job_counts(out.stdout + out.stderr)
-    # its two recipes (none, flip4x): trained, evaluated, its statistics and the report; nothing of the rest
-    assert counts["train"] == 2 and counts["evaluate"] == 2 and counts["stats"] == 1 and counts["report"] == 1
+    # its two recipes (none, flip4x) on its two splits: trained, evaluated, its statistics and the report;
+    # nothing of the rest
+    assert counts["train"] == 4 and counts["evaluate"] == 4 and counts["stats"] == 1 and counts["report"] == 1
     assert "compress_onnx" not in counts and "transfer_predict" not in counts and "analyse" not in counts
     bad = snakemake(tmp_path, "-n", "--configfile", path, "--config", "only=comparison/vgg19", check=False)
     assert bad.returncode != 0 and "experiment 'comparison' has no model 'vgg19'" in bad.stdout + bad.stderr

@@ -247,7 +247,7 @@ def reliability_figure(calibration: dict, title: str) -> str:
                          customdata=[b["n"] for b in bins], hovertemplate="n=%{customdata}, accuracy %{y:.3f}"))
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"},
                              name="calibrated"))
-    fig.update_layout(title=f"{title} (ECE {calibration['ece']:.3f}, {calibration['binning']})",
+    fig.update_layout(title=_text(f"{title} (ECE {calibration['ece']:.3f}, {calibration['binning']})"),
                       xaxis_title="confidence (top-class probability)", yaxis_title="accuracy", height=420,
                       xaxis_range=[0, 1], yaxis_range=[0, 1])
     return _figure_html(fig)
@@ -478,6 +478,10 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
                     "paper_confusions": paper_confusions(metrics) if exp.get("paper") == "combined" else [],
                     "confusion": confusion_figure(metrics, metrics["classes"], f"Confusion matrices: {label}"),
                     "curves": curves_figure(pd.read_csv(first / "history.csv"), f"Training curves: {label}"),
+                    # calibration per run, from the statistics job (where that job has run)
+                    "reliability": reliability_figure(row["stats"]["diagnostics"]["calibration"],
+                                                      f"Reliability (test): {label}")
+                    if row.get("stats") and row["stats"].get("diagnostics") else None,
                 })
         title = exp.get("title", exp_name)
         done = [r for r in rows if "test" in r]
