@@ -165,7 +165,7 @@ def test_split_seeds_repeat_every_run_over_splits_of_the_same_images():
         dataset_spec(plan.config, "other.splitx")
 
 
-def test_a_split_seed_other_than_the_datasets_own_names_every_split():
+def test_a_split_seed_other_than_the_datasets_own_names_every_split(tmp_path):
     cfg = config(herlev={"dataset": "other", "models": ["cvm_cervix"], "split_seeds": [7, 8]})
     cfg["datasets"]["other"]["split_seed"] = 3
     plan = Plan(cfg)
@@ -175,6 +175,11 @@ def test_a_split_seed_other_than_the_datasets_own_names_every_split():
     assert dataset_spec(cfg, "other.split7")["sample_seed"] == 3  # the same images the dataset's own seed draws
     # "other" itself is not prepared, but its rendered images are read: a value of the dataset wildcard
     assert plan.datasets == ["other.split7", "other.split8"] and "other" in plan.dataset_names
+    # nothing made yet: the split's first missing job is the rendering of its base's images
+    from cvm_cervix.status import dataset_failure
+
+    failure = dataset_failure(cfg, tmp_path, "other.split7")
+    assert failure.rule == "synthesize" and failure.log == "logs/synthesize/other.log"
 
 
 def test_a_split_of_a_combined_set_prepares_its_parts_once():

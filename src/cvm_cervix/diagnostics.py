@@ -165,13 +165,12 @@ def fit_temperature(labels: np.ndarray, probs: np.ndarray) -> float:
 
 def temperature_scaling(val_labels, val_probs, test_labels, test_probs, bins: int = 15) -> dict:
     """Temperature scaling fitted on validation only, and what it does on test, beside the raw numbers."""
+    val_labels, test_labels = np.asarray(val_labels, int), np.asarray(test_labels, int)
     t = fit_temperature(val_labels, val_probs)
     scaled = scale_temperature(test_probs, t)
     return {"temperature": t, "fitted_on": "validation",
-            "val_nll": {"raw": _nll(np.asarray(val_labels, int), val_probs),
-                        "scaled": _nll(np.asarray(val_labels, int), scale_temperature(val_probs, t))},
-            "test_nll": {"raw": _nll(np.asarray(test_labels, int), test_probs),
-                         "scaled": _nll(np.asarray(test_labels, int), scaled)},
+            "val_nll": {"raw": _nll(val_labels, val_probs), "scaled": _nll(val_labels, scale_temperature(val_probs, t))},
+            "test_nll": {"raw": _nll(test_labels, test_probs), "scaled": _nll(test_labels, scaled)},
             "test_ece": {"raw": calibration(test_labels, test_probs, bins)["ece"],
                          "scaled": calibration(test_labels, scaled, bins)["ece"]}}
 

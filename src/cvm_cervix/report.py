@@ -14,8 +14,7 @@ import pandas as pd
 
 from ._io import atomic_path, package_yaml, read_json, read_table, spreadsheet_safe
 from .compress import recommend
-from .config import (all_runs, dataset_spec, experiment_dataset, experiment_runs, experiment_seeds, experiment_splits,
-                     used_datasets)
+from .config import all_runs, dataset_spec, experiment_runs, experiment_seeds, experiment_splits, used_datasets
 from .data import read_manifest, split_counts
 from .labels import abnormal_classes
 from .models import get_model_spec
@@ -409,9 +408,9 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
         runs = experiment_runs(config, exp_name)
         seeds = experiment_seeds(config, exp_name)
         first_seed = seeds[0]
-        splits = [s for s, _ in experiment_splits(config, exp_name)]
-        first_dataset = experiment_dataset(config, exp_name)
-        split_of = {d: s for s, d in experiment_splits(config, exp_name)}
+        split_datasets = experiment_splits(config, exp_name)  # (split seed, prepared dataset), first split first
+        splits, first_dataset = [s for s, _ in split_datasets], split_datasets[0][1]
+        split_of = {d: s for s, d in split_datasets}
         stats_file = results / "stats" / f"{exp_name}.json"
         stats_json = read_json(stats_file) if stats_file.is_file() else {"runs": [], "contrasts": []}
         stats = {(e["model"], e["augment"], e["seed"], e.get("split_seed", 0)): e for e in stats_json["runs"]}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import Run, dataset_spec
+from .config import Run, base_dataset, dataset_spec
 from .plan import LOGS, Plan, path, run_values
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def dataset_failure(config: dict, results: Path, name: str) -> Failure | None:
             failure = dataset_failure(config, results, part)
             if failure:
                 return failure
-    source = spec.get("split_of", name)  # another split of a dataset reads its synthetic images
+    source = base_dataset(config, name)  # another split of a dataset reads its synthetic images
     if spec["kind"] == "synthetic" and not _exists(results, "synthetic", dataset=source):
         return _failure(results, "synthesize", dataset=source)
     return _failure(results, "prepare", dataset=name)
