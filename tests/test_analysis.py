@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from sklearn.metrics import f1_score
 
 from cvm_cervix.analysis import (
-    analyse_run, bootstrap_ci, clinical_view, experiment_stats, grad_cam, mcnemar_exact, top_confusions, tsne_3d,
+    analyse_run, bootstrap_ci, clinical_view, macro_f1_resampled, experiment_stats, grad_cam, mcnemar_exact, top_confusions, tsne_3d,
 )
 from cvm_cervix.models import create_model
 
@@ -36,6 +37,19 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate():
     assert ci["f1_macro"][0] < 0.7 < ci["f1_macro"][1]
     perfect = bootstrap_ci(labels, labels, ["a", "b"], n_boot=200)
     assert perfect["accuracy"] == [1.0, 1.0] and perfect["f1_macro"] == [1.0, 1.0]
+
+
+def test_resampled_macro_f1_is_sklearns_on_each_resample():
+    rng = np.random.default_rng(0)
+    classes = ["a", "b", "c", "d"]  # "d" never occurs: 0 in the macro mean, as sklearn's zero_division=0
+    labels = rng.choice(["a", "b", "c", "x"], 40)  # "x": a label outside the classes counts for none
+    preds = np.where(rng.random(40) < 0.6, labels, rng.choice(["a", "b", "c"], 40))
+    idx = rng.integers(0, 40, (30, 40))
+    idx[0] = 0  # one resample of a single image
+    got = macro_f1_resampled(labels, preds, classes, idx)
+    want = [f1_score(labels[i], preds[i], labels=classes, average="macro", zero_division=0) for i in idx]
+    assert got.shape == (30,) and np.allclose(got, want, rtol=0, atol=1e-12)
+    assert len(set(np.round(got, 9))) > 10  # the resamples differ
 
 
 def test_clinical_view_counts_abnormal_as_positive():

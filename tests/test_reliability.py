@@ -388,3 +388,34 @@ def test_a_hand_edited_manifest_is_one_line_naming_the_row(tiny_dataset, tmp_pat
     with pytest.raises(CvmError) as err:
         read_manifest(data / "manifest.csv")
     assert words in str(err.value) and str(data / "manifest.csv") in str(err.value) and "\n" not in str(err.value)
+
+
+JOB = """
+import atexit, logging, sys
+from types import SimpleNamespace
+from cvm_cervix._snakemake import run_script
+from cvm_cervix.errors import CvmError
+
+atexit.register(lambda: print("teardown ran", file=sys.__stderr__))
+sm = SimpleNamespace(log=[sys.argv[1]], resources=SimpleNamespace(), config={})
+
+def main(sm):
+    print("to the log")
+    logging.getLogger("cvm").info("logged")
+    if sys.argv[2] == "fail":
+        raise CvmError("the input is bad: fix it")
+
+run_script(sm, main)
+"""
+
+
+@pytest.mark.parametrize("outcome", ["ok", "fail"])
+def test_a_job_ends_with_its_log_written_and_its_status(tmp_path, outcome):
+    log = tmp_path / "job.log"
+    proc = subprocess.run([sys.executable, "-c", JOB, str(log), outcome], capture_output=True, text=True, timeout=120)
+    text = log.read_text()
+    assert "to the log" in text and "INFO cvm: logged" in text  # flushed before the job left
+    if outcome == "ok":  # done: it leaves without the interpreter's teardown
+        assert proc.returncode == 0 and "teardown ran" not in proc.stderr
+    else:  # a failure takes the ordinary way out, with its one line
+        assert proc.returncode == 1 and "error: the input is bad: fix it" in proc.stderr and "error: the input" in text

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
@@ -60,6 +62,12 @@ def bootstrap_auc_ap(truth: np.ndarray, score: np.ndarray, weights: np.ndarray) 
     return np.clip(auc, 0, 1), np.clip(ap, 0, 1)  # a sum of fractions may pass 1 by a rounding error
 
 
+def resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """How often each of ``n`` values occurs in each row of ``idx``: shape (rows, n)."""
+    offset = np.arange(len(idx))[:, None] * n
+    return np.bincount((offset + idx).ravel(), minlength=len(idx) * n).reshape(len(idx), n)
+
+
 def binary_curves(truth: np.ndarray, score: np.ndarray, n_boot: int = 1000, seed: int = 0,
                   level: float = 0.95) -> dict | None:
     """ROC and PR of a binary ``truth`` (1 = positive) against ``score``; None when one class is absent.
@@ -72,8 +80,7 @@ def binary_curves(truth: np.ndarray, score: np.ndarray, n_boot: int = 1000, seed
     fpr, tpr, _ = roc_curve(truth, score)
     precision, recall, _ = precision_recall_curve(truth, score)
     rng = np.random.default_rng(seed)
-    weights = np.stack([np.bincount(rng.integers(0, len(truth), len(truth)), minlength=len(truth))
-                        for _ in range(n_boot)]) if n_boot else np.zeros((0, len(truth)))
+    weights = resample_counts(rng.integers(0, len(truth), (n_boot, len(truth))), len(truth))
     aucs, aps = bootstrap_auc_ap(truth, score, weights)
     fpr_t, tpr_t = _thin(fpr, tpr)
     recall_t, precision_t = _thin(recall[::-1], precision[::-1])
@@ -202,15 +209,14 @@ def operating_point(val_truth, val_score, test_truth, test_score, target: float,
         return None
     pred = test_score >= threshold
 
-    def rates(idx):
+    def rates(idx):  # sensitivity and specificity of each row of image indices; nan without that class
         t, p = test_truth[idx], pred[idx]
-        sens = float(np.mean(p[t])) if t.any() else np.nan
-        spec = float(np.mean(~p[~t])) if (~t).any() else np.nan
-        return sens, spec
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (p & t).sum(-1) / t.sum(-1), (~p & ~t).sum(-1) / (~t).sum(-1)
 
-    sens, spec = rates(np.arange(len(test_truth)))
+    sens, spec = (float(x) for x in rates(np.arange(len(test_truth))))
     rng = np.random.default_rng(seed)
-    draws = np.array([rates(rng.integers(0, len(test_truth), len(test_truth))) for _ in range(n_boot)])
+    draws = np.stack(rates(rng.integers(0, len(test_truth), (n_boot, len(test_truth)))), axis=1)
     val_pred = np.asarray(val_score, float) >= threshold
     val_truth = np.asarray(val_truth, bool)
     return {"kind": kind, "target": target, "threshold": threshold,
@@ -230,20 +236,23 @@ def class_accuracy_gap(labels, preds, group: list[str], classes: list[str], n_bo
     if not inside or not outside:
         return None
 
-    def gap(idx):
-        t, p = labels[idx], preds[idx]
-        recall = lambda c: np.mean(p[t == c] == c) if (t == c).any() else np.nan  # noqa: E731
-        a, b = np.nanmean([recall(c) for c in inside]), np.nanmean([recall(c) for c in outside])
-        return a, b
+    code = {c: i for i, c in enumerate(classes)}
+    k = len(classes)
+    true = np.array([code.get(c, k) for c in labels.tolist()], int)
+    hit = np.where(labels == preds, true, k)  # a right prediction counts for its class
 
-    a, b = gap(np.arange(len(labels)))
+    def gap(idx):  # mean recall of each side in each row of image indices (a class a draw lacks is skipped)
+        counts, hits = resample_counts(true[idx], k + 1), resample_counts(hit[idx], k + 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recall = hits / counts
+        side = lambda names: np.nanmean(recall[..., [code[c] for c in names]], axis=-1)  # noqa: E731
+        return side(inside), side(outside)
+
+    a, b = (float(x[0]) for x in gap(np.arange(len(labels))[None]))
     rng = np.random.default_rng(seed)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a draw without one class: that side's mean skips it
-            draws = np.array([np.subtract(*gap(rng.integers(0, len(labels), len(labels)))) for _ in range(n_boot)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a draw without one side's classes: nan, left out of the interval
+        draws = np.subtract(*gap(rng.integers(0, len(labels), (n_boot, len(labels)))))
     return {"group": inside, "others": outside, "group_accuracy": float(a), "others_accuracy": float(b),
             "difference": float(a - b), "difference_ci": _interval(draws, level), "level": level, "n_boot": n_boot}
 
