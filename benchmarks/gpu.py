@@ -193,6 +193,11 @@ def largest_batch(images, labels, dev, amp, size, start=16, limit=1024) -> int:
 def worker(cache: str, batch: int, seconds: float, size: int, device: str = "cuda") -> None:
     """One of K concurrent training processes: print its images/s over ``seconds`` as JSON."""
     dev = torch.device(device)
+    # the CPU smoke run: K processes on a few cores, one thread each (oversubscribed OpenMP threads
+    # spin against each other) and one step per timed call, enough to run the code
+    steps = 20 if dev.type == "cuda" else 1
+    if dev.type != "cuda":
+        torch.set_num_threads(1)
     array = np.load(cache, mmap_mode="r")
     images = torch.from_numpy(np.ascontiguousarray(array)).to(dev)
     labels = torch.arange(len(images), device=dev) % len(CLASSES)
@@ -200,8 +205,8 @@ def worker(cache: str, batch: int, seconds: float, size: int, device: str = "cud
     project_train_rate(step, opt, images, labels, batch, 2, dev, True, warmup=2)
     seen, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        rate = project_train_rate(step, opt, images, labels, batch, 20, dev, True, warmup=0)
-        seen += 20 * batch
+        rate = project_train_rate(step, opt, images, labels, batch, steps, dev, True, warmup=0)
+        seen += steps * batch
     print(json.dumps({"images_per_s": seen / (time.perf_counter() - start), "last": rate}), flush=True)
 
 
@@ -315,7 +320,7 @@ def gpu_benchmark(args) -> dict:
             labels_ = y if store == "GPU" else y.cpu()
             try:
                 rate = project_train_rate(step, opt, images, labels_, batch, args.steps, dev, amp,
-                                          warmup=10 if mode == "compile" else 3, captured=mode == "cuda_graph")
+                                          warmup=10 if mode == "compile" else args.warmup, captured=mode == "cuda_graph")
             except torch.OutOfMemoryError:
                 rate = None
             _free(dev)
@@ -455,6 +460,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=40, help="timed training steps per configuration")
     parser.add_argument("--seconds", type=float, default=20, help="timed seconds of each concurrent run")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed eager steps before each timed training configuration")
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the plain loop")
     parser.add_argument("--budget", type=float, default=420, help="seconds; later sections are skipped past it")
     parser.add_argument("--no-compile", action="store_true")

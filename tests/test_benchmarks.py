@@ -13,7 +13,7 @@ from conftest import REPO
 def test_gpu_benchmark_code_runs_end_to_end_on_the_cpu(tmp_path):
     out = tmp_path / "gpu.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--device", "cpu", "--images", "44",
-                           "--size", "32", "--steps", "1", "--seconds", "1", "--max-batch", "32", "--no-compile",
+                           "--size", "32", "--steps", "1", "--warmup", "1", "--seconds", "1", "--max-batch", "32", "--no-compile",
                            "--model-steps", "1", "--workers", "0", "--concurrent", "2", "--models", "resnet18",
                            "--json", str(out)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
