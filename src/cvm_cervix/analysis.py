@@ -14,6 +14,7 @@ from scipy.stats import binomtest
 from sklearn.metrics import f1_score
 
 from ._io import atomic_path, read_json, read_table, write_csv, write_json
+from .diagnostics import class_codes, resample_counts
 from .engine import predict, scale, to_device_images
 from .errors import CvmError
 from .models import get_model_spec
@@ -47,13 +48,9 @@ def macro_f1_resampled(labels, preds, classes, idx: np.ndarray) -> np.ndarray:
     ``f1_score(..., labels=classes, average="macro", zero_division=0)`` gives it for that resample
     (tests/test_analysis.py checks them equal): per class 2·TP / (2·TP + FP + FN), 0 where that is 0/0."""
     k = len(classes)
-    code = {c: i for i, c in enumerate(classes)}
     # a label outside ``classes`` counts for no class (index k), as in sklearn with labels= given
-    pair = (np.array([code.get(c, k) for c in labels.tolist()], int) * (k + 1)
-            + np.array([code.get(c, k) for c in preds.tolist()], int))
-    offset = np.arange(len(idx))[:, None] * (k + 1) ** 2
-    confusion = np.bincount((offset + pair[idx]).ravel(), minlength=len(idx) * (k + 1) ** 2)
-    confusion = confusion.reshape(len(idx), k + 1, k + 1)  # [resample, true, predicted]
+    pair = class_codes(labels, classes) * (k + 1) + class_codes(preds, classes)
+    confusion = resample_counts(pair[idx], (k + 1) ** 2).reshape(len(idx), k + 1, k + 1)  # [resample, true, predicted]
     tp2 = 2.0 * np.diagonal(confusion, axis1=1, axis2=2)[:, :k]
     denom = (confusion.sum(2) + confusion.sum(1))[:, :k]  # 2·TP + FP + FN = (TP + FN) + (TP + FP)
     f1 = np.divide(tp2, denom, out=np.zeros_like(tp2), where=denom > 0)

@@ -62,6 +62,12 @@ def bootstrap_auc_ap(truth: np.ndarray, score: np.ndarray, weights: np.ndarray) 
     return np.clip(auc, 0, 1), np.clip(ap, 0, 1)  # a sum of fractions may pass 1 by a rounding error
 
 
+def class_codes(values, classes: list[str]) -> np.ndarray:
+    """Each value's index in ``classes``; ``len(classes)`` for a value that is none of them."""
+    code = {c: i for i, c in enumerate(classes)}
+    return np.array([code.get(c, len(classes)) for c in np.asarray(values).tolist()], int)
+
+
 def resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
     """How often each of ``n`` values occurs in each row of ``idx``: shape (rows, n)."""
     offset = np.arange(len(idx))[:, None] * n
@@ -236,16 +242,15 @@ def class_accuracy_gap(labels, preds, group: list[str], classes: list[str], n_bo
     if not inside or not outside:
         return None
 
-    code = {c: i for i, c in enumerate(classes)}
     k = len(classes)
-    true = np.array([code.get(c, k) for c in labels.tolist()], int)
+    true = class_codes(labels, classes)
     hit = np.where(labels == preds, true, k)  # a right prediction counts for its class
 
     def gap(idx):  # mean recall of each side in each row of image indices (a class a draw lacks is skipped)
         counts, hits = resample_counts(true[idx], k + 1), resample_counts(hit[idx], k + 1)
         with np.errstate(invalid="ignore", divide="ignore"):
             recall = hits / counts
-        side = lambda names: np.nanmean(recall[..., [code[c] for c in names]], axis=-1)  # noqa: E731
+        side = lambda names: np.nanmean(recall[..., [classes.index(c) for c in names]], axis=-1)  # noqa: E731
         return side(inside), side(outside)
 
     a, b = (float(x[0]) for x in gap(np.arange(len(labels))[None]))
