@@ -379,3 +379,14 @@ def test_a_file_that_is_not_a_split_file_is_named_with_what_it_lacks(tmp_path, i
     with pytest.raises(CvmError, match=r"split 'holdout' is not train, val or test"):
         prepare_dataset("f", {"kind": "imagefolder", "split_file": str(bad)}, tmp_path / "out", root=imagefolder)
     assert not (tmp_path / "out" / "manifest.csv").exists()
+
+
+def test_a_root_not_set_is_missing_not_the_working_folder(tmp_path, monkeypatch):
+    """An empty root (config/paper.yaml as shipped) is "missing": Path("") is the working folder, and
+    planning from a checkout walked its whole .venv (15 s of every dry run)."""
+    from cvm_cervix.data import listing_digest
+
+    write_image(tmp_path / "a" / "0.png", seed=0)
+    monkeypatch.chdir(tmp_path)
+    assert listing_digest("") == "missing" and listing_digest(tmp_path / "nowhere") == "missing"
+    assert listing_digest(".") != "missing"  # the folder itself, named, is listed

@@ -120,9 +120,9 @@ def listing_digest(root: str | os.PathLike) -> str:
     Cheap (no file is read), so the workflow can compute it whenever it plans: a changed folder
     changes the digest. ``"missing"`` when ``root`` is not a folder.
     """
-    root = Path(root)
-    if not str(root) or not root.is_dir():
+    if not str(root) or not Path(root).is_dir():  # "" is not set: Path("") would be the working folder
         return "missing"
+    root = Path(root)
     digest = hashlib.sha256()
     for path in _walk_files(root):  # links followed as the adapters follow them: a linked class folder counts
         try:
