@@ -7,7 +7,7 @@ if importlib.util.find_spec("cvm_cervix") is None:  # a checkout used without `p
     sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
 from cvm_cervix._io import write_json
 from cvm_cervix._snakemake import run_script
-from cvm_cervix.analysis import experiment_stats
+from cvm_cervix.stats import experiment_stats
 from cvm_cervix.labels import abnormal_classes, paper_abnormal_classes
 
 

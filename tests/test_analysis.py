@@ -8,9 +8,8 @@ import torch
 from PIL import Image
 from sklearn.metrics import f1_score
 
-from cvm_cervix.analysis import (
-    analyse_run, bootstrap_ci, clinical_view, macro_f1_resampled, experiment_stats, grad_cam, mcnemar_exact, top_confusions, tsne_3d,
-)
+from cvm_cervix.analysis import analyse_run, grad_cam, top_confusions, tsne_3d
+from cvm_cervix.stats import bootstrap_ci, clinical_view, experiment_stats, macro_f1_resampled, mcnemar_exact
 from cvm_cervix.models import create_model
 
 
@@ -79,7 +78,7 @@ def test_experiment_stats_compares_with_the_reference(tmp_path):
 
 
 def test_holm_adjustment_against_a_hand_computed_example():
-    from cvm_cervix.analysis import holm
+    from cvm_cervix.stats import holm
 
     # sorted 0.01, 0.02, 0.04, 0.30 -> 4×0.01, max(.04, 3×.02), max(.06, 2×.04), max(.08, .30)
     assert holm([0.04, 0.01, 0.30, 0.02]) == pytest.approx([0.08, 0.04, 0.30, 0.06])
@@ -109,7 +108,7 @@ def test_the_experiments_own_contrasts_with_holm_and_a_paired_interval(tmp_path)
     lo, hi = x4["accuracy_diff_ci"]
     assert 0 < lo < 0.25 < hi  # paired: every resample keeps flip4x ahead
     p = [c["p_value"] for c in stats["contrasts"]]
-    from cvm_cervix.analysis import holm
+    from cvm_cervix.stats import holm
 
     assert [c["p_holm"] for c in stats["contrasts"]] == pytest.approx(holm(p))
     assert all(c["p_holm"] >= c["p_value"] for c in stats["contrasts"])
@@ -237,7 +236,7 @@ def test_analyse_run_writes_tsne_features_and_gallery(cvm_run, tiny_dataset):
 
 
 def test_spread_separates_splits_from_seeds_against_hand_computed_values():
-    from cvm_cervix.analysis import spread
+    from cvm_cervix.stats import spread
 
     # split 0: seeds 0.80, 0.84; split 1: 0.70, 0.72; split 2: 0.90, 0.86
     acc = {(0, 0): 0.80, (0, 1): 0.84, (1, 0): 0.70, (1, 1): 0.72, (2, 0): 0.90, (2, 1): 0.86}
@@ -263,7 +262,7 @@ def test_spread_separates_splits_from_seeds_against_hand_computed_values():
 def test_corrected_resampled_t_test_against_a_hand_computed_value():
     from scipy.stats import t as student
 
-    from cvm_cervix.analysis import corrected_resampled_t
+    from cvm_cervix.stats import corrected_resampled_t
 
     d = [0.02, 0.05, 0.03, 0.06]  # mean 0.04, sample variance 0.000333...
     out = corrected_resampled_t(d, 0.25)

@@ -165,7 +165,7 @@ def test_int8_prediction_needs_the_calibrated_artifact(deit_run, tmp_path, capsy
 
 
 def test_recommendation_picks_the_smallest_and_fastest_within_one_point():
-    from cvm_cervix.compress import recommend
+    from cvm_cervix.precisions import recommend
 
     rows = [{"precision": "fp32", "size_mib": 100, "accuracy": 0.90, "ms_per_image": 5.0, "device": "cuda:0"},
             {"precision": "fp16", "size_mib": 50, "accuracy": 0.895, "ms_per_image": 2.0, "device": "cuda:0"},

@@ -214,3 +214,32 @@ def test_a_split_file_that_does_not_exist_and_a_captured_step_with_compile_are_n
     cfg["train"] = {"step": "graphs"}
     with pytest.raises(CvmError, match=r"train\.step"):
         validate_config(cfg)
+
+
+def test_planning_and_the_light_jobs_import_no_torch():
+    """What every Snakemake start runs (common.smk: checking the config, which reads the model catalog,
+    and the plan) and what the statistics, report and transfer-matrix jobs import load no torch, timm or
+    torchvision: importing them cost about 10 s of each start and each such job on 2 cores."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, warnings, yaml
+warnings.simplefilter("ignore")
+from cvm_cervix.config import validate_config
+from cvm_cervix.plan import Plan
+from cvm_cervix.models import get_model_spec, model_names
+import cvm_cervix.data, cvm_cervix.labels, cvm_cervix.precisions, cvm_cervix.stats, cvm_cervix.report, cvm_cervix.transfer
+config = yaml.safe_load(open({str(REPO / "config" / "paper.yaml")!r}))
+validate_config(config, require_roots=False)
+Plan(config)
+assert len(model_names()) == 24 and get_model_spec("botnet").img_size_multiple == 32
+print(sorted(m for m in ("torch", "timm", "torchvision", "onnx", "onnxruntime") if m in sys.modules))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "[]"
+    # and the model builders still come with the package when asked for
+    proc = subprocess.run([sys.executable, "-c", "import sys; from cvm_cervix.models import create_model; "
+                           "print(create_model.__module__, 'torch' in sys.modules)"], capture_output=True, text=True)
+    assert proc.stdout.split() == ["cvm_cervix.models._registry", "True"], proc.stderr[-2000:]

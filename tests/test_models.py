@@ -16,6 +16,20 @@ def test_registry_holds_the_papers_23_models():
     assert set(model_names()) - set(PAPER_MODELS) == {"cvm_cervix_distilled"}
 
 
+def test_the_catalog_gives_the_sizes_the_networks_written_here_declare():
+    """The catalog is read without torch, so it states InceptionResNetV1's smallest size itself: the
+    network's own value, and every catalog entry builds through the registry's builders."""
+    from cvm_cervix.models import Builder
+    from cvm_cervix.models._registry import _OWN_NETWORKS
+
+    own = {get_model_spec(n).build_backbone.args[0]: get_model_spec(n) for n in model_names()
+           if get_model_spec(n).build_backbone.function == "_own"}
+    assert set(own) == set(_OWN_NETWORKS) == {"InceptionResNetV1", "T2TViT"}
+    for network, spec in own.items():
+        assert spec.min_img_size == getattr(_OWN_NETWORKS[network], "min_img_size", spec.min_img_size)
+    assert all(isinstance(get_model_spec(n).build_backbone, Builder) for n in model_names())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", model_names())
 def test_every_model_builds_and_runs_forward(name):

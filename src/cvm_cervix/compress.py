@@ -229,19 +229,6 @@ def describe(precision: str, device: str, calibration: int = 0) -> str:
     return precision_row(precision).describe(device, calibration)
 
 
-def recommend(rows: list[dict], tolerance: float = 0.01) -> dict:
-    """Among ``rows`` (fp32 first) within ``tolerance`` of float32 accuracy: the smallest artifact, and
-    the fastest on each device that ran one. Returns ``{"smallest": row, "fastest": {device: row}}``."""
-    fp32 = next(r for r in rows if r["precision"] == "fp32")
-    ok = [r for r in rows if r["accuracy"] >= fp32["accuracy"] - tolerance - 1e-12]
-    fastest: dict = {}
-    for r in ok:
-        kind = "cuda" if str(r["device"]).startswith("cuda") else "cpu"
-        if kind not in fastest or r["ms_per_image"] < fastest[kind]["ms_per_image"]:
-            fastest[kind] = r
-    return {"tolerance": tolerance, "smallest": min(ok, key=lambda r: r["size_mib"]), "fastest": fastest}
-
-
 def compress_run(run: str | os.PathLike, data: str | os.PathLike, precision: str,
                  out_dir: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 64,
                  threads: int | None = None, calibration_images: int = CALIBRATION_IMAGES, *,

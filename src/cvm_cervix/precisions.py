@@ -4,8 +4,8 @@ Each row says what the artifact is called in ``compressed/<precision>/``, which 
 workflow makes it (one rule per kind of artifact, so each declares its file and whether it takes a
 GPU), where it runs, how it is exported and loaded, and what its timing means. The compress rules
 read their artifact names and wildcard values from here, ``compress.py`` dispatches on ``export``
-and ``load``, and the report's note comes from ``note``. No torch import: Snakemake reads this
-table while it parses the workflow.
+and ``load``, the report's note comes from ``note`` and its choice of artifact from :func:`recommend`. No
+torch import: Snakemake reads this table while it parses the workflow, and the report job uses it.
 """
 
 from __future__ import annotations
@@ -65,3 +65,16 @@ def rule_artifact(rule: str) -> str:
     if len(names) != 1:
         raise ValueError(f"compress rule {rule!r} writes {sorted(names)}: one artifact name per rule")
     return names.pop()
+
+
+def recommend(rows: list[dict], tolerance: float = 0.01) -> dict:
+    """Among ``rows`` (fp32 first) within ``tolerance`` of float32 accuracy: the smallest artifact, and
+    the fastest on each device that ran one. Returns ``{"smallest": row, "fastest": {device: row}}``."""
+    fp32 = next(r for r in rows if r["precision"] == "fp32")
+    ok = [r for r in rows if r["accuracy"] >= fp32["accuracy"] - tolerance - 1e-12]
+    fastest: dict = {}
+    for r in ok:
+        kind = "cuda" if str(r["device"]).startswith("cuda") else "cpu"
+        if kind not in fastest or r["ms_per_image"] < fastest[kind]["ms_per_image"]:
+            fastest[kind] = r
+    return {"tolerance": tolerance, "smallest": min(ok, key=lambda r: r["size_mib"]), "fastest": fastest}

@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 
 from ._io import atomic_path, package_yaml, read_json, read_table, spreadsheet_safe
-from .compress import recommend
 from .config import all_runs, dataset_spec, experiment_runs, experiment_seeds, experiment_splits, used_datasets
 from .data import read_manifest, split_counts
 from .labels import abnormal_classes
 from .models import get_model_spec
 from .plan import Plan, path
+from .precisions import recommend
 from .status import is_complete, plan_status
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"  # package data: works from an installed wheel

@@ -1,26 +1,33 @@
-"""The model registry (the paper's 23 models plus ablations) and the CVM-Cervix fusion model."""
+"""The model registry (the paper's 23 models plus ablations) and the CVM-Cervix fusion model.
 
-from ._pretrained import fetch_pretrained, pretrained_sources
-from ._registry import (
-    PAPER_MODELS,
-    FusionBackbone,
-    ImageClassifier,
-    ModelSpec,
-    create_model,
-    IMAGENET,
-    get_model_spec,
-    input_normalizations,
-    WeightsDoNotFit,
-    fit_position_tables,
-    load_exact,
-    load_weights,
-    model_names,
-    read_state_dict,
-    register_model,
-)
+The catalog (names, the paper's names, sizes, layers) is imported with the package; everything that
+builds, loads or fetches a network needs torch, timm and torchvision, about 10 s to import on a
+2-core machine, and is imported on first use (a module ``__getattr__``, PEP 562). Checking a config
+at each Snakemake start, the report and ``cvm-cervix models`` then never pay for them.
+"""
 
-__all__ = [
-    "PAPER_MODELS", "FusionBackbone", "ImageClassifier", "ModelSpec", "create_model", "get_model_spec",
-    "IMAGENET", "WeightsDoNotFit", "fetch_pretrained", "fit_position_tables", "input_normalizations",
-    "pretrained_sources", "load_exact", "load_weights", "model_names", "read_state_dict", "register_model",
-]
+import importlib
+
+from ._catalog import IMAGENET, PAPER_MODELS, Builder, ModelSpec, get_model_spec, model_names, register_model
+
+_ON_FIRST_USE = {
+    **dict.fromkeys(("FusionBackbone", "ImageClassifier", "WeightsDoNotFit", "create_model", "fit_position_tables",
+                     "input_normalizations", "load_exact", "load_weights", "read_state_dict"), "._registry"),
+    **dict.fromkeys(("fetch_pretrained", "pretrained_sources"), "._pretrained"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _ON_FIRST_USE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_ON_FIRST_USE[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_ON_FIRST_USE})
+
+
+__all__ = ["IMAGENET", "PAPER_MODELS", "Builder", "ModelSpec", "get_model_spec", "model_names", "register_model",
+           *_ON_FIRST_USE]

@@ -1,4 +1,4 @@
-"""Model registry: config name -> builder, like timm's ``@register_model``.
+"""Model builders: a config name (``_catalog``) -> a network, like timm's ``create_model``.
 
 Every model is an :class:`ImageClassifier`: a backbone that returns pooled features
 (``forward_features(x) -> (B, D)``) and a head. Features, t-SNE and Grad-CAM work for all alike.
@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
 from ..errors import CvmError
+from ._catalog import IMAGENET, get_model_spec
+from ._inception_resnet_v1 import InceptionResNetV1
+from ._t2t_vit import T2TViT
 
 
 class WeightsDoNotFit(CvmError):
@@ -37,9 +37,6 @@ class ImageClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
-
-
-IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
 def set_input_normalization(module: nn.Module, mean, std) -> nn.Module:
@@ -63,41 +60,6 @@ def input_normalizations(model: nn.Module) -> dict[str, dict]:
     backbone = model.backbone if hasattr(model, "backbone") else model
     return {name: dict(m.input_normalization) for name, m in backbone.named_modules()
             if getattr(m, "input_normalization", None)}
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    paper_name: str
-    # (img_size, pretrained, cache_dir=None) -> (backbone, D)
-    build_backbone: Callable[..., tuple[nn.Module, int]]
-    source: str
-    min_img_size: int = 32
-    img_size_multiple: int = 1  # a size its layers need (BoTNet's attention tables: whole cells at stride 32)
-    cam_layer: str | None = None  # module (inside ``backbone``) whose activations Grad-CAM uses
-    attention: str | None = None  # a timm vision transformer (inside ``backbone``; "" = itself) for attention rollout
-    mlp_head: bool = False
-    note: str = ""
-
-
-_REGISTRY: dict[str, ModelSpec] = {}
-
-
-def register_model(spec: ModelSpec) -> ModelSpec:
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def model_names() -> list[str]:
-    """Every registered config name, in the paper's Table 3 order."""
-    return list(_REGISTRY)
-
-
-def get_model_spec(name: str) -> ModelSpec:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise CvmError(f"unknown model {name!r}; `cvm-cervix models` lists the registered names") from None
 
 
 def create_model(name: str, num_classes: int, img_size: int = 224, pretrained: bool = False,
@@ -365,8 +327,12 @@ def _reference_file(url: str, cache_dir: str | os.PathLike | None) -> Path:
     return file
 
 
-def _own(cls, img_size: int, pretrained: bool, cache_dir=None, **kwargs) -> tuple[nn.Module, int]:
+_OWN_NETWORKS = {cls.__name__: cls for cls in (InceptionResNetV1, T2TViT)}
+
+
+def _own(network: str, img_size: int, pretrained: bool, cache_dir=None, **kwargs) -> tuple[nn.Module, int]:
     """A network written in this project; ``pretrained`` loads its reference implementation's weights."""
+    cls = _OWN_NETWORKS[network]
     model = cls(**kwargs) if "img_size" not in cls.__init__.__code__.co_varnames else cls(img_size=img_size, **kwargs)
     norm = getattr(cls, "input_normalization", IMAGENET)
     set_input_normalization(model, norm["mean"], norm["std"])
@@ -377,52 +343,3 @@ def _own(cls, img_size: int, pretrained: bool, cache_dir=None, **kwargs) -> tupl
         load_exact(model, model.from_reference(read_state_dict(file)),
                    f"{file} is not {cls.__name__}'s reference checkpoint ({cls.reference['repository']})")
     return model, model.num_features
-
-
-def _register_all() -> None:
-    from ._inception_resnet_v1 import InceptionResNetV1
-    from ._t2t_vit import T2TViT
-
-    tv, tm = "torchvision", "timm"
-    specs = [
-        ModelSpec("cvm_cervix", "CVM-Cervix", partial(_fusion, "deit_tiny_patch16_224"), "cvm_cervix",
-                  mlp_head=True, cam_layer="cnn.act4", attention="vt",
-                  note="legacy_xception (2048) ‖ deit_tiny_patch16_224 (192) → MLP 2240-2240-classes, GELU"),
-        *[ModelSpec(f"vgg{d}", f"VGG{d}", partial(_torchvision, f"vgg{d}", "classifier.6"), tv,
-                    cam_layer="features") for d in (11, 13, 16, 19)],
-        *[ModelSpec(f"resnet{d}", f"ResNet{d}", partial(_torchvision, f"resnet{d}", "fc"), tv,
-                    cam_layer="layer4") for d in (18, 34, 50, 101)],
-        *[ModelSpec(f"densenet{d}", f"DenseNet{d}", partial(_torchvision, f"densenet{d}", "classifier"), tv,
-                    cam_layer="features") for d in (121, 169)],
-        ModelSpec("inception_v3", "InceptionV3", partial(_torchvision, "inception_v3", "fc", aux=True), tv,
-                  min_img_size=75, cam_layer="Mixed_7c"),
-        ModelSpec("xception", "Xception", partial(_timm, "legacy_xception", sized=False), tm, cam_layer="act4"),
-        ModelSpec("alexnet", "AlexNet", partial(_torchvision, "alexnet", "classifier.6"), tv,
-                  min_img_size=63, cam_layer="features"),
-        ModelSpec("googlenet", "GoogLeNet", partial(_torchvision, "googlenet", "fc", aux=True), tv,
-                  cam_layer="inception5b"),
-        ModelSpec("mobilenet_v2", "MobileNetV2", partial(_torchvision, "mobilenet_v2", "classifier.1"), tv,
-                  cam_layer="features"),
-        ModelSpec("shufflenet_v2_x1_0", "ShuffleNetV2×1.0",
-                  partial(_torchvision, "shufflenet_v2_x1_0", "fc"), tv, cam_layer="conv5"),
-        ModelSpec("shufflenet_v2_x0_5", "ShuffleNetV2×0.5",
-                  partial(_torchvision, "shufflenet_v2_x0_5", "fc"), tv, cam_layer="conv5"),
-        ModelSpec("inception_resnet_v1", "InceptionResNetV1", partial(_own, InceptionResNetV1), "cvm_cervix",
-                  min_img_size=InceptionResNetV1.min_img_size, cam_layer="block8"),
-        ModelSpec("vit", "ViT", partial(_timm, "vit_base_patch16_224"), tm, min_img_size=16, attention=""),
-        ModelSpec("botnet", "BoTNet", partial(_timm, "botnet26t_256"), tm, cam_layer="stages", img_size_multiple=32),
-        ModelSpec("deit_tiny", "DeiT", partial(_timm, "deit_tiny_patch16_224"), tm, min_img_size=16, attention=""),
-        ModelSpec("t2t_vit", "T2T-ViT", partial(_own, T2TViT), "cvm_cervix", min_img_size=16,
-                  note="T2T-ViT-14 (transformer T2T layers), written in this project"),
-        # Fusion ablations (Sec. 5.2): DeiT with its distillation token fused instead.
-        ModelSpec("cvm_cervix_distilled", "CVM-Cervix (DeiT distilled)",
-                  partial(_fusion, "deit_tiny_distilled_patch16_224"), "cvm_cervix", mlp_head=True,
-                  cam_layer="cnn.act4", attention="vt", note="ablation: deit_tiny_distilled_patch16_224 in the VT branch"),
-    ]
-    for spec in specs:
-        register_model(spec)
-
-
-_register_all()
-
-PAPER_MODELS = [name for name in _REGISTRY if name != "cvm_cervix_distilled"]

@@ -1,0 +1,269 @@
+"""The statistics of an experiment's runs, from their prediction files: bootstrap intervals, McNemar's
+test against the reference model, the clinical view, contrasts over seeds and splits, and each run's
+screening diagnostics.
+
+Tables in, JSON out: no torch, so the statistics jobs do not import it (about 5 s of each job on a
+2-core machine). The analysis of a trained model (features, t-SNE, Grad-CAM) is ``analysis.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import binomtest
+from sklearn.metrics import f1_score
+
+from ._io import read_table
+from .diagnostics import class_codes, diagnose, resample_counts
+from .errors import CvmError
+
+
+def bootstrap_ci(labels, preds, classes, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """Percentile bootstrap intervals for accuracy and macro F1 over resampled test images."""
+    labels, preds = np.asarray(labels), np.asarray(preds)
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    # Every resample at once (the same draws as one rng.integers(0, n, n) per resample): 1,000 calls of
+    # sklearn's f1_score cost about 4 s per run in input checks alone, the paper's comparison 100 s.
+    idx = rng.integers(0, n, (n_boot, n))
+    accs = np.mean(labels[idx] == preds[idx], axis=1) if n else np.full(n_boot, np.nan)
+    f1s = macro_f1_resampled(labels, preds, classes, idx)
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    return {
+        "level": level, "n_boot": n_boot, "seed": seed,
+        "accuracy": [float(np.percentile(accs, lo)), float(np.percentile(accs, hi))],
+        "f1_macro": [float(np.percentile(f1s, lo)), float(np.percentile(f1s, hi))],
+    }
+
+
+def macro_f1_resampled(labels, preds, classes, idx: np.ndarray) -> np.ndarray:
+    """Macro F1 over ``classes`` of each resample (a row of image indices in ``idx``), as sklearn's
+    ``f1_score(..., labels=classes, average="macro", zero_division=0)`` gives it for that resample
+    (tests/test_analysis.py checks them equal): per class 2·TP / (2·TP + FP + FN), 0 where that is 0/0."""
+    k = len(classes)
+    # a label outside ``classes`` counts for no class (index k), as in sklearn with labels= given
+    pair = class_codes(labels, classes) * (k + 1) + class_codes(preds, classes)
+    confusion = resample_counts(pair[idx], (k + 1) ** 2).reshape(len(idx), k + 1, k + 1)  # [resample, true, predicted]
+    tp2 = 2.0 * np.diagonal(confusion, axis1=1, axis2=2)[:, :k]
+    denom = (confusion.sum(2) + confusion.sum(1))[:, :k]  # 2·TP + FP + FN = (TP + FN) + (TP + FP)
+    f1 = np.divide(tp2, denom, out=np.zeros_like(tp2), where=denom > 0)
+    return f1.mean(axis=1) if k else np.zeros(len(idx))
+
+
+def mcnemar_exact(correct_a, correct_b) -> dict:
+    """McNemar's exact test on paired correctness: ``b`` = only A right, ``c`` = only B right.
+
+    The p-value is the two-sided binomial test of ``min(b, c)`` in ``b + c`` trials at 1/2.
+    """
+    a, b_ = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != b_.shape:
+        raise ValueError("McNemar needs predictions on the same images")
+    b, c = int(np.sum(a & ~b_)), int(np.sum(~a & b_))
+    p = 1.0 if b + c == 0 else float(binomtest(min(b, c), b + c, 0.5).pvalue)
+    return {"only_a": b, "only_b": c, "p_value": min(1.0, p)}
+
+
+def clinical_view(labels, preds, abnormal: list[str]) -> dict | None:
+    """Sensitivity and specificity of abnormal (any abnormal class) versus normal; None if undefined."""
+    labels, preds = np.asarray(labels), np.asarray(preds)
+    true_abn, pred_abn = np.isin(labels, abnormal), np.isin(preds, abnormal)
+    if true_abn.all() or (~true_abn).all():
+        return None
+    tp, fn = int(np.sum(true_abn & pred_abn)), int(np.sum(true_abn & ~pred_abn))
+    tn, fp = int(np.sum(~true_abn & ~pred_abn)), int(np.sum(~true_abn & pred_abn))
+    return {"sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp), "tp": tp, "fn": fn, "tn": tn, "fp": fp,
+            "abnormal_classes": [c for c in abnormal if c in set(labels)]}
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of ``p_values`` (family-wise error), in their order.
+
+    Written here (six lines) rather than adding statsmodels for it: adjusted p_(i) is the running
+    maximum of (m - i) p_(i) over the sorted p-values, capped at 1.
+    """
+    order = np.argsort(p_values, kind="stable")
+    adjusted, running = np.empty(len(p_values)), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def paired_bootstrap_diff(correct_a, correct_b, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[float]:
+    """Percentile interval of accuracy(B) − accuracy(A), resampling the same test images for both."""
+    a, b = np.asarray(correct_a, float), np.asarray(correct_b, float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), (n_boot, len(a)))
+    diffs = b[idx].mean(1) - a[idx].mean(1)
+    return [float(np.percentile(diffs, 100 * (1 - level) / 2)), float(np.percentile(diffs, 100 * (1 + level) / 2))]
+
+
+RUN_KEY = ("model", "augment", "seed", "split_seed")  # what tells an experiment's runs apart in its statistics
+
+
+def _run_key(entry: dict) -> tuple:
+    return entry["model"], entry["augment"], entry["seed"], entry.get("split_seed", 0)
+
+
+def spread(scores: dict) -> list[dict]:
+    """Where the spread of a model's test scores comes from, over splits and over seeds.
+
+    ``scores``: (model, augment, seed, split seed) -> {"accuracy": .., "f1_macro": ..}. Per model and
+    augment and score: the standard deviation over all its runs, of the split means (between splits:
+    it also holds 1/seeds of the initialisation variance) and pooled over splits of the seeds within
+    one split (initialisation: the same split, another seed). None where a source cannot be seen
+    (one split, or one seed per split).
+    """
+    groups: dict[tuple, dict[int, list]] = {}
+    for (model, augment, seed, split), value in sorted(scores.items()):
+        groups.setdefault((model, augment), {}).setdefault(split, []).append(value)
+    out = []
+    for (model, augment), by_split in groups.items():
+        entry = {"model": model, "augment": augment, "splits": len(by_split),
+                 "seeds": sorted({len(v) for v in by_split.values()}), "runs": sum(map(len, by_split.values()))}
+        for name in ("accuracy", "f1_macro"):
+            cells = {s: np.array([v[name] for v in values]) for s, values in by_split.items()}
+            every = np.concatenate(list(cells.values()))
+            means = np.array([c.mean() for c in cells.values()])
+            within = [c for c in cells.values() if len(c) > 1]
+            entry[name] = {
+                "mean": float(every.mean()),
+                "sd_total": float(every.std(ddof=1)) if len(every) > 1 else None,
+                "sd_split": float(means.std(ddof=1)) if len(means) > 1 else None,
+                "sd_seed": (float(np.sqrt(sum((len(c) - 1) * c.var(ddof=1) for c in within)
+                                          / sum(len(c) - 1 for c in within))) if within else None),
+                "split_means": {str(s): float(m) for s, m in zip(cells, means)}}
+        out.append(entry)
+    return out
+
+
+def corrected_resampled_t(diffs, test_train_ratio: float) -> dict:
+    """Nadeau & Bengio's (2003) corrected resampled t-test of a mean difference over repeated random splits.
+
+    The splits share training images, so the plain paired t-test is far too confident; the variance of
+    the mean is taken as (1/J + n_test/n_train) s² instead of s²/J, with J − 1 degrees of freedom.
+    """
+    from scipy.stats import t as student
+
+    d = np.asarray(diffs, float)
+    j = len(d)
+    if j < 2:
+        raise ValueError("the corrected resampled t-test needs at least two splits")
+    var = (1 / j + test_train_ratio) * d.var(ddof=1)
+    if var == 0:
+        t, p = (0.0, 1.0) if d.mean() == 0 else (float(np.copysign(np.inf, d.mean())), 0.0)
+    else:
+        t = float(d.mean() / np.sqrt(var))
+        p = float(2 * student.sf(abs(t), j - 1))
+    return {"test": "corrected resampled t-test (Nadeau & Bengio 2003)", "t": t, "df": j - 1, "p_value": p,
+            "test_train_ratio": test_train_ratio}
+
+
+def split_contrasts(pairs: list[dict], ratios: dict) -> list[dict]:
+    """Each contrast over splits: per split the accuracy difference (B − A) averaged over its seeds,
+    then :func:`corrected_resampled_t` over the splits, and Holm's adjustment over all of them.
+
+    ``pairs``: the per-run contrasts (:func:`contrasts`); ``ratios``: run key -> test/train images.
+    Contrasts seen on one split only are left out (the per-run McNemar tests cover them).
+    """
+    groups: dict[tuple, dict[int, list]] = {}
+    for c in pairs:
+        key = (c["contrast"], *(c[s][k] for s in ("a", "b") for k in ("model", "augment")))
+        groups.setdefault(key, {}).setdefault(c["b"]["split_seed"], []).append((c["accuracy_diff"], c))
+    out = []
+    for (kind, a_model, a_augment, b_model, b_augment), by_split in groups.items():
+        if len(by_split) < 2:
+            continue
+        diffs = {s: float(np.mean([d for d, _ in v])) for s, v in sorted(by_split.items())}
+        ratio = float(np.mean([ratios[tuple(c["b"][k] for k in RUN_KEY)] for v in by_split.values() for _, c in v]))
+        out.append({"contrast": kind, "a": {"model": a_model, "augment": a_augment},
+                    "b": {"model": b_model, "augment": b_augment}, "splits": len(diffs),
+                    "seeds": sorted({len(v) for v in by_split.values()}),
+                    "accuracy_diff": float(np.mean(list(diffs.values()))),
+                    "split_diffs": {str(s): d for s, d in diffs.items()},
+                    **corrected_resampled_t(list(diffs.values()), ratio)})
+    for entry, adjusted in zip(out, holm([e["p_value"] for e in out])):
+        entry["p_holm"] = adjusted
+    return out
+
+
+def contrasts(frames: dict, reference: str | None, n_boot: int = 1000, starts: dict | None = None) -> list[dict]:
+    """The experiment's own comparisons on the same test images, each with McNemar's test, Holm's
+    adjusted p over all of them, and a paired bootstrap interval of the accuracy difference.
+
+    ×4 against no augmentation for each model and seed (the paper's Fig. 7), and every other model
+    against ``reference`` with the same augmentation and seed (e.g. each fusion variant against
+    CVM-Cervix); a variant's run (``none+amp``) against the same model's plain run (``none``); and,
+    where ``starts`` gives runs' (start, training fraction), every start against random weights at
+    the same fraction of the training split (the fine-tuning question).
+    """
+    from .config import split_recipe
+
+    pairs = []
+    for (model, augment, seed, split) in frames:  # always on the same split and seed: the same test images
+        base, variant = split_recipe(augment)
+        if variant != "default" and (model, base, seed, split) in frames:
+            pairs.append(((model, base, seed, split), (model, augment, seed, split), f"{variant} vs default"))
+        elif variant == "default" and augment != "none" and (model, "none", seed, split) in frames:
+            pairs.append(((model, "none", seed, split), (model, augment, seed, split), f"{augment} vs none"))
+        if reference and model != reference and (reference, augment, seed, split) in frames:
+            pairs.append(((reference, augment, seed, split), (model, augment, seed, split), f"vs {reference}"))
+    starts = starts or {}
+    for b, (start, fraction) in starts.items():
+        for a, (other, same_fraction) in starts.items():
+            if (other == "random weights" and start != other and same_fraction == fraction and a[0] == b[0]
+                    and a[2:] == b[2:] and a in frames and b in frames and not any(p[:2] == (a, b) for p in pairs)):
+                pairs.append((a, b, f"{start} vs random weights, {100 * fraction:g}% of training"))
+    out = []
+    for a, b, kind in pairs:
+        fa, fb = frames[a], frames[b]
+        if not fa["path"].equals(fb["path"]):
+            raise CvmError(f"runs {a} and {b} were tested on different images; re-run prepare")
+        ca, cb = (fa["label"] == fa["pred"]).to_numpy(), (fb["label"] == fb["pred"]).to_numpy()
+        test = mcnemar_exact(ca, cb)
+        out.append({"contrast": kind, "a": dict(zip(RUN_KEY, a)), "b": dict(zip(RUN_KEY, b)), **test,
+                    "accuracy_diff": float(cb.mean() - ca.mean()),
+                    "accuracy_diff_ci": paired_bootstrap_diff(ca, cb, n_boot, seed=b[2])})
+    for entry, adjusted in zip(out, holm([e["p_value"] for e in out])):
+        entry["p_holm"] = adjusted
+    return out
+
+
+def experiment_stats(runs: list[dict], reference: str | None, abnormal: list[str], n_boot: int = 1000,
+                     operating_points: list[dict] | None = None, calibration_bins: int = 15,
+                     paper_abnormal: list[str] | None = None) -> dict:
+    """Statistics of one experiment's runs from their predictions.
+
+    ``runs``: dicts with ``model``, ``augment``, ``seed`` and ``predictions`` (path of
+    predictions_test.csv), optionally ``split_seed`` (default 0), ``test_train_ratio``,
+    ``predictions_val``, ``start`` and ``train_fraction``; the reference model's runs may be among
+    them. McNemar compares every run with the reference run of the same augment, seed and split on
+    the same test images; ``spread`` separates split from initialisation spread and
+    ``split_contrasts`` tests each contrast over the splits (:func:`corrected_resampled_t`). Each run also gets its ROC/PR, calibration
+    and operating points (``diagnostics``, thresholds chosen on ``predictions_val``).
+    """
+    frames = {_run_key(r): read_table(r["predictions"]) for r in runs}
+    val_files = {_run_key(r): r.get("predictions_val") for r in runs}
+    out, scores = [], {}
+    for (model, augment, seed, split), frame in frames.items():
+        classes = sorted(set(frame["label"]) | set(frame["pred"]))
+        val = val_files[(model, augment, seed, split)]
+        scores[(model, augment, seed, split)] = {
+            "accuracy": float(np.mean(frame["label"] == frame["pred"])),
+            "f1_macro": float(f1_score(frame["label"], frame["pred"], labels=classes, average="macro", zero_division=0))}
+        entry = {"model": model, "augment": augment, "seed": seed, "split_seed": split,
+                 "bootstrap": bootstrap_ci(frame["label"], frame["pred"], classes, n_boot, seed=seed),
+                 "clinical": clinical_view(frame["label"], frame["pred"], abnormal), "mcnemar": None,
+                 "diagnostics": diagnose(frame, read_table(val) if val else None, abnormal, operating_points,
+                                         calibration_bins, n_boot, seed, paper_abnormal)}
+        ref = frames.get((reference, augment, seed, split))
+        if ref is not None and model != reference:
+            if not ref["path"].equals(frame["path"]):
+                raise CvmError(f"runs of {model} and {reference} were tested on different images; re-run prepare")
+            entry["mcnemar"] = {"reference": reference, **mcnemar_exact(ref["label"] == ref["pred"],
+                                                                        frame["label"] == frame["pred"])}
+        out.append(entry)
+    pairs = contrasts(frames, reference, n_boot,
+                      {_run_key(r): (r["start"], r.get("train_fraction", 1.0)) for r in runs if r.get("start")})
+    ratios = {_run_key(r): r.get("test_train_ratio", 0.2 / 0.6) for r in runs}
+    return {"reference": reference, "abnormal_classes": abnormal, "runs": out, "contrasts": pairs,
+            "spread": spread(scores), "split_contrasts": split_contrasts(pairs, ratios)}
