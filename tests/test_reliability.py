@@ -366,6 +366,23 @@ def test_weights_have_the_same_permissions_as_other_outputs(tmp_path):
     assert mode(tmp_path / "weights.safetensors") & stat.S_IRGRP  # not 0600
 
 
+def test_the_same_weights_and_metadata_give_the_same_bytes(tmp_path):
+    """safetensors writes its metadata in a random order each save; the weights files of two identical
+    trainings must still be the same bytes (a fine-tuned run records its start's sha256)."""
+    from safetensors import safe_open
+
+    model = create_model("shufflenet_v2_x0_5", 3, 32)
+    meta = {"model": "shufflenet_v2_x0_5", "num_classes": 3, "img_size": 32, "dataset": "syn", "seed": 0}
+    files = [tmp_path / f"{i}.safetensors" for i in range(6)]
+    for file in files:
+        save_weights(model, file, meta)
+    assert len({f.read_bytes() for f in files}) == 1
+    with safe_open(files[0], framework="pt") as handle:
+        assert handle.metadata() == {k: str(v) for k, v in meta.items()}
+        assert all(torch.equal(handle.get_tensor(k), v) for k, v in model.state_dict().items())
+    assert files[0].read_bytes()[8:80].startswith(b'{"__metadata__":{"dataset":"syn","img_size":"32","model"')
+
+
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
 def test_a_gpu_asked_for_on_the_command_line_is_named_as_the_option(run, tiny_dataset, capsys):

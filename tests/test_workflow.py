@@ -17,9 +17,9 @@ pytestmark = pytest.mark.workflow
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
-# Tiny jobs on 2 cores: two one-thread jobs at once, as `make run` does (its Makefile's ONE_THREAD).
-ONE_THREAD = [f"{rule}=1" for rule in ("prepare", "cache", "train", "evaluate", "analyse", "compress_half",
-                                       "compress_onnx", "compress_dynamic", "transfer_predict")]
+# Tiny jobs on 2 cores: two one-thread jobs at once, as `make run` does: the Makefile's ONE_THREAD list.
+ONE_THREAD = [f"{rule}=1" for rule in re.search(r"^ONE_THREAD := \$\(foreach r,([\w ]+),",
+                                                (REPO / "Makefile").read_text(), re.M).group(1).split()]
 
 
 def snakemake(workdir: Path, *args: str, check=True, env=None) -> subprocess.CompletedProcess:

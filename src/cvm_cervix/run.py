@@ -71,10 +71,32 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
 
 
 def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> None:
-    """The model's tensors (on the CPU) with ``metadata`` as text, written whole or not at all."""
+    """The model's tensors (on the CPU) with ``metadata`` as text, written whole or not at all; the same
+    tensors and metadata give the same bytes."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+        _sort_metadata(tmp)
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrite a safetensors header with its ``__metadata__`` keys in sorted order, in place.
+
+    safetensors writes the metadata map in a random order on every save (safetensors/safetensors#584,
+    open), so two identical trainings gave weights files of different bytes and sha256, the digest a
+    fine-tuned run records of the run it started from. Only the order changes, so the header keeps its
+    length and every tensor its offset; a header that would not (it cannot) is left as written.
+    """
+    with open(path, "r+b") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(length))
+        if "__metadata__" not in header:
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) <= length:
+            handle.seek(8)
+            handle.write(text.ljust(length, b" "))  # safetensors pads its header with spaces too
 
 
 def weights_metadata(info: dict) -> dict:
