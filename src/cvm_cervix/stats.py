@@ -2,8 +2,9 @@
 test against the reference model, the clinical view, contrasts over seeds and splits, and each run's
 screening diagnostics.
 
-Tables in, JSON out: no torch, so the statistics jobs do not import it (about 5 s of each job on a
-2-core machine). The analysis of a trained model (features, t-SNE, Grad-CAM) is ``analysis.py``.
+Tables in, JSON out, without torch: a statistics job imports in about 3 s, not the 10 s that torch,
+timm and torchvision took with ``analysis.py`` on a 2-core machine (BENCHMARKS.md). The analysis of a
+trained model (features, t-SNE, Grad-CAM) is ``analysis.py``.
 """
 
 from __future__ import annotations
