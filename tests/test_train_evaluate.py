@@ -1,4 +1,7 @@
 import json
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -8,7 +11,7 @@ from safetensors.torch import load_file
 
 from cvm_cervix.evaluate import compute_metrics, evaluate_run, predictions_frame
 from cvm_cervix.run import load_trained
-from cvm_cervix.train import expand_flip4x, train_run
+from cvm_cervix.train import expand_flip4x, process_age, train_run
 
 
 def test_flip4x_is_identity_rot180_hflip_vflip():
@@ -52,13 +55,24 @@ def test_training_writes_the_run(trained, tiny_dataset):
     saved = json.loads((out / "train.json").read_text())
     assert saved["model"] == "shufflenet_v2_x0_5" and saved["num_classes"] == 11 and saved["lr"] == 1e-3
     assert saved["train_images"] == 44 and saved["device"] == "cpu" and saved["step"] == "eager"
-    # the wait for the first step is measured from the job's start, and is part of the first epoch
+    # the wait for the first step is measured from the start of training, and is part of the first epoch;
+    # before it, the process's own start (here: the test session's)
     assert 0 < saved["first_step_seconds"] < saved["total_seconds"]
+    assert 0 < saved["startup_seconds"] < process_age() - saved["total_seconds"]
     assert saved["params"] == sum(v.numel() for k, v in load_file(out / "weights.safetensors").items()
                                   if "running" not in k and "num_batches" not in k)
     best = int(history["val_acc"].idxmax())
     assert saved["best_epoch"] == history.loc[best, "epoch"]  # the kept weights are the best validation epoch
     assert saved["best_val_acc"] == pytest.approx(history["val_acc"].max())
+
+
+def test_process_age_is_the_seconds_since_the_process_started():
+    before = process_age()
+    time.sleep(0.3)
+    assert 0.25 <= process_age() - before <= 1.0  # /proc counts in hundredths of a second
+    fresh = subprocess.run([sys.executable, "-c", "import time; time.sleep(0.5); import cvm_cervix.train as t; "
+                            "print(t.process_age())"], capture_output=True, text=True, check=True)
+    assert 0.5 <= float(fresh.stdout) < 60  # a new process: its own age, not the machine's uptime
 
 
 def test_flip4x_quadruples_the_training_set(tiny_dataset, tmp_path):

@@ -97,6 +97,23 @@ def test_every_run_has_its_outputs(finished):
     assert (finished / "results" / "logs" / "train" / "syn" / "cvm_cervix_none_seed0.log").is_file()
 
 
+def test_first_steps_lists_every_training_job_against_its_epochs(finished):
+    """benchmarks/first_steps.py: each job's wait for its first step, from the files the jobs wrote."""
+    infos = sorted((finished / "results" / "runs").glob("*/*/*/seed*/train.json"))
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "first_steps.py"), str(finished / "results")],
+                          capture_output=True, text=True, check=True)
+    rows = [line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| ") and "/seed" in line]
+    assert len(rows) == len(infos) > 5
+    info = json.loads(infos[0].read_text())
+    first = rows[0]
+    assert first[0] == "| " + "/".join(infos[0].parent.relative_to(finished / "results" / "runs").parts)
+    # a job's own process: imports and start-up before training, then data, model and the first step
+    assert 0 < info["startup_seconds"] < 60 and 0 < info["first_step_seconds"] < 60
+    assert float(first[3]) == round(info["startup_seconds"], 1) and float(first[4]) == round(info["first_step_seconds"], 1)
+    assert float(first[5]) == pytest.approx(info["startup_seconds"] + info["first_step_seconds"], abs=0.051)
+    assert re.search(rf"\n\d+ of {len(infos)} jobs reached their first step within 10 s of their start", proc.stdout)
+
+
 def test_a_split_file_of_one_results_folder_gives_another_the_same_split(finished, tmp_path):
     """The workflow's splits.csv, given to another results folder that would draw another split (another
     seed), reproduces the same manifest split; the statistics carry ROC, calibration and operating points."""

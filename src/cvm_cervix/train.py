@@ -29,6 +29,18 @@ from .step import TrainStep, flip4x, make_step, virtual_batch  # noqa: F401 (fli
 log = logging.getLogger(__name__)
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (Linux's /proc; None elsewhere): what a job spent before
+    training began (the interpreter, imports, waiting for a GPU slot)."""
+    try:
+        # /proc/self/stat: the start time in clock ticks after boot is field 22, the 20th after the name's ")"
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+
+
 def expand_flip4x(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The ×4 training set materialised: every image in each of the four :func:`flip4x` forms.
 
@@ -200,7 +212,7 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
     run with the same settings is resumed from (bit-identical on the CPU). ``step``: ``eager`` or
     ``cuda_graph`` (the step captured as a CUDA graph, whole batches only; see ``step.py``).
     """
-    job_start = time.perf_counter()
+    job_start, startup = time.perf_counter(), process_age()
     if threads:
         torch.set_num_threads(threads)
     files = _run_outputs(out_dir, outputs)
@@ -294,7 +306,8 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
                       seed=seed, classes=class_names, img_size=img_size, epochs=epochs, batch_size=batch_size, lr=lr,
                       weight_decay=weight_decay, pretrained=pretrained, weights=weights, data=data,
                       train_fraction=train_fraction, init=init, dev=dev, amp=use_amp, compile=compile, total=total,
-                      step="cuda_graph" if run_step.captured else "eager", first_step=first_step.get("seconds"))
+                      step="cuda_graph" if run_step.captured else "eager", first_step=first_step.get("seconds"),
+                      startup=startup)
     write_run(model, info, pd.DataFrame(state.history), weights=files["weights"], history_csv=files["history"],
               info_json=files["info"])
     checkpoint.remove()
@@ -305,7 +318,7 @@ def run_record(model: torch.nn.Module, state: TrainingState, *, model_name: str,
                seed: int, classes: list[str], img_size: int, epochs: int, batch_size: int, lr: float,
                weight_decay: float, pretrained: bool, weights, data: TrainData, train_fraction: float, init,
                dev: torch.device, amp: bool, compile: bool, total: float, step: str = "eager",
-               first_step: float | None = None) -> dict:
+               first_step: float | None = None, startup: float | None = None) -> dict:
     """``train.json``: what was trained, how, on what, where, and how long it took."""
     return {
         "model": model_name, "dataset": dataset, "augment": augment, "seed": seed,
@@ -324,8 +337,9 @@ def run_record(model: torch.nn.Module, state: TrainingState, *, model_name: str,
         "torch": torch.__version__,
         "data_digest": data.digest,
         "total_seconds": total, "seconds_per_epoch": total / epochs,
-        # from the job's start to the end of its first training step (None: resumed after the last one)
-        "first_step_seconds": first_step,
+        # from the start of training (data, model, cuDNN autotuning, capture) to the end of its first step
+        # (None: resumed after the last one); before that, the process's own start (None where unknown)
+        "first_step_seconds": first_step, "startup_seconds": startup,
         "resumed": state.resumes,  # each resumption from a checkpoint: after which epoch (and step within the next)
     }
 
