@@ -1,33 +1,126 @@
-"""benchmarks/gpu.py must run when a GPU is finally at hand: its GPU code, on the CPU at a tiny size."""
+"""The GPU checks must run when a GPU is finally at hand: benchmarks/gpu_checks.sh and benchmarks/gpu.py's
+GPU code, on the CPU at a tiny size (CHECKS_DEVICE=cpu, gpu.py --device cpu)."""
 
+import importlib.metadata
+import importlib.util
 import json
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from conftest import REPO
 
+SECTIONS = ["step", "inference", "sharing", "warm-up", "per-model", "extras"]
+
+
+def gpu_checks(out: Path, *sections: str, seconds: int | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CHECKS_DEVICE": "cpu", "PYTHON": sys.executable, "CHECKS_WORKDIR": str(out / "work")}
+    if seconds:
+        env["GPU_CHECKS_S"] = str(seconds)
+    return subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_checks.sh"), str(out), *sections], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=900)
+
 
 @pytest.mark.slow
-def test_gpu_benchmark_code_runs_end_to_end_on_the_cpu(tmp_path):
+def test_gpu_checks_run_every_section_on_the_cpu(tmp_path):
+    proc = gpu_checks(tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.rstrip().endswith("tests: passed\nbench: passed\nworkflow: passed")
+    assert re.search(r"^\d+ skipped in ", (tmp_path / "cuda_tests.log").read_text(), re.M)  # no CUDA here
+
+    result = json.loads((tmp_path / "gpu.json").read_text())
+    assert result["largest_batch"] == 32 and result["failed"] == []
+    assert list(result["section_seconds"]) == SECTIONS
+    rows = {(t["precision"], t["images_on"], t["batch"], t["step"], t["optimizer"]) for t in result["train"]}
+    assert rows == ({(p, "GPU", b, "eager", "AdamW") for p in ("fp32", "bf16") for b in (16, 32)}
+                    | {(p, "host, pinned", b, "eager", "AdamW") for p in ("fp32", "bf16") for b in (16, 32)}
+                    | {("bf16", "GPU", 16, "eager", "AdamW fused")})
+    assert all(t["images_per_s"] > 0 for t in result["train"]) and result["plain"] > 0
+    # the captured step and cuDNN need CUDA: said, not faked
+    assert "train bf16 GPU batch 16 cuda_graph: the captured step needs CUDA" in result["skipped"]
+    assert "warm-up K=2 at 32 px, cuDNN autotuning off: cuDNN needs CUDA" in result["skipped"]
+    assert {i["precision"] for i in result["infer"]} == {"fp32", "bf16"}
+
+    shared = result["concurrent"]["2"]
+    assert shared["runs"] == 2 and len(shared["per_run_images_per_s"]) == 2
+    assert shared["images_per_s"] == pytest.approx(sum(shared["per_run_images_per_s"]))
+    assert 0 < shared["cpu_cores"] <= 2 * 1.2  # one thread each on the CPU
+    assert shared["peak_mib_per_run"] > 100  # the host memory of a process holding torch and the model
+    assert 0 < shared["import_s"] < shared["first_step_s"] <= shared["ready_s"]
+    assert result["sharing_step"]["step"] == "eager"
+    (warm,) = result["warmup"]
+    assert warm["size"] == 32 and warm["cudnn_benchmark"] is True and warm["runs"] == 2
+    assert 0 < warm["mean_first_step_s"] <= warm["first_step_s"]
+
+    assert set(result["model_rates"]) == set(result["floor_rates"]) == {"cvm_cervix", "resnet18"}
+    assert result["paper_runs"] == 37 and result["paper_gpu_hours"] > 0 and result["paper_floor_hours"] > 0
+    log = (tmp_path / "gpu.log").read_text()
+    assert "| training | images on | batch | step | optimizer | images/s | × plain | of the floor" in log
+    assert "| runs sharing the GPU (bf16, batch 16, eager step) | images/s in all |" in log
+    assert "× the floor (goal: 1.3×)" in log and "of the floor (" in log
+
+    # the workflow section planned the embedded default on CUDA, four jobs to a GPU
+    assert (tmp_path / "cuda.yaml").read_text() == "train: {device: cuda}\ngpu: {jobs_per_device: 4}\n"
+    workflow = (tmp_path / "workflow.log").read_text()
+    assert "This was a dry-run" in workflow and "train" in workflow
+
+
+def test_gpu_checks_run_only_the_sections_named(tmp_path):
+    proc = gpu_checks(tmp_path, "workflow")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    last = proc.stdout.rstrip().splitlines()[-2:]
+    assert last[0].startswith("== after ") and last[1] == "workflow: passed"
+    assert not (tmp_path / "gpu.json").exists() and not (tmp_path / "cuda_tests.log").exists()
+    assert "This was a dry-run" in (tmp_path / "workflow.log").read_text()
+
+    bad = gpu_checks(tmp_path / "bad", "bench", "benchmark")
+    assert bad.returncode == 2 and "unknown section 'benchmark': use tests, bench or workflow" in bad.stderr
+
+
+def test_gpu_benchmark_out_of_time_skips_and_says_so(tmp_path):
+    """A budget spent before the first measurement: every row is listed as skipped, the run still ends well."""
     out = tmp_path / "gpu.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--device", "cpu", "--images", "44",
-                           "--size", "32", "--steps", "1", "--warmup", "1", "--seconds", "1", "--max-batch", "32", "--no-compile",
-                           "--model-steps", "1", "--workers", "0", "--concurrent", "2", "--models", "resnet18",
-                           "--json", str(out)], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--device", "cpu", "--images", "22",
+                           "--size", "32", "--max-batch", "16", "--budget", "0", "--models", "resnet18",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     result = json.loads(out.read_text())
-    assert result["largest_batch"] == 32
-    configs = {(t["precision"], t["images_on"], t["batch"]) for t in result["train"]}
-    assert configs == {(p, s, b) for p in ("fp32", "bf16") for s in ("GPU", "host, pinned") for b in (16, 32)}
-    assert all(t["images_per_s"] > 0 for t in result["train"]) and result["plain"] > 0
-    assert {i["precision"] for i in result["infer"]} == {"fp32", "bf16"}
-    assert set(result["concurrent"]) == {"2"} and result["concurrent"]["2"] > 0
-    assert set(result["model_rates"]) == {"cvm_cervix", "resnet18"} and set(result["floor_rates"]) == {"cvm_cervix",
-                                                                                                      "resnet18"}
-    assert result["paper_runs"] == 37 and result["paper_gpu_hours"] > 0 and result["paper_floor_hours"] > 0
-    assert {t["step"] for t in result["train"]} == {"eager"}  # the captured step needs CUDA: said, not faked
-    assert "captured step (cuda_graph): needs CUDA" in result["skipped"]
-    assert "| training | images on | batch | step | images/s | × plain | of the floor" in proc.stdout
-    assert "× the floor (goal: 1.3×)" in proc.stdout
+    assert result["train"] == [] and result["concurrent"] == {} and result["failed"] == []
+    assert "train fp32 GPU batch 16 eager: out of time" in result["skipped"]
+    assert "concurrent K=8: out of time" in result["skipped"]
+    assert "warm-up K=4 at 32 px, cuDNN autotuning on: out of time" in result["skipped"]
+    assert "per-model rate resnet18: out of time" in result["skipped"]
+    assert "plain loop: out of time" in result["skipped"]
+    assert any(s.startswith("the plan's projection") for s in result["skipped"]) and "paper_gpu_hours" not in result
+
+
+def test_gpu_wheels_take_what_the_pytorch_stack_lacks_at_the_versions_installed_here():
+    spec = importlib.util.spec_from_file_location("gpu_wheels", REPO / "benchmarks" / "gpu_wheels.py")
+    wheels = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wheels)
+    env = wheels.target_environment("3.12")
+    present = set(wheels.closure(wheels.PRESENT, env))
+    assert {"torch", "numpy", "jinja2", "markupsafe", "scipy"} <= present  # the stack and what it brings
+    wanted = wheels.closure(wheels.ROOTS, env, stop=present)
+    assert {"snakemake", "plotly", "opentsne", "jsonschema", "rpds-py", "snakemake-interface-common"} <= set(wanted)
+    assert not present & set(wanted)
+    assert wanted["snakemake"] == importlib.metadata.version("snakemake")
+    # markers are the target's, not this interpreter's: for Python 3.10 huggingface_hub needs tomli too
+    assert "tomli" not in wanted
+    with pytest.raises(SystemExit, match="tomli is needed but not installed"):
+        wheels.closure(wheels.PRESENT, wheels.target_environment("3.10"))
+
+
+def test_concurrent_runs_that_fail_end_with_their_error_not_a_wait(tmp_path):
+    spec = importlib.util.spec_from_file_location("gpu_bench", REPO / "benchmarks" / "gpu.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    barriers = set(Path(bench.tempfile.gettempdir()).glob("cvm_barrier_*"))
+    with pytest.raises(RuntimeError, match=r"2 of 2 runs failed or ran out of time; the first: exit 1: "
+                       r"FileNotFoundError: .*missing\.npy'$"):
+        bench.concurrent_runs(2, tmp_path / "missing.npy", 16, 1, 32, "cpu")
+    assert set(Path(bench.tempfile.gettempdir()).glob("cvm_barrier_*")) == barriers  # nothing left behind

@@ -121,3 +121,39 @@ def test_a_run_with_the_captured_step_trains_and_records_it(tiny_dataset, tmp_pa
                      amp=True, step="cuda_graph", progress=False)
     assert info["step"] == ("cuda_graph" if torch.cuda.is_bf16_supported() else "eager")
     assert "nan" not in (tmp_path / "history.csv").read_text().lower()
+
+
+def test_a_signal_stops_a_captured_run_after_the_step_in_flight_and_the_rerun_finishes(tiny_dataset, tmp_path,
+                                                                                      monkeypatch):
+    """SLURM's time-limit signal during a replayed (captured) step: that step finishes, the run checkpoints
+    mid-epoch and fails; the rerun captures anew and ends the run from there."""
+    import signal
+
+    import cvm_cervix.step as step_module
+    from cvm_cervix.errors import CvmError
+    from cvm_cervix.train import train_run
+
+    if not torch.cuda.is_bf16_supported():
+        pytest.skip("no bfloat16: float16 autocast needs a loss scaler, and the step stays eager")
+    real, calls = step_module.CapturedStep.__call__, []
+
+    def signalled(self, idx):  # the 6th step: after 3 eager warm-up steps and the capture, a replay
+        calls.append(1)
+        if len(calls) == 6:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return real(self, idx)
+
+    monkeypatch.setattr(step_module.CapturedStep, "__call__", signalled)
+    kwargs = dict(img_size=32, epochs=2, batch_size=4, seed=0, device="cuda", amp=True, step="cuda_graph",
+                  progress=False)
+    with pytest.raises(CvmError, match="stopped by SIGUSR1 in epoch 1 after step 6 of 11"):  # 44 images: 11 of 4
+        train_run("cvm_cervix", tiny_dataset, tmp_path, **kwargs)
+    assert len(calls) == 6
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] == 0 and checkpoint["partial"]["step"] == 6
+    monkeypatch.setattr(step_module.CapturedStep, "__call__", real)
+
+    info = train_run("cvm_cervix", tiny_dataset, tmp_path, **kwargs)
+    assert info["step"] == "cuda_graph" and info["resumed"] and not (tmp_path / "checkpoint.pt").exists()
+    history = (tmp_path / "history.csv").read_text().splitlines()
+    assert len(history) == 3 and "nan" not in history[-1].lower()
