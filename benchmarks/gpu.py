@@ -1,7 +1,8 @@
 """GPU benchmark of CVM-Cervix: the paper's batch of 16 against the card's floor, and where the time goes.
 
 One command, a few minutes on one GPU, with nothing but torch, torchvision, timm, numpy, pandas,
-safetensors and tqdm installed (run it from the repository root):
+safetensors, tqdm, pyyaml and jsonschema installed (the configuration's schema is checked with it; a
+machine without it gets it from the wheels of ``benchmarks/gpu_wheels.py``), from the repository root:
 
     PYTHONPATH=src python3 benchmarks/gpu.py [--images 8844] [--size 224] [--budget 420] [--json out.json]
 
@@ -281,7 +282,8 @@ def concurrent_runs(k: int, cache: Path, batch: int, seconds: float, size: int, 
     cmd = [sys.executable, __file__, "--worker", str(cache), "--batch", str(batch), "--seconds", str(seconds),
            "--size", str(size), "--device", device, "--step", step, "--runs", str(k), "--barrier", str(barrier),
            "--cudnn-benchmark", str(int(cudnn_benchmark))] + (["--fused"] if fused else [])
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    path = os.environ.get("PYTHONPATH")  # kept: it may hold what this machine's Python lacks (gpu_checks.sh)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + (os.pathsep + path if path else "")}
     # each run's output to files, and every run watched at once: one that fails ends the others at once
     # (they would wait at the barrier for it)
     outs = [(open(barrier / f"out.{i}", "w+"), open(barrier / f"err.{i}", "w+")) for i in range(k)]

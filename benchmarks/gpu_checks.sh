@@ -16,9 +16,10 @@
 # the last lines say which sections passed. Exit status: 0 if all the sections run passed.
 #
 # Needs python3 with torch, torchvision, timm, numpy, pandas, safetensors, tqdm, scikit-learn, scipy,
-# onnx, onnxruntime, jinja2, pyyaml. The workflow also needs snakemake, plotly, openTSNE and jsonschema:
-# `.venv/bin/python benchmarks/gpu_wheels.py` puts them as wheels in .whl/ on a machine with a package
-# index, and this script installs them from there into /tmp/site where the Python it runs lacks them.
+# onnx, onnxruntime, jinja2, pyyaml, and jsonschema (every section: the package checks configurations with
+# it); the workflow also needs snakemake, plotly and openTSNE. `.venv/bin/python benchmarks/gpu_wheels.py`
+# puts these four and what they need as wheels in .whl/ on a machine with a package index, and this
+# script installs them from there into /tmp/site where the Python it runs lacks any of them.
 #
 # CHECKS_DEVICE=cpu runs the same script without a GPU, at a tiny size, with the workflow planned but
 # not run (snakemake -n): tests/test_benchmarks.py runs it so that the script itself is tested.
