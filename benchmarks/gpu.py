@@ -427,6 +427,7 @@ def gpu_benchmark(args) -> dict:
     result: dict = {"device": name, "torch": torch.__version__, "size": args.size, "images": args.images,
                     "budget_s": args.budget, "train": [], "infer": [], "concurrent": {}, "warmup": [],
                     "model_rates": {}, "floor_rates": {}, "plain": None, "skipped": [], "failed": []}
+    result = resumed(args, result)
 
     def save():
         if args.json:
@@ -442,7 +443,8 @@ def gpu_benchmark(args) -> dict:
             result["failed"].append(f"{title}: {type(err).__name__}: {err}")
         finally:
             _free(dev)
-            result.setdefault("section_seconds", {})[title] = round(time.monotonic() - t0, 1)
+            spent = result.setdefault("section_seconds", {})
+            spent[title] = round(spent.get(title, 0) + time.monotonic() - t0, 1)
             save()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -458,7 +460,7 @@ def gpu_benchmark(args) -> dict:
               flush=True)
         y = torch.from_numpy(labels).to(dev)
         resident = torch.from_numpy(array).to(dev)
-        big = largest_batch(resident, y, dev, True, args.size, limit=args.max_batch)
+        big = result.get("largest_batch") or largest_batch(resident, y, dev, True, args.size, limit=args.max_batch)
         result["largest_batch"] = big
         print(f"largest batch that fits (bf16 autocast, tried from {args.max_batch} down): {big}", flush=True)
         pinned = None
@@ -468,6 +470,9 @@ def gpu_benchmark(args) -> dict:
             nonlocal pinned
             need = {"eager": 15, "cuda_graph": 20}.get(mode, 150)
             label = f"train {precision} {store} batch {batch} {mode}{' fused' if fused else ''}"
+            key = (precision, "GPU" if store == "GPU" else "host, pinned", batch, mode, "AdamW fused" if fused else "AdamW")
+            if any((r["precision"], r["images_on"], r["batch"], r["step"], r["optimizer"]) == key for r in result["train"]):
+                return  # measured already (by this run: the floor's batch may be 16; or by the one resumed)
             if mode == "cuda_graph" and not cuda:
                 result["skipped"].append(f"{label}: the captured step needs CUDA")
                 return
@@ -505,6 +510,8 @@ def gpu_benchmark(args) -> dict:
                 measure("bf16", "GPU", 16, "cuda_graph", fused=True)
 
         def inference():  # 2.
+            if result["infer"]:
+                return
             model, _, _ = fresh_model("cvm_cervix", dev, args.size)
             for precision in ("fp32", "bf16"):
                 for batch in (64, 256):
@@ -516,6 +523,8 @@ def gpu_benchmark(args) -> dict:
             mode = best_row(result, 16)
             result["sharing_step"] = mode
             for k in args.concurrent:
+                if k in result["concurrent"]:
+                    continue
                 if budget.left() < 30 + args.seconds + 3 * k:
                     result["skipped"].append(f"concurrent K={k}: out of time")
                     continue
@@ -531,6 +540,8 @@ def gpu_benchmark(args) -> dict:
             k = max([k for k in args.concurrent if k <= 4] or [1])
             for autotune in (True, False):
                 label = f"warm-up K={k} at 32 px, cuDNN autotuning {'on' if autotune else 'off'}"
+                if any(w["cudnn_benchmark"] == autotune for w in result["warmup"]):
+                    continue
                 if not autotune and not cuda:
                     result["skipped"].append(f"{label}: cuDNN needs CUDA")
                     continue
@@ -555,6 +566,8 @@ def gpu_benchmark(args) -> dict:
             from cvm_cervix.models import get_model_spec
 
             for m in [m for m in (args.models or plan_models()) if m != "cvm_cervix"]:
+                if m in result["model_rates"] and m in result["floor_rates"]:
+                    continue
                 if budget.left() < 20 or get_model_spec(m).min_img_size > args.size:
                     result["skipped"].append(f"per-model rate {m}: "
                                              + ("out of time" if budget.left() < 20 else f"needs more than {args.size} px"))
@@ -594,6 +607,8 @@ def gpu_benchmark(args) -> dict:
                 measure(p, "GPU", big, "cuda_graph")
             if not args.no_compile:
                 measure("bf16", "GPU", 16, "reduce-overhead")
+            if result["plain"]:
+                return
             if budget.left() < 30:
                 result["skipped"].append("plain loop: out of time")
                 return
@@ -612,6 +627,23 @@ def gpu_benchmark(args) -> dict:
     save()
     report(result)
     return result
+
+
+def resumed(args, result: dict) -> dict:
+    """With ``--resume``: the results in ``--json`` of an earlier run on the same card, torch and image size,
+    to go on from (what it measured is kept, not measured again); else ``result``."""
+    path = Path(args.json) if args.json else None
+    if not (args.resume and path and path.exists()):
+        return result
+    old = json.loads(path.read_text())
+    mine, theirs = ({k: r.get(k) for k in ("device", "torch", "size")} for r in (result, old))
+    if mine != theirs:
+        raise SystemExit(f"--resume: {path} holds a run on {theirs}, this one is on {mine}; give another --json")
+    old["concurrent"] = {int(k): v for k, v in old["concurrent"].items()}
+    old.update(skipped=[], failed=[], budget_s=old["budget_s"] + args.budget, resumed=old.get("resumed", 0) + 1)
+    print(f"going on from {path}: {len(old['train'])} training rows, K = {sorted(old['concurrent'])}, "
+          f"{len(old['model_rates'])} model rates kept", flush=True)
+    return old
 
 
 def best_row(result: dict, batch: int, precision: str = "bf16") -> dict:
@@ -725,6 +757,9 @@ def main() -> int:
     parser.add_argument("--cpu-steps", type=int, default=12)
     parser.add_argument("--cpu-repeats", type=int, default=3)
     parser.add_argument("--json", help="also write the results here (rewritten after every section)")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on from the results in --json of an earlier run on this card (a cut one, say): "
+                             "keep what it measured and measure the rest")
     parser.add_argument("--max-batch", type=int, default=1024, help="largest batch tried")
     parser.add_argument("--concurrent", type=int, nargs="+", default=[1, 2, 4, 8], help="runs sharing the GPU")
     parser.add_argument("--models", nargs="+", help="models measured for the projection (default: the paper's)")

@@ -11,8 +11,10 @@
 #   job's seconds to its first step (benchmarks/first_steps.py).
 # The whole command ends within GPU_CHECKS_S seconds (default 460, under 8 minutes, machine start not
 # counted): each section gets what the sections after it leave it, and one named alone gets all of it,
-# so a rerun of what did not finish is `bash benchmarks/gpu_checks.sh OUT_DIR workflow`. Everything
-# lands in OUT_DIR (gpu.json is rewritten after each benchmark section, so a cut run keeps its numbers);
+# so a rerun of what did not finish is `bash benchmarks/gpu_checks.sh OUT_DIR workflow`, and
+# `RESUME_FROM=OLD/gpu.json bash benchmarks/gpu_checks.sh OUT_DIR bench` measures only what the benchmark
+# of an earlier run (on the same card) left out. Everything lands in OUT_DIR (gpu.json is rewritten
+# after each benchmark section, so a cut run keeps its numbers);
 # the last lines say which sections passed. Exit status: 0 if all the sections run passed.
 #
 # Needs python3 with torch, torchvision, timm, numpy, pandas, safetensors, tqdm, scikit-learn, scipy,
@@ -72,10 +74,15 @@ if chosen bench; then
   budget=$(share "$plan_bench" $(( 40 + plan_workflow )))
   echo "== bench: benchmarks/gpu.py (budget $budget s, cut at $(( budget + 40 )) s)"
   if [ "$DEVICE" = cuda ]; then
-    args=(--images 2048 --max-batch 256 --steps 30 --seconds 6 --model-steps 8)
+    args=(--images 2048 --max-batch 256 --steps 20 --seconds 5 --model-steps 6)
   else
     args=(--device cpu --images 44 --size 32 --steps 1 --warmup 1 --seconds 1 --max-batch 32 --no-compile
           --model-steps 1 --workers 0 --concurrent 2 --models resnet18)
+  fi
+  if [ -n "${RESUME_FROM:-}" ]; then  # go on from an earlier run's gpu.json: what it measured is kept
+    [ "$(cd "$(dirname "$RESUME_FROM")" && pwd)/$(basename "$RESUME_FROM")" = "$OUT/gpu.json" ] \
+      || cp "$RESUME_FROM" "$OUT/gpu.json" || exit 1
+    args+=(--resume)
   fi
   timeout "$(( budget + 40 ))" $PY benchmarks/gpu.py --budget "$budget" "${args[@]}" --json "$OUT/gpu.json" 2>&1 \
     | tee "$OUT/gpu.log"

@@ -17,10 +17,8 @@ from conftest import REPO
 SECTIONS = ["step", "inference", "sharing", "warm-up", "per-model", "extras"]
 
 
-def gpu_checks(out: Path, *sections: str, seconds: int | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CHECKS_DEVICE": "cpu", "PYTHON": sys.executable, "CHECKS_WORKDIR": str(out / "work")}
-    if seconds:
-        env["GPU_CHECKS_S"] = str(seconds)
+def gpu_checks(out: Path, *sections: str, **env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CHECKS_DEVICE": "cpu", "PYTHON": sys.executable, "CHECKS_WORKDIR": str(out / "work"), **env}
     return subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_checks.sh"), str(out), *sections], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=900)
 
@@ -68,6 +66,14 @@ def test_gpu_checks_run_every_section_on_the_cpu(tmp_path):
     workflow = (tmp_path / "workflow.log").read_text()
     assert "This was a dry-run" in workflow and "train" in workflow
 
+    # the benchmark again, going on from this run: everything it measured is kept, nothing is measured again
+    again = gpu_checks(tmp_path / "again", "bench", RESUME_FROM=str(tmp_path / "gpu.json"))
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    resumed = json.loads((tmp_path / "again" / "gpu.json").read_text())
+    assert resumed["resumed"] == 1 and resumed["train"] == result["train"] and resumed["plain"] == result["plain"]
+    assert resumed["concurrent"] == result["concurrent"] and resumed["model_rates"] == result["model_rates"]
+    assert resumed["paper_gpu_hours"] == pytest.approx(result["paper_gpu_hours"])
+
 
 def test_gpu_checks_run_only_the_sections_named(tmp_path):
     proc = gpu_checks(tmp_path, "workflow")
@@ -81,12 +87,13 @@ def test_gpu_checks_run_only_the_sections_named(tmp_path):
     assert bad.returncode == 2 and "unknown section 'benchmark': use tests, bench or workflow" in bad.stderr
 
 
-def test_gpu_benchmark_out_of_time_skips_and_says_so(tmp_path):
-    """A budget spent before the first measurement: every row is listed as skipped, the run still ends well."""
+def test_gpu_benchmark_out_of_time_skips_and_says_so_and_a_resumed_run_keeps_what_was_measured(tmp_path):
+    """A budget spent before the first measurement: every row is listed as skipped, the run still ends well.
+    ``--resume`` goes on from its JSON: what it holds is kept and not measured again; another card's is refused."""
     out = tmp_path / "gpu.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--device", "cpu", "--images", "22",
-                           "--size", "32", "--max-batch", "16", "--budget", "0", "--models", "resnet18",
-                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--device", "cpu", "--images", "22", "--size", "32",
+           "--max-batch", "16", "--budget", "0", "--models", "resnet18", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     result = json.loads(out.read_text())
     assert result["train"] == [] and result["concurrent"] == {} and result["failed"] == []
@@ -96,6 +103,28 @@ def test_gpu_benchmark_out_of_time_skips_and_says_so(tmp_path):
     assert "per-model rate resnet18: out of time" in result["skipped"]
     assert "plain loop: out of time" in result["skipped"]
     assert any(s.startswith("the plan's projection") for s in result["skipped"]) and "paper_gpu_hours" not in result
+
+    # an earlier run that measured one row and K = 8 (as a cut GPU run would have): go on from it
+    row = {"precision": "fp32", "images_on": "GPU", "batch": 16, "step": "eager", "optimizer": "AdamW",
+           "images_per_s": 123.0}
+    shared = {"runs": 8, "step": "eager", "fused": False, "cudnn_benchmark": True, "size": 32, "images_per_s": 800.0,
+              "per_run_images_per_s": [100.0] * 8, "cpu_cores": 8.0, "peak_mib_per_run": 900.0,
+              "device_in_use_mib": 9000.0, "import_s": 3.0, "first_step_s": 9.0, "mean_first_step_s": 8.0,
+              "ready_s": 10.0}
+    out.write_text(json.dumps({**result, "train": [row], "concurrent": {"8": shared}}))
+    proc = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    again = json.loads(out.read_text())
+    assert again["resumed"] == 1 and again["train"] == [row] and again["concurrent"] == {"8": shared}
+    assert again["infer"] == result["infer"]  # measured by the first run, not again
+    assert "train fp32 GPU batch 16 eager: out of time" not in again["skipped"]  # it was measured
+    assert "train bf16 GPU batch 16 eager: out of time" in again["skipped"]
+    assert "concurrent K=8: out of time" not in again["skipped"] and "concurrent K=4: out of time" in again["skipped"]
+    assert "| 8 | 800 | 1.00 | 100–100 | 900 | 9,000 | 8.0 | 9.0 |" in proc.stdout
+
+    out.write_text(json.dumps({**again, "device": "NVIDIA H200"}))
+    refused = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and f"--resume: {out} holds a run on {{'device': 'NVIDIA H200'" in refused.stderr
 
 
 def test_gpu_wheels_take_what_the_pytorch_stack_lacks_at_the_versions_installed_here():
