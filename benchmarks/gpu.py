@@ -624,6 +624,7 @@ def gpu_benchmark(args) -> dict:
             section(title, fn)
 
     project(result)
+    result["recommended"] = recommend(result)
     save()
     report(result)
     return result
@@ -675,6 +676,47 @@ def project(result: dict) -> None:
     floors = {m: floors.get(m, r * ratio) for m, r in rates.items()}
     result["paper_gpu_hours"], result["paper_runs"] = paper_plan_hours(rates, infer)
     result["paper_floor_hours"], _ = paper_plan_hours(floors, infer)
+
+
+# What a default needs to be changed: a margin past the run-to-run spread of such measurements
+# (BENCHMARKS.md: the same row differed by 1.6x between two machines of one kind, 1.1x within one).
+FASTER = 1.10
+
+
+def recommend(r: dict) -> dict:
+    """The defaults these numbers argue for, each with its reason; None where the rows it needs did not run."""
+    def rate(batch, step, optimizer="AdamW", precision="bf16"):
+        return next((t["images_per_s"] for t in r["train"] if (t["precision"], t["images_on"], t["batch"], t["step"],
+                     t["optimizer"]) == (precision, "GPU", batch, step, optimizer) and t["images_per_s"]), None)
+
+    out: dict = {}
+    eager, captured = rate(16, "eager"), rate(16, "cuda_graph")
+    if eager and captured:
+        ratio = captured / eager
+        out["train.step"] = {"value": "cuda_graph" if ratio >= FASTER else "eager",
+                             "why": f"captured {captured:.0f} against eager {eager:.0f} images/s at batch 16 in bf16 "
+                                    f"({ratio:.2f}x; a default changes at {FASTER:.2f}x)"}
+    fused = rate(16, "cuda_graph" if out.get("train.step", {}).get("value") == "cuda_graph" else "eager", "AdamW fused")
+    base = captured if out.get("train.step", {}).get("value") == "cuda_graph" else eager
+    if fused and base:
+        out["fused AdamW"] = {"value": fused / base >= FASTER,
+                              "why": f"{fused:.0f} against {base:.0f} images/s with the step above ({fused / base:.2f}x)"}
+    shared = {int(k): v for k, v in r["concurrent"].items()}
+    if 1 in shared and len(shared) > 1:
+        best = max(v["images_per_s"] for v in shared.values())
+        # the fewest runs per GPU that get within 10% of the most it gave: more only add memory and CPU cores
+        k = min(k for k, v in shared.items() if v["images_per_s"] >= best / FASTER)
+        out["gpu.jobs_per_device"] = {"value": k, "why": f"{shared[k]['images_per_s']:.0f} images/s with {k} runs "
+                                      f"against {shared[1]['images_per_s']:.0f} with one (most: {best:.0f}); "
+                                      f"{shared[k]['peak_mib_per_run']:,.0f} MiB and "
+                                      f"{shared[k]['cpu_cores'] / k:.1f} CPU cores per run"}
+    warm = {w["cudnn_benchmark"]: w for w in r["warmup"]}
+    if True in warm and False in warm:
+        on, off = warm[True]["mean_first_step_s"], warm[False]["mean_first_step_s"]
+        out["cuDNN autotuning on small images"] = {
+            "value": not (on >= off * FASTER),
+            "why": f"first step after {on:.1f} s with it, {off:.1f} s without ({warm[True]['runs']} jobs at 32 px)"}
+    return out
 
 
 def report(r: dict) -> None:
@@ -731,6 +773,10 @@ def report(r: dict) -> None:
               f"{step['step']} step{', fused AdamW' if step['fused'] else ''}): {r['paper_gpu_hours']:.2f} GPU-hours; "
               f"its floor (each model at its large-batch rate): {r['paper_floor_hours']:.2f} GPU-hours; "
               f"{r['paper_gpu_hours'] / r['paper_floor_hours']:.2f}× the floor (goal: 1.3×)")
+    if r.get("recommended"):
+        print("\nWhat the numbers say for the defaults:")
+        for key, rec in r["recommended"].items():
+            print(f"- {key}: {rec['value']} ({rec['why']})")
     if r["skipped"]:
         print("skipped: " + "; ".join(r["skipped"]))
     if r["failed"]:

@@ -55,6 +55,8 @@ def test_gpu_checks_run_every_section_on_the_cpu(tmp_path):
     assert 0 < warm["mean_first_step_s"] <= warm["first_step_s"]
 
     assert set(result["model_rates"]) == set(result["floor_rates"]) == {"cvm_cervix", "resnet18"}
+    # on the CPU only the fused optimiser has both rows a recommendation needs (no capture, no K = 1, no cuDNN)
+    assert set(result["recommended"]) == {"fused AdamW"}
     assert result["paper_runs"] == 37 and result["paper_gpu_hours"] > 0 and result["paper_floor_hours"] > 0
     log = (tmp_path / "gpu.log").read_text()
     assert "| training | images on | batch | step | optimizer | images/s | × plain | of the floor" in log
@@ -153,3 +155,34 @@ def test_concurrent_runs_that_fail_end_with_their_error_not_a_wait(tmp_path):
                        r"FileNotFoundError: .*missing\.npy'$"):
         bench.concurrent_runs(2, tmp_path / "missing.npy", 16, 1, 32, "cpu")
     assert set(Path(bench.tempfile.gettempdir()).glob("cvm_barrier_*")) == barriers  # nothing left behind
+
+
+def test_the_numbers_recommend_defaults_only_past_a_margin():
+    spec = importlib.util.spec_from_file_location("gpu_bench", REPO / "benchmarks" / "gpu.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def row(step, rate, optimizer="AdamW", batch=16):
+        return {"precision": "bf16", "images_on": "GPU", "batch": batch, "step": step, "optimizer": optimizer,
+                "images_per_s": rate}
+
+    def shared(k, rate):
+        return {"images_per_s": rate, "peak_mib_per_run": 2000.0, "cpu_cores": 1.5 * k}
+
+    result = {"train": [row("eager", 400.0), row("cuda_graph", 800.0), row("cuda_graph", 840.0, "AdamW fused"),
+                        row("eager", 2400.0, batch=256)],
+              "concurrent": {"1": shared(1, 400.0), "2": shared(2, 750.0), "4": shared(4, 1000.0),
+                             "8": shared(8, 1050.0)},
+              "warmup": [{"cudnn_benchmark": True, "mean_first_step_s": 20.0, "runs": 4},
+                         {"cudnn_benchmark": False, "mean_first_step_s": 5.0, "runs": 4}]}
+    rec = bench.recommend(result)
+    assert rec["train.step"]["value"] == "cuda_graph" and "(2.00x" in rec["train.step"]["why"]
+    assert rec["fused AdamW"]["value"] is False  # 1.05x: inside the margin
+    assert rec["gpu.jobs_per_device"]["value"] == 4  # within 10% of K = 8's sum, with half the runs
+    assert "1.5 CPU cores per run" in rec["gpu.jobs_per_device"]["why"]
+    assert rec["cuDNN autotuning on small images"]["value"] is False
+    # a step captured only 5% faster changes nothing; rows that did not run recommend nothing
+    result["train"][1]["images_per_s"] = 420.0
+    rec = bench.recommend({**result, "concurrent": {}, "warmup": []})
+    assert rec["train.step"]["value"] == "eager" and set(rec) == {"train.step"}  # no eager fused row
+    assert bench.recommend({"train": [], "concurrent": {}, "warmup": []}) == {}
