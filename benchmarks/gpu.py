@@ -30,7 +30,9 @@ without ending the others; ``--json`` is rewritten after every section):
    ``torch.compile(mode="reduce-overhead")``, and a plain loop (``ImageFolder`` + ``DataLoader``
    decoding the PNG files every epoch, ``loss.item()`` every step) that every rate is compared with.
 
-It prints Markdown tables for BENCHMARKS.md. Without CUDA it says so, runs the CPU side-by-side
+It prints Markdown tables for BENCHMARKS.md and ends with the defaults the numbers argue for
+(``recommend``). ``--resume`` goes on from the ``--json`` of an earlier run on the same card, measuring
+only what it left out. Without CUDA it says so, runs the CPU side-by-side
 comparison of the two training loops at a small size instead (``--cpu-size``), and exits 0;
 ``--device cpu`` runs this benchmark's own code on the CPU at a tiny size (a smoke test).
 """
