@@ -472,8 +472,9 @@ def gpu_benchmark(args) -> dict:
             nonlocal pinned
             need = {"eager": 15, "cuda_graph": 20}.get(mode, 150)
             label = f"train {precision} {store} batch {batch} {mode}{' fused' if fused else ''}"
-            key = (precision, "GPU" if store == "GPU" else "host, pinned", batch, mode, "AdamW fused" if fused else "AdamW")
-            if any((r["precision"], r["images_on"], r["batch"], r["step"], r["optimizer"]) == key for r in result["train"]):
+            row = {"precision": precision, "images_on": "GPU" if store == "GPU" else "host, pinned", "batch": batch,
+                   "step": mode, "optimizer": "AdamW fused" if fused else "AdamW"}
+            if any(all(r[k] == v for k, v in row.items()) for r in result["train"]):
                 return  # measured already (by this run: the floor's batch may be 16; or by the one resumed)
             if mode == "cuda_graph" and not cuda:
                 result["skipped"].append(f"{label}: the captured step needs CUDA")
@@ -497,9 +498,7 @@ def gpu_benchmark(args) -> dict:
                 rate = None
             del model, step, opt
             _free(dev)
-            result["train"].append({"precision": precision, "images_on": "GPU" if store == "GPU" else "host, pinned",
-                                    "batch": batch, "step": mode, "optimizer": "AdamW fused" if fused else "AdamW",
-                                    "images_per_s": rate})
+            result["train"].append({**row, "images_per_s": rate})
             print(f"{label}: {rate}", flush=True)
 
         def the_step():  # 1. batch 16, eager and captured, against the floor

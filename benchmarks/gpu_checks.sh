@@ -49,8 +49,9 @@ left() { echo $(( TOTAL - SECONDS )); }
 # the seconds a section may take: what is left less the plans after it, at most WANT, at least 10
 share() { local want=$1 after=$2 s; s=$(( $(left) - after )); (( s > want )) && s=$want; (( s < 10 )) && s=10; echo $s; }
 declare -A status
+has_workflow_needs() { $PY -c "import snakemake, plotly, openTSNE, jsonschema" 2>/dev/null; }
 
-if [ -d .whl ] && ! $PY -c "import snakemake, plotly, openTSNE, jsonschema" 2>/dev/null; then
+if [ -d .whl ] && ! has_workflow_needs; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || { echo "installing the wheels of .whl/ failed"; exit 1; }
   export PYTHONPATH=/tmp/site
@@ -80,8 +81,7 @@ if chosen bench; then
           --model-steps 1 --workers 0 --concurrent 2 --models resnet18)
   fi
   if [ -n "${RESUME_FROM:-}" ]; then  # go on from an earlier run's gpu.json: what it measured is kept
-    [ "$(cd "$(dirname "$RESUME_FROM")" && pwd)/$(basename "$RESUME_FROM")" = "$OUT/gpu.json" ] \
-      || cp "$RESUME_FROM" "$OUT/gpu.json" || exit 1
+    [ "$RESUME_FROM" -ef "$OUT/gpu.json" ] || cp "$RESUME_FROM" "$OUT/gpu.json" || exit 1
     args+=(--resume)
   fi
   timeout "$(( budget + 40 ))" $PY benchmarks/gpu.py --budget "$budget" "${args[@]}" --json "$OUT/gpu.json" 2>&1 \
@@ -96,7 +96,7 @@ if chosen workflow; then
 train: {device: cuda}
 gpu: {jobs_per_device: 4}
 YAML
-  if ! $PY -c "import snakemake, plotly, openTSNE, jsonschema" 2>/dev/null; then
+  if ! has_workflow_needs; then
     echo "snakemake, plotly, openTSNE or jsonschema missing (benchmarks/gpu_wheels.py makes .whl/): not run"
     status[workflow]=missing
   else
