@@ -275,6 +275,24 @@ def test_the_step_function_is_the_reference_loop_bit_for_bit():
     assert all(torch.equal(ref_state[k], state[k]) for k in ref_state)  # weights and BatchNorm statistics
 
 
+def test_a_step_is_captured_only_where_a_graph_can_replay_it():
+    """A graph gathers each batch on the GPU: images kept in host memory (too large for the card) would be
+    gathered once, at capture, and every replay would train on that batch; such a run stays eager."""
+    from types import SimpleNamespace
+
+    from cvm_cervix.step import CapturedStep, why_not_captured
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    no_scaler, scaler = SimpleNamespace(is_enabled=lambda: False), SimpleNamespace(is_enabled=lambda: True)
+    on_gpu, on_host = SimpleNamespace(device=cuda), torch.zeros((4, 3, 8, 8), dtype=torch.uint8)
+    assert why_not_captured(cuda, no_scaler, on_gpu) is None
+    assert why_not_captured(cpu, no_scaler, on_host) == "no CUDA device"
+    assert "loss scaler" in why_not_captured(cuda, scaler, on_gpu)
+    assert "host memory" in why_not_captured(cuda, no_scaler, on_host)
+    with pytest.raises(ValueError, match="cannot be captured here: the training images are kept in host memory"):
+        CapturedStep(None, None, no_scaler, on_host, None, 1, cuda, False, batch_size=4)
+
+
 def test_a_captured_step_takes_whole_batches_only():
     from cvm_cervix.train import TrainData
 

@@ -12,7 +12,8 @@ in captured mode an epoch drops its last incomplete batch (as timm's training lo
 must be ``capturable`` (its step count lives on the device); random flips come from the CUDA
 generator, which graphs advance on every replay; BatchNorm statistics update in the graph as in
 eager mode. A run with a loss scaler (float16 autocast on a GPU without bfloat16) stays eager:
-the scaler's inf check reads back.
+the scaler's inf check reads back; so does a run whose images are kept in host memory, since the
+graph's batch gather must run on the GPU (:func:`why_not_captured`).
 """
 
 from __future__ import annotations
@@ -107,12 +108,11 @@ class CapturedStep(TrainStep):
 
     captured = True
 
-    def __init__(self, *args, batch_size: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.device.type != "cuda":
-            raise ValueError("a captured step needs a CUDA device")
-        if self.scaler.is_enabled():
-            raise ValueError("a captured step cannot use a loss scaler (float16 autocast): it reads back every step")
+    def __init__(self, model, optimizer, scaler, images, labels, copies, device, amp, *, batch_size: int):
+        why = why_not_captured(device, scaler, images)
+        if why is not None:
+            raise ValueError(f"a step cannot be captured here: {why}")
+        super().__init__(model, optimizer, scaler, images, labels, copies, device, amp)
         self.batch_size = batch_size
         self.static_idx = torch.zeros(batch_size, dtype=torch.long, device=self.images.device)
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -156,17 +156,26 @@ class CapturedStep(TrainStep):
         return True
 
 
+def why_not_captured(device: torch.device, scaler, images: torch.Tensor) -> str | None:
+    """Why the step cannot run as a CUDA graph here, or None where it can."""
+    if device.type != "cuda":
+        return "no CUDA device"
+    if scaler.is_enabled():
+        return "float16 autocast needs a loss scaler, which reads back every step"
+    if images.device.type != "cuda":
+        # the gather would run on the host once, at capture, and every replay would train on that one batch
+        return "the training images are kept in host memory (too large for the GPU), and a graph gathers on the GPU"
+    return None
+
+
 def make_step(model, optimizer, scaler, images, labels, copies, device, amp, *, mode: str = "eager",
               batch_size: int = 16) -> TrainStep:
     """``mode`` eager, or cuda_graph (eager, with the reason logged, where a graph cannot run)."""
     if mode == "cuda_graph":
-        if device.type != "cuda":
-            log.info("train.step cuda_graph: no CUDA device, the step runs eagerly")
-        elif scaler.is_enabled():
-            log.warning("train.step cuda_graph: float16 autocast needs a loss scaler, which reads back every step; "
-                        "the step runs eagerly")
-        else:
+        why = why_not_captured(device, scaler, images)
+        if why is None:
             return CapturedStep(model, optimizer, scaler, images, labels, copies, device, amp, batch_size=batch_size)
+        (log.info if device.type != "cuda" else log.warning)("train.step cuda_graph: %s; the step runs eagerly", why)
     elif mode != "eager":
         raise ValueError(f"unknown train.step {mode!r}; use eager or cuda_graph")
     return TrainStep(model, optimizer, scaler, images, labels, copies, device, amp)

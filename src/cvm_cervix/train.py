@@ -24,7 +24,7 @@ from .errors import CvmError
 from .models import create_model, input_normalizations, load_exact
 from .plan import RUN_FILES
 from .run import Images, TrainedRun, dataset_files, write_run
-from .step import TrainStep, flip4x, make_step, virtual_batch  # noqa: F401 (flip4x, virtual_batch: used by tests)
+from .step import TrainStep, flip4x, make_step, virtual_batch, why_not_captured  # noqa: F401 (flip4x, virtual_batch: used by tests)
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
     model, init = build_model(model_name, class_names, img_size, dev, pretrained=pretrained, weights=weights,
                               cache_dir=cache_dir, init_from=init_from)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
-    captured = step == "cuda_graph" and dev.type == "cuda" and not scaler.is_enabled()
+    captured = step == "cuda_graph" and why_not_captured(dev, scaler, data.x_train) is None
     # capturable: AdamW keeps its step count on the device, as a graph replay needs
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
                                   **({"capturable": True} if captured else {}))
