@@ -83,7 +83,8 @@ def test_a_claimed_slot_makes_one_gpu_visible(tmp_path):
 
 def test_the_captured_step_follows_the_eager_one(tiny_dataset):
     """The step captured as a CUDA graph against the same step run eagerly: 200 steps in float32 from the same
-    weights, batches and random state; the loss trajectories and the final weights agree within 1e-3."""
+    weights, batches and random state; the loss trajectories agree within 1e-3, the final weights and BatchNorm
+    statistics within 1e-3 absolute plus 1e-3 relative."""
     from cvm_cervix.models import create_model
     from cvm_cervix.step import CapturedStep, TrainStep
 
@@ -111,7 +112,8 @@ def test_the_captured_step_follows_the_eager_one(tiny_dataset):
     assert runs["captured"][0].shape == (200,)
     np.testing.assert_allclose(runs["captured"][0], runs["eager"][0], atol=1e-3)
     for k, v in runs["eager"][1].items():
-        np.testing.assert_allclose(runs["captured"][1][k].numpy(), v.numpy(), atol=1e-3, err_msg=k)
+        # relative too: a BatchNorm running variance can be far above 1
+        np.testing.assert_allclose(runs["captured"][1][k].numpy(), v.numpy(), rtol=1e-3, atol=1e-3, err_msg=k)
 
 
 def test_a_run_with_the_captured_step_trains_and_records_it(tiny_dataset, tmp_path):
