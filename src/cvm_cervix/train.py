@@ -24,7 +24,8 @@ from .errors import CvmError
 from .models import create_model, input_normalizations, load_exact
 from .plan import RUN_FILES
 from .run import Images, TrainedRun, dataset_files, write_run
-from .step import TrainStep, flip4x, make_step, virtual_batch, why_not_captured  # noqa: F401 (flip4x, virtual_batch: used by tests)
+from .step import TrainStep, make_step, why_not_captured
+from .step import flip4x, virtual_batch  # noqa: F401 (used by tests through this module)
 
 log = logging.getLogger(__name__)
 
