@@ -147,6 +147,7 @@ def test_class_limits_draw_a_seeded_subset_and_refuse_too_many(imagefolder, tmp_
     assert counts == {"alpha": 6, "beta": 8, "gamma": 8}
     assert summary["class_limits"]["alpha"] == {"asked": 6, "found": 10, "kept": 6}
     again = prepare_dataset("f", spec, tmp_path / "b", root=imagefolder, threads=1)
+    assert again["counts"] == summary["counts"]
     paths = lambda d: set(pd.read_csv(tmp_path / d / "manifest.csv")["path"])  # noqa: E731
     prepare_dataset("f", {**spec, "split_seed": 2}, tmp_path / "c", root=imagefolder, threads=1)
     assert paths("a") == paths("b") and paths("a") != paths("c")  # drawn with the seed

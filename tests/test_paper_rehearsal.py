@@ -11,7 +11,6 @@ command again runs only what was missing and replaces it with the complete repor
 import json
 import os
 import shutil
-from pathlib import Path
 
 import pandas as pd
 import pytest

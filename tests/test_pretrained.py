@@ -1,9 +1,6 @@
 """Pretrained weights without network: files in the cache layout the libraries expect, loaded through
 the same code a real download takes; a missing file is one line naming the model, the file and where."""
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
