@@ -26,6 +26,7 @@ include: "workflow/rules/report.smk"
 # Cheap rules run where Snakemake runs (on a cluster: the submit host), never as cluster jobs.
 localrules:
     all,
+    plan,
     report,
     stats,
     transfer_matrix,

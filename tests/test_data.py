@@ -102,7 +102,7 @@ def test_cache_decodes_once_in_manifest_order(imagefolder, tmp_path):
     assert array.shape == (30, 3, 16, 16) and array.dtype == np.uint8
     loaded = load_cache(tmp_path / "cache_16.npy", expected_rows=30)
     np.testing.assert_array_equal(loaded[7], load_image(paths[7], 16))
-    with pytest.raises(CvmError, match="has 30 rows but its manifest 31"):
+    with pytest.raises(CvmError, match="holds uint8 30x3x16x16, not the manifest.s uint8 31x3x16x16"):
         load_cache(tmp_path / "cache_16.npy", expected_rows=31)
     assert not list(tmp_path.glob(".*tmp*"))  # nothing half-written left behind
 

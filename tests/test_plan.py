@@ -10,7 +10,7 @@ from cvm_cervix.config import Run, validate_config
 from cvm_cervix.plan import BENCHMARKS, LOGS, PATHS, Plan, path, pattern
 from cvm_cervix.precisions import COMPRESSED, PRECISIONS, rule_artifact, rule_precisions
 
-WILDCARDS = {"dataset", "model", "recipe", "seed", "size", "precision", "target", "experiment"}
+WILDCARDS = {"dataset", "model", "recipe", "seed", "size", "precision", "target", "experiment", "digest"}
 
 
 def config(variants=None, pretrained=False, **experiments) -> dict:

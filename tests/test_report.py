@@ -107,6 +107,8 @@ def _fabricate(results, config, seed=0):
         pd.DataFrame({"epoch": epochs, "train_loss": 1 / epochs, "train_acc": 1 - 1 / epochs, "val_loss": 1 / epochs,
                       "val_acc": 1 - 1 / epochs, "seconds": 2.0}).to_csv(folder / "history.csv", index=False)
         (folder / "weights.safetensors").write_bytes(b"\0" * 1000)
+        for split in ("val", "test"):  # an evaluated run has its predictions (their content is the stats job's)
+            (folder / f"predictions_{split}.csv").write_text("path,label,pred\n")
     diagnostics = {}  # one run's ROC/PR, calibration and operating points per dataset, from random predictions
     for name, classes in classes_of.items():
         from cvm_cervix.diagnostics import diagnose

@@ -594,3 +594,58 @@ def test_only_one_model_of_one_experiment_is_planned_and_reported_alone(tmp_path
     assert "compress_onnx" not in counts and "transfer_predict" not in counts and "analyse" not in counts
     bad = snakemake(tmp_path, "-n", "--configfile", path, "--config", "only=comparison/vgg19", check=False)
     assert bad.returncode != 0 and "experiment 'comparison' has no model 'vgg19'" in bad.stdout + bad.stderr
+
+
+@pytest.fixture
+def results_copy(finished, tmp_path):
+    """The finished results folder and config in a fresh working directory: no .snakemake/ records, as
+    with someone else's results, a copy, or a fresh clone beside kept results."""
+    import shutil
+
+    shutil.copytree(finished / "results", tmp_path / "results", symlinks=True)  # dates kept (copy2)
+    shutil.copy(finished / "config.yaml", tmp_path / "config.yaml")
+    return tmp_path
+
+
+def test_results_without_records_are_judged_by_what_their_report_covers(results_copy):
+    cfg = str(results_copy / "config.yaml")
+    proc = snakemake(results_copy, "-n", "--configfile", cfg)
+    assert "Nothing to be done" in proc.stdout + proc.stderr  # this plan's report of these very files
+    # another experiment in the config: its runs are trained and the report covers them
+    config = yaml.safe_load((results_copy / "config.yaml").read_text())
+    config["experiments"]["extra"] = {"dataset": "syn", "models": ["resnet18"]}
+    extra = write_config(results_copy / "other", config)
+    out = snakemake(results_copy, "-n", "--configfile", str(extra))
+    text = out.stdout + out.stderr
+    counts = job_counts(text)
+    # the plan's stamp is written as Snakemake plans, newer than the report: every aggregation is made again
+    assert counts["train"] == 1 and counts["evaluate"] == 1 and counts["report"] == 1, counts
+    assert counts["stats"] == len(config["experiments"]) and counts["transfer_matrix"] == 1, counts
+    assert "report.html is not up to date (it covers plan" in text and "not this config's plan" in text
+
+
+def test_a_report_put_back_or_of_other_files_is_made_again(results_copy):
+    cfg = str(results_copy / "config.yaml")
+    report = results_copy / "results" / "report.html"
+    # a newer result than the report was made from (as when the report job failed and the last complete
+    # report was put back): the report and its plan stamp are made again, nothing else
+    metrics = next((results_copy / "results" / "runs").glob("syn/cvm_cervix/none/seed0/metrics.json"))
+    os.utime(metrics, (metrics.stat().st_atime, metrics.stat().st_mtime + 5))
+    out = snakemake(results_copy, "-n", "--configfile", cfg)
+    text = out.stdout + out.stderr
+    counts = job_counts(text)
+    assert counts["report"] == 1 and "train" not in counts and "evaluate" not in counts, counts
+    assert "the results it was made from have changed since" in text
+    # a report with no marks at all (another tool's, or cut short)
+    report.write_text("<html><head><title>someone else's report</title></head></html>")
+    out = snakemake(results_copy, "-n", "--configfile", cfg)
+    assert "carries no plan digest" in out.stderr and job_counts(out.stdout + out.stderr)["report"] == 1
+
+
+def test_a_file_someone_put_in_report_files_stops_the_run_before_it_is_lost(results_copy):
+    notes = results_copy / "results" / "report_files" / "my_notes.txt"
+    notes.write_text("keep me")
+    proc = snakemake(results_copy, "-n", "--configfile", str(results_copy / "config.yaml"), check=False)
+    assert proc.returncode != 0
+    assert "report_files/ holds 1 file(s) the report job did not write (my_notes.txt)" in proc.stdout + proc.stderr
+    assert notes.read_text() == "keep me"

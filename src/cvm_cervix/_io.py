@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import CvmError
+from .errors import CvmError, disk_full
 
 _HOST = socket.gethostname().replace(".", "_") or "host"
 _UMASK = os.umask(0o022)
@@ -98,9 +98,48 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if tmp.is_file():  # some writers (safetensors) create 0600 files: give every output the same mode
             os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
+    except Exception as err:
+        full = disk_full(err, path)
+        if full is not None:
+            raise full from None
+        raise
     finally:
-        if tmp.exists():
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists() or tmp.is_symlink():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` while the block runs; one line naming the holder if another
+    process has it.
+
+    The operating system releases the lock when this process ends in any way (``kill -9`` included), so
+    it is never left taken; the file itself stays (removing it would let two processes lock two files).
+    ``what`` names the thing locked in the error (``run folder X is being trained``).
+    """
+    import fcntl
+    import time
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise CvmError(f"{what} by {holder} ({path} is locked); wait for it to end or stop it, then run "
+                           "again") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing the file releases the lock
 
 
 def safe_component(value: str, what: str) -> str:

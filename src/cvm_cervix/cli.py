@@ -155,6 +155,26 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _cmd_check_config(args) -> int:
+    from .config import all_runs, read_config_file, validate_config
+
+    config: dict = {}
+    for path in args.configfiles:  # merged in order, as Snakemake merges several --configfile files
+        from snakemake.utils import update_config
+
+        update_config(config, read_config_file(path))
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        validate_config(config, source=", ".join(args.configfiles), require_roots=False)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    print(f"{', '.join(args.configfiles)}: valid; {len(config['experiments'])} experiments, "
+          f"{len(all_runs(config))} training runs")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cvm-cervix", description="CVM-Cervix workflow tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_whole(1), default=64)
     p.add_argument("--threads", type=_whole(0), default=0, help="CPU threads (0: PyTorch's default)")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("check-config", help="check config files as the workflow would (YAML, schema, datasets)")
+    p.add_argument("configfiles", nargs="+", help="one or more config files, merged in order like --configfile")
+    p.set_defaults(func=_cmd_check_config)
     return parser
 
 

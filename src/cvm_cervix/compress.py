@@ -98,14 +98,29 @@ def _quantize_static(model: torch.nn.Module, img_size: int, calibration: np.ndar
             prepared = fp32
         import onnx
 
-        # The final softmax stays float: quantised, its output comes in steps of 1/255 and rows do not
-        # sum to one, so the confidence and any curve drawn from it would be coarse and no distribution.
-        softmax = [n.name for n in onnx.load(str(prepared), load_external_data=False).graph.node if n.op_type == "Softmax"]
+        graph = onnx.load(str(prepared), load_external_data=False).graph
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quantize_static(str(prepared), str(path), _Calibration(calibration), quant_format=QuantFormat.QDQ,
                             per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                            nodes_to_exclude=softmax)
+                            op_types_to_quantize=list(QUANTISED_OPS), nodes_to_exclude=float_nodes(graph))
+
+
+# What static int8 quantises: the convolutions and linear layers, whose weights are most of the model.
+# ONNX Runtime's own default list also takes residual additions, LayerNorm, GELU, the attention's softmax
+# and its products of two activations; quantised with uint8 activation ranges, those cost a CVM-Cervix
+# trained on real blood cells 21 points of accuracy for no gain in size.
+QUANTISED_OPS = ("Conv", "Gemm", "MatMul")
+
+
+def float_nodes(graph) -> list[str]:
+    """Nodes of an exported graph that stay float under :data:`QUANTISED_OPS`: every product of two
+    activations (attention's query·key and weights·value, which have no weight to quantise and the
+    widest ranges), and any softmax (quantised, probabilities come in steps of 1/255 and do not sum to
+    one, so confidences and every curve drawn from them would be coarse)."""
+    weights = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    return [n.name for n in graph.node if n.op_type == "Softmax"
+            or (n.op_type == "MatMul" and not any(i in weights for i in n.input))]
 
 
 def export(run: str | os.PathLike | TrainedRun, precision: str, out_dir: str | os.PathLike,

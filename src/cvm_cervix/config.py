@@ -57,6 +57,33 @@ def _with_defaults(cls):
     return jsonschema.validators.extend(cls, {"properties": fill}, type_checker=types)
 
 
+def read_config_file(path: str | os.PathLike) -> dict:
+    """A config file as Snakemake reads it (JSON or plain YAML), or one line naming the file, the line and
+    what is wrong. Snakemake reads ``--configfile`` itself, before the workflow starts, and refuses a YAML
+    tag (``!!python/object``) with a message that names neither: ``cvm-cervix check-config`` names both."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CvmError(f"config file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise CvmError(f"config file {path} cannot be read ({err}); save it as UTF-8 text") from None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as err:
+        mark = err.problem_mark
+        tag = err.problem.split()[-1].strip("'").replace("tag:yaml.org,2002:", "!!")
+        raise CvmError(f"config file {path}, line {mark.line + 1 if mark else '?'}: the YAML tag {tag} "
+                       "is not allowed (plain values only: text, numbers, true/false, lists, mappings); remove "
+                       "it") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise CvmError(f"config file {path}, line {mark.line + 1 if mark else '?'}: not valid YAML "
+                       f"({getattr(err, 'problem', None) or err}); a tab in the indentation is a common cause") from None
+    if not isinstance(value, dict):
+        raise CvmError(f"config file {path} must be a mapping of keys at its top level, not {type(value).__name__}")
+    return value
+
+
 def load_schema(path: str | os.PathLike = SCHEMA) -> dict:
     return yaml.safe_load(Path(path).read_text())
 

@@ -16,6 +16,8 @@ import warnings
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
+from .labels import abnormal_in
+
 CURVE_POINTS = 101  # a curve is kept at most this many points (the report draws it; the AUC uses all)
 
 
@@ -98,7 +100,7 @@ def binary_curves(truth: np.ndarray, score: np.ndarray, n_boot: int = 1000, seed
 
 def abnormal_score(probs: np.ndarray, classes: list[str], abnormal: list[str]) -> np.ndarray:
     """The probability a model gives to any abnormal class of ``abnormal``."""
-    cols = [i for i, c in enumerate(classes) if c in set(abnormal)]
+    cols = [i for i, a in enumerate(abnormal_in(classes, abnormal)) if a]
     return np.asarray(probs)[:, cols].sum(1) if cols else np.zeros(len(probs))
 
 
@@ -111,10 +113,10 @@ def roc_pr(labels: np.ndarray, probs: np.ndarray, classes: list[str], abnormal: 
     out = {"level": level, "n_boot": n_boot, "per_class": per_class,
            "macro_auc": float(np.mean(defined)) if defined else None, "abnormal": None}
     if abnormal:
-        truth = np.isin(np.asarray(classes)[labels], abnormal) if len(labels) else np.zeros(0, bool)
+        truth = np.array(abnormal_in(classes, abnormal), dtype=bool)[labels] if len(labels) else np.zeros(0, bool)
         curves = binary_curves(truth, abnormal_score(probs, classes, abnormal), n_boot, seed, level)
         if curves is not None:
-            out["abnormal"] = {**curves, "abnormal_classes": [c for c in classes if c in set(abnormal)]}
+            out["abnormal"] = {**curves, "abnormal_classes": [c for c, a in zip(classes, abnormal_in(classes, abnormal)) if a]}
     return out
 
 
@@ -284,7 +286,7 @@ def diagnose(test, val=None, abnormal: list[str] | None = None, operating_points
         raise ValueError(f"the predictions' labels {unknown} have no prob_<class> column")
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[c] for c in test["label"]], dtype=int)
-    out = {"classes": classes, "abnormal_classes": [c for c in classes if c in set(abnormal or [])],
+    out = {"classes": classes, "abnormal_classes": [c for c, a in zip(classes, abnormal_in(classes, abnormal or [])) if a],
            "roc_pr": roc_pr(labels, probs, classes, abnormal, n_boot, seed),
            "calibration": calibration(labels, probs, bins), "operating_points": [], "paper_claim": None,
            "temperature": None}
@@ -295,8 +297,8 @@ def diagnose(test, val=None, abnormal: list[str] | None = None, operating_points
         val_labels = np.array([index[c] for c in val["label"]], dtype=int)
         out["temperature"] = temperature_scaling(val_labels, val_probs, labels, probs, bins)
     if abnormal and val is not None:
-        val_truth = np.isin(val["label"].to_numpy(), abnormal)
-        test_truth = np.isin(test["label"].to_numpy(), abnormal)
+        val_truth = np.array(abnormal_in(val["label"].to_numpy(), abnormal), dtype=bool)
+        test_truth = np.array(abnormal_in(test["label"].to_numpy(), abnormal), dtype=bool)
         val_score, test_score = abnormal_score(val_probs, classes, abnormal), abnormal_score(probs, classes, abnormal)
         for point in operating_points or []:
             (kind, target), = point.items()

@@ -9,6 +9,8 @@ before any job runs; it needs no torch.
 
 from __future__ import annotations
 
+import unicodedata
+
 from .errors import CvmError
 
 BUILTIN = "normal_abnormal"
@@ -73,3 +75,27 @@ def abnormal_classes(analysis: dict) -> list[str]:
     if analysis.get("abnormal_set", "clinical") == "paper":
         return paper_abnormal_classes()
     return list(analysis.get("abnormal_classes", []))
+
+
+def class_key(name: str) -> str:
+    """A class name as compared: Unicode NFC and case folded, so ``LSIL`` and ``lsil``, or ``café`` typed
+    as one character or as ``e`` and an accent, are one name (a dataset may not hold both; see
+    :func:`check_distinct_classes`)."""
+    return unicodedata.normalize("NFC", str(name)).casefold()
+
+
+def abnormal_in(classes, abnormal) -> list[bool]:
+    """For each name of ``classes``: whether it is one of ``abnormal``, compared by :func:`class_key`."""
+    keys = {class_key(a) for a in abnormal}
+    return [class_key(c) in keys for c in classes]
+
+
+def check_distinct_classes(classes, where: str) -> None:
+    """Two class names that are one name but for case or Unicode normalisation would be two classes that
+    every reader takes for one: one line naming both and the fix."""
+    seen: dict[str, str] = {}
+    for name in classes:
+        other = seen.setdefault(class_key(name), name)
+        if other != name:
+            raise CvmError(f"{where}: classes {other!r} and {name!r} differ only in letter case or Unicode "
+                           "normalisation; rename one folder (or value), or merge them if they are one class")

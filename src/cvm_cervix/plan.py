@@ -11,6 +11,8 @@ it into file names.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from .precisions import PRECISIONS
 from .config import (
     Run,
     all_runs,
+    as_dict,
     base_dataset,
     dataset_spec,
     experiment_dataset,
@@ -65,6 +68,7 @@ PATHS = {
     "transfer_predictions": f"{RUN}/transfer/{{target}}.csv",
     "transfer_matrix": "transfer/matrix.json",
     "stats": "stats/{experiment}.json",
+    "plan": "plan/{digest}.json",  # the plan a report covers (see report_state.py)
     "report": "report.html",
     "report_files": "report_files",
 }
@@ -82,6 +86,7 @@ LOGS = {
     "transfer_predict": f"logs/transfer/{JOB}_on_{{target}}.log",
     "transfer_matrix": "logs/transfer/matrix.log",
     "stats": "logs/stats/{experiment}.log",
+    "plan": "logs/plan/{digest}.log",
     "report": "logs/report/report.log",
 }
 # Each rule's benchmark file (wall time, memory): the report's provenance reads them.
@@ -105,6 +110,17 @@ TABLES = {"path": PATHS, "log": LOGS, "benchmark": BENCHMARKS}
 
 # Settings of ``train`` that do not change a run's result (see :meth:`Plan.train_params`).
 NOT_RUN_SETTINGS = ("seeds", "weights", "device", "compile", "weights_cache")
+
+
+# Keys of the config that say where results go and which GPU computes them, not what the report shows.
+NOT_PLAN_KEYS = ("results", "gpu")
+
+
+def plan_digest(config: dict) -> str:
+    """A short digest of the validated config (defaults filled in), less where results go and which GPU
+    runs: the plan a report covers, named in its stamp file ``plan/<digest>.json`` and in the report."""
+    text = json.dumps({k: v for k, v in as_dict(config).items() if k not in NOT_PLAN_KEYS}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class _Partial(dict):
@@ -157,6 +173,7 @@ class Plan:
         # every value the dataset wildcard takes: a split of a synthetic set reads its base's rendered
         # images, so the base is one even where no run uses its own split
         self.dataset_names: list[str] = sorted(set(self.datasets) | {base_dataset(config, d) for d in self.datasets})
+        self.digest = plan_digest(config)
 
     # -- runs ----------------------------------------------------------------------------------------
     def experiment_runs(self, experiment: str) -> list[Run]:
@@ -283,6 +300,7 @@ class Plan:
         p = lambda key, run=None, **v: path(key, results, run, **v)  # noqa: E731
         extra = {"transfer": [p("transfer_matrix")]} if self.config.get("transfer") else {}
         return {
+            "plan": [p("plan", digest=self.digest)],
             **extra,
             "benchmarks": self.benchmark_files(results),
             "stats": [p("stats", experiment=e) for e in self.config["experiments"]],
@@ -294,3 +312,20 @@ class Plan:
             "summaries": [p("summary", dataset=d) for d in self.datasets],
             "manifests": [p("manifest", dataset=d) for d in self.datasets],
         }
+
+
+def write_plan(config: dict, out: str | Path, configfiles: list[str] | None = None, why: str | None = None) -> dict:
+    """The plan's stamp file: its digest, the config files and validated config, and every training run.
+
+    ``why``: the reason it is written anew over an existing one (a report on disk that is not current);
+    with the time, it makes the new file's content differ, so Snakemake sees it as changed."""
+    import datetime
+
+    from ._io import write_json
+
+    plan = Plan(config)
+    record = {"digest": plan.digest, "configfiles": list(configfiles or []),
+              "experiments": list(config["experiments"]), "runs": [r.path for r in plan.runs],
+              "written": datetime.datetime.now().isoformat(), "why": why, "config": as_dict(config)}
+    write_json(out, record)
+    return record

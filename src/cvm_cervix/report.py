@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 
 from ._io import atomic_path, package_yaml, read_json, read_table, spreadsheet_safe
+from .errors import disk_full
+from .report_state import REPORT_FILES_INDEX, head_marks, inputs_fingerprint
 from .config import all_runs, dataset_spec, experiment_runs, experiment_seeds, experiment_splits, used_datasets
 from .data import read_manifest, split_counts
 from .labels import abnormal_classes
@@ -569,12 +571,19 @@ def build_report(config: dict, out_html: str | os.PathLike, results: str | os.Pa
     from .provenance import provenance
 
     results = Path(results or config.get("results", "results"))
-    inputs = inputs if inputs is not None else Plan(config).report_inputs(str(results))
+    plan = Plan(config)
+    inputs = inputs if inputs is not None else plan.report_inputs(str(results))
     context = collect(config, results)
     run_dirs = sorted({Path(f).parent for f in inputs.get("train", []) if Path(f).is_file()})
     benchmarks = [f for f in inputs.get("benchmarks", []) if Path(f).is_file()]
     present = [d["name"] for d in context["datasets"] if not d.get("missing")]
     context["provenance"] = provenance(config, results, present, run_dirs, configfiles, workflow_dir, benchmarks)
+    # the plan this report covers, and the files it was made from: a later run tells a report of another
+    # plan, or of other files, from this plan's report of these files (report_state.py)
+    stamp = next((f for f in inputs.get("plan", []) if Path(f).is_file()), None)
+    context["plan"] = {"digest": plan.digest, "runs": len(plan.runs), "experiments": len(config["experiments"]),
+                       "stamp": os.path.relpath(stamp, results) if stamp else None}
+    context["marks"] = head_marks(plan.digest, inputs_fingerprint([f for fs in inputs.values() for f in fs], results))
     html = render(context)
     with atomic_path(out_html) as tmp:
         tmp.write_text(html, encoding="utf-8")
@@ -590,10 +599,11 @@ def build_report(config: dict, out_html: str | os.PathLike, results: str | os.Pa
 def _link_or_copy(source, target) -> None:
     try:
         os.link(source, target)
-    except OSError:  # a file system without hard links
+    except OSError:  # a file system without hard links: a copy, never a half-written one
         import shutil
 
-        shutil.copy2(source, target)
+        with atomic_path(target) as tmp:
+            shutil.copy2(source, tmp)
 
 
 def last_complete(out_html: str | os.PathLike) -> Path:
@@ -632,6 +642,8 @@ def write_incomplete_report(config: dict, results: str, configfiles: list[str], 
                                configfiles=configfiles, workflow_dir=workflow_dir, inputs=inputs)
     except Exception as err:  # the report itself failed: say so, and keep the last complete report
         kept = restore_last_complete(out_html, oldest)
+        # the report put back is not this plan's report of these files: without its stamp, the next run remakes it
+        Path(path("plan", results, digest=Plan(config).digest)).unlink(missing_ok=True)
         print(f"error: the report could not be written ({type(err).__name__}: {err}); see "
               f"{path('report', results, table='log')}"
               + (f"; {out_html} is the last complete report, from before" if kept else ""), file=sys.stderr)
@@ -828,6 +840,8 @@ def write_report_files(context: dict, folder: Path) -> list[Path]:
         files[f"{a['experiment']}__tsne{i or ''}.html"] = _standalone(a["tsne"], context["plotly_js"])
     files["provenance__config.yaml"] = context["provenance"]["config_yaml"]
 
+    # the names written, so that a later run can tell a file someone put here (see :func:`foreign_report_files`)
+    files[REPORT_FILES_INDEX] = "".join(f"{name}\n" for name in sorted(files))
     tmp = partial_path(folder)
     tmp.mkdir(parents=True)
     try:
@@ -835,6 +849,12 @@ def write_report_files(context: dict, folder: Path) -> list[Path]:
             (tmp / name).write_text(text, encoding="utf-8")
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
+    except Exception as err:
+        full = disk_full(err, folder / "x")
+        if full is not None:
+            raise full from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return [folder / name for name in files]
+    return [folder / name for name in files if name != REPORT_FILES_INDEX]
+

@@ -217,7 +217,7 @@ class Images:
     def open(cls, data: str | os.PathLike, img_size: int, cache: str | os.PathLike | None = None) -> Images:
         manifest_path, cache_path = dataset_files(data, img_size, cache)
         manifest = read_manifest(manifest_path)
-        return cls(manifest, load_cache(cache_path, len(manifest)))
+        return cls(manifest, load_cache(cache_path, len(manifest), img_size))
 
     def split(self, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
         """(images, labels, manifest rows) of one split, in manifest order."""

@@ -16,6 +16,7 @@ from sklearn.metrics import f1_score
 from ._io import read_table
 from .diagnostics import class_codes, diagnose, resample_counts
 from .errors import CvmError
+from .labels import abnormal_in
 
 
 def bootstrap_ci(labels, preds, classes, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
@@ -66,13 +67,14 @@ def mcnemar_exact(correct_a, correct_b) -> dict:
 def clinical_view(labels, preds, abnormal: list[str]) -> dict | None:
     """Sensitivity and specificity of abnormal (any abnormal class) versus normal; None if undefined."""
     labels, preds = np.asarray(labels), np.asarray(preds)
-    true_abn, pred_abn = np.isin(labels, abnormal), np.isin(preds, abnormal)
+    true_abn = np.array(abnormal_in(labels, abnormal), dtype=bool)
+    pred_abn = np.array(abnormal_in(preds, abnormal), dtype=bool)
     if true_abn.all() or (~true_abn).all():
         return None
     tp, fn = int(np.sum(true_abn & pred_abn)), int(np.sum(true_abn & ~pred_abn))
     tn, fp = int(np.sum(~true_abn & ~pred_abn)), int(np.sum(~true_abn & pred_abn))
     return {"sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp), "tp": tp, "fn": fn, "tn": tn, "fp": fp,
-            "abnormal_classes": [c for c in abnormal if c in set(labels)]}
+            "abnormal_classes": [c for c, a in zip(sorted(set(labels)), abnormal_in(sorted(set(labels)), abnormal)) if a]}
 
 
 def holm(p_values: list[float]) -> list[float]:

@@ -2,7 +2,7 @@
 
 The rules' log files are named in the plan's ``LOGS`` (relative to the results folder), the table the
 rule files take their ``log:`` paths from, so the report of a failed run names the file Snakemake
-wrote. A run is missing when its ``metrics.json`` is; its failure is the first job of its chain
+wrote. A run is missing when a file of its training or evaluation is; its failure is the first job of its chain
 (synthesize, prepare, cache, weights, the run it starts from, train, evaluate) whose output is
 absent, with the error line of that job's log.
 """
@@ -66,11 +66,18 @@ def dataset_failure(config: dict, results: Path, name: str) -> Failure | None:
     return _failure(results, "prepare", dataset=name)
 
 
+# A run is there when every file of its training and its evaluation is: a failed retraining removes the
+# training's files (Snakemake does, before the job) and leaves the old evaluation's, which is no result.
+TRAIN_OUTPUTS = ("weights", "history", "train_info")
+EVALUATE_OUTPUTS = ("metrics", "predictions_val", "predictions_test")
+
+
 def run_failure(plan: Plan, results: Path, run: Run) -> Failure | None:
-    """Why ``run`` has no ``metrics.json``; None when it has."""
-    if _exists(results, "metrics", run):
+    """Why ``run`` lacks one of its training's or evaluation's files; None when it has them all."""
+    trained = all(_exists(results, key, run) for key in TRAIN_OUTPUTS)
+    if trained and all(_exists(results, key, run) for key in EVALUATE_OUTPUTS):
         return None
-    if not _exists(results, "train_info", run):
+    if not trained:
         failure = dataset_failure(plan.config, results, run.dataset)
         if failure:
             return failure
@@ -79,7 +86,8 @@ def run_failure(plan: Plan, results: Path, run: Run) -> Failure | None:
             return _failure(results, "cache", dataset=run.dataset, size=size)
         source = plan.init_source(run)
         if source is not None:
-            failure = run_failure(plan, results, source) if not _exists(results, "train_info", source) else None
+            failure = (run_failure(plan, results, source)
+                       if not all(_exists(results, key, source) for key in TRAIN_OUTPUTS) else None)
             if failure:
                 return failure
         elif plan.needs_pretrained(run) and not _exists(results, "pretrained", model=run.model):

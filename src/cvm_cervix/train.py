@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ._io import read_json, sha256_file
+from ._io import exclusive_lock, read_json, sha256_file
 from .checkpoint import Checkpoint, TrainingState
 from .engine import predict, resolve_device, seed_everything, to_device_images
 from .errors import CvmError
@@ -214,9 +214,23 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
     ``cuda_graph`` (the step captured as a CUDA graph, whole batches only; see ``step.py``).
     """
     job_start, startup = time.perf_counter(), process_age()
+    files = _run_outputs(out_dir, outputs)
+    # Two trainings of one run folder never run at once: after a kill -9 of Snakemake its training job
+    # may still run, and a second one would resume from (and race on) the live job's checkpoint.
+    with exclusive_lock(files["weights"].with_name(".train.lock"), f"run folder {files['weights'].parent} is "
+                        "being trained already"):
+        return _train(model_name, dataset_dir, files, img_size=img_size, epochs=epochs, batch_size=batch_size,
+                      lr=lr, weight_decay=weight_decay, seed=seed, augment=augment, device=device, amp=amp,
+                      pretrained=pretrained, weights=weights, threads=threads, progress=progress, compile=compile,
+                      cache_dir=cache_dir, train_fraction=train_fraction, init_from=init_from, cache=cache,
+                      classes=classes, step=step, job_start=job_start, startup=startup)
+
+
+def _train(model_name, dataset_dir, files, *, img_size, epochs, batch_size, lr, weight_decay, seed, augment, device,
+           amp, pretrained, weights, threads, progress, compile, cache_dir, train_fraction, init_from, cache,
+           classes, step, job_start, startup) -> dict:
     if threads:
         torch.set_num_threads(threads)
-    files = _run_outputs(out_dir, outputs)
     seed_everything(seed)
     dev = resolve_device(device)
     use_amp = amp and dev.type == "cuda"

@@ -40,13 +40,44 @@ PLAN = Plan(config)
 DATASETS = PLAN.dataset_names
 
 
+def check_report_state():
+    """Before Snakemake plans (its own process only, not each job's): a file someone put into
+    report_files/ stops the run before the report job replaces that folder; a report on disk that is
+    not this plan's report of these files (another plan, another results folder's, one put back after a
+    failed report job) gets its plan stamp written anew, newer than it, so that the report (and the
+    statistics and transfer matrix, which read the stamp too) are made again. Snakemake alone would
+    not: it never reruns an existing output for an input that is missing, only for one that is newer."""
+    from cvm_cervix.plan import write_plan
+    from cvm_cervix.report_state import foreign_report_files, inputs_fingerprint, stale_reason
+
+    files_dir = pattern("report_files", RESULTS)
+    foreign = foreign_report_files(files_dir)
+    if foreign:
+        raise WorkflowError(
+            f"error: {files_dir}/ holds {len(foreign)} file(s) the report job did not write "
+            f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); the report job replaces that "
+            "folder whole: move them elsewhere and run again"
+        )
+    inputs = [f for files in PLAN.report_inputs(RESULTS).values() for f in files]
+    html = pattern("report", RESULTS)
+    why = stale_reason(html, PLAN.digest, inputs_fingerprint(inputs, RESULTS))
+    if why:
+        print(f"note: {html} is not up to date ({why}); the report will be made again", file=sys.stderr)
+        write_plan(as_dict(config), pattern("plan", RESULTS, digest=PLAN.digest), list(map(str, workflow.configfiles)),
+                   why=why)
+
+
+if workflow.is_main_process:
+    check_report_state()
+
+
 def P(key, **fixed):
     """A path of the plan's table under the results folder; names not fixed stay wildcards."""
     return pattern(key, RESULTS, **fixed)
 
 
-def LOG(rule):
-    return pattern(rule, RESULTS, table="log")
+def LOG(rule, **fixed):
+    return pattern(rule, RESULTS, table="log", **fixed)
 
 
 def BENCH(rule):
@@ -112,7 +143,10 @@ def init_input(wildcards):
 
 
 def stats_inputs(wildcards):
-    return [e[k] for e in PLAN.stats_entries(wildcards.experiment, RESULTS) for k in ("predictions", "predictions_val")]
+    """Every run's predictions, and the plan's stamp: a new plan (or a stale report) remakes the statistics."""
+    return [e[k] for e in PLAN.stats_entries(wildcards.experiment, RESULTS) for k in ("predictions", "predictions_val")] + [
+        pattern("plan", RESULTS, digest=PLAN.digest)
+    ]
 
 
 def stats_params(wildcards):

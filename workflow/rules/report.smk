@@ -1,3 +1,19 @@
+# The plan a report covers, named by its digest (made here when missing). A report of another plan, or one
+# made from other files, gets it written anew when Snakemake plans (common.smk), so the report runs again.
+rule plan:
+    output:
+        plan=P("plan", digest=PLAN.digest),
+    params:
+        config=as_dict(config),
+        configfiles=[str(f) for f in workflow.configfiles],
+    log:
+        LOG("plan", digest=PLAN.digest),
+    conda:
+        "../../envs/cvm_cervix.yaml"
+    script:
+        "../../scripts/plan.py"
+
+
 rule report:
     input:
         unpack(report_inputs),

@@ -29,6 +29,7 @@ rule transfer_predict:
 rule transfer_matrix:
     input:
         [e["predictions"] for e in PLAN.transfer_entries(RESULTS)],
+        plan=P("plan", digest=PLAN.digest),
     output:
         matrix=P("transfer_matrix"),
     params:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .._io import atomic_path
+from .._io import atomic_path, shown_path
 from ..errors import CvmError
 
 
@@ -47,15 +49,16 @@ def to_rgb(img: Image.Image, path: str | os.PathLike = "image") -> tuple[Image.I
     return img.convert("RGB"), f"{mode}: converted to RGB"
 
 
-def decode_rgb(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
-    """Decode ``path`` fully as H×W×3 uint8 RGB; a :class:`CvmError` naming the file if it cannot be.
+def decode_rgb(path: str | os.PathLike, data: bytes | None = None) -> tuple[np.ndarray, str | None]:
+    """Decode ``path`` (or its bytes ``data``, already read) fully as H×W×3 uint8 RGB; a :class:`CvmError`
+    naming the file if it cannot be.
 
     An EXIF orientation (phone and some microscope cameras store pixels unrotated and say how to turn
     them) is applied as every image viewer applies it, so a cell is learned as a person sees it; the
     note says so.
     """
     try:
-        with Image.open(path) as img:
+        with Image.open(path if data is None else io.BytesIO(data)) as img:
             img.load()
             orientation = img.getexif().get(0x0112, 1)  # the EXIF Orientation tag
             turned = ImageOps.exif_transpose(img) if orientation not in (None, 1) else img
@@ -69,19 +72,37 @@ def decode_rgb(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
     return np.asarray(rgb, dtype=np.uint8), note
 
 
-def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
-    """Decode ``path`` as RGB and resize it (both sides, like the paper) to ``size``: 3×S×S uint8."""
-    pixels, _ = decode_rgb(path)
+def load_image(path: str | os.PathLike, size: int, sha256: str | None = None) -> np.ndarray:
+    """Decode ``path`` as RGB and resize it (both sides, like the paper) to ``size``: 3×S×S uint8.
+
+    ``sha256``: what the manifest recorded of the file; other bytes (the image was replaced since the
+    manifest was made) are one :class:`CvmError` naming it, never trained on under the old record.
+    """
+    data = None
+    if sha256 is not None:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as err:
+            raise CvmError(f"{shown_path(path)}: cannot be read ({err.strerror}); it was readable when the manifest was "
+                           "made: restore it, or run the workflow again so that prepare lists the folder anew") from None
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise CvmError(f"{shown_path(path)} changed after the manifest was made (its sha256 is not the one recorded); "
+                           "run the same command again: prepare lists the folder anew and the cache follows")
+    pixels, _ = decode_rgb(path, data)
     img = Image.fromarray(pixels).resize((size, size), Image.BILINEAR, reducing_gap=3.0)
     return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def build_cache(paths: list[str], size: int, out: str | os.PathLike, threads: int = 4) -> np.ndarray:
-    """Decode ``paths`` once into ``out`` (.npy, rows in the given order); returns the array."""
+def build_cache(paths: list[str], size: int, out: str | os.PathLike, threads: int = 4,
+                sha256: list[str] | None = None) -> np.ndarray:
+    """Decode ``paths`` once into ``out`` (.npy, rows in the given order); returns the array.
+
+    ``sha256``: the manifest's digest of each file; a file whose bytes differ is refused (see :func:`load_image`).
+    """
     array = np.empty((len(paths), 3, size, size), np.uint8)
 
     def fill(i):
-        array[i] = load_image(paths[i], size)
+        array[i] = load_image(paths[i], size, None if sha256 is None else sha256[i])
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
         list(pool.map(fill, range(len(paths))))
@@ -91,11 +112,29 @@ def build_cache(paths: list[str], size: int, out: str | os.PathLike, threads: in
     return array
 
 
-def load_cache(path: str | os.PathLike, expected_rows: int | None = None) -> np.ndarray:
-    """Memory-map a cache written by :func:`build_cache`, checking it matches its manifest."""
-    if not Path(path).is_file():
+def load_cache(path: str | os.PathLike, expected_rows: int | None = None, size: int | None = None) -> np.ndarray:
+    """Memory-map a cache written by :func:`build_cache`, checking it matches its manifest.
+
+    A cache that cannot be mapped (cut short by a full disk or an interrupted copy) or whose shape is
+    not its manifest's is removed, with one line saying so: it is derived data, and the next run of
+    the workflow makes it again (left in place, its date would keep it "up to date" for ever).
+    """
+    path = Path(path)
+    if not path.is_file():
         raise CvmError(f"image cache {path} not found; run the workflow's cache step first")
-    array = np.load(path, mmap_mode="r")
-    if expected_rows is not None and array.shape[0] != expected_rows:
-        raise CvmError(f"image cache {path} has {array.shape[0]} rows but its manifest {expected_rows}; delete the cache")
+    try:
+        array = np.load(path, mmap_mode="r")
+        problem = None
+    except (ValueError, OSError, EOFError) as err:
+        array, problem = None, f"cannot be read ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    if array is not None:
+        want = (expected_rows if expected_rows is not None else array.shape[0], 3,
+                size or (array.shape[2] if array.ndim == 4 else 0), size or (array.shape[2] if array.ndim == 4 else 0))
+        if array.dtype != np.uint8 or array.shape != want:
+            problem = f"holds {array.dtype} {'x'.join(map(str, array.shape))}, not the manifest's uint8 {'x'.join(map(str, want))}"
+    if problem:
+        del array
+        path.unlink(missing_ok=True)
+        raise CvmError(f"image cache {path} {problem}: it was cut short or belongs to other data, and has been "
+                       "removed; run the same command again to rebuild it")
     return array

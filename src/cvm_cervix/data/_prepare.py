@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .._io import read_json, read_table, write_csv, write_json
 from ..errors import CvmError
+from ..labels import check_distinct_classes
 from ._adapters import list_dataset
 from ._manifest import (assign_splits, combine_frames, conversions, limit_classes, read_manifest, records_frame,
                         summarize)
@@ -61,6 +62,7 @@ def prepare_dataset(name: str, spec: dict, out_dir: str | os.PathLike | None = N
         frame, classes, skipped = records_frame(listing, name, threads), listing.classes, listing.skipped
         converted = conversions(frame)
     present = sorted(set(frame["class"]))
+    check_distinct_classes(list(dict.fromkeys([*classes, *present])), f"dataset {name!r}" + (f" ({root})" if root else ""))
     if len(present) < 2:  # one class trains to 100% accuracy and means nothing
         raise CvmError(f"dataset {name!r}{f' ({root})' if root else ''} has {len(present)} class "
                        f"({', '.join(map(repr, present)) or 'no images'}); a classifier needs at least two: add the "

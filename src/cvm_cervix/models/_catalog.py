@@ -39,7 +39,9 @@ class ModelSpec:
     build_backbone: Callable[..., tuple[Any, int]]
     source: str
     min_img_size: int = 32
-    img_size_multiple: int = 1  # a size its layers need (BoTNet's attention tables: whole cells at stride 32)
+    # a size its layers need: BoTNet's attention tables (whole cells at stride 32); a ViT's 16-pixel patches,
+    # which drop the pixels past the last whole patch (72% of a 30-px image), so other sizes are refused
+    img_size_multiple: int = 1
     cam_layer: str | None = None  # module (inside ``backbone``) whose activations Grad-CAM uses
     attention: str | None = None  # a timm vision transformer (inside ``backbone``; "" = itself) for attention rollout
     mlp_head: bool = False
@@ -79,7 +81,7 @@ def _register_all() -> None:
     tv, tm = "torchvision", "timm"
     specs = [
         ModelSpec("cvm_cervix", "CVM-Cervix", Builder("_fusion", ("deit_tiny_patch16_224",)), "cvm_cervix",
-                  mlp_head=True, cam_layer="cnn.act4", attention="vt",
+                  mlp_head=True, cam_layer="cnn.act4", attention="vt", img_size_multiple=16,
                   note="legacy_xception (2048) ‖ deit_tiny_patch16_224 (192) → MLP 2240-2240-classes, GELU"),
         *[ModelSpec(f"vgg{d}", f"VGG{d}", _tv(f"vgg{d}", "classifier.6"), tv, cam_layer="features")
           for d in (11, 13, 16, 19)],
@@ -98,15 +100,17 @@ def _register_all() -> None:
         # written in this project (``_own``); InceptionResNetV1.min_img_size, checked against the class in the tests
         ModelSpec("inception_resnet_v1", "InceptionResNetV1", Builder("_own", ("InceptionResNetV1",)), "cvm_cervix",
                   min_img_size=75, cam_layer="block8"),
-        ModelSpec("vit", "ViT", _tm("vit_base_patch16_224"), tm, min_img_size=16, attention=""),
+        ModelSpec("vit", "ViT", _tm("vit_base_patch16_224"), tm, min_img_size=16, attention="", img_size_multiple=16),
         ModelSpec("botnet", "BoTNet", _tm("botnet26t_256"), tm, cam_layer="stages", img_size_multiple=32),
-        ModelSpec("deit_tiny", "DeiT", _tm("deit_tiny_patch16_224"), tm, min_img_size=16, attention=""),
+        ModelSpec("deit_tiny", "DeiT", _tm("deit_tiny_patch16_224"), tm, min_img_size=16, attention="",
+                  img_size_multiple=16),
         ModelSpec("t2t_vit", "T2T-ViT", Builder("_own", ("T2TViT",)), "cvm_cervix", min_img_size=16,
                   note="T2T-ViT-14 (transformer T2T layers), written in this project"),
         # Fusion ablations (Sec. 5.2): DeiT with its distillation token fused instead.
         ModelSpec("cvm_cervix_distilled", "CVM-Cervix (DeiT distilled)",
                   Builder("_fusion", ("deit_tiny_distilled_patch16_224",)), "cvm_cervix", mlp_head=True,
-                  cam_layer="cnn.act4", attention="vt", note="ablation: deit_tiny_distilled_patch16_224 in the VT branch"),
+                  cam_layer="cnn.act4", attention="vt", img_size_multiple=16,
+                  note="ablation: deit_tiny_distilled_patch16_224 in the VT branch"),
     ]
     for spec in specs:
         register_model(spec)
