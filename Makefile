@@ -39,7 +39,12 @@ test-cluster: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not workflow and not slow and not cluster" tests
 
+## ruff (lint and format) for Python, snakefmt for the rule files, then Snakemake's own lint
 lint: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[lint]'
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile workflow/
 	$(BIN)/snakemake --lint
 
 ## Plan the paper's experiments without running them (needs dataset roots in config/paper.yaml)

@@ -40,6 +40,6 @@ onerror:
 
 
 rule all:
+    default_target: True
     input:
         P("report"),
-    default_target: True

@@ -26,17 +26,19 @@ from cvm_cervix.models import create_model
 
 
 def plain_loader(root: str, size: int, batch: int, workers: int):
-    tf = transforms.Compose([transforms.Resize((size, size)), transforms.RandomHorizontalFlip(),
-                             transforms.ToTensor()])  # the model normalises its input itself
+    tf = transforms.Compose(
+        [transforms.Resize((size, size)), transforms.RandomHorizontalFlip(), transforms.ToTensor()]
+    )  # the model normalises its input itself
     data = torchvision.datasets.ImageFolder(root, transform=tf)
-    return torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, num_workers=workers,
-                                       persistent_workers=workers > 0)
+    return torch.utils.data.DataLoader(
+        data, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0
+    )
 
 
 def cached_batches(images: torch.Tensor, labels: torch.Tensor, batch: int):
     order = torch.randperm(len(images), device=images.device)
     for i in range(0, len(images), batch):
-        idx = order[i:i + batch]
+        idx = order[i : i + batch]
         x = scale(images[idx])
         flip = torch.rand(len(idx), device=x.device) < 0.5
         yield torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x), labels[idx]
@@ -84,16 +86,24 @@ def main() -> None:
         opt.step()
 
     rows = []
-    for name, batches in (("plain ImageFolder + DataLoader", lambda: loader),
-                          ("decode-once cache, flip/normalise on device", lambda: cached_batches(images, labels, args.batch))):
+    for name, batches in (
+        ("plain ImageFolder + DataLoader", lambda: loader),
+        ("decode-once cache, flip/normalise on device", lambda: cached_batches(images, labels, args.batch)),
+    ):
         epoch_seconds(batches())  # warm-up: worker start, page cache
         data_only = min(epoch_seconds(batches()) for _ in range(args.epochs))
         with_model = min(epoch_seconds(batches(), step) for _ in range(max(1, args.epochs - 1)))
         rows.append((name, data_only, with_model))
 
-    device = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
-    print(f"{len(images)} images from {args.root}, {args.size} px, batch {args.batch}, {args.workers} workers, "
-          f"model {args.model}, {device}; cache built once in {cache_build:.1f} s")
+    device = (
+        torch.cuda.get_device_name(dev)
+        if dev.type == "cuda"
+        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+    )
+    print(
+        f"{len(images)} images from {args.root}, {args.size} px, batch {args.batch}, {args.workers} workers, "
+        f"model {args.model}, {device}; cache built once in {cache_build:.1f} s"
+    )
     print("| input pipeline | data only, s/epoch | with model, s/epoch |")
     print("|---|---|---|")
     for name, data_only, with_model in rows:

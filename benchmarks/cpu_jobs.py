@@ -33,8 +33,22 @@ def jobs(data: str, threads: int, count: int, epochs: int, size: int, tmp: Path)
     """Seconds of wall time for ``count`` trainings started together, ``threads`` threads each."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     start = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-c", TRAIN, data, str(tmp / f"{threads}_{count}_{i}"), str(threads),
-                               str(epochs), str(size)], env=env) for i in range(count)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                TRAIN,
+                data,
+                str(tmp / f"{threads}_{count}_{i}"),
+                str(threads),
+                str(epochs),
+                str(size),
+            ],
+            env=env,
+        )
+        for i in range(count)
+    ]
     if any(p.wait() for p in procs):
         raise SystemExit("a training job failed")
     return time.perf_counter() - start
@@ -53,8 +67,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         one = jobs(args.data, args.threads, 1, args.epochs, args.size, Path(tmp))
         many = jobs(args.data, 1, args.jobs, args.epochs, args.size, Path(tmp))
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; CVM-Cervix, {args.size} px, "
-          f"{args.epochs} epochs, {args.data}")
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; CVM-Cervix, {args.size} px, "
+        f"{args.epochs} epochs, {args.data}"
+    )
     print("| jobs at once | threads per job | wall time (s) | per job (s) |\n|---|---|---|---|")
     print(f"| 1 | {args.threads} | {one:.1f} | {one:.1f} |")
     print(f"| {args.jobs} | 1 | {many:.1f} | {many / args.jobs:.1f} |")

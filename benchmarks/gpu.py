@@ -48,8 +48,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import traceback
 import time
+import traceback
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -79,7 +79,8 @@ def _render_chunk(args):
         name = CLASSES[label]
         rng = np.random.default_rng([0, label, index])
         Image.fromarray(render_cell(CLASS_SETS["combined"][name], size, rng)).save(
-            Path(root) / name / f"{index:05d}.png", format="PNG")
+            Path(root) / name / f"{index:05d}.png", format="PNG"
+        )
 
 
 def make_images(root: Path, n: int, size: int = 100, workers: int = 8) -> tuple[list[str], np.ndarray]:
@@ -107,8 +108,9 @@ def _free(dev):
         torch.cuda.empty_cache()
 
 
-def project_train_rate(model, optimizer, images, labels, batch, steps, dev, amp, warmup=3, captured=False,
-                       step=None) -> float:
+def project_train_rate(
+    model, optimizer, images, labels, batch, steps, dev, amp, warmup=3, captured=False, step=None
+) -> float:
     """Training images/s of ``cvm_cervix.train.train_epoch`` over ``steps`` batches after ``warmup``; with
     ``captured``, of the step replayed as a CUDA graph (``cvm_cervix.step.CapturedStep``: capture happens
     in the warm-up, which then needs more than its 3 eager steps); ``step``: a step object kept between
@@ -119,14 +121,16 @@ def project_train_rate(model, optimizer, images, labels, batch, steps, dev, amp,
 
     def batches(k):
         order = torch.randperm(max(n, batch * k), generator=gen) % n
-        return [order[i * batch:(i + 1) * batch].to(images.device) for i in range(k)]
+        return [order[i * batch : (i + 1) * batch].to(images.device) for i in range(k)]
 
     if step is None and captured:
         step = CapturedStep(model, optimizer, scaler, images, labels, 1, dev, amp, batch_size=batch)
         warmup = max(warmup, WARMUP_STEPS + 2)
     model.train()
     if warmup:
-        loss, _, _, _, _ = train_epoch(model, optimizer, scaler, images, labels, batches(warmup), 1, dev, amp, step=step)
+        loss, _, _, _, _ = train_epoch(
+            model, optimizer, scaler, images, labels, batches(warmup), 1, dev, amp, step=step
+        )
         float(loss)
     _sync(dev)
     start = time.perf_counter()
@@ -152,9 +156,15 @@ def plain_train_rate(root: Path, model, optimizer, size, batch, steps, dev, amp,
     # ToTensor gives [0, 1]: the model normalises its input with its own weights' statistics.
     tf = transforms.Compose([transforms.Resize((size, size)), transforms.RandomHorizontalFlip(), transforms.ToTensor()])
     data = torchvision.datasets.ImageFolder(str(root), transform=tf)
-    loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, num_workers=workers,
-                                         pin_memory=dev.type == "cuda", drop_last=True,
-                                         persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        data,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=dev.type == "cuda",
+        drop_last=True,
+        persistent_workers=workers > 0,
+    )
     model.train()
     dtype = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
     seen, start, running = 0, None, 0.0
@@ -247,10 +257,16 @@ def worker(args) -> None:
     project_train_rate(step, opt, images, labels, args.batch, 0, dev, True, warmup=1)  # the first step, alone
     first_step = time.time() - args.t0
     # then the rest of the warm-up: one step at a time on the CPU; capture, where captured
-    step_ = CapturedStep(model, opt, torch.amp.GradScaler("cuda", enabled=False), images, labels, 1, dev, True,
-                         batch_size=args.batch) if captured else None
-    project_train_rate(step, opt, images, labels, args.batch, 0, dev, True, warmup=WARMUP_STEPS + 2 if captured else 2,
-                       step=step_)
+    step_ = (
+        CapturedStep(
+            model, opt, torch.amp.GradScaler("cuda", enabled=False), images, labels, 1, dev, True, batch_size=args.batch
+        )
+        if captured
+        else None
+    )
+    project_train_rate(
+        step, opt, images, labels, args.batch, 0, dev, True, warmup=WARMUP_STEPS + 2 if captured else 2, step=step_
+    )
     ready = time.time() - args.t0
     Path(args.barrier, f"ready.{os.getpid()}").touch()
     deadline = time.monotonic() + 600
@@ -272,25 +288,66 @@ def worker(args) -> None:
         import resource
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # host memory: the CPU smoke run
-    print(json.dumps({"images_per_s": seen / wall, "cpu_cores": cpu / wall, "peak_mib": peak,
-                      "device_in_use_mib": in_use, "import_s": imported, "first_step_s": first_step,
-                      "ready_s": ready}), flush=True)
+    print(
+        json.dumps(
+            {
+                "images_per_s": seen / wall,
+                "cpu_cores": cpu / wall,
+                "peak_mib": peak,
+                "device_in_use_mib": in_use,
+                "import_s": imported,
+                "first_step_s": first_step,
+                "ready_s": ready,
+            }
+        ),
+        flush=True,
+    )
 
 
-def concurrent_runs(k: int, cache: Path, batch: int, seconds: float, size: int, device: str, step: str = "eager",
-                    fused: bool = False, cudnn_benchmark: bool = True) -> dict:
+def concurrent_runs(
+    k: int,
+    cache: Path,
+    batch: int,
+    seconds: float,
+    size: int,
+    device: str,
+    step: str = "eager",
+    fused: bool = False,
+    cudnn_benchmark: bool = True,
+) -> dict:
     """``k`` worker processes started at once; their sum (images/s, CPU cores) and their worst (memory, first step)."""
     barrier = Path(tempfile.mkdtemp(prefix="cvm_barrier_"))
-    cmd = [sys.executable, __file__, "--worker", str(cache), "--batch", str(batch), "--seconds", str(seconds),
-           "--size", str(size), "--device", device, "--step", step, "--runs", str(k), "--barrier", str(barrier),
-           "--cudnn-benchmark", str(int(cudnn_benchmark))] + (["--fused"] if fused else [])
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        str(cache),
+        "--batch",
+        str(batch),
+        "--seconds",
+        str(seconds),
+        "--size",
+        str(size),
+        "--device",
+        device,
+        "--step",
+        step,
+        "--runs",
+        str(k),
+        "--barrier",
+        str(barrier),
+        "--cudnn-benchmark",
+        str(int(cudnn_benchmark)),
+    ] + (["--fused"] if fused else [])
     path = os.environ.get("PYTHONPATH")  # kept: it may hold what this machine's Python lacks (gpu_checks.sh)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src") + (os.pathsep + path if path else "")}
     # each run's output to files, and every run watched at once: one that fails ends the others at once
     # (they would wait at the barrier for it)
     outs = [(open(barrier / f"out.{i}", "w+"), open(barrier / f"err.{i}", "w+")) for i in range(k)]
-    procs = [subprocess.Popen(cmd + ["--t0", repr(time.time())], stdout=out, stderr=err, text=True, env=env)
-             for out, err in outs]
+    procs = [
+        subprocess.Popen(cmd + ["--t0", repr(time.time())], stdout=out, stderr=err, text=True, env=env)
+        for out, err in outs
+    ]
     deadline = time.monotonic() + seconds + 600
     try:
         while any(p.poll() is None for p in procs):
@@ -315,17 +372,28 @@ def concurrent_runs(k: int, cache: Path, batch: int, seconds: float, size: int, 
         code, err = next(((c, e) for c, e in bad if c is not None), bad[0])
         print(err[-3000:], file=sys.stderr)  # the whole story, for the log
         last = (err.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"{len(bad)} of {k} runs failed or ran out of time; the first: "
-                           f"{'timed out' if code is None else f'exit {code}'}: {last}")
+        raise RuntimeError(
+            f"{len(bad)} of {k} runs failed or ran out of time; the first: "
+            f"{'timed out' if code is None else f'exit {code}'}: {last}"
+        )
     runs = [json.loads(o.strip().splitlines()[-1]) for o, _ in texts]
     in_use = [r["device_in_use_mib"] for r in runs if r["device_in_use_mib"] is not None]
-    return {"runs": k, "step": step, "fused": fused, "cudnn_benchmark": cudnn_benchmark, "size": size,
-            "images_per_s": sum(r["images_per_s"] for r in runs),
-            "per_run_images_per_s": [r["images_per_s"] for r in runs],
-            "cpu_cores": sum(r["cpu_cores"] for r in runs), "peak_mib_per_run": max(r["peak_mib"] for r in runs),
-            "device_in_use_mib": max(in_use) if in_use else None,
-            "import_s": max(r["import_s"] for r in runs), "first_step_s": max(r["first_step_s"] for r in runs),
-            "mean_first_step_s": sum(r["first_step_s"] for r in runs) / k, "ready_s": max(r["ready_s"] for r in runs)}
+    return {
+        "runs": k,
+        "step": step,
+        "fused": fused,
+        "cudnn_benchmark": cudnn_benchmark,
+        "size": size,
+        "images_per_s": sum(r["images_per_s"] for r in runs),
+        "per_run_images_per_s": [r["images_per_s"] for r in runs],
+        "cpu_cores": sum(r["cpu_cores"] for r in runs),
+        "peak_mib_per_run": max(r["peak_mib"] for r in runs),
+        "device_in_use_mib": max(in_use) if in_use else None,
+        "import_s": max(r["import_s"] for r in runs),
+        "first_step_s": max(r["first_step_s"] for r in runs),
+        "mean_first_step_s": sum(r["first_step_s"] for r in runs) / k,
+        "ready_s": max(r["ready_s"] for r in runs),
+    }
 
 
 # --- the paper's plan ---------------------------------------------------------------------------------------
@@ -398,9 +466,12 @@ def cpu_comparison(args) -> dict:
         paths, labels = make_images(root, args.cpu_images, 100, workers=max(1, min(4, os.cpu_count() or 1)))
         array = build_cache(paths, args.cpu_size, Path(tmp) / "cache.npy", threads=os.cpu_count() or 1)
         images, y = torch.from_numpy(array), torch.from_numpy(labels)
-        loops = {"plain": lambda m, o: plain_train_rate(root, m, o, args.cpu_size, 16, args.cpu_steps, dev, False,
-                                                         args.workers),
-                 "workflow": lambda m, o: project_train_rate(m, o, images, y, 16, args.cpu_steps, dev, False)}
+        loops = {
+            "plain": lambda m, o: plain_train_rate(
+                root, m, o, args.cpu_size, 16, args.cpu_steps, dev, False, args.workers
+            ),
+            "workflow": lambda m, o: project_train_rate(m, o, images, y, 16, args.cpu_steps, dev, False),
+        }
         models = {}
         for name in loops:
             torch.manual_seed(0)
@@ -409,14 +480,25 @@ def cpu_comparison(args) -> dict:
         for _ in range(args.cpu_repeats):  # alternate the loops, keep each one's best: a fair side-by-side
             for name, fn in loops.items():
                 out[name] = max(out[name], fn(*models[name]))
-    print(f"CPU ({platform.machine()}, {torch.get_num_threads()} threads), CVM-Cervix at {args.cpu_size} px, batch 16, "
-          f"{args.cpu_images} synthetic images, best of {args.cpu_repeats} × {args.cpu_steps} timed steps, "
-          f"{args.workers} DataLoader workers, "
-          f"torch {torch.__version__}")
-    print(table([["plain ImageFolder + DataLoader, loss.item() per step", f"{out['plain']:.1f}", "1.00"],
-                 ["workflow (decode-once cache, device-side flips, one read-back per epoch)", f"{out['workflow']:.1f}",
-                  f"{out['workflow'] / out['plain']:.2f}"]],
-                ["training loop", "images/s", "× plain"]))
+    print(
+        f"CPU ({platform.machine()}, {torch.get_num_threads()} threads), CVM-Cervix at {args.cpu_size} px, batch 16, "
+        f"{args.cpu_images} synthetic images, best of {args.cpu_repeats} × {args.cpu_steps} timed steps, "
+        f"{args.workers} DataLoader workers, "
+        f"torch {torch.__version__}"
+    )
+    print(
+        table(
+            [
+                ["plain ImageFolder + DataLoader, loss.item() per step", f"{out['plain']:.1f}", "1.00"],
+                [
+                    "workflow (decode-once cache, device-side flips, one read-back per epoch)",
+                    f"{out['workflow']:.1f}",
+                    f"{out['workflow'] / out['plain']:.2f}",
+                ],
+            ],
+            ["training loop", "images/s", "× plain"],
+        )
+    )
     return {"cpu": out, "size": args.cpu_size, "threads": torch.get_num_threads()}
 
 
@@ -426,9 +508,22 @@ def gpu_benchmark(args) -> dict:
     cuda = dev.type == "cuda"
     torch.backends.cudnn.benchmark = True  # as training sets it
     name = torch.cuda.get_device_name(dev) if cuda else f"CPU ({platform.machine()}), smoke run"
-    result: dict = {"device": name, "torch": torch.__version__, "size": args.size, "images": args.images,
-                    "budget_s": args.budget, "train": [], "infer": [], "concurrent": {}, "warmup": [],
-                    "model_rates": {}, "floor_rates": {}, "plain": None, "skipped": [], "failed": []}
+    result: dict = {
+        "device": name,
+        "torch": torch.__version__,
+        "size": args.size,
+        "images": args.images,
+        "budget_s": args.budget,
+        "train": [],
+        "infer": [],
+        "concurrent": {},
+        "warmup": [],
+        "model_rates": {},
+        "floor_rates": {},
+        "plain": None,
+        "skipped": [],
+        "failed": [],
+    }
     result = resumed(args, result)
 
     def save():
@@ -458,8 +553,10 @@ def gpu_benchmark(args) -> dict:
         few = min(len(paths), 512)  # the concurrent runs' images: a step's cost does not depend on the set's size
         np.save(tmp / "few.npy", array[:few])
         build_cache(paths[:few], 32, tmp / "few_32.npy", threads=threads)
-        print(f"{len(paths)} synthetic images written and cached at {args.size} px in {time.perf_counter() - t0:.0f} s",
-              flush=True)
+        print(
+            f"{len(paths)} synthetic images written and cached at {args.size} px in {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
         y = torch.from_numpy(labels).to(dev)
         resident = torch.from_numpy(array).to(dev)
         big = result.get("largest_batch") or largest_batch(resident, y, dev, True, args.size, limit=args.max_batch)
@@ -472,8 +569,13 @@ def gpu_benchmark(args) -> dict:
             nonlocal pinned
             need = {"eager": 15, "cuda_graph": 20}.get(mode, 150)
             label = f"train {precision} {store} batch {batch} {mode}{' fused' if fused else ''}"
-            row = {"precision": precision, "images_on": "GPU" if store == "GPU" else "host, pinned", "batch": batch,
-                   "step": mode, "optimizer": "AdamW fused" if fused else "AdamW"}
+            row = {
+                "precision": precision,
+                "images_on": "GPU" if store == "GPU" else "host, pinned",
+                "batch": batch,
+                "step": mode,
+                "optimizer": "AdamW fused" if fused else "AdamW",
+            }
             if any(all(r[k] == v for k, v in row.items()) for r in result["train"]):
                 return  # measured already (by this run: the floor's batch may be 16; or by the one resumed)
             if mode == "cuda_graph" and not cuda:
@@ -488,12 +590,22 @@ def gpu_benchmark(args) -> dict:
                 if pinned is None:
                     pinned = torch.from_numpy(array).pin_memory() if cuda else torch.from_numpy(array)
                 images, labels_ = pinned, y.cpu()
-            model, step, opt = fresh_model("cvm_cervix", dev, args.size, mode if mode == "reduce-overhead" else None,
-                                           mode == "cuda_graph", fused)
+            model, step, opt = fresh_model(
+                "cvm_cervix", dev, args.size, mode if mode == "reduce-overhead" else None, mode == "cuda_graph", fused
+            )
             try:
-                rate = project_train_rate(step, opt, images, labels_, batch, args.steps, dev, precision == "bf16",
-                                          warmup=10 if mode == "reduce-overhead" else args.warmup,
-                                          captured=mode == "cuda_graph")
+                rate = project_train_rate(
+                    step,
+                    opt,
+                    images,
+                    labels_,
+                    batch,
+                    args.steps,
+                    dev,
+                    precision == "bf16",
+                    warmup=10 if mode == "reduce-overhead" else args.warmup,
+                    captured=mode == "cuda_graph",
+                )
             except torch.OutOfMemoryError:
                 rate = None
             del model, step, opt
@@ -529,13 +641,17 @@ def gpu_benchmark(args) -> dict:
                 if budget.left() < 30 + args.seconds + 3 * k:
                     result["skipped"].append(f"concurrent K={k}: out of time")
                     continue
-                r = concurrent_runs(k, tmp / "few.npy", 16, args.seconds, args.size, args.device, mode["step"],
-                                    mode["fused"])
+                r = concurrent_runs(
+                    k, tmp / "few.npy", 16, args.seconds, args.size, args.device, mode["step"], mode["fused"]
+                )
                 result["concurrent"][k] = r
                 save()
-                print(f"K={k} runs at batch 16 ({mode['step']}): {r['images_per_s']:.0f} images/s in all, "
-                      f"{r['peak_mib_per_run']:.0f} MiB peak per run, {r['cpu_cores']:.1f} CPU cores, first step after "
-                      f"{r['first_step_s']:.1f} s", flush=True)
+                print(
+                    f"K={k} runs at batch 16 ({mode['step']}): {r['images_per_s']:.0f} images/s in all, "
+                    f"{r['peak_mib_per_run']:.0f} MiB peak per run, {r['cpu_cores']:.1f} CPU cores, first step after "
+                    f"{r['first_step_s']:.1f} s",
+                    flush=True,
+                )
 
         def warmup():  # 4. the embedded default's start: K processes at 32 px, cuDNN autotuning on and off
             k = max([k for k in args.concurrent if k <= 4] or [1])
@@ -552,8 +668,11 @@ def gpu_benchmark(args) -> dict:
                 r = concurrent_runs(k, tmp / "few_32.npy", 16, 2, 32, args.device, cudnn_benchmark=autotune)
                 result["warmup"].append(r)
                 save()
-                print(f"{label}: first step after {r['mean_first_step_s']:.1f} s (slowest {r['first_step_s']:.1f} s; "
-                      f"imports {r['import_s']:.1f} s)", flush=True)
+                print(
+                    f"{label}: first step after {r['mean_first_step_s']:.1f} s (slowest {r['first_step_s']:.1f} s; "
+                    f"imports {r['import_s']:.1f} s)",
+                    flush=True,
+                )
 
         def per_model():  # 5. each model of the plan at batch 16 and at a large batch
             mode = best_row(result, 16)
@@ -570,14 +689,17 @@ def gpu_benchmark(args) -> dict:
                 if m in result["model_rates"] and m in result["floor_rates"]:
                     continue
                 if budget.left() < 20 or get_model_spec(m).min_img_size > args.size:
-                    result["skipped"].append(f"per-model rate {m}: "
-                                             + ("out of time" if budget.left() < 20 else f"needs more than {args.size} px"))
+                    result["skipped"].append(
+                        f"per-model rate {m}: "
+                        + ("out of time" if budget.left() < 20 else f"needs more than {args.size} px")
+                    )
                     continue
                 captured = mode["step"] == "cuda_graph"
                 _, step, opt = fresh_model(m, dev, args.size, capturable=captured, fused=mode["fused"])
                 try:
-                    result["model_rates"][m] = project_train_rate(step, opt, fake, fake_y, 16, args.model_steps, dev,
-                                                                  True, captured=captured)
+                    result["model_rates"][m] = project_train_rate(
+                        step, opt, fake, fake_y, 16, args.model_steps, dev, True, captured=captured
+                    )
                 except Exception as err:  # noqa: BLE001 - a model whose step cannot be captured: its eager rate
                     if not captured:
                         raise
@@ -585,20 +707,26 @@ def gpu_benchmark(args) -> dict:
                     del step, opt
                     _free(dev)
                     _, step, opt = fresh_model(m, dev, args.size)
-                    result["model_rates"][m] = project_train_rate(step, opt, fake, fake_y, 16, args.model_steps, dev, True)
+                    result["model_rates"][m] = project_train_rate(
+                        step, opt, fake, fake_y, 16, args.model_steps, dev, True
+                    )
                 del step, opt
                 _free(dev)
                 _, step, opt = fresh_model(m, dev, args.size)  # its floor: the eager rate at a large batch
                 try:
-                    result["floor_rates"][m] = project_train_rate(step, opt, fake, fake_y, 128,
-                                                                  max(3, args.model_steps // 3), dev, True)
+                    result["floor_rates"][m] = project_train_rate(
+                        step, opt, fake, fake_y, 128, max(3, args.model_steps // 3), dev, True
+                    )
                 except torch.OutOfMemoryError:
                     result["skipped"].append(f"floor rate {m}: out of memory at batch 128")
                 del step, opt
                 _free(dev)
                 save()
-                print(f"{m}: {result['model_rates'][m]:.0f} images/s at batch 16, "
-                      f"{result['floor_rates'].get(m, float('nan')):.0f} at batch 128", flush=True)
+                print(
+                    f"{m}: {result['model_rates'][m]:.0f} images/s at batch 16, "
+                    f"{result['floor_rates'].get(m, float('nan')):.0f} at batch 128",
+                    flush=True,
+                )
 
         def extras():  # 6. measured before: host-pinned images, the captured step at the large batch, compile, plain
             for p in args.precisions:
@@ -615,12 +743,19 @@ def gpu_benchmark(args) -> dict:
                 return
             torch.manual_seed(0)
             model, step, opt = fresh_model("cvm_cervix", dev, args.size)
-            result["plain"] = plain_train_rate(tmp / "images", step, opt, args.size, 16, args.steps, dev, True,
-                                               min(args.workers, os.cpu_count() or 1))
+            result["plain"] = plain_train_rate(
+                tmp / "images", step, opt, args.size, 16, args.steps, dev, True, min(args.workers, os.cpu_count() or 1)
+            )
             print(f"plain loop bf16 batch 16: {result['plain']:.0f}", flush=True)
 
-        for title, fn in [("step", the_step), ("inference", inference), ("sharing", sharing), ("warm-up", warmup),
-                          ("per-model", per_model), ("extras", extras)]:
+        for title, fn in [
+            ("step", the_step),
+            ("inference", inference),
+            ("sharing", sharing),
+            ("warm-up", warmup),
+            ("per-model", per_model),
+            ("extras", extras),
+        ]:
             print(f"-- {title} ({budget.left():.0f} s of the budget left)", flush=True)
             section(title, fn)
 
@@ -643,15 +778,25 @@ def resumed(args, result: dict) -> dict:
         raise SystemExit(f"--resume: {path} holds a run on {theirs}, this one is on {mine}; give another --json")
     old["concurrent"] = {int(k): v for k, v in old["concurrent"].items()}
     old.update(skipped=[], failed=[], budget_s=old["budget_s"] + args.budget, resumed=old.get("resumed", 0) + 1)
-    print(f"going on from {path}: {len(old['train'])} training rows, K = {sorted(old['concurrent'])}, "
-          f"{len(old['model_rates'])} model rates kept", flush=True)
+    print(
+        f"going on from {path}: {len(old['train'])} training rows, K = {sorted(old['concurrent'])}, "
+        f"{len(old['model_rates'])} model rates kept",
+        flush=True,
+    )
     return old
 
 
 def best_row(result: dict, batch: int, precision: str = "bf16") -> dict:
     """The fastest training row at ``batch`` in ``precision`` on GPU-resident images (eager if none ran)."""
-    rows = [r for r in result["train"] if r["batch"] == batch and r["precision"] == precision
-            and r["images_on"] == "GPU" and r["images_per_s"] and r["step"] in ("eager", "cuda_graph")]
+    rows = [
+        r
+        for r in result["train"]
+        if r["batch"] == batch
+        and r["precision"] == precision
+        and r["images_on"] == "GPU"
+        and r["images_per_s"]
+        and r["step"] in ("eager", "cuda_graph")
+    ]
     best = max(rows, key=lambda r: r["images_per_s"], default=None)
     if best is None:
         return {"step": "eager", "fused": False, "images_per_s": None}
@@ -660,8 +805,14 @@ def best_row(result: dict, batch: int, precision: str = "bf16") -> dict:
 
 def floor_rate(result: dict, precision: str) -> float | None:
     """The model's floor in ``precision``: its best rate at the largest batch, images on the GPU."""
-    rates = [r["images_per_s"] for r in result["train"] if r["precision"] == precision and r["images_on"] == "GPU"
-             and r["batch"] == result.get("largest_batch") and r["images_per_s"]]
+    rates = [
+        r["images_per_s"]
+        for r in result["train"]
+        if r["precision"] == precision
+        and r["images_on"] == "GPU"
+        and r["batch"] == result.get("largest_batch")
+        and r["images_per_s"]
+    ]
     return max(rates, default=None)
 
 
@@ -686,94 +837,193 @@ FASTER = 1.10
 
 def recommend(r: dict) -> dict:
     """The defaults these numbers argue for, each with its reason; None where the rows it needs did not run."""
+
     def rate(batch, step, optimizer="AdamW", precision="bf16"):
-        return next((t["images_per_s"] for t in r["train"] if (t["precision"], t["images_on"], t["batch"], t["step"],
-                     t["optimizer"]) == (precision, "GPU", batch, step, optimizer) and t["images_per_s"]), None)
+        return next(
+            (
+                t["images_per_s"]
+                for t in r["train"]
+                if (t["precision"], t["images_on"], t["batch"], t["step"], t["optimizer"])
+                == (precision, "GPU", batch, step, optimizer)
+                and t["images_per_s"]
+            ),
+            None,
+        )
 
     out: dict = {}
     eager, captured = rate(16, "eager"), rate(16, "cuda_graph")
     if eager and captured:
         ratio = captured / eager
-        out["train.step"] = {"value": "cuda_graph" if ratio >= FASTER else "eager",
-                             "why": f"captured {captured:.0f} against eager {eager:.0f} images/s at batch 16 in bf16 "
-                                    f"({ratio:.2f}x; a default changes at {FASTER:.2f}x)"}
+        out["train.step"] = {
+            "value": "cuda_graph" if ratio >= FASTER else "eager",
+            "why": f"captured {captured:.0f} against eager {eager:.0f} images/s at batch 16 in bf16 "
+            f"({ratio:.2f}x; a default changes at {FASTER:.2f}x)",
+        }
     fused = rate(16, "cuda_graph" if out.get("train.step", {}).get("value") == "cuda_graph" else "eager", "AdamW fused")
     base = captured if out.get("train.step", {}).get("value") == "cuda_graph" else eager
     if fused and base:
-        out["fused AdamW"] = {"value": fused / base >= FASTER,
-                              "why": f"{fused:.0f} against {base:.0f} images/s with the step above ({fused / base:.2f}x)"}
+        out["fused AdamW"] = {
+            "value": fused / base >= FASTER,
+            "why": f"{fused:.0f} against {base:.0f} images/s with the step above ({fused / base:.2f}x)",
+        }
     shared = {int(k): v for k, v in r["concurrent"].items()}
     if 1 in shared and len(shared) > 1:
         best = max(v["images_per_s"] for v in shared.values())
         # the fewest runs per GPU that get within 10% of the most it gave: more only add memory and CPU cores
         k = min(k for k, v in shared.items() if v["images_per_s"] >= best / FASTER)
-        out["gpu.jobs_per_device"] = {"value": k, "why": f"{shared[k]['images_per_s']:.0f} images/s with {k} runs "
-                                      f"against {shared[1]['images_per_s']:.0f} with one (most: {best:.0f}); "
-                                      f"{shared[k]['peak_mib_per_run']:,.0f} MiB and "
-                                      f"{shared[k]['cpu_cores'] / k:.1f} CPU cores per run"}
+        out["gpu.jobs_per_device"] = {
+            "value": k,
+            "why": f"{shared[k]['images_per_s']:.0f} images/s with {k} runs "
+            f"against {shared[1]['images_per_s']:.0f} with one (most: {best:.0f}); "
+            f"{shared[k]['peak_mib_per_run']:,.0f} MiB and "
+            f"{shared[k]['cpu_cores'] / k:.1f} CPU cores per run",
+        }
     warm = {w["cudnn_benchmark"]: w for w in r["warmup"]}
     if True in warm and False in warm:
         on, off = warm[True]["mean_first_step_s"], warm[False]["mean_first_step_s"]
         out["cuDNN autotuning on small images"] = {
             "value": not (on >= off * FASTER),
-            "why": f"first step after {on:.1f} s with it, {off:.1f} s without ({warm[True]['runs']} jobs at 32 px)"}
+            "why": f"first step after {on:.1f} s with it, {off:.1f} s without ({warm[True]['runs']} jobs at 32 px)",
+        }
     return out
 
 
 def report(r: dict) -> None:
     plain = r.get("plain")
-    print(f"\n{r['device']}, torch {r['torch']}, CVM-Cervix at {r['size']} px, {r['images']} synthetic images"
-          f"{' (the combined set' + chr(39) + 's size)' if r['images'] >= 8838 else ''}\n")
+    print(
+        f"\n{r['device']}, torch {r['torch']}, CVM-Cervix at {r['size']} px, {r['images']} synthetic images"
+        f"{' (the combined set' + chr(39) + 's size)' if r['images'] >= 8838 else ''}\n"
+    )
     floors = {p: floor_rate(r, p) for p in ("fp32", "bf16")}
-    rows = [[t["precision"] + (" autocast" if t["precision"] == "bf16" else ""), t["images_on"], t["batch"],
-             t["step"], t["optimizer"], f"{t['images_per_s']:.0f}" if t["images_per_s"] else "out of memory",
-             f"{t['images_per_s'] / plain:.2f}" if t["images_per_s"] and plain else "–",
-             f"{100 * t['images_per_s'] / floors[t['precision']]:.0f}%" if t["images_per_s"] and floors[t["precision"]]
-             else "–"] for t in r["train"]]
+    rows = [
+        [
+            t["precision"] + (" autocast" if t["precision"] == "bf16" else ""),
+            t["images_on"],
+            t["batch"],
+            t["step"],
+            t["optimizer"],
+            f"{t['images_per_s']:.0f}" if t["images_per_s"] else "out of memory",
+            f"{t['images_per_s'] / plain:.2f}" if t["images_per_s"] and plain else "–",
+            f"{100 * t['images_per_s'] / floors[t['precision']]:.0f}%"
+            if t["images_per_s"] and floors[t["precision"]]
+            else "–",
+        ]
+        for t in r["train"]
+    ]
     if plain:
-        rows.append(["bf16 autocast", "plain ImageFolder + DataLoader", 16, "eager", "AdamW", f"{plain:.0f}", "1.00", "–"])
-    print(table(rows, ["training", "images on", "batch", "step", "optimizer", "images/s", "× plain",
-                       f"of the floor (batch {r.get('largest_batch')}, same precision)"]))
+        rows.append(
+            ["bf16 autocast", "plain ImageFolder + DataLoader", 16, "eager", "AdamW", f"{plain:.0f}", "1.00", "–"]
+        )
+    print(
+        table(
+            rows,
+            [
+                "training",
+                "images on",
+                "batch",
+                "step",
+                "optimizer",
+                "images/s",
+                "× plain",
+                f"of the floor (batch {r.get('largest_batch')}, same precision)",
+            ],
+        )
+    )
     if r["infer"]:
         print()
-        print(table([[i["precision"], i["batch"], f"{i['images_per_s']:.0f}"] for i in r["infer"]],
-                    ["inference", "batch", "images/s"]))
+        print(
+            table(
+                [[i["precision"], i["batch"], f"{i['images_per_s']:.0f}"] for i in r["infer"]],
+                ["inference", "batch", "images/s"],
+            )
+        )
     if r["concurrent"]:
         print()
         one = r["concurrent"].get(1) or next(iter(r["concurrent"].values()))
-        print(table([[k, f"{v['images_per_s']:.0f}", f"{v['images_per_s'] / one['images_per_s']:.2f}",
-                      f"{min(v['per_run_images_per_s']):.0f}–{max(v['per_run_images_per_s']):.0f}",
-                      f"{v['peak_mib_per_run']:,.0f}",
-                      f"{v['device_in_use_mib']:,.0f}" if v["device_in_use_mib"] is not None else "–",
-                      f"{v['cpu_cores']:.1f}", f"{v['first_step_s']:.1f}"] for k, v in r["concurrent"].items()],
-                    [f"runs sharing the GPU (bf16, batch 16, {r['sharing_step']['step']} step)", "images/s in all",
-                     "× one run", "images/s per run", "peak MiB per run (PyTorch)", "device MiB in use (all runs)",
-                     "CPU cores busy (all runs)", "first step after (s, slowest run)"]))
+        print(
+            table(
+                [
+                    [
+                        k,
+                        f"{v['images_per_s']:.0f}",
+                        f"{v['images_per_s'] / one['images_per_s']:.2f}",
+                        f"{min(v['per_run_images_per_s']):.0f}–{max(v['per_run_images_per_s']):.0f}",
+                        f"{v['peak_mib_per_run']:,.0f}",
+                        f"{v['device_in_use_mib']:,.0f}" if v["device_in_use_mib"] is not None else "–",
+                        f"{v['cpu_cores']:.1f}",
+                        f"{v['first_step_s']:.1f}",
+                    ]
+                    for k, v in r["concurrent"].items()
+                ],
+                [
+                    f"runs sharing the GPU (bf16, batch 16, {r['sharing_step']['step']} step)",
+                    "images/s in all",
+                    "× one run",
+                    "images/s per run",
+                    "peak MiB per run (PyTorch)",
+                    "device MiB in use (all runs)",
+                    "CPU cores busy (all runs)",
+                    "first step after (s, slowest run)",
+                ],
+            )
+        )
     if r["warmup"]:
         print()
-        print(table([[f"{w['runs']} at {w['size']} px", "on" if w["cudnn_benchmark"] else "off", f"{w['import_s']:.1f}",
-                      f"{w['mean_first_step_s']:.1f}", f"{w['first_step_s']:.1f}", f"{w['ready_s']:.1f}"]
-                     for w in r["warmup"]],
-                    ["processes started together", "cuDNN autotuning", "imports done (s)", "first step (s, mean)",
-                     "first step (s, slowest)", "warmed up (s, slowest)"]))
+        print(
+            table(
+                [
+                    [
+                        f"{w['runs']} at {w['size']} px",
+                        "on" if w["cudnn_benchmark"] else "off",
+                        f"{w['import_s']:.1f}",
+                        f"{w['mean_first_step_s']:.1f}",
+                        f"{w['first_step_s']:.1f}",
+                        f"{w['ready_s']:.1f}",
+                    ]
+                    for w in r["warmup"]
+                ],
+                [
+                    "processes started together",
+                    "cuDNN autotuning",
+                    "imports done (s)",
+                    "first step (s, mean)",
+                    "first step (s, slowest)",
+                    "warmed up (s, slowest)",
+                ],
+            )
+        )
     if len(r["model_rates"]) > 1:
         print()
-        print(table([[m, f"{v:.0f}", f"{r['floor_rates'][m]:.0f}" if m in r["floor_rates"] else "–",
-                      f"{100 * v / r['floor_rates'][m]:.0f}%" if r["floor_rates"].get(m) else "–"]
-                     for m, v in r["model_rates"].items()],
-                    ["model (bf16)", "images/s at batch 16", "at its large batch (floor)", "batch 16 of the floor"]))
+        print(
+            table(
+                [
+                    [
+                        m,
+                        f"{v:.0f}",
+                        f"{r['floor_rates'][m]:.0f}" if m in r["floor_rates"] else "–",
+                        f"{100 * v / r['floor_rates'][m]:.0f}%" if r["floor_rates"].get(m) else "–",
+                    ]
+                    for m, v in r["model_rates"].items()
+                ],
+                ["model (bf16)", "images/s at batch 16", "at its large batch (floor)", "batch 16 of the floor"],
+            )
+        )
     print()
     for p, floor in floors.items():
         best = best_row(r, 16, p)["images_per_s"]
         if best and floor:
-            print(f"{p}: batch 16 at {best:.0f} images/s is {100 * best / floor:.0f}% of the floor "
-                  f"({floor:.0f} images/s at batch {r['largest_batch']}; goal: 70%)")
+            print(
+                f"{p}: batch 16 at {best:.0f} images/s is {100 * best / floor:.0f}% of the floor "
+                f"({floor:.0f} images/s at batch {r['largest_batch']}; goal: 70%)"
+            )
     if r.get("paper_gpu_hours"):
         step = best_row(r, 16)
-        print(f"config/paper.yaml ({r['paper_runs']} runs, each model at its own measured batch-16 bf16 rate, "
-              f"{step['step']} step{', fused AdamW' if step['fused'] else ''}): {r['paper_gpu_hours']:.2f} GPU-hours; "
-              f"its floor (each model at its large-batch rate): {r['paper_floor_hours']:.2f} GPU-hours; "
-              f"{r['paper_gpu_hours'] / r['paper_floor_hours']:.2f}× the floor (goal: 1.3×)")
+        print(
+            f"config/paper.yaml ({r['paper_runs']} runs, each model at its own measured batch-16 bf16 rate, "
+            f"{step['step']} step{', fused AdamW' if step['fused'] else ''}): {r['paper_gpu_hours']:.2f} GPU-hours; "
+            f"its floor (each model at its large-batch rate): {r['paper_floor_hours']:.2f} GPU-hours; "
+            f"{r['paper_gpu_hours'] / r['paper_floor_hours']:.2f}× the floor (goal: 1.3×)"
+        )
     if r.get("recommended"):
         print("\nWhat the numbers say for the defaults:")
         for key, rec in r["recommended"].items():
@@ -790,31 +1040,56 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=40, help="timed training steps per configuration")
     parser.add_argument("--seconds", type=float, default=8, help="timed seconds of the runs sharing the GPU")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed eager steps before each timed training configuration")
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="untimed eager steps before each timed training configuration"
+    )
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the plain loop")
     parser.add_argument("--budget", type=float, default=420, help="seconds; later measurements are skipped past it")
     parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile(mode='reduce-overhead')")
-    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
-                        help="training precisions measured")
-    parser.add_argument("--stores", nargs="+", choices=["GPU", "host"], default=["GPU", "host"],
-                        help="where the training images are kept: on the GPU or pinned in host memory")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=["fp32", "bf16"],
+        default=["fp32", "bf16"],
+        help="training precisions measured",
+    )
+    parser.add_argument(
+        "--stores",
+        nargs="+",
+        choices=["GPU", "host"],
+        default=["GPU", "host"],
+        help="where the training images are kept: on the GPU or pinned in host memory",
+    )
     parser.add_argument("--no-per-model", action="store_true", help="project every model at CVM-Cervix's rate")
     parser.add_argument("--cpu-size", type=int, default=64, help="without CUDA: image size of the CPU comparison")
     parser.add_argument("--cpu-images", type=int, default=352)
     parser.add_argument("--cpu-steps", type=int, default=12)
     parser.add_argument("--cpu-repeats", type=int, default=3)
     parser.add_argument("--json", help="also write the results here (rewritten after every section)")
-    parser.add_argument("--resume", action="store_true",
-                        help="go on from the results in --json of an earlier run on this card (a cut one, say): "
-                             "keep what it measured and measure the rest")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on from the results in --json of an earlier run on this card (a cut one, say): "
+        "keep what it measured and measure the rest",
+    )
     parser.add_argument("--max-batch", type=int, default=1024, help="largest batch tried")
     parser.add_argument("--concurrent", type=int, nargs="+", default=[1, 2, 4, 8], help="runs sharing the GPU")
     parser.add_argument("--models", nargs="+", help="models measured for the projection (default: the paper's)")
     parser.add_argument("--model-steps", type=int, default=10, help="timed steps per model of the projection")
-    parser.add_argument("--device", default="cuda",
-                        help="cuda; cpu runs the GPU benchmark's code on the CPU at a tiny size (a smoke test)")
-    for flag, kind in [("--worker", str), ("--batch", int), ("--step", str), ("--runs", int), ("--barrier", str),
-                       ("--t0", float), ("--cudnn-benchmark", int)]:  # a concurrent run's own arguments
+    parser.add_argument(
+        "--device",
+        default="cuda",
+        help="cuda; cpu runs the GPU benchmark's code on the CPU at a tiny size (a smoke test)",
+    )
+    for flag, kind in [
+        ("--worker", str),
+        ("--batch", int),
+        ("--step", str),
+        ("--runs", int),
+        ("--barrier", str),
+        ("--t0", float),
+        ("--cudnn-benchmark", int),
+    ]:  # a concurrent run's own arguments
         parser.add_argument(flag, type=kind, help=argparse.SUPPRESS)
     parser.add_argument("--fused", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -29,17 +29,44 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 
 ROOTS = ["snakemake", "plotly", "openTSNE", "jsonschema"]
 # What benchmarks/gpu_checks.sh takes from the GPU machine's own Python (and so, everything they need).
-PRESENT = ["torch", "torchvision", "timm", "numpy", "pandas", "safetensors", "tqdm", "scikit-learn", "scipy", "onnx",
-           "onnxruntime", "jinja2", "pyyaml", "pillow"]
-PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
-             "manylinux1_x86_64"]
+PRESENT = [
+    "torch",
+    "torchvision",
+    "timm",
+    "numpy",
+    "pandas",
+    "safetensors",
+    "tqdm",
+    "scikit-learn",
+    "scipy",
+    "onnx",
+    "onnxruntime",
+    "jinja2",
+    "pyyaml",
+    "pillow",
+]
+PLATFORMS = [
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+]
 
 
 def target_environment(python: str) -> dict:
     """The markers of CPython ``python`` (major.minor) on x86-64 Linux: which requirements apply there."""
-    return {**default_environment(), "python_version": python, "python_full_version": f"{python}.0",
-            "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
-            "implementation_name": "cpython", "platform_python_implementation": "CPython", "os_name": "posix"}
+    return {
+        **default_environment(),
+        "python_version": python,
+        "python_full_version": f"{python}.0",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "os_name": "posix",
+    }
 
 
 def closure(roots: list[str], environment: dict, stop: set[str] = frozenset()) -> dict[str, str]:
@@ -71,8 +98,19 @@ def fetch(name: str, version: str, dest: Path, python: str) -> Path:
     """One wheel of ``name==version`` for CPython ``python`` on x86-64 Linux, into ``dest``."""
     with tempfile.TemporaryDirectory() as tmp:
         platforms = [a for p in PLATFORMS for a in ("--platform", p)]
-        got = pip("download", "--no-deps", "--only-binary=:all:", "--python-version", python, "--implementation", "cp",
-                  *platforms, "--dest", tmp, f"{name}=={version}")
+        got = pip(
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            python,
+            "--implementation",
+            "cp",
+            *platforms,
+            "--dest",
+            tmp,
+            f"{name}=={version}",
+        )
         if got.returncode != 0:  # no wheel published: build one, which must then be pure Python
             got = pip("wheel", "--no-deps", "--wheel-dir", tmp, f"{name}=={version}")
         wheels = list(Path(tmp).glob("*.whl"))
@@ -80,8 +118,10 @@ def fetch(name: str, version: str, dest: Path, python: str) -> Path:
             raise SystemExit(f"no wheel of {name}=={version} for CPython {python}:\n{got.stderr[-1500:]}")
         _, _, _, tags = parse_wheel_filename(wheels[0].name)
         if not any(t.abi in ("none", "abi3", f"cp{python.replace('.', '')}") for t in tags):
-            raise SystemExit(f"{wheels[0].name} was built for this machine's Python, not CPython {python}: "
-                             f"{name} has no wheel for it")
+            raise SystemExit(
+                f"{wheels[0].name} was built for this machine's Python, not CPython {python}: "
+                f"{name} has no wheel for it"
+            )
         return Path(shutil.move(str(wheels[0]), dest / wheels[0].name))
 
 
@@ -101,8 +141,10 @@ def main() -> int:
         wheel = fetch(name, version, dest, args.python_version)
         total += wheel.stat().st_size
         print(f"{wheel.name}  {wheel.stat().st_size / 2**20:.1f} MiB")
-    print(f"{len(wanted)} wheels, {total / 2**20:.1f} MiB in {dest}/ for CPython {args.python_version} on x86-64 Linux; "
-          f"left to that machine: {', '.join(PRESENT)} and what they need")
+    print(
+        f"{len(wanted)} wheels, {total / 2**20:.1f} MiB in {dest}/ for CPython {args.python_version} on x86-64 Linux; "
+        f"left to that machine: {', '.join(PRESENT)} and what they need"
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
 """t-SNE of one run's test features and its Grad-CAM gallery of misclassified images."""
+
 import importlib.util
 import sys
 from pathlib import Path
@@ -11,10 +12,19 @@ from cvm_cervix.analysis import analyse_run
 
 def main(sm):
     a = sm.params.analysis
-    analyse_run(sm.input.info, sm.input.manifest, Path(sm.output.tsne).parent, weights=sm.input.weights,
-                cache=sm.input.cache, metrics_json=sm.input.metrics, perplexity=a["perplexity"],
-                pairs=a["gallery_pairs"], per_pair=a["gallery_per_pair"], device=sm.config["train"]["device"],
-                threads=sm.threads)
+    analyse_run(
+        sm.input.info,
+        sm.input.manifest,
+        Path(sm.output.tsne).parent,
+        weights=sm.input.weights,
+        cache=sm.input.cache,
+        metrics_json=sm.input.metrics,
+        perplexity=a["perplexity"],
+        pairs=a["gallery_pairs"],
+        per_pair=a["gallery_per_pair"],
+        device=sm.config["train"]["device"],
+        threads=sm.threads,
+    )
 
 
 run_script(snakemake, main)

@@ -1,4 +1,5 @@
 """Decode every image of a dataset once, resized to the training size."""
+
 import importlib.util
 import sys
 from pathlib import Path
@@ -13,8 +14,13 @@ def main(sm):
     manifest = read_manifest(sm.input.manifest)
     # each file's bytes are checked against the manifest's sha256 as it is decoded: an image replaced
     # since prepare is refused, never trained on under the old record
-    build_cache(manifest["path"].tolist(), int(sm.wildcards.size), sm.output.cache, threads=sm.threads,
-                sha256=manifest["sha256"].tolist())
+    build_cache(
+        manifest["path"].tolist(),
+        int(sm.wildcards.size),
+        sm.output.cache,
+        threads=sm.threads,
+        sha256=manifest["sha256"].tolist(),
+    )
 
 
 run_script(snakemake, main)

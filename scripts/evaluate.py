@@ -1,4 +1,5 @@
 """Predict the validation and test splits of one run and compute its metrics."""
+
 import importlib.util
 import sys
 from pathlib import Path
@@ -10,9 +11,18 @@ from cvm_cervix.evaluate import evaluate_run
 
 
 def main(sm):
-    evaluate_run(sm.input.info, sm.input.manifest, weights=sm.input.weights, cache=sm.input.cache,
-                 predictions_val=sm.output.val, predictions_test=sm.output.test, metrics_json=sm.output.metrics,
-                 device=sm.config["train"]["device"], batch_size=sm.params.batch_size, threads=sm.threads)
+    evaluate_run(
+        sm.input.info,
+        sm.input.manifest,
+        weights=sm.input.weights,
+        cache=sm.input.cache,
+        predictions_val=sm.output.val,
+        predictions_test=sm.output.test,
+        metrics_json=sm.output.metrics,
+        device=sm.config["train"]["device"],
+        batch_size=sm.params.batch_size,
+        threads=sm.threads,
+    )
 
 
 run_script(snakemake, main)

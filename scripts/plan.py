@@ -1,4 +1,5 @@
 """Write the plan a report covers: its digest, the config it was made from and the training runs it asks for."""
+
 import importlib.util
 import sys
 from pathlib import Path

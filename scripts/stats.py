@@ -1,4 +1,5 @@
 """Bootstrap intervals, McNemar's test against the reference model and the clinical view."""
+
 import importlib.util
 import sys
 from pathlib import Path
@@ -7,15 +8,21 @@ if importlib.util.find_spec("cvm_cervix") is None:  # a checkout used without `p
     sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
 from cvm_cervix._io import write_json
 from cvm_cervix._snakemake import run_script
-from cvm_cervix.stats import experiment_stats
 from cvm_cervix.labels import abnormal_classes, paper_abnormal_classes
+from cvm_cervix.stats import experiment_stats
 
 
 def main(sm):
     a = sm.params.analysis
-    stats = experiment_stats(sm.params.runs, a["reference"], abnormal_classes(a), a["bootstrap"],
-                             operating_points=a["operating_points"], calibration_bins=a["calibration_bins"],
-                             paper_abnormal=paper_abnormal_classes())
+    stats = experiment_stats(
+        sm.params.runs,
+        a["reference"],
+        abnormal_classes(a),
+        a["bootstrap"],
+        operating_points=a["operating_points"],
+        calibration_bins=a["calibration_bins"],
+        paper_abnormal=paper_abnormal_classes(),
+    )
     write_json(sm.output.stats, stats)
 
 

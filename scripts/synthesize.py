@@ -1,6 +1,7 @@
 """Render the synthetic dataset of one config entry into an image folder."""
-import shutil
+
 import importlib.util
+import shutil
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """The transfer matrix: accuracy, sensitivity and specificity with bootstrap intervals per cell."""
+
 import importlib.util
 import sys
 from pathlib import Path

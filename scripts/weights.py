@@ -1,4 +1,5 @@
 """Fetch the pretrained weights one model needs into the cache, before any training job."""
+
 import importlib.util
 import sys
 from pathlib import Path

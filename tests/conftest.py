@@ -90,22 +90,39 @@ def browser():
         webdriver = None
     if webdriver is None or not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
         if os.environ.get("CVM_BROWSER_TEST") == "1":
-            pytest.fail("headless Chromium is required here: apt-get install chromium chromium-driver; pip install selenium")
+            pytest.fail(
+                "headless Chromium is required here: apt-get install chromium chromium-driver; pip install selenium"
+            )
         pytest.skip("no chromium/chromium-driver/selenium (CI installs them)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--enable-unsafe-swiftshader", "--use-angle=swiftshader", "--window-size=1300,900"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--enable-unsafe-swiftshader",
+        "--use-angle=swiftshader",
+        "--window-size=1300,900",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     driver.execute_cdp_cmd("Network.enable", {})
-    driver.execute_cdp_cmd("Network.emulateNetworkConditions",
-                           {"offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0})
+    driver.execute_cdp_cmd(
+        "Network.emulateNetworkConditions",
+        {"offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0},
+    )
     # Any alert() a page runs is recorded instead of shown: a test can assert that none ran.
-    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
-                           {"source": "window.__alerts = []; window.alert = m => window.__alerts.push(String(m));"})
+    driver.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {"source": "window.__alerts = []; window.alert = m => window.__alerts.push(String(m));"},
+    )
     yield driver
     driver.quit()
 

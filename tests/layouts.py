@@ -5,7 +5,6 @@ from pathlib import Path
 
 from conftest import write_image
 
-
 SIPAKMED = ["Dyskeratotic", "Koilocytotic", "Metaplastic", "Parabasal", "Superficial-Intermediate"]
 
 
@@ -23,8 +22,15 @@ def make_sipakmed(root, nested=True, clusters=3, cells=2):
     return root
 
 
-HERLEV = ["normal_superficiel", "normal_intermediate", "normal_columnar", "light_dysplastic",
-          "moderate_dysplastic", "severe_dysplastic", "carcinoma_in_situ"]
+HERLEV = [
+    "normal_superficiel",
+    "normal_intermediate",
+    "normal_columnar",
+    "light_dysplastic",
+    "moderate_dysplastic",
+    "severe_dysplastic",
+    "carcinoma_in_situ",
+]
 
 
 def make_herlev(root, per_class=4):
@@ -53,7 +59,9 @@ def make_cric_full(root: Path, per_class: int = 3, classes=("ASC-H", "ASC-US", "
         write_image(root / "base" / f"slide_{i:02d}.png", seed=7000 + i, size=(160, 200))  # H×W
     with open(root / "classifications.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["image_id", "image_filename", "image_doi", "cell_id", "bethesda_system", "nucleus_x", "nucleus_y"])
+        writer.writerow(
+            ["image_id", "image_filename", "image_doi", "cell_id", "bethesda_system", "nucleus_x", "nucleus_y"]
+        )
         cell = 0
         for c, cls in enumerate(classes):
             for k in range(per_class):

@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
-
 from conftest import SHARED_DATA, write_image
 from layouts import HERLEV, SIPAKMED, make_herlev, make_pbc, make_sipakmed
+from PIL import Image
+
 from cvm_cervix.cli import main as cli
 from cvm_cervix.data import COMBINED_CLASSES, list_dataset, prepare_dataset, read_manifest
 from cvm_cervix.errors import CvmError
+
 
 @pytest.mark.parametrize("nested", [True, False])
 def test_sipakmed_reads_only_cropped_cells(tmp_path, nested):
@@ -45,8 +46,8 @@ def test_sipakmed_without_cropped_folder(tmp_path):
 
 CRIC_ROWS = [  # image_id, file, cell_id, class, x, y (1-based nucleus coordinates)
     (1, "a.png", 10, "Negative for intraepithelial lesion", 60, 50),
-    (1, "a.png", 11, "ASC-US", 3, 4),          # near the top-left corner: padded
-    (1, "a.png", 12, "HSIL", 150, 120),        # near the bottom-right corner: padded
+    (1, "a.png", 11, "ASC-US", 3, 4),  # near the top-left corner: padded
+    (1, "a.png", 12, "HSIL", 150, 120),  # near the bottom-right corner: padded
     (2, "b.png", 20, "LSIL", 80, 70),
     (2, "b.png", 21, "SCC", 40, 90),
     (3, "c.png", 30, "ASC-H", 100, 60),
@@ -59,7 +60,9 @@ def make_cric_full(root):
         write_image(root / "base" / name, seed=seed, size=(120, 160))  # H×W
     with open(root / "classifications.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["image_id", "image_filename", "image_doi", "cell_id", "bethesda_system", "nucleus_x", "nucleus_y"])
+        writer.writerow(
+            ["image_id", "image_filename", "image_doi", "cell_id", "bethesda_system", "nucleus_x", "nucleus_y"]
+        )
         for image_id, name, cell, cls, x, y in CRIC_ROWS:
             writer.writerow([image_id, name, "doi", cell, cls, x, y])
     return root
@@ -84,7 +87,7 @@ def test_cric_full_images_are_cut_into_centred_crops(tmp_path):
 
 def test_cric_crops_folder_with_groups_from_classifications(tmp_path):
     root = tmp_path / "crops"
-    for image_id, _, cell, cls, _, _ in CRIC_ROWS:
+    for _, _, cell, cls, _, _ in CRIC_ROWS:
         folder = "Negative for intraepithelial lesion" if cls.startswith("Negative") else cls
         write_image(root / folder / f"{cell}.png", seed=cell)
     listing = list_dataset("cric", root)
@@ -120,7 +123,9 @@ def test_cric_cells_are_keyed_by_image_and_cell_and_cut_again_when_the_table_cha
     np.testing.assert_array_equal(np.asarray(Image.open(again["c__10.png"]["path"]))[50, 50], source[69, 89])
     # one cell twice, and one file name in two folders, are refused with the rows and files named
     table.write_text("\n".join(lines + [lines[1]]) + "\n")
-    with pytest.raises(CvmError, match=r"lines 2 and 8 both describe cell '10' of image 'a.png'; remove the duplicate row"):
+    with pytest.raises(
+        CvmError, match=r"lines 2 and 8 both describe cell '10' of image 'a.png'; remove the duplicate row"
+    ):
         list_dataset("cric", root, {"layout": "full"}, tmp_path / "work")
     table.write_text("\n".join(lines) + "\n")
     write_image(root / "other" / "a.png", seed=9, size=(120, 160))
@@ -128,14 +133,20 @@ def test_cric_cells_are_keyed_by_image_and_cell_and_cut_again_when_the_table_cha
         list_dataset("cric", root, {"layout": "full"}, tmp_path / "work")
 
 
-@pytest.mark.parametrize("damage, words", [
-    (lambda text: ("\ufeff" + text).encode("utf-8"), None),  # a spreadsheet's byte-order mark: read as it is
-    (lambda text: text.replace(",", ";").encode("utf-8"), None),  # semicolons: read as they are
-    (lambda text: text.replace("doi", "r\xe9f").encode("latin-1"), "is not UTF-8 text (byte 0xe9"),
-    (lambda text: text.replace(",60,50", ",six,50").encode("utf-8"), "nucleus_x 'six' is not a whole pixel"),
-    (lambda text: text.replace(",60,50", ",\u00b2,50").encode("utf-8"), "nucleus_x '\u00b2' is not a whole pixel"),
-    (lambda text: text.replace("cell_id", "cell").encode("utf-8"), "lacks columns ['cell_id'] (its header: image_id"),
-])
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (lambda text: ("\ufeff" + text).encode("utf-8"), None),  # a spreadsheet's byte-order mark: read as it is
+        (lambda text: text.replace(",", ";").encode("utf-8"), None),  # semicolons: read as they are
+        (lambda text: text.replace("doi", "r\xe9f").encode("latin-1"), "is not UTF-8 text (byte 0xe9"),
+        (lambda text: text.replace(",60,50", ",six,50").encode("utf-8"), "nucleus_x 'six' is not a whole pixel"),
+        (lambda text: text.replace(",60,50", ",\u00b2,50").encode("utf-8"), "nucleus_x '\u00b2' is not a whole pixel"),
+        (
+            lambda text: text.replace("cell_id", "cell").encode("utf-8"),
+            "lacks columns ['cell_id'] (its header: image_id",
+        ),
+    ],
+)
 def test_cric_tables_as_spreadsheets_save_them(tmp_path, damage, words):
     root = make_cric_full(tmp_path / "cric")
     table = root / "classifications.csv"
@@ -199,8 +210,12 @@ def test_combined_pools_sipakmed_and_cric_in_the_papers_order(tmp_path):
     crops = make_cric_crops(tmp_path / "cric")
     prepare_dataset("sipakmed", {"kind": "sipakmed"}, tmp_path / "d" / "sipakmed", root=tmp_path / "sip")
     prepare_dataset("cric", {"kind": "cric"}, tmp_path / "d" / "cric", root=crops)
-    summary = prepare_dataset("combined", {"kind": "combined", "parts": ["sipakmed", "cric"]}, tmp_path / "d" / "combined",
-                              parts={"sipakmed": tmp_path / "d" / "sipakmed", "cric": tmp_path / "d" / "cric"})
+    summary = prepare_dataset(
+        "combined",
+        {"kind": "combined", "parts": ["sipakmed", "cric"]},
+        tmp_path / "d" / "combined",
+        parts={"sipakmed": tmp_path / "d" / "sipakmed", "cric": tmp_path / "d" / "cric"},
+    )
     assert summary["classes"] == COMBINED_CLASSES
     frame = read_manifest(tmp_path / "d" / "combined" / "manifest.csv")
     assert len(frame) == 5 * 4 + 6 * 4
@@ -220,11 +235,18 @@ def test_manifest_cli_reports_counts_and_writes_csv(tmp_path, capsys):
     assert len(frame) == 15 and set(frame["split"]) == {"train", "val", "test"}
 
 
-@pytest.mark.parametrize("damage, words", [
-    (lambda root: (root / "PBC_dataset_normal_DIB" / "eosinophil" / "EO_0.jpg").write_bytes(b""), "zero-byte"),
-    (lambda root: (root / "PBC_dataset_normal_DIB" / "eosinophil" / "EO_1.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut"),
-     "cannot be read as an image"),
-])
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (lambda root: (root / "PBC_dataset_normal_DIB" / "eosinophil" / "EO_0.jpg").write_bytes(b""), "zero-byte"),
+        (
+            lambda root: (root / "PBC_dataset_normal_DIB" / "eosinophil" / "EO_1.jpg").write_bytes(
+                b"\xff\xd8\xff\xe0 cut"
+            ),
+            "cannot be read as an image",
+        ),
+    ],
+)
 def test_manifest_cli_fails_on_bad_images(tmp_path, capsys, damage, words):
     root = make_pbc(tmp_path / "pbc", per_class=5)
     damage(root)
@@ -288,8 +310,12 @@ def _unreadable_entries(folder):
     (folder / "loop.png").symlink_to(folder / "loop.png")
     os.mkfifo(folder / "pipe.png")
     write_image(folder / "more" / "0.png", seed=7)
-    return {"gone.png": "a symbolic link to", "loop.png": "symbolic link loop", "pipe.png": "not a regular file",
-            "more": "a folder of images inside a class folder"}
+    return {
+        "gone.png": "a symbolic link to",
+        "loop.png": "symbolic link loop",
+        "pipe.png": "not a regular file",
+        "more": "a folder of images inside a class folder",
+    }
 
 
 def test_entries_that_cannot_be_read_stop_the_listing_unless_skipped(imagefolder, tmp_path, capsys):
@@ -297,12 +323,15 @@ def test_entries_that_cannot_be_read_stop_the_listing_unless_skipped(imagefolder
     with pytest.raises(CvmError) as err:
         list_dataset("imagefolder", imagefolder)
     message = str(err.value)
-    assert message.startswith(str(imagefolder / "alpha")) and "4 entries of" in message and "unreadable: skip" in message
+    assert (
+        message.startswith(str(imagefolder / "alpha")) and "4 entries of" in message and "unreadable: skip" in message
+    )
     assert "never-fetched" in message or "gone.png" in message  # the link is named, with where it points
     assert cli(["manifest", "--kind", "imagefolder", str(imagefolder)]) == 1
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
-    summary = prepare_dataset("f", {"kind": "imagefolder", "unreadable": "skip"}, tmp_path / "out", root=imagefolder,
-                              threads=1)
+    summary = prepare_dataset(
+        "f", {"kind": "imagefolder", "unreadable": "skip"}, tmp_path / "out", root=imagefolder, threads=1
+    )
     reasons = {Path(s["path"]).name: s["reason"] for s in summary["skipped"]}
     for name, words in expected.items():
         assert words in reasons[name], (name, reasons.get(name))
@@ -333,8 +362,9 @@ def test_a_split_file_reproduces_a_split_elsewhere_and_a_mismatch_is_refused_by_
     copy = tmp_path / "copy"
     shutil.copytree(imagefolder, copy)
     second = tmp_path / "b" / "data" / "lab2"
-    prepare_dataset("lab2", {"kind": "imagefolder", "split_seed": 7, "split_file": str(first / "splits.csv")}, second,
-                    root=copy)
+    prepare_dataset(
+        "lab2", {"kind": "imagefolder", "split_seed": 7, "split_file": str(first / "splits.csv")}, second, root=copy
+    )
     a, b = read_manifest(first / "manifest.csv"), read_manifest(second / "manifest.csv")
     assert (a["split"] == b["split"]).all() and list(b["sha256"]) == list(a["sha256"])
     drawn = tmp_path / "c"
@@ -345,7 +375,9 @@ def test_a_split_file_reproduces_a_split_elsewhere_and_a_mismatch_is_refused_by_
     write_image(copy / "gamma" / "new.png", seed=999)
     write_image(copy / "alpha" / "alpha_2.png", seed=555)  # same name, other pixels
     with pytest.raises(CvmError) as err:
-        prepare_dataset("lab2", {"kind": "imagefolder", "split_file": str(first / "splits.csv")}, tmp_path / "d", root=copy)
+        prepare_dataset(
+            "lab2", {"kind": "imagefolder", "split_file": str(first / "splits.csv")}, tmp_path / "d", root=copy
+        )
     message = str(err.value)
     assert "does not match the images of dataset 'lab2'" in message
     assert "in the file but not among the images: 1 (first: beta/beta_3.png)" in message
@@ -361,13 +393,21 @@ def test_a_combined_sets_split_file_names_its_parts(tmp_path):
     prepare_dataset("sipakmed", {"kind": "sipakmed"}, d / "sipakmed", root=tmp_path / "sip")
     prepare_dataset("cric", {"kind": "cric"}, d / "cric", root=crops)
     parts = {"sipakmed": d / "sipakmed", "cric": d / "cric"}
-    prepare_dataset("combined", {"kind": "combined", "parts": list(parts), "split_seed": 3}, d / "combined", parts=parts)
+    prepare_dataset(
+        "combined", {"kind": "combined", "parts": list(parts), "split_seed": 3}, d / "combined", parts=parts
+    )
     table = pd.read_csv(d / "combined" / "splits.csv")
     assert set(table["dataset"]) == {"sipakmed", "cric"} and "ASC-H/0.png" in set(table["path"])
     again = tmp_path / "again"
-    prepare_dataset("combined", {"kind": "combined", "parts": list(parts), "split_file": str(d / "combined" / "splits.csv")},
-                    again, parts=parts)
-    assert (read_manifest(again / "manifest.csv")["split"] == read_manifest(d / "combined" / "manifest.csv")["split"]).all()
+    prepare_dataset(
+        "combined",
+        {"kind": "combined", "parts": list(parts), "split_file": str(d / "combined" / "splits.csv")},
+        again,
+        parts=parts,
+    )
+    assert (
+        read_manifest(again / "manifest.csv")["split"] == read_manifest(d / "combined" / "manifest.csv")["split"]
+    ).all()
 
 
 def test_a_file_that_is_not_a_split_file_is_named_with_what_it_lacks(tmp_path, imagefolder):

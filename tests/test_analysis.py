@@ -9,8 +9,8 @@ from PIL import Image
 from sklearn.metrics import f1_score
 
 from cvm_cervix.analysis import analyse_run, grad_cam, top_confusions, tsne_3d
-from cvm_cervix.stats import bootstrap_ci, clinical_view, experiment_stats, macro_f1_resampled, mcnemar_exact
 from cvm_cervix.models import create_model
+from cvm_cervix.stats import bootstrap_ci, clinical_view, experiment_stats, macro_f1_resampled, mcnemar_exact
 
 
 def test_mcnemar_exact_against_the_binomial_table():
@@ -63,9 +63,11 @@ def test_clinical_view_counts_abnormal_as_positive():
 def test_experiment_stats_compares_with_the_reference(tmp_path):
     paths = [f"img{i}.png" for i in range(8)]
     truth = ["HSIL", "NILM"] * 4
+
     def write(name, preds):
         pd.DataFrame({"path": paths, "label": truth, "pred": preds}).to_csv(tmp_path / name, index=False)
         return str(tmp_path / name)
+
     runs = [
         {"model": "cvm_cervix", "augment": "none", "seed": 0, "predictions": write("ref.csv", truth)},
         {"model": "resnet18", "augment": "none", "seed": 0, "predictions": write("r18.csv", ["NILM"] * 8)},
@@ -95,13 +97,18 @@ def test_the_experiments_own_contrasts_with_holm_and_a_paired_interval(tmp_path)
         pd.DataFrame({"path": paths, "label": truth, "pred": preds}).to_csv(tmp_path / name, index=False)
         return str(tmp_path / name)
 
-    runs = [{"model": "cvm_cervix", "augment": a, "seed": s, "predictions": write(f"c{a}{s}.csv", n)}
-            for a, s, n in (("none", 0, 12), ("flip4x", 0, 2), ("none", 1, 10), ("flip4x", 1, 9))]
+    runs = [
+        {"model": "cvm_cervix", "augment": a, "seed": s, "predictions": write(f"c{a}{s}.csv", n)}
+        for a, s, n in (("none", 0, 12), ("flip4x", 0, 2), ("none", 1, 10), ("flip4x", 1, 9))
+    ]
     runs.append({"model": "xception", "augment": "none", "seed": 0, "predictions": write("x.csv", 20)})
     stats = experiment_stats(runs, "cvm_cervix", ["HSIL"], n_boot=500)
     by = {(c["contrast"], c["b"]["model"], c["b"]["seed"]): c for c in stats["contrasts"]}
-    assert set(by) == {("flip4x vs none", "cvm_cervix", 0), ("flip4x vs none", "cvm_cervix", 1),
-                       ("vs cvm_cervix", "xception", 0)}
+    assert set(by) == {
+        ("flip4x vs none", "cvm_cervix", 0),
+        ("flip4x vs none", "cvm_cervix", 1),
+        ("vs cvm_cervix", "xception", 0),
+    }
     x4 = by[("flip4x vs none", "cvm_cervix", 0)]
     assert (x4["only_a"], x4["only_b"]) == (0, 10)  # the 10 images only flip4x gets right
     assert x4["accuracy_diff"] == pytest.approx(10 / 40)
@@ -116,30 +123,51 @@ def test_the_experiments_own_contrasts_with_holm_and_a_paired_interval(tmp_path)
 
 def _all_hsil_predictions(folder, name, n_wrong):
     """predictions_test.csv of 20 HSIL images, the first ``n_wrong`` called NILM; returns its path."""
-    pd.DataFrame({"path": [f"img{i}.png" for i in range(20)], "label": ["HSIL"] * 20,
-                  "pred": ["NILM" if i < n_wrong else "HSIL" for i in range(20)]}).to_csv(folder / name, index=False)
+    pd.DataFrame(
+        {
+            "path": [f"img{i}.png" for i in range(20)],
+            "label": ["HSIL"] * 20,
+            "pred": ["NILM" if i < n_wrong else "HSIL" for i in range(20)],
+        }
+    ).to_csv(folder / name, index=False)
     return str(folder / name)
 
 
 def test_a_variant_is_compared_with_the_plain_run_of_its_augment(tmp_path):
     write = partial(_all_hsil_predictions, tmp_path)
-    runs = [{"model": "cvm_cervix", "augment": a, "seed": 0, "predictions": write(f"{a}.csv", n)}
-            for a, n in (("none", 2), ("none+amp", 5), ("flip4x", 1), ("flip4x+amp", 1))]
+    runs = [
+        {"model": "cvm_cervix", "augment": a, "seed": 0, "predictions": write(f"{a}.csv", n)}
+        for a, n in (("none", 2), ("none+amp", 5), ("flip4x", 1), ("flip4x+amp", 1))
+    ]
     stats = experiment_stats(runs, "cvm_cervix", ["HSIL"], n_boot=100)
     pairs = {(c["a"]["augment"], c["b"]["augment"]): c["contrast"] for c in stats["contrasts"]}
-    assert pairs == {("none", "none+amp"): "amp vs default", ("flip4x", "flip4x+amp"): "amp vs default",
-                     ("none", "flip4x"): "flip4x vs none"}
+    assert pairs == {
+        ("none", "none+amp"): "amp vs default",
+        ("flip4x", "flip4x+amp"): "amp vs default",
+        ("none", "flip4x"): "flip4x vs none",
+    }
     amp = next(c for c in stats["contrasts"] if c["b"]["augment"] == "none+amp")
     assert amp["accuracy_diff"] == pytest.approx(-3 / 20) and (amp["only_a"], amp["only_b"]) == (3, 0)
 
 
 def test_each_start_is_compared_with_random_weights_at_the_same_fraction(tmp_path):
     write = partial(_all_hsil_predictions, tmp_path)
-    runs = [{"model": "cvm_cervix", "augment": a, "seed": 0, "predictions": write(f"{a}.csv", n), "start": start,
-             "train_fraction": f}
-            for a, n, start, f in (("none", 10, "random weights", 1.0), ("none+random_f25", 12, "random weights", 0.25),
-                                   ("none+from_main", 2, "from main/cvm_cervix/none", 1.0),
-                                   ("none+from_main_f25", 4, "from main/cvm_cervix/none", 0.25))]
+    runs = [
+        {
+            "model": "cvm_cervix",
+            "augment": a,
+            "seed": 0,
+            "predictions": write(f"{a}.csv", n),
+            "start": start,
+            "train_fraction": f,
+        }
+        for a, n, start, f in (
+            ("none", 10, "random weights", 1.0),
+            ("none+random_f25", 12, "random weights", 0.25),
+            ("none+from_main", 2, "from main/cvm_cervix/none", 1.0),
+            ("none+from_main_f25", 4, "from main/cvm_cervix/none", 0.25),
+        )
+    ]
     stats = experiment_stats(runs, "cvm_cervix", ["HSIL"], n_boot=100)
     pairs = {(c["a"]["augment"], c["b"]["augment"]): c["contrast"] for c in stats["contrasts"]}
     assert pairs == {
@@ -248,7 +276,7 @@ def test_spread_separates_splits_from_seeds_against_hand_computed_values():
     assert a["split_means"] == pytest.approx({"0": 0.82, "1": 0.71, "2": 0.88})
     assert a["sd_split"] == pytest.approx(np.std([0.82, 0.71, 0.88], ddof=1))
     # pooled within-split variance: each split's two seeds give (d/2)^2 * 2 / 1 = d^2 / 2
-    pooled = (0.04 ** 2 / 2 + 0.02 ** 2 / 2 + 0.04 ** 2 / 2) / 3
+    pooled = (0.04**2 / 2 + 0.02**2 / 2 + 0.04**2 / 2) / 3
     assert a["sd_seed"] == pytest.approx(np.sqrt(pooled))
     assert a["sd_total"] == pytest.approx(np.std(list(acc.values()), ddof=1))
     assert entry["f1_macro"]["sd_split"] == pytest.approx(a["sd_split"] / 2)
@@ -282,10 +310,24 @@ def test_contrasts_pair_runs_of_one_split_and_are_tested_over_the_splits(tmp_pat
     write = partial(_all_hsil_predictions, tmp_path)
     runs = []
     for split, (n_ref, n_other) in enumerate(((4, 6), (2, 5), (6, 7))):
-        runs += [{"model": "cvm_cervix", "augment": "none", "seed": 0, "split_seed": split, "test_train_ratio": 0.5,
-                  "predictions": write(f"ref{split}.csv", n_ref)},
-                 {"model": "resnet18", "augment": "none", "seed": 0, "split_seed": split, "test_train_ratio": 0.5,
-                  "predictions": write(f"r18{split}.csv", n_other)}]
+        runs += [
+            {
+                "model": "cvm_cervix",
+                "augment": "none",
+                "seed": 0,
+                "split_seed": split,
+                "test_train_ratio": 0.5,
+                "predictions": write(f"ref{split}.csv", n_ref),
+            },
+            {
+                "model": "resnet18",
+                "augment": "none",
+                "seed": 0,
+                "split_seed": split,
+                "test_train_ratio": 0.5,
+                "predictions": write(f"r18{split}.csv", n_other),
+            },
+        ]
     stats = experiment_stats(runs, "cvm_cervix", ["HSIL"], n_boot=100)
     diffs = {c["b"]["split_seed"]: c["accuracy_diff"] for c in stats["contrasts"]}
     assert diffs == pytest.approx({0: -2 / 20, 1: -3 / 20, 2: -1 / 20})  # each split against its own reference

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 SECTIONS = ["step", "inference", "sharing", "warm-up", "per-model", "extras"]
@@ -19,8 +18,14 @@ SECTIONS = ["step", "inference", "sharing", "warm-up", "per-model", "extras"]
 
 def gpu_checks(out: Path, *sections: str, **env: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "CHECKS_DEVICE": "cpu", "PYTHON": sys.executable, "CHECKS_WORKDIR": str(out / "work"), **env}
-    return subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_checks.sh"), str(out), *sections], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_checks.sh"), str(out), *sections],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @pytest.mark.slow
@@ -34,9 +39,11 @@ def test_gpu_checks_run_every_section_on_the_cpu(tmp_path):
     assert result["largest_batch"] == 32 and result["failed"] == []
     assert list(result["section_seconds"]) == SECTIONS
     rows = {(t["precision"], t["images_on"], t["batch"], t["step"], t["optimizer"]) for t in result["train"]}
-    assert rows == ({(p, "GPU", b, "eager", "AdamW") for p in ("fp32", "bf16") for b in (16, 32)}
-                    | {(p, "host, pinned", b, "eager", "AdamW") for p in ("fp32", "bf16") for b in (16, 32)}
-                    | {("bf16", "GPU", 16, "eager", "AdamW fused")})
+    assert rows == (
+        {(p, "GPU", b, "eager", "AdamW") for p in ("fp32", "bf16") for b in (16, 32)}
+        | {(p, "host, pinned", b, "eager", "AdamW") for p in ("fp32", "bf16") for b in (16, 32)}
+        | {("bf16", "GPU", 16, "eager", "AdamW fused")}
+    )
     assert all(t["images_per_s"] > 0 for t in result["train"]) and result["plain"] > 0
     # the captured step and cuDNN need CUDA: said, not faked
     assert "train bf16 GPU batch 16 cuda_graph: the captured step needs CUDA" in result["skipped"]
@@ -93,8 +100,24 @@ def test_gpu_benchmark_out_of_time_skips_and_says_so_and_a_resumed_run_keeps_wha
     """A budget spent before the first measurement: every row is listed as skipped, the run still ends well.
     ``--resume`` goes on from its JSON: what it holds is kept and not measured again; another card's is refused."""
     out = tmp_path / "gpu.json"
-    cmd = [sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--device", "cpu", "--images", "22", "--size", "32",
-           "--max-batch", "16", "--budget", "0", "--models", "resnet18", "--json", str(out)]
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "gpu.py"),
+        "--device",
+        "cpu",
+        "--images",
+        "22",
+        "--size",
+        "32",
+        "--max-batch",
+        "16",
+        "--budget",
+        "0",
+        "--models",
+        "resnet18",
+        "--json",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     result = json.loads(out.read_text())
@@ -107,12 +130,30 @@ def test_gpu_benchmark_out_of_time_skips_and_says_so_and_a_resumed_run_keeps_wha
     assert any(s.startswith("the plan's projection") for s in result["skipped"]) and "paper_gpu_hours" not in result
 
     # an earlier run that measured one row and K = 8 (as a cut GPU run would have): go on from it
-    row = {"precision": "fp32", "images_on": "GPU", "batch": 16, "step": "eager", "optimizer": "AdamW",
-           "images_per_s": 123.0}
-    shared = {"runs": 8, "step": "eager", "fused": False, "cudnn_benchmark": True, "size": 32, "images_per_s": 800.0,
-              "per_run_images_per_s": [100.0] * 8, "cpu_cores": 8.0, "peak_mib_per_run": 900.0,
-              "device_in_use_mib": 9000.0, "import_s": 3.0, "first_step_s": 9.0, "mean_first_step_s": 8.0,
-              "ready_s": 10.0}
+    row = {
+        "precision": "fp32",
+        "images_on": "GPU",
+        "batch": 16,
+        "step": "eager",
+        "optimizer": "AdamW",
+        "images_per_s": 123.0,
+    }
+    shared = {
+        "runs": 8,
+        "step": "eager",
+        "fused": False,
+        "cudnn_benchmark": True,
+        "size": 32,
+        "images_per_s": 800.0,
+        "per_run_images_per_s": [100.0] * 8,
+        "cpu_cores": 8.0,
+        "peak_mib_per_run": 900.0,
+        "device_in_use_mib": 9000.0,
+        "import_s": 3.0,
+        "first_step_s": 9.0,
+        "mean_first_step_s": 8.0,
+        "ready_s": 10.0,
+    }
     out.write_text(json.dumps({**result, "train": [row], "concurrent": {"8": shared}}))
     proc = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
@@ -151,8 +192,11 @@ def test_concurrent_runs_that_fail_end_with_their_error_not_a_wait(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     barriers = set(Path(bench.tempfile.gettempdir()).glob("cvm_barrier_*"))
-    with pytest.raises(RuntimeError, match=r"2 of 2 runs failed or ran out of time; the first: exit 1: "
-                       r"FileNotFoundError: .*missing\.npy'$"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"2 of 2 runs failed or ran out of time; the first: exit 1: "
+        r"FileNotFoundError: .*missing\.npy'$",
+    ):
         bench.concurrent_runs(2, tmp_path / "missing.npy", 16, 1, 32, "cpu")
     assert set(Path(bench.tempfile.gettempdir()).glob("cvm_barrier_*")) == barriers  # nothing left behind
 
@@ -163,18 +207,31 @@ def test_the_numbers_recommend_defaults_only_past_a_margin():
     spec.loader.exec_module(bench)
 
     def row(step, rate, optimizer="AdamW", batch=16):
-        return {"precision": "bf16", "images_on": "GPU", "batch": batch, "step": step, "optimizer": optimizer,
-                "images_per_s": rate}
+        return {
+            "precision": "bf16",
+            "images_on": "GPU",
+            "batch": batch,
+            "step": step,
+            "optimizer": optimizer,
+            "images_per_s": rate,
+        }
 
     def shared(k, rate):
         return {"images_per_s": rate, "peak_mib_per_run": 2000.0, "cpu_cores": 1.5 * k}
 
-    result = {"train": [row("eager", 400.0), row("cuda_graph", 800.0), row("cuda_graph", 840.0, "AdamW fused"),
-                        row("eager", 2400.0, batch=256)],
-              "concurrent": {"1": shared(1, 400.0), "2": shared(2, 750.0), "4": shared(4, 1000.0),
-                             "8": shared(8, 1050.0)},
-              "warmup": [{"cudnn_benchmark": True, "mean_first_step_s": 20.0, "runs": 4},
-                         {"cudnn_benchmark": False, "mean_first_step_s": 5.0, "runs": 4}]}
+    result = {
+        "train": [
+            row("eager", 400.0),
+            row("cuda_graph", 800.0),
+            row("cuda_graph", 840.0, "AdamW fused"),
+            row("eager", 2400.0, batch=256),
+        ],
+        "concurrent": {"1": shared(1, 400.0), "2": shared(2, 750.0), "4": shared(4, 1000.0), "8": shared(8, 1050.0)},
+        "warmup": [
+            {"cudnn_benchmark": True, "mean_first_step_s": 20.0, "runs": 4},
+            {"cudnn_benchmark": False, "mean_first_step_s": 5.0, "runs": 4},
+        ],
+    }
     rec = bench.recommend(result)
     assert rec["train.step"]["value"] == "cuda_graph" and "(2.00x" in rec["train.step"]["why"]
     assert rec["fused AdamW"]["value"] is False  # 1.05x: inside the margin

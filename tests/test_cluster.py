@@ -16,20 +16,30 @@ from pathlib import Path
 
 import pytest
 import yaml
-from safetensors.torch import load_file
-
 from conftest import REPO
+from safetensors.torch import load_file
 
 pytestmark = pytest.mark.cluster
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 REQUIRED = os.environ.get("CVM_CLUSTER_TEST") == "1"
 # The test node has 2 CPUs and little memory: the profile's sizes for real clusters are lowered here,
 # the way a user overrides them on the command line.
-SMALL_NODE = ["--set-resources", *[f"{rule}:{key}={value}" for rule in ("train", "evaluate", "analyse", "compress_half", "compress_onnx",
-                                                                        "cache", "prepare")
-                                   for key, value in (("cpus_per_task", 2), ("mem_mb", 2000))]]
-FAST_POLL = ["--seconds-between-status-checks", "2", "--slurm-init-seconds-before-status-checks", "1",
-             "--latency-wait", "5"]
+SMALL_NODE = [
+    "--set-resources",
+    *[
+        f"{rule}:{key}={value}"
+        for rule in ("train", "evaluate", "analyse", "compress_half", "compress_onnx", "cache", "prepare")
+        for key, value in (("cpus_per_task", 2), ("mem_mb", 2000))
+    ],
+]
+FAST_POLL = [
+    "--seconds-between-status-checks",
+    "2",
+    "--slurm-init-seconds-before-status-checks",
+    "1",
+    "--latency-wait",
+    "5",
+]
 
 
 def cluster_up() -> bool:
@@ -59,8 +69,18 @@ def config(epochs: int = 1) -> dict:
 
 
 def run(workdir: Path, *args, timeout=900):
-    cmd = ["timeout", "-k", "10", str(timeout), SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory",
-           str(workdir), *args]
+    cmd = [
+        "timeout",
+        "-k",
+        "10",
+        str(timeout),
+        SNAKEMAKE,
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *args,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     (workdir / f"snakemake_{int(time.time() * 1000)}.log").write_text(proc.stdout + proc.stderr)
     assert proc.returncode == 0, f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
@@ -87,7 +107,11 @@ def cancel_first_training_mid_run(run_dir: Path, stop: threading.Event, found: d
     while not stop.is_set():
         if (run_dir / "checkpoint.pt").is_file():
             for job in slurm_jobs():
-                if rule_of(job) == "train" and job.get("JobState") == "RUNNING" and "cvm_cervix" in job.get("Comment", ""):
+                if (
+                    rule_of(job) == "train"
+                    and job.get("JobState") == "RUNNING"
+                    and "cvm_cervix" in job.get("Comment", "")
+                ):
                     subprocess.run(["scancel", "--signal=TERM", "--full", job["JobId"]], check=True)
                     found["job"] = job["JobId"]
                     return
@@ -102,12 +126,20 @@ def test_tiny_workflow_through_the_slurm_profile(tmp_path):
     before = {j["JobId"] for j in slurm_jobs()}
 
     stop, found = threading.Event(), {}
-    watcher = threading.Thread(target=cancel_first_training_mid_run,
-                               args=(cluster / "results/runs/syn/cvm_cervix/none/seed0", stop, found))
+    watcher = threading.Thread(
+        target=cancel_first_training_mid_run, args=(cluster / "results/runs/syn/cvm_cervix/none/seed0", stop, found)
+    )
     watcher.start()
     try:
-        out = run(cluster, "--workflow-profile", str(REPO / "profiles" / "slurm"), "--configfile", str(cluster / "config.yaml"),
-                  *SMALL_NODE, *FAST_POLL)
+        out = run(
+            cluster,
+            "--workflow-profile",
+            str(REPO / "profiles" / "slurm"),
+            "--configfile",
+            str(cluster / "config.yaml"),
+            *SMALL_NODE,
+            *FAST_POLL,
+        )
     finally:
         stop.set()
         watcher.join()
@@ -118,8 +150,10 @@ def test_tiny_workflow_through_the_slurm_profile(tmp_path):
     print("\nsubmitted SLURM jobs (id, state, what SLURM was asked for, rule and wildcards):")
     for job in jobs:
         by_rule.setdefault(rule_of(job), []).append(job)
-        print(f"  {job['JobId']:>5} {job.get('JobState', ''):<10} {job.get('TRES', ''):<34} "
-              f"{job.get('TresPerJob', '-') or '-':<12} {job.get('Comment', '')}")
+        print(
+            f"  {job['JobId']:>5} {job.get('JobState', ''):<10} {job.get('TRES', ''):<34} "
+            f"{job.get('TresPerJob', '-') or '-':<12} {job.get('Comment', '')}"
+        )
     # GPU rules asked SLURM for one GPU each, every other job for none; cheap rules never became jobs
     for rule in ("train", "evaluate"):
         assert by_rule[rule] and all("gres:gpu:1" in j.get("TresPerJob", "") for j in by_rule[rule]), rule

@@ -23,8 +23,10 @@ def deit_run(tiny_dataset, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("precision, low, high", [("fp16", 0.45, 0.55), ("bf16", 0.45, 0.55), ("int8", 0.2, 1 / 3),
-                                                   ("int8_dynamic", 0.2, 0.4), ("onnx", 0.9, 1.1)])
+@pytest.mark.parametrize(
+    "precision, low, high",
+    [("fp16", 0.45, 0.55), ("bf16", 0.45, 0.55), ("int8", 0.2, 1 / 3), ("int8_dynamic", 0.2, 0.4), ("onnx", 0.9, 1.1)],
+)
 def test_compressed_sizes_and_agreement(deit_run, tiny_dataset, precision, low, high):
     metrics = compress_run(deit_run, tiny_dataset, precision, threads=2)
     saved = json.loads((deit_run / "compressed" / precision / "metrics.json").read_text())
@@ -32,8 +34,9 @@ def test_compressed_sizes_and_agreement(deit_run, tiny_dataset, precision, low, 
     fp32_mib = (deit_run / "weights.safetensors").stat().st_size / 2**20
     assert metrics["fp32_size_mib"] == pytest.approx(fp32_mib)
     assert low * fp32_mib < metrics["size_mib"] < high * fp32_mib
-    assert metrics["size_mib"] == pytest.approx((deit_run / "compressed" / precision / metrics["artifact"]).stat().st_size
-                                                / 2**20)
+    assert metrics["size_mib"] == pytest.approx(
+        (deit_run / "compressed" / precision / metrics["artifact"]).stat().st_size / 2**20
+    )
     assert metrics["agreement_with_fp32"] >= 0.8  # the same class for most test images
     fp32 = json.loads((deit_run / "metrics.json").read_text())["test"]
     # the baseline is the run evaluated in float32 by the compress step (on the CPU: metrics.json's numbers)
@@ -118,7 +121,9 @@ def test_static_int8_quantises_convolutions_and_linear_layers(conv_run, tiny_dat
     convs = [n for n in layers if n.op_type == "Conv"]
     assert len(convs) == 20 and any(n.op_type in ("Gemm", "MatMul") for n in layers)  # resnet18: 20 convolutions
     assert {weight_dtype(n) for n in layers} == {TensorProto.INT8}
-    assert not [i for i in graph.initializer if i.data_type == TensorProto.FLOAT and numpy_helper.to_array(i).size > 4096]
+    assert not [
+        i for i in graph.initializer if i.data_type == TensorProto.FLOAT and numpy_helper.to_array(i).size > 4096
+    ]
     fp32 = (conv_run / "weights.safetensors").stat().st_size
     assert metrics["size_mib"] * 2**20 < fp32 / 3
     assert metrics["agreement_with_fp32"] > 0.5  # most test images get float32's class
@@ -167,11 +172,13 @@ def test_int8_prediction_needs_the_calibrated_artifact(deit_run, tmp_path, capsy
 def test_recommendation_picks_the_smallest_and_fastest_within_one_point():
     from cvm_cervix.precisions import recommend
 
-    rows = [{"precision": "fp32", "size_mib": 100, "accuracy": 0.90, "ms_per_image": 5.0, "device": "cuda:0"},
-            {"precision": "fp16", "size_mib": 50, "accuracy": 0.895, "ms_per_image": 2.0, "device": "cuda:0"},
-            {"precision": "int8", "size_mib": 26, "accuracy": 0.891, "ms_per_image": 3.0, "device": "cpu"},
-            {"precision": "int8_dynamic", "size_mib": 20, "accuracy": 0.85, "ms_per_image": 1.0, "device": "cpu"},
-            {"precision": "onnx", "size_mib": 100, "accuracy": 0.90, "ms_per_image": 4.0, "device": "cpu"}]
+    rows = [
+        {"precision": "fp32", "size_mib": 100, "accuracy": 0.90, "ms_per_image": 5.0, "device": "cuda:0"},
+        {"precision": "fp16", "size_mib": 50, "accuracy": 0.895, "ms_per_image": 2.0, "device": "cuda:0"},
+        {"precision": "int8", "size_mib": 26, "accuracy": 0.891, "ms_per_image": 3.0, "device": "cpu"},
+        {"precision": "int8_dynamic", "size_mib": 20, "accuracy": 0.85, "ms_per_image": 1.0, "device": "cpu"},
+        {"precision": "onnx", "size_mib": 100, "accuracy": 0.90, "ms_per_image": 4.0, "device": "cpu"},
+    ]
     rec = recommend(rows)
     assert rec["smallest"]["precision"] == "int8"  # int8_dynamic is smaller but 5 points worse
     assert rec["fastest"]["cuda"]["precision"] == "fp16" and rec["fastest"]["cpu"]["precision"] == "int8"
@@ -196,8 +203,11 @@ def test_static_int8_leaves_everything_but_convolutions_and_linear_layers_float(
         source = producers.get(q.input[0]) if q is not None else None
         return source is None or source.op_type not in layers
 
-    run_in_int8 = {n.op_type for n in graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
-                   and any(quantised_input(i) for i in n.input)}
+    run_in_int8 = {
+        n.op_type
+        for n in graph.node
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(quantised_input(i) for i in n.input)
+    }
     assert run_in_int8 == {"Conv", "MatMul"} or run_in_int8 == {"Conv", "Gemm", "MatMul"}, run_in_int8
 
     def from_weight(name):  # a weight reaches its layer through a DequantizeLinear of an initializer
@@ -206,14 +216,16 @@ def test_static_int8_leaves_everything_but_convolutions_and_linear_layers_float(
 
     attention = [n for n in graph.node if n.op_type == "MatMul" and not any(from_weight(i) for i in n.input)]
     assert len(attention) == 2 * 12  # deit_tiny: query·key and weights·value in each of 12 blocks, all float
-    assert not any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
-                   for n in attention for i in n.input)
+    assert not any(
+        producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for n in attention for i in n.input
+    )
 
 
 @pytest.fixture(scope="module")
 def real_blood_cells(tmp_path_factory):
     """The real blood-cell images of ../shared/data, prepared and cached at 32 px."""
     from conftest import SHARED_DATA
+
     from cvm_cervix.data import build_cache, prepare_dataset
 
     if not (SHARED_DATA / "pbc").is_dir():

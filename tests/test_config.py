@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from cvm_cervix.config import Run, all_runs, experiment_runs, used_datasets, validate_config
 from cvm_cervix.errors import CvmError
 
@@ -38,35 +38,73 @@ def test_runs_expand_models_augments_and_seeds(tmp_path):
     assert Run("syn", "cvm_cervix", "none", 0).path == "runs/syn/cvm_cervix/none/seed0"
 
 
-@pytest.mark.parametrize("mutate, key, words", [
-    (lambda c: c.setdefault("train", {}).update(epochs="ten"), "train.epochs", "should be of type integer"),
-    (lambda c: c.setdefault("train", {}).update(epoch=3), "train.epoch", "unknown key"),
-    (lambda c: c["datasets"]["syn"].update(kind="zip"), "datasets.syn.kind", "is not one of"),
-    (lambda c: c["experiments"]["main"].pop("models"), "experiments.main.models", "is required"),
-    (lambda c: c["experiments"]["main"].update(models=["resnet9"]), "experiments.main.models", "unknown model 'resnet9'"),
-    (lambda c: c["experiments"]["main"].update(dataset="nope"), "experiments.main.dataset", "not defined"),
-    (lambda c: c["experiments"]["main"].update(augment=["rot90"]), "experiments.main.augment.0", "is not one of"),
-    (lambda c: (c.setdefault("train", {}).update(img_size=64), c["experiments"]["main"]["models"].append("inception_v3")),
-     "train.img_size", "64 is too small for model 'inception_v3' (experiment 'main') which needs at least 75"),
-    # whole numbers given as floats, negative seeds, unknown reference, missing weights file
-    (lambda c: c.setdefault("train", {}).update(epochs=2.0), "train.epochs", "2.0 should be of type integer"),
-    (lambda c: c.setdefault("train", {}).update(img_size=32.0), "train.img_size", "a whole number"),
-    (lambda c: c.setdefault("train", {}).update(seeds=[0, -3]), "train.seeds.1", "-3 is below the minimum 0"),
-    (lambda c: c["datasets"]["syn"].update(split_seed=-1), "datasets.syn.split_seed", "below the minimum 0"),
-    (lambda c: c["experiments"]["main"].update(split_seeds=[1, 1]), "experiments.main.split_seeds", "lists 1 twice"),
-    (lambda c: c["experiments"]["main"].update(split_seeds=[]), "experiments.main.split_seeds", "should be non-empty"),
-    (lambda c: (c["experiments"]["main"].update(split_seeds=[0, 1]),
-                c["datasets"]["syn"].update(split_file=str(Path(__file__)))), "experiments.main.split_seeds",
-     "takes its one split from its split_file; drop split_seeds or the split_file"),
-    (lambda c: c.setdefault("analysis", {}).update(reference="cvm"), "analysis.reference", "unknown model 'cvm'"),
-    (lambda c: c.setdefault("train", {}).update(weights={"resnet18": "gone.pt"}), "train.weights.resnet18",
-     "file 'gone.pt' does not exist"),
-    # names that become folders and wildcards
-    *[(lambda c, n=name: c["datasets"].update({n: {"kind": "synthetic"}}), "datasets", f"name {name!r} is not allowed")
-      for name in ("c++", "a(b", "x/y", "../..", "", "-lead")],
-    (lambda c: c["experiments"].update({"a b": {"dataset": "syn", "models": ["resnet18"]}}), "experiments",
-     "name 'a b' is not allowed"),
-])
+@pytest.mark.parametrize(
+    "mutate, key, words",
+    [
+        (lambda c: c.setdefault("train", {}).update(epochs="ten"), "train.epochs", "should be of type integer"),
+        (lambda c: c.setdefault("train", {}).update(epoch=3), "train.epoch", "unknown key"),
+        (lambda c: c["datasets"]["syn"].update(kind="zip"), "datasets.syn.kind", "is not one of"),
+        (lambda c: c["experiments"]["main"].pop("models"), "experiments.main.models", "is required"),
+        (
+            lambda c: c["experiments"]["main"].update(models=["resnet9"]),
+            "experiments.main.models",
+            "unknown model 'resnet9'",
+        ),
+        (lambda c: c["experiments"]["main"].update(dataset="nope"), "experiments.main.dataset", "not defined"),
+        (lambda c: c["experiments"]["main"].update(augment=["rot90"]), "experiments.main.augment.0", "is not one of"),
+        (
+            lambda c: (
+                c.setdefault("train", {}).update(img_size=64),
+                c["experiments"]["main"]["models"].append("inception_v3"),
+            ),
+            "train.img_size",
+            "64 is too small for model 'inception_v3' (experiment 'main') which needs at least 75",
+        ),
+        # whole numbers given as floats, negative seeds, unknown reference, missing weights file
+        (lambda c: c.setdefault("train", {}).update(epochs=2.0), "train.epochs", "2.0 should be of type integer"),
+        (lambda c: c.setdefault("train", {}).update(img_size=32.0), "train.img_size", "a whole number"),
+        (lambda c: c.setdefault("train", {}).update(seeds=[0, -3]), "train.seeds.1", "-3 is below the minimum 0"),
+        (lambda c: c["datasets"]["syn"].update(split_seed=-1), "datasets.syn.split_seed", "below the minimum 0"),
+        (
+            lambda c: c["experiments"]["main"].update(split_seeds=[1, 1]),
+            "experiments.main.split_seeds",
+            "lists 1 twice",
+        ),
+        (
+            lambda c: c["experiments"]["main"].update(split_seeds=[]),
+            "experiments.main.split_seeds",
+            "should be non-empty",
+        ),
+        (
+            lambda c: (
+                c["experiments"]["main"].update(split_seeds=[0, 1]),
+                c["datasets"]["syn"].update(split_file=str(Path(__file__))),
+            ),
+            "experiments.main.split_seeds",
+            "takes its one split from its split_file; drop split_seeds or the split_file",
+        ),
+        (lambda c: c.setdefault("analysis", {}).update(reference="cvm"), "analysis.reference", "unknown model 'cvm'"),
+        (
+            lambda c: c.setdefault("train", {}).update(weights={"resnet18": "gone.pt"}),
+            "train.weights.resnet18",
+            "file 'gone.pt' does not exist",
+        ),
+        # names that become folders and wildcards
+        *[
+            (
+                lambda c, n=name: c["datasets"].update({n: {"kind": "synthetic"}}),
+                "datasets",
+                f"name {name!r} is not allowed",
+            )
+            for name in ("c++", "a(b", "x/y", "../..", "", "-lead")
+        ],
+        (
+            lambda c: c["experiments"].update({"a b": {"dataset": "syn", "models": ["resnet18"]}}),
+            "experiments",
+            "name 'a b' is not allowed",
+        ),
+    ],
+)
 def test_bad_config_names_the_key(tmp_path, mutate, key, words):
     cfg = minimal(tmp_path)
     mutate(cfg)
@@ -78,8 +116,10 @@ def test_bad_config_names_the_key(tmp_path, mutate, key, words):
 
 
 def test_missing_dataset_root_is_reported(tmp_path):
-    cfg = {"datasets": {"real": {"kind": "imagefolder", "root": str(tmp_path / "absent")}},
-           "experiments": {"e": {"dataset": "real", "models": ["resnet18"]}}}
+    cfg = {
+        "datasets": {"real": {"kind": "imagefolder", "root": str(tmp_path / "absent")}},
+        "experiments": {"e": {"dataset": "real", "models": ["resnet18"]}},
+    }
     with pytest.raises(CvmError, match=r"datasets\.real\.root.*does not exist"):
         validate_config(cfg)
     cfg["datasets"]["real"]["root"] = ""
@@ -91,9 +131,13 @@ def test_missing_dataset_root_is_reported(tmp_path):
 
 def test_combined_parts_must_exist_and_are_used(tmp_path):
     (tmp_path / "a").mkdir()
-    cfg = {"datasets": {"a": {"kind": "imagefolder", "root": str(tmp_path / "a")},
-                        "both": {"kind": "combined", "parts": ["a", "b"]}},
-           "experiments": {"e": {"dataset": "both", "models": ["resnet18"]}}}
+    cfg = {
+        "datasets": {
+            "a": {"kind": "imagefolder", "root": str(tmp_path / "a")},
+            "both": {"kind": "combined", "parts": ["a", "b"]},
+        },
+        "experiments": {"e": {"dataset": "both", "models": ["resnet18"]}},
+    }
     with pytest.raises(CvmError, match=r"datasets\.both\.parts.*'b'"):
         validate_config(cfg)
     cfg["datasets"]["b"] = {"kind": "synthetic"}
@@ -134,15 +178,18 @@ def _default():
     return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
-@pytest.mark.parametrize("only, experiments, runs, transfer", [
-    ("comparison", {"comparison": 5}, 5, False),
-    ("comparison/resnet18", {"comparison": 1}, 1, False),
-    ("comparison/resnet18, comparison/xception", {"comparison": 2}, 2, False),
-    # a fine-tuned run needs the run it starts from: main's CVM-Cervix comes along (its three seeds)
-    ("finetune", {"main": 1, "finetune": 1}, 3 + 4, False),
-    (["transfer"], {"main": 1, "herlev": 1}, 3 + 3, True),  # herlev: three splits (split_seeds)
-    (["main", "fusion"], {"main": 1, "fusion": 4}, 3 + 3, False),
-])
+@pytest.mark.parametrize(
+    "only, experiments, runs, transfer",
+    [
+        ("comparison", {"comparison": 5}, 5, False),
+        ("comparison/resnet18", {"comparison": 1}, 1, False),
+        ("comparison/resnet18, comparison/xception", {"comparison": 2}, 2, False),
+        # a fine-tuned run needs the run it starts from: main's CVM-Cervix comes along (its three seeds)
+        ("finetune", {"main": 1, "finetune": 1}, 3 + 4, False),
+        (["transfer"], {"main": 1, "herlev": 1}, 3 + 3, True),  # herlev: three splits (split_seeds)
+        (["main", "fusion"], {"main": 1, "fusion": 4}, 3 + 3, False),
+    ],
+)
 def test_only_keeps_the_named_part_of_the_plan_and_what_it_starts_from(only, experiments, runs, transfer):
     cfg = validate_config({**_default(), "only": only})
     assert {name: len(exp["models"]) for name, exp in cfg["experiments"].items()} == experiments
@@ -151,11 +198,14 @@ def test_only_keeps_the_named_part_of_the_plan_and_what_it_starts_from(only, exp
     assert again["experiments"] == cfg["experiments"]
 
 
-@pytest.mark.parametrize("only, words", [
-    ("nope", "'nope' names no experiment of the config (main, comparison"),
-    ("comparison/vgg19", "experiment 'comparison' has no model 'vgg19' (its models: cvm_cervix"),
-    (" , ", "names nothing"),
-])
+@pytest.mark.parametrize(
+    "only, words",
+    [
+        ("nope", "'nope' names no experiment of the config (main, comparison"),
+        ("comparison/vgg19", "experiment 'comparison' has no model 'vgg19' (its models: cvm_cervix"),
+        (" , ", "names nothing"),
+    ],
+)
 def test_only_naming_nothing_known_is_one_line(only, words):
     with pytest.raises(CvmError, match=r"config key 'only' in the config: ") as err:
         validate_config({**_default(), "only": only})
@@ -163,9 +213,14 @@ def test_only_naming_nothing_known_is_one_line(only, words):
 
 
 def test_an_image_size_botnet_cannot_take_is_one_line():
-    cfg = {"datasets": {"syn": {"kind": "synthetic"}}, "train": {"img_size": 80},
-           "experiments": {"e": {"dataset": "syn", "models": ["botnet"]}}}
-    with pytest.raises(CvmError, match=r"model 'botnet' \(experiment 'e'\) needs a multiple of 32, not 80; use 64 or 96"):
+    cfg = {
+        "datasets": {"syn": {"kind": "synthetic"}},
+        "train": {"img_size": 80},
+        "experiments": {"e": {"dataset": "syn", "models": ["botnet"]}},
+    }
+    with pytest.raises(
+        CvmError, match=r"model 'botnet' \(experiment 'e'\) needs a multiple of 32, not 80; use 64 or 96"
+    ):
         validate_config(cfg)
 
 
@@ -180,19 +235,38 @@ def test_papers_cric_limits_are_its_table_1():
     assert sum(cric["class_limits"].values()) == 4789 and cric["short_classes"] == "take_all"
 
 
-@pytest.mark.parametrize("mutate, words", [
-    (lambda c: c["train"].update(lr=float("inf")), "config key 'train.lr' in the config: inf is not a finite number"),
-    (lambda c: c["variants"]["random_f25"].update(train_fraction=float("nan")),
-     "config key 'variants.random_f25.train_fraction' in the config: nan is not a finite number"),
-    (lambda c: c["experiments"]["comparison"].update(models=["resnet18", "xception", "resnet18"]),
-     "'experiments.comparison.models' in the config: lists 'resnet18' twice"),
-    (lambda c: c["experiments"]["main"].update(augment=["none", "none"]), "'experiments.main.augment' in the config: lists 'none' twice"),
-    (lambda c: c["experiments"]["main"].update(compress=["fp16", "fp16"]), "lists 'fp16' twice"),
-    (lambda c: c["train"].update(seeds=[2 ** 64]), "'train.seeds.0' in the config: 18446744073709551616 is above the maximum 4294967295"),
-    (lambda c: c["datasets"]["synthetic_pbc"].update(split_seed=2 ** 32), "is above the maximum 4294967295"),
-    (lambda c: c["train"].update(batch_size=1), "'train.batch_size' in the config: a batch of one image cannot train"),
-    (lambda c: c.update(results=str(REPO / "README.md")), "is a file, not a folder"),
-])
+@pytest.mark.parametrize(
+    "mutate, words",
+    [
+        (
+            lambda c: c["train"].update(lr=float("inf")),
+            "config key 'train.lr' in the config: inf is not a finite number",
+        ),
+        (
+            lambda c: c["variants"]["random_f25"].update(train_fraction=float("nan")),
+            "config key 'variants.random_f25.train_fraction' in the config: nan is not a finite number",
+        ),
+        (
+            lambda c: c["experiments"]["comparison"].update(models=["resnet18", "xception", "resnet18"]),
+            "'experiments.comparison.models' in the config: lists 'resnet18' twice",
+        ),
+        (
+            lambda c: c["experiments"]["main"].update(augment=["none", "none"]),
+            "'experiments.main.augment' in the config: lists 'none' twice",
+        ),
+        (lambda c: c["experiments"]["main"].update(compress=["fp16", "fp16"]), "lists 'fp16' twice"),
+        (
+            lambda c: c["train"].update(seeds=[2**64]),
+            "'train.seeds.0' in the config: 18446744073709551616 is above the maximum 4294967295",
+        ),
+        (lambda c: c["datasets"]["synthetic_pbc"].update(split_seed=2**32), "is above the maximum 4294967295"),
+        (
+            lambda c: c["train"].update(batch_size=1),
+            "'train.batch_size' in the config: a batch of one image cannot train",
+        ),
+        (lambda c: c.update(results=str(REPO / "README.md")), "is a file, not a folder"),
+    ],
+)
 def test_values_that_would_be_quietly_wrong_or_a_traceback_are_one_line(mutate, words):
     cfg = _default()
     mutate(cfg)
@@ -204,12 +278,17 @@ def test_values_that_would_be_quietly_wrong_or_a_traceback_are_one_line(mutate, 
 def test_a_split_file_that_does_not_exist_and_a_captured_step_with_compile_are_named(tmp_path):
     cfg = minimal(tmp_path)
     cfg["datasets"]["syn"]["split_file"] = str(tmp_path / "nowhere" / "splits.csv")
-    with pytest.raises(CvmError, match=r"'datasets\.syn\.split_file' in the config: file .*nowhere/splits\.csv.* does "
-                                       r"not exist; give a splits\.csv written by a prepare step"):
+    with pytest.raises(
+        CvmError,
+        match=r"'datasets\.syn\.split_file' in the config: file .*nowhere/splits\.csv.* does "
+        r"not exist; give a splits\.csv written by a prepare step",
+    ):
         validate_config(cfg)
     cfg = minimal(tmp_path)
     cfg["train"] = {"step": "cuda_graph", "compile": True}
-    with pytest.raises(CvmError, match=r"'train\.step' in the config: cuda_graph .* does not combine with train\.compile"):
+    with pytest.raises(
+        CvmError, match=r"'train\.step' in the config: cuda_graph .* does not combine with train\.compile"
+    ):
         validate_config(cfg)
     cfg["train"] = {"step": "graphs"}
     with pytest.raises(CvmError, match=r"train\.step"):
@@ -229,7 +308,8 @@ warnings.simplefilter("ignore")
 from cvm_cervix.config import validate_config
 from cvm_cervix.plan import Plan
 from cvm_cervix.models import get_model_spec, model_names
-import cvm_cervix.data, cvm_cervix.labels, cvm_cervix.precisions, cvm_cervix.stats, cvm_cervix.report, cvm_cervix.transfer
+import cvm_cervix.data, cvm_cervix.labels, cvm_cervix.precisions, cvm_cervix.stats
+import cvm_cervix.report, cvm_cervix.transfer
 config = yaml.safe_load(open({str(REPO / "config" / "paper.yaml")!r}))
 validate_config(config, require_roots=False)
 Plan(config)
@@ -240,6 +320,14 @@ print(sorted(m for m in ("torch", "timm", "torchvision", "onnx", "onnxruntime") 
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "[]"
     # and the model builders still come with the package when asked for
-    proc = subprocess.run([sys.executable, "-c", "import sys; from cvm_cervix.models import create_model; "
-                           "print(create_model.__module__, 'torch' in sys.modules)"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from cvm_cervix.models import create_model; "
+            "print(create_model.__module__, 'torch' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.stdout.split() == ["cvm_cervix.models._registry", "True"], proc.stderr[-2000:]

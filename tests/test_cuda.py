@@ -24,14 +24,25 @@ def test_training_on_cuda_in_float32_and_mixed_precision(tiny_dataset, tmp_path)
     infos = {}
     for amp in (False, True):
         out = tmp_path / f"amp{int(amp)}"
-        infos[amp] = train_run("cvm_cervix", tiny_dataset, out, img_size=32, epochs=2, batch_size=8, seed=0,
-                               device="cuda", amp=amp, progress=False)
+        infos[amp] = train_run(
+            "cvm_cervix",
+            tiny_dataset,
+            out,
+            img_size=32,
+            epochs=2,
+            batch_size=8,
+            seed=0,
+            device="cuda",
+            amp=amp,
+            progress=False,
+        )
         assert infos[amp]["device"].startswith("cuda")
         model, info = load_trained(out, "cuda")
         assert next(model.parameters()).is_cuda
         metrics = evaluate_run(out, tiny_dataset, device="cuda")
-        assert metrics["precision"] == ("float32" if not amp else
-                                        ("bfloat16 autocast" if torch.cuda.is_bf16_supported() else "float16 autocast"))
+        assert metrics["precision"] == (
+            "float32" if not amp else ("bfloat16 autocast" if torch.cuda.is_bf16_supported() else "float16 autocast")
+        )
         history = (out / "history.csv").read_text().splitlines()
         assert len(history) == 3 and "nan" not in history[-1].lower()
     assert infos[False]["amp"] is False and infos[True]["amp"] is True
@@ -59,8 +70,9 @@ def test_half_precision_artifacts_run_on_cuda(tiny_dataset, tmp_path):
     from cvm_cervix.train import train_run
 
     run = tmp_path / "run"
-    train_run("cvm_cervix", tiny_dataset, run, img_size=32, epochs=1, batch_size=8, device="cuda", amp=False,
-              progress=False)
+    train_run(
+        "cvm_cervix", tiny_dataset, run, img_size=32, epochs=1, batch_size=8, device="cuda", amp=False, progress=False
+    )
     for precision in ("fp16", "bf16"):
         metrics = compress_run(run, tiny_dataset, precision, device="cuda")
         assert metrics["device"].startswith("cuda") and metrics["fp32"]["device"].startswith("cuda")
@@ -69,12 +81,18 @@ def test_half_precision_artifacts_run_on_cuda(tiny_dataset, tmp_path):
 
 
 def test_a_claimed_slot_makes_one_gpu_visible(tmp_path):
-    code = ("import json, torch; from cvm_cervix.devices import claim_gpu; "
-            f"s = claim_gpu('auto', 2, {str(tmp_path)!r}); "
-            "import os; print(json.dumps([s.device, os.environ['CUDA_VISIBLE_DEVICES'], torch.cuda.device_count()]))")
+    code = (
+        "import json, torch; from cvm_cervix.devices import claim_gpu; "
+        f"s = claim_gpu('auto', 2, {str(tmp_path)!r}); "
+        "import os; print(json.dumps([s.device, os.environ['CUDA_VISIBLE_DEVICES'], torch.cuda.device_count()]))"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    procs = [subprocess.Popen([sys.executable, "-c", code + "; import time; time.sleep(3)"], stdout=subprocess.PIPE,
-                              text=True, env=env) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code + "; import time; time.sleep(3)"], stdout=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(2)
+    ]
     outs = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in procs]
     for device, visible, count in outs:
         assert device == visible and count == 1
@@ -106,8 +124,11 @@ def captured_and_eager(steps: int, amp: bool) -> dict:
         optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4, capturable=True)
         scaler = torch.amp.GradScaler("cuda", enabled=False)
         torch.cuda.manual_seed(7)
-        step = (CapturedStep(model, optimizer, scaler, images, labels, 1, dev, amp, batch_size=16)
-                if kind == "captured" else TrainStep(model, optimizer, scaler, images, labels, 1, dev, amp))
+        step = (
+            CapturedStep(model, optimizer, scaler, images, labels, 1, dev, amp, batch_size=16)
+            if kind == "captured"
+            else TrainStep(model, optimizer, scaler, images, labels, 1, dev, amp)
+        )
         losses = []
         for idx in batches:
             before = float(step.loss_sum)
@@ -153,14 +174,26 @@ def test_the_captured_step_follows_the_eager_one_under_bf16_autocast():
 def test_a_run_with_the_captured_step_trains_and_records_it(tiny_dataset, tmp_path):
     from cvm_cervix.train import train_run
 
-    info = train_run("cvm_cervix", tiny_dataset, tmp_path, img_size=32, epochs=2, batch_size=8, seed=0, device="cuda",
-                     amp=True, step="cuda_graph", progress=False)
+    info = train_run(
+        "cvm_cervix",
+        tiny_dataset,
+        tmp_path,
+        img_size=32,
+        epochs=2,
+        batch_size=8,
+        seed=0,
+        device="cuda",
+        amp=True,
+        step="cuda_graph",
+        progress=False,
+    )
     assert info["step"] == ("cuda_graph" if torch.cuda.is_bf16_supported() else "eager")
     assert "nan" not in (tmp_path / "history.csv").read_text().lower()
 
 
-def test_a_signal_stops_a_captured_run_after_the_step_in_flight_and_the_rerun_finishes(tiny_dataset, tmp_path,
-                                                                                      monkeypatch):
+def test_a_signal_stops_a_captured_run_after_the_step_in_flight_and_the_rerun_finishes(
+    tiny_dataset, tmp_path, monkeypatch
+):
     """SLURM's time-limit signal during a replayed (captured) step: that step finishes, the run checkpoints
     mid-epoch and fails; the rerun captures anew and ends the run from there."""
     import signal
@@ -180,8 +213,9 @@ def test_a_signal_stops_a_captured_run_after_the_step_in_flight_and_the_rerun_fi
         return real(self, idx)
 
     monkeypatch.setattr(step_module.CapturedStep, "__call__", signalled)
-    kwargs = dict(img_size=32, epochs=2, batch_size=4, seed=0, device="cuda", amp=True, step="cuda_graph",
-                  progress=False)
+    kwargs = dict(
+        img_size=32, epochs=2, batch_size=4, seed=0, device="cuda", amp=True, step="cuda_graph", progress=False
+    )
     with pytest.raises(CvmError, match="stopped by SIGUSR1 in epoch 1 after step 6 of 11"):  # 44 images: 11 of 4
         train_run("cvm_cervix", tiny_dataset, tmp_path, **kwargs)
     assert len(calls) == 6

@@ -3,11 +3,18 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import write_image
+
 from cvm_cervix.data import (
-    assign_splits, build_cache, list_dataset, load_cache, load_image, prepare_dataset, read_manifest,
-    records_frame, split_counts,
+    assign_splits,
+    build_cache,
+    list_dataset,
+    load_cache,
+    load_image,
+    prepare_dataset,
+    read_manifest,
+    records_frame,
+    split_counts,
 )
 from cvm_cervix.errors import CvmError
 
@@ -33,7 +40,9 @@ def test_split_is_seeded(imagefolder):
 
 def test_duplicates_share_a_split(imagefolder):
     for i in range(4):  # four copies of one image, one of them under another class
-        shutil.copy(imagefolder / "alpha" / "alpha_0.png", imagefolder / ("beta" if i == 3 else "alpha") / f"copy{i}.png")
+        shutil.copy(
+            imagefolder / "alpha" / "alpha_0.png", imagefolder / ("beta" if i == 3 else "alpha") / f"copy{i}.png"
+        )
     frame = records_frame(list_dataset("imagefolder", imagefolder), "f")
     for seed in range(5):
         split = assign_splits(frame, seed=seed)
@@ -57,10 +66,13 @@ def test_class_too_small_to_split(imagefolder):
         assign_splits(frame, dataset="f")
 
 
-@pytest.mark.parametrize("content, words", [
-    (b"", r"empty \(zero-byte\) file"),
-    (b"this is not a png", "cannot be read as an image"),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"", r"empty \(zero-byte\) file"),
+        (b"this is not a png", "cannot be read as an image"),
+    ],
+)
 def test_unreadable_image_names_the_file(imagefolder, content, words):
     bad = imagefolder / "beta" / "bad.png"
     bad.write_bytes(content)
@@ -109,9 +121,16 @@ def test_cache_decodes_once_in_manifest_order(imagefolder, tmp_path):
 
 def test_split_counts_follow_the_fractions_like_the_papers_table1():
     n = 806  # ASC-H in the paper's Table 1: 484 / 161 / 161
-    frame = pd.DataFrame({"path": [f"p{i}" for i in range(n)], "class": "ASC-H", "label": 0,
-                          "sha256": [f"{i:064x}" for i in range(n)], "group": [str(i) for i in range(n)],
-                          "dataset": "d"})
+    frame = pd.DataFrame(
+        {
+            "path": [f"p{i}" for i in range(n)],
+            "class": "ASC-H",
+            "label": 0,
+            "sha256": [f"{i:064x}" for i in range(n)],
+            "group": [str(i) for i in range(n)],
+            "dataset": "d",
+        }
+    )
     split = assign_splits(frame, seed=3)
     assert split["split"].value_counts().to_dict() == {"train": 484, "val": 161, "test": 161}
 
@@ -126,8 +145,17 @@ def test_split_quotas_give_every_count_of_the_papers_tables(table):
     expected = {}
     for cls, (train, val, test) in paper_results()["splits"][table].items():
         n = train // times + val + test
-        rows += [{"path": f"{cls}{i}", "class": cls, "label": label, "sha256": f"{label:08x}{i:056x}",
-                  "group": f"{cls}{i}", "dataset": table} for i in range(n)]
+        rows += [
+            {
+                "path": f"{cls}{i}",
+                "class": cls,
+                "label": label,
+                "sha256": f"{label:08x}{i:056x}",
+                "group": f"{cls}{i}",
+                "dataset": table,
+            }
+            for i in range(n)
+        ]
         expected[cls] = {"train": train // times, "val": val, "test": test}
         label += 1
     split = assign_splits(pd.DataFrame(rows), seed=0)
@@ -152,19 +180,29 @@ def test_class_limits_draw_a_seeded_subset_and_refuse_too_many(imagefolder, tmp_
     prepare_dataset("f", {**spec, "split_seed": 2}, tmp_path / "c", root=imagefolder, threads=1)
     assert paths("a") == paths("b") and paths("a") != paths("c")  # drawn with the seed
     # another split of the same images (an experiment's split_seeds): the dataset's draw, split anew
-    resplit = prepare_dataset("f", {**spec, "split_seed": 5, "sample_seed": 1, "split_of": "f"}, tmp_path / "r",
-                              root=imagefolder, threads=1)
+    resplit = prepare_dataset(
+        "f", {**spec, "split_seed": 5, "sample_seed": 1, "split_of": "f"}, tmp_path / "r", root=imagefolder, threads=1
+    )
     splits = lambda d: pd.read_csv(tmp_path / d / "manifest.csv").set_index("path")["split"]  # noqa: E731
     assert paths("r") == paths("a") and not splits("r").sort_index().equals(splits("a").sort_index())
     assert resplit["counts"] == summary["counts"]  # stratified: the same counts per class and split
     assert (resplit["split_seed"], resplit["split_of"]) == (5, "f")
-    with pytest.raises(CvmError, match="class_limits.beta': asks for 11 images but class 'beta' has 10; .*short_classes: take_all"):
+    with pytest.raises(
+        CvmError, match="class_limits.beta': asks for 11 images but class 'beta' has 10; .*short_classes: take_all"
+    ):
         prepare_dataset("f", {"kind": "imagefolder", "class_limits": {"beta": 11}}, tmp_path / "d", root=imagefolder)
     # take_all: a class short of its limit is taken whole, and the record says by how much
-    short = prepare_dataset("f", {"kind": "imagefolder", "class_limits": {"beta": 11, "alpha": 4},
-                                  "short_classes": "take_all"}, tmp_path / "s", root=imagefolder, threads=1)
-    assert short["class_limits"] == {"alpha": {"asked": 4, "found": 10, "kept": 4},
-                                     "beta": {"asked": 11, "found": 10, "kept": 10}}
+    short = prepare_dataset(
+        "f",
+        {"kind": "imagefolder", "class_limits": {"beta": 11, "alpha": 4}, "short_classes": "take_all"},
+        tmp_path / "s",
+        root=imagefolder,
+        threads=1,
+    )
+    assert short["class_limits"] == {
+        "alpha": {"asked": 4, "found": 10, "kept": 4},
+        "beta": {"asked": 11, "found": 10, "kept": 10},
+    }
     assert {c: sum(v.values()) for c, v in short["counts"].items()} == {"alpha": 4, "beta": 10, "gamma": 10}
     with pytest.raises(CvmError, match="class 'delta' is not in the dataset"):
         prepare_dataset("f", {"kind": "imagefolder", "class_limits": {"delta": 1}}, tmp_path / "e", root=imagefolder)
@@ -173,12 +211,15 @@ def test_class_limits_draw_a_seeded_subset_and_refuse_too_many(imagefolder, tmp_
 
 def test_a_dataset_of_one_class_is_refused(tmp_path):
     from conftest import write_image
+
     from cvm_cervix.data import prepare_dataset
     from cvm_cervix.errors import CvmError
 
     for i in range(6):
         write_image(tmp_path / "only" / "NILM" / f"{i}.png", seed=i)
-    with pytest.raises(CvmError, match=r"dataset 'one' \(.*only\) has 1 class \('NILM'\); a classifier needs at least two"):
+    with pytest.raises(
+        CvmError, match=r"dataset 'one' \(.*only\) has 1 class \('NILM'\); a classifier needs at least two"
+    ):
         prepare_dataset("one", {"kind": "imagefolder"}, tmp_path / "out", root=tmp_path / "only", threads=1)
     assert not (tmp_path / "out" / "manifest.csv").exists()
 
@@ -186,6 +227,7 @@ def test_a_dataset_of_one_class_is_refused(tmp_path):
 def test_class_names_pandas_would_misread_round_trip_exactly(tmp_path):
     """Folders named 0, 1, NA and None stay those names in every CSV the workflow reads back."""
     from conftest import write_image
+
     from cvm_cervix._io import read_table
     from cvm_cervix.data import prepare_dataset, read_manifest, split_counts
     from cvm_cervix.evaluate import predictions_frame

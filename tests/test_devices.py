@@ -20,9 +20,13 @@ HOLDER = textwrap.dedent("""
 
 
 def hold(lock_dir, devices, per_device):
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock_dir), str(per_device), ",".join(devices)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env={k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(lock_dir), str(per_device), ",".join(devices)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")},
+    )
     device, index, visible = proc.stdout.readline().split()
     return proc, (device, int(index)), visible
 

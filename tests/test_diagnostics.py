@@ -1,4 +1,5 @@
 """ROC/PR with AUC, calibration and operating points, against values worked out by hand."""
+
 import numpy as np
 import pytest
 
@@ -24,8 +25,9 @@ def test_auc_is_undefined_with_one_class():
 def test_per_class_and_abnormal_curves():
     classes = ["NILM", "HSIL", "LSIL"]
     labels = np.array([0, 0, 1, 2, 1, 0])
-    probs = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.3, 0.2, 0.5], [0.5, 0.4, 0.1],
-                      [0.7, 0.2, 0.1]])
+    probs = np.array(
+        [[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.3, 0.2, 0.5], [0.5, 0.4, 0.1], [0.7, 0.2, 0.1]]
+    )
     out = roc_pr(labels, probs, classes, abnormal=["HSIL", "LSIL"], n_boot=50)
     # abnormal score = 1 - P(NILM): abnormal images 0.8, 0.7, 0.5; normal ones 0.2, 0.4, 0.3: all 9 pairs right
     assert out["abnormal"]["auc"] == pytest.approx(1.0)
@@ -45,7 +47,10 @@ def test_expected_calibration_error_over_equal_width_bins():
     out = calibration(labels, probs, bins=10)
     assert out["ece"] == pytest.approx(0.4)
     filled = [b for b in out["table"] if b["n"]]
-    assert [(b["lo"], b["n"], b["accuracy"]) for b in filled] == [(pytest.approx(0.5), 2, 1.0), (pytest.approx(0.8), 2, 0.5)]
+    assert [(b["lo"], b["n"], b["accuracy"]) for b in filled] == [
+        (pytest.approx(0.5), 2, 1.0),
+        (pytest.approx(0.8), 2, 0.5),
+    ]
     assert out["accuracy"] == 0.75 and "10 equal-width bins" in out["binning"]
 
 

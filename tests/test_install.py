@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from packaging.requirements import Requirement
-
 from conftest import REPO
+from packaging.requirements import Requirement
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
@@ -33,8 +32,11 @@ def test_conda_environment_pins_what_pyproject_pins():
 def _wheel(tmp_path: Path) -> Path:
     setuptools = tuple(int(p) for p in importlib.metadata.version("setuptools").split(".")[:2])
     args = ["--no-build-isolation"] if setuptools >= (77, 0) else []  # else pip fetches a recent setuptools
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", *args, "-w", str(tmp_path / "dist"),
-                    str(REPO)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", *args, "-w", str(tmp_path / "dist"), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
     return next((tmp_path / "dist").glob("cvm_cervix-*.whl"))
 
 
@@ -42,8 +44,11 @@ def _wheel(tmp_path: Path) -> Path:
 def test_an_installed_wheel_runs_the_workflow_without_the_checkouts_src(tmp_path):
     wheel = _wheel(tmp_path)
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
     package = site / "cvm_cervix"
     for data in ("templates/report.html.j2", "config.schema.yaml", "paper_results.yaml"):
         assert (package / data).is_file(), data
@@ -54,14 +59,29 @@ def test_an_installed_wheel_runs_the_workflow_without_the_checkouts_src(tmp_path
         copy = shutil.copytree if (REPO / item).is_dir() else shutil.copy
         copy(REPO / item, workflow / item)
     assert not (workflow / "src").exists()
-    config = {"datasets": {"syn": {"kind": "synthetic", "classes": "herlev", "per_class": 6, "image_size": 32}},
-              "train": {"img_size": 32, "epochs": 1, "batch_size": 8},
-              "experiments": {"e": {"dataset": "syn", "models": ["shufflenet_v2_x0_5"]}}}
+    config = {
+        "datasets": {"syn": {"kind": "synthetic", "classes": "herlev", "per_class": 6, "image_size": 32}},
+        "train": {"img_size": 32, "epochs": 1, "batch_size": 8},
+        "experiments": {"e": {"dataset": "syn", "models": ["shufflenet_v2_x0_5"]}},
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([SNAKEMAKE, "-s", str(workflow / "Snakefile"), "--directory", str(tmp_path / "run"),
-                           "--cores", "2", "--configfile", str(tmp_path / "config.yaml")],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [
+            SNAKEMAKE,
+            "-s",
+            str(workflow / "Snakefile"),
+            "--directory",
+            str(tmp_path / "run"),
+            "--cores",
+            "2",
+            "--configfile",
+            str(tmp_path / "config.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert (tmp_path / "run" / "results" / "report.html").is_file()
     # the jobs imported the installed package: Python cached the bytecode of its modules there

@@ -5,9 +5,29 @@ from cvm_cervix.errors import CvmError
 from cvm_cervix.models import PAPER_MODELS, create_model, get_model_spec, model_names
 
 PAPER_TABLE3 = [
-    "cvm_cervix", "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "resnet101",
-    "densenet121", "densenet169", "inception_v3", "xception", "alexnet", "googlenet", "mobilenet_v2",
-    "shufflenet_v2_x1_0", "shufflenet_v2_x0_5", "inception_resnet_v1", "vit", "botnet", "deit_tiny", "t2t_vit",
+    "cvm_cervix",
+    "vgg11",
+    "vgg13",
+    "vgg16",
+    "vgg19",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "densenet121",
+    "densenet169",
+    "inception_v3",
+    "xception",
+    "alexnet",
+    "googlenet",
+    "mobilenet_v2",
+    "shufflenet_v2_x1_0",
+    "shufflenet_v2_x0_5",
+    "inception_resnet_v1",
+    "vit",
+    "botnet",
+    "deit_tiny",
+    "t2t_vit",
 ]
 
 
@@ -22,8 +42,11 @@ def test_the_catalog_gives_the_sizes_the_networks_written_here_declare():
     from cvm_cervix.models import Builder
     from cvm_cervix.models._registry import _OWN_NETWORKS
 
-    own = {get_model_spec(n).build_backbone.args[0]: get_model_spec(n) for n in model_names()
-           if get_model_spec(n).build_backbone.function == "_own"}
+    own = {
+        get_model_spec(n).build_backbone.args[0]: get_model_spec(n)
+        for n in model_names()
+        if get_model_spec(n).build_backbone.function == "_own"
+    }
     assert set(own) == set(_OWN_NETWORKS) == {"InceptionResNetV1", "T2TViT"}
     for network, spec in own.items():
         assert spec.min_img_size == getattr(_OWN_NETWORKS[network], "min_img_size", spec.min_img_size)
@@ -132,7 +155,9 @@ def test_models_command_prints_one_name_per_line(capsys):
     assert capsys.readouterr().out.splitlines() == model_names()
     assert cli(["models", "-v"]) == 0
     verbose = capsys.readouterr().out.splitlines()
-    assert verbose[0].startswith("cvm_cervix\tCVM-Cervix\t") and "min 75px" in next(l for l in verbose if l.startswith("inception_v3"))
+    assert verbose[0].startswith("cvm_cervix\tCVM-Cervix\t") and "min 75px" in next(
+        line for line in verbose if line.startswith("inception_v3")
+    )
 
 
 def test_each_network_normalises_its_input_with_its_own_weights_statistics():

@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
 from conftest import REPO
 from layouts import make_cric_full, make_herlev, make_pbc, make_sipakmed
 from test_workflow import job_counts, snakemake
@@ -61,8 +60,20 @@ def rehearsal(tmp_path_factory, public_cache):
         "sipakmed": make_sipakmed(base / "SIPaKMeD", clusters=3, cells=2),  # 6 cells per class, .dat outlines
         "cric": make_cric_full(base / "CRIC", per_class=6),  # full images + classifications.csv
         "herlev": make_herlev(base / "smear2005", per_class=3),  # 7 folders, -d.bmp masks beside
-        "pbc": make_pbc(base / "PBC", per_class=5, classes=("basophil", "eosinophil", "erythroblast", "ig",
-                                                           "lymphocyte", "monocyte", "neutrophil", "platelet")),
+        "pbc": make_pbc(
+            base / "PBC",
+            per_class=5,
+            classes=(
+                "basophil",
+                "eosinophil",
+                "erythroblast",
+                "ig",
+                "lymphocyte",
+                "monocyte",
+                "neutrophil",
+                "platelet",
+            ),
+        ),
     }
     overrides = {
         "datasets": {name: {"root": str(root)} for name, root in roots.items()},
@@ -74,14 +85,23 @@ def rehearsal(tmp_path_factory, public_cache):
     saved = base / "alexnet.pth"
     shutil.copy(good, saved)
     torch.save(written["resnet18-f37072fd.pth"], good)
-    # on CI's 2 cores, two one-thread jobs at once (the helper's default; tiny jobs: most of their time is starting Python)
-    command = ("--workflow-profile", str(REPO / "profiles" / "default"), "--configfile", str(PAPER), str(base / "mine.yaml"),
-               *(["--resources", f"gpu={REHEARSAL_GPUS}"] if REHEARSAL_GPUS else []))
+    # on CI's 2 cores, two one-thread jobs at once (the helper's default; tiny jobs: most of their time is
+    # starting Python)
+    command = (
+        "--workflow-profile",
+        str(REPO / "profiles" / "default"),
+        "--configfile",
+        str(PAPER),
+        str(base / "mine.yaml"),
+        *(["--resources", f"gpu={REHEARSAL_GPUS}"] if REHEARSAL_GPUS else []),
+    )
     env = {"HF_HUB_OFFLINE": "1"}
     first = snakemake(base, *command, check=False, env=env)
-    incomplete = {"html": (base / "results" / "report.html").read_text() if (base / "results" / "report.html").exists()
-                  else "", "files": sorted(p.name for p in (base / "results" / "report_files").glob("*")),
-                  "done": [r for r in all_runs(paper_plan()) if (base / "results" / r.path / "metrics.json").is_file()]}
+    incomplete = {
+        "html": (base / "results" / "report.html").read_text() if (base / "results" / "report.html").exists() else "",
+        "files": sorted(p.name for p in (base / "results" / "report_files").glob("*")),
+        "done": [r for r in all_runs(paper_plan()) if (base / "results" / r.path / "metrics.json").is_file()],
+    }
     shutil.copy(saved, good)  # the right file again: the same command finishes the rest
     second = snakemake(base, *command, check=False, env=env)
     return base, first, incomplete, second
@@ -93,10 +113,10 @@ def test_one_unusable_weights_file_costs_only_its_run(rehearsal):
     log = first.stdout + first.stderr
     assert "results/report.html is INCOMPLETE: 1 of 37 training runs missing" in log
     html = incomplete["html"]
-    assert "INCOMPLETE REPORT" in html[:html.index('id="data"')]  # on the first screen, before any table
+    assert "INCOMPLETE REPORT" in html[: html.index('id="data"')]  # on the first screen, before any table
     run = f"runs/combined/{BROKEN}/none/seed0"
-    row = html[html.index(f"<td class=\"l\">{run}</td>"):]
-    row = row[:row.index("</tr>")]
+    row = html[html.index(f'<td class="l">{run}</td>') :]
+    row = row[: row.index("</tr>")]
     assert "<code>weights</code>" in row and "logs/weights/alexnet.log" in row
     assert f"do not fit this model at img_size {REHEARSAL_SIZE}" in row
     assert "16 tensors missing (first: features.0.weight); 122 unexpected tensors (first: conv1.weight)" in row
@@ -115,7 +135,7 @@ def test_the_same_command_then_completes_the_report(rehearsal):
     # only what was missing: alexnet's weights, training and evaluation, then its statistics and the report
     assert counts.get("train") == 1 and counts.get("weights") == 1 and "prepare" not in counts
     html = (base / "results" / "report.html").read_text()
-    assert "INCOMPLETE REPORT" not in html and "<title>INCOMPLETE" not in html and "class=\"missing\"" not in html
+    assert "INCOMPLETE REPORT" not in html and "<title>INCOMPLETE" not in html and 'class="missing"' not in html
     assert not (base / "results" / "report_files" / "report__missing.csv").exists()
 
 
@@ -132,7 +152,9 @@ def test_the_rehearsal_ran_the_papers_whole_plan(rehearsal):
     for model in {r.model for r in runs}:
         from cvm_cervix.models import get_model_spec
 
-        assert get_model_spec(model).paper_name.replace("×", "&#215;") in html or get_model_spec(model).paper_name in html
+        assert (
+            get_model_spec(model).paper_name.replace("×", "&#215;") in html or get_model_spec(model).paper_name in html
+        )
     # the weights step recorded each public-shaped file it found, before any training
     records = sorted(p.stem for p in (results / "weights").glob("*.json"))
     assert len(records) == 24 and "botnet" in records
@@ -156,6 +178,7 @@ def test_the_rehearsal_ran_the_papers_whole_plan(rehearsal):
     matrix = json.loads((results / "transfer" / "matrix.json").read_text())
     assert len(matrix["cells"]) == 4
     assert sorted(p.stem for p in (results / "stats").glob("*.json")) == sorted(config["experiments"])
-    finetune = json.loads((results / "runs" / "herlev" / "cvm_cervix" / "none+from_combined" / "seed0" / "train.json")
-                          .read_text())
+    finetune = json.loads(
+        (results / "runs" / "herlev" / "cvm_cervix" / "none+from_combined" / "seed0" / "train.json").read_text()
+    )
     assert finetune["init_from"]["run"].endswith("runs/combined/cvm_cervix/none/seed0")

@@ -1,11 +1,12 @@
 """The plan as code: which jobs a config asks for and the one table of paths the rules and the library share."""
+
 import re
 import string
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from cvm_cervix.config import Run, validate_config
 from cvm_cervix.plan import BENCHMARKS, LOGS, PATHS, Plan, path, pattern
 from cvm_cervix.precisions import COMPRESSED, PRECISIONS, rule_artifact, rule_precisions
@@ -14,16 +15,23 @@ WILDCARDS = {"dataset", "model", "recipe", "seed", "size", "precision", "target"
 
 
 def config(variants=None, pretrained=False, **experiments) -> dict:
-    return validate_config({
-        "variants": variants or {},
-        "datasets": {"syn": {"kind": "synthetic"}, "other": {"kind": "synthetic", "classes": "herlev"}},
-        "train": {"seeds": [0, 1], "epochs": 1, "img_size": 32, "pretrained": pretrained},
-        "experiments": experiments or {
-            "main": {"dataset": "syn", "models": ["cvm_cervix"], "augment": ["none", "flip4x"], "analysis": True},
-            "comparison": {"dataset": "syn", "models": ["resnet18", "cvm_cervix"], "seeds": [3],
-                           "compress": ["int8", "fp16"]},
-        },
-    })
+    return validate_config(
+        {
+            "variants": variants or {},
+            "datasets": {"syn": {"kind": "synthetic"}, "other": {"kind": "synthetic", "classes": "herlev"}},
+            "train": {"seeds": [0, 1], "epochs": 1, "img_size": 32, "pretrained": pretrained},
+            "experiments": experiments
+            or {
+                "main": {"dataset": "syn", "models": ["cvm_cervix"], "augment": ["none", "flip4x"], "analysis": True},
+                "comparison": {
+                    "dataset": "syn",
+                    "models": ["resnet18", "cvm_cervix"],
+                    "seeds": [3],
+                    "compress": ["int8", "fp16"],
+                },
+            },
+        }
+    )
 
 
 def test_every_template_names_only_the_workflows_wildcards():
@@ -40,8 +48,9 @@ def test_a_pattern_fills_what_is_fixed_and_leaves_the_rest_as_wildcards():
     run = Run("syn", "resnet18", "none+amp", 2)
     assert path("metrics", "res", run) == "res/runs/syn/resnet18/none+amp/seed2/metrics.json"
     assert path("run", "", run) == run.path
-    filled = pattern("compressed_metrics", "res").format(dataset="syn", model="resnet18", recipe="none+amp", seed=2,
-                                                         precision="int8")
+    filled = pattern("compressed_metrics", "res").format(
+        dataset="syn", model="resnet18", recipe="none+amp", seed=2, precision="int8"
+    )
     assert filled == path("compressed_metrics", "res", run, precision="int8")
 
 
@@ -62,24 +71,35 @@ def test_runs_compress_and_analysis_jobs_of_each_experiment():
 
 
 def test_statistics_compare_each_run_with_the_reference_at_the_same_recipe_and_seed():
-    plan = Plan(config(comparison={"dataset": "syn", "models": ["resnet18"], "seeds": [0]},
-                       main={"dataset": "syn", "models": ["cvm_cervix"]}))
+    plan = Plan(
+        config(
+            comparison={"dataset": "syn", "models": ["resnet18"], "seeds": [0]},
+            main={"dataset": "syn", "models": ["cvm_cervix"]},
+        )
+    )
     # the reference's runs (cvm_cervix, seeds 0 and 1) are planned: the one at seed 0 joins the comparison
     assert plan.stats_runs("comparison") == [Run("syn", "cvm_cervix", "none", 0), Run("syn", "resnet18", "none", 0)]
     entries = plan.stats_entries("comparison", "res")
     assert [e["predictions"] for e in entries] == [
-        "res/runs/syn/cvm_cervix/none/seed0/predictions_test.csv", "res/runs/syn/resnet18/none/seed0/predictions_test.csv"]
+        "res/runs/syn/cvm_cervix/none/seed0/predictions_test.csv",
+        "res/runs/syn/resnet18/none/seed0/predictions_test.csv",
+    ]
     assert {e["start"] for e in entries} == {"random weights"}
 
 
 def test_variants_start_from_the_run_they_name_and_wait_for_it():
-    cfg = config(variants={"from_main": {"init_from": "main/cvm_cervix/none"}}, pretrained=True,
-                 main={"dataset": "syn", "models": ["cvm_cervix"]},
-                 tuned={"dataset": "other", "models": ["cvm_cervix"], "variants": ["from_main"]})
+    cfg = config(
+        variants={"from_main": {"init_from": "main/cvm_cervix/none"}},
+        pretrained=True,
+        main={"dataset": "syn", "models": ["cvm_cervix"]},
+        tuned={"dataset": "other", "models": ["cvm_cervix"], "variants": ["from_main"]},
+    )
     plan = Plan(cfg)
     tuned = Run("other", "cvm_cervix", "none+from_main", 1)
-    assert plan.init_inputs(tuned, "res") == {"init_weights": "res/runs/syn/cvm_cervix/none/seed1/weights.safetensors",
-                                              "init_info": "res/runs/syn/cvm_cervix/none/seed1/train.json"}
+    assert plan.init_inputs(tuned, "res") == {
+        "init_weights": "res/runs/syn/cvm_cervix/none/seed1/weights.safetensors",
+        "init_info": "res/runs/syn/cvm_cervix/none/seed1/train.json",
+    }
     assert plan.pretrained_inputs(tuned, "res") == []  # it starts from the other run, not from ImageNet
     assert plan.pretrained_inputs(Run("syn", "cvm_cervix", "none", 0), "res") == ["res/weights/cvm_cervix.json"]
     assert plan.train_params(tuned)["init_from"] == "runs/syn/cvm_cervix/none/seed1"
@@ -92,7 +112,10 @@ def test_report_inputs_name_every_result_the_report_reads():
     assert len(inputs["metrics"]) == len(inputs["train"]) == len(inputs["history"]) == len(plan.runs)
     assert inputs["stats"] == ["res/stats/main.json", "res/stats/comparison.json"]
     assert sorted(inputs["compressed"]) == sorted(
-        f"res/runs/syn/{m}/none/seed3/compressed/{p}/metrics.json" for m in ("resnet18", "cvm_cervix") for p in ("int8", "fp16"))
+        f"res/runs/syn/{m}/none/seed3/compressed/{p}/metrics.json"
+        for m in ("resnet18", "cvm_cervix")
+        for p in ("int8", "fp16")
+    )
     assert len(inputs["analysis"]) == 4 and all(f.endswith(("gallery.json", "tsne.csv")) for f in inputs["analysis"])
     assert inputs["manifests"] == ["res/data/syn/manifest.csv"] and "transfer" not in inputs
     # each compress job's benchmark file is the one its rule writes
@@ -110,8 +133,9 @@ def test_the_papers_config_plans_its_37_runs():
     inputs = plan.report_inputs("results")
     assert inputs["transfer"] == ["results/transfer/matrix.json"]
     cells = plan.transfer_entries("results")
-    assert len(cells) == len(plan.transfer_cells()) and all(c["predictions"].endswith(f"/transfer/{c['target']}.csv")
-                                                             for c in cells)
+    assert len(cells) == len(plan.transfer_cells()) and all(
+        c["predictions"].endswith(f"/transfer/{c['target']}.csv") for c in cells
+    )
 
 
 def test_precisions_are_one_table_the_schema_and_the_rules_agree_with():
@@ -138,16 +162,23 @@ def test_rule_files_take_their_paths_from_the_plan():
 
 
 def test_split_seeds_repeat_every_run_over_splits_of_the_same_images():
-    plan = Plan(config(herlev={"dataset": "other", "models": ["cvm_cervix", "resnet18"], "seeds": [0],
-                               "split_seeds": [0, 4, 5]},
-                       main={"dataset": "syn", "models": ["cvm_cervix"]}))
+    plan = Plan(
+        config(
+            herlev={"dataset": "other", "models": ["cvm_cervix", "resnet18"], "seeds": [0], "split_seeds": [0, 4, 5]},
+            main={"dataset": "syn", "models": ["cvm_cervix"]},
+        )
+    )
     # the dataset's own split_seed (0) is the dataset itself: the paper's paths do not move
     assert plan.datasets == ["other", "other.split4", "other.split5", "syn"]
     runs = plan.experiment_runs("herlev")
-    assert [(r.dataset, r.model) for r in runs] == [(d, m) for m in ("cvm_cervix", "resnet18")
-                                                    for d in ("other", "other.split4", "other.split5")]
+    assert [(r.dataset, r.model) for r in runs] == [
+        (d, m) for m in ("cvm_cervix", "resnet18") for d in ("other", "other.split4", "other.split5")
+    ]
     # shown in detail, compressed and analysed: the first split's first seed
-    assert plan.first_seed_runs("herlev") == [Run("other", "cvm_cervix", "none", 0), Run("other", "resnet18", "none", 0)]
+    assert plan.first_seed_runs("herlev") == [
+        Run("other", "cvm_cervix", "none", 0),
+        Run("other", "resnet18", "none", 0),
+    ]
     # another split reads the same synthetic images and draws its split with its own seed
     assert plan.prepare_inputs("other.split4", "res") == {"root": "res/synthetic/other"}
     from cvm_cervix.config import dataset_spec
@@ -183,13 +214,22 @@ def test_a_split_seed_other_than_the_datasets_own_names_every_split(tmp_path):
 
 
 def test_a_split_of_a_combined_set_prepares_its_parts_once():
-    cfg = validate_config({
-        "datasets": {"a": {"kind": "synthetic"}, "b": {"kind": "synthetic", "classes": "herlev"},
-                     "both": {"kind": "combined", "parts": ["a", "b"]}},
-        "train": {"epochs": 1, "img_size": 32},
-        "experiments": {"e": {"dataset": "both", "models": ["resnet18"], "split_seeds": [5, 6]}}})
+    cfg = validate_config(
+        {
+            "datasets": {
+                "a": {"kind": "synthetic"},
+                "b": {"kind": "synthetic", "classes": "herlev"},
+                "both": {"kind": "combined", "parts": ["a", "b"]},
+            },
+            "train": {"epochs": 1, "img_size": 32},
+            "experiments": {"e": {"dataset": "both", "models": ["resnet18"], "split_seeds": [5, 6]}},
+        }
+    )
     plan = Plan(cfg)
     assert plan.datasets == ["a", "b", "both.split5", "both.split6"]
     assert plan.prepare_inputs("both.split6", "res") == {
-        "part_a": "res/data/a/manifest.csv", "part_b": "res/data/b/manifest.csv",
-        "splits_a": "res/data/a/splits.csv", "splits_b": "res/data/b/splits.csv"}
+        "part_a": "res/data/a/manifest.csv",
+        "part_b": "res/data/b/manifest.csv",
+        "splits_a": "res/data/a/splits.csv",
+        "splits_b": "res/data/b/splits.csv",
+    }

@@ -3,7 +3,6 @@ the same code a real download takes; a missing file is one line naming the model
 
 import pytest
 import torch
-
 from weights_cache import facenet_keys, hub_snapshot, reference_state, t2t_reference_keys
 
 from cvm_cervix.errors import CvmError
@@ -117,9 +116,12 @@ def test_t2t_vit_loads_the_reference_checkpoint(tmp_path, monkeypatch):
     ema = reference_state(model, t2t_reference_keys(), {k: k for k in ours})
     raw = {k: torch.zeros_like(v) for k, v in ema.items()}
     # As the released .pth.tar: a training checkpoint with its EMA weights, DataParallel prefixes and args
-    checkpoint = {"state_dict": {f"module.{k}": v for k, v in raw.items()},
-                  "state_dict_ema": {f"module.{k}": v for k, v in ema.items()},
-                  "args": argparse.Namespace(model="t2t_vit_t_14"), "epoch": 309}
+    checkpoint = {
+        "state_dict": {f"module.{k}": v for k, v in raw.items()},
+        "state_dict_ema": {f"module.{k}": v for k, v in ema.items()},
+        "args": argparse.Namespace(model="t2t_vit_t_14"),
+        "epoch": 309,
+    }
     folder = tmp_path / "torch" / "checkpoints"
     folder.mkdir(parents=True)
     torch.save(checkpoint, folder / "81.7_T2T_ViTt_14.pth.tar")
@@ -128,7 +130,9 @@ def test_t2t_vit_loads_the_reference_checkpoint(tmp_path, monkeypatch):
     assert found["files"][0]["url"] == T2TViT.reference["url"]
     loaded = create_model("t2t_vit", 3, 64, pretrained=True, cache_dir=tmp_path).backbone
     assert torch.equal(loaded.blocks[13].attn.qkv.weight, ema["blocks.13.attn.qkv.weight"])  # EMA, not the raw
-    assert torch.equal(loaded.tokens_to_token.attention1.attn.qkv.weight, ema["tokens_to_token.attention1.attn.qkv.weight"])
+    assert torch.equal(
+        loaded.tokens_to_token.attention1.attn.qkv.weight, ema["tokens_to_token.attention1.attn.qkv.weight"]
+    )
     assert torch.equal(loaded.cls_token, ema["cls_token"])
     from_file = create_model("t2t_vit", 3, 64, weights=folder / "81.7_T2T_ViTt_14.pth.tar")
     assert torch.equal(from_file.backbone.norm.weight, ema["norm.weight"])
@@ -143,6 +147,6 @@ def test_t2t_vit_attention_uses_the_reference_scale():
     x = torch.randn(2, 5, 384)
     b, n, c = x.shape
     q, k, v = attn.qkv(x).reshape(b, n, 3, 6, 64).permute(2, 0, 3, 1, 4)
-    expected = attn.proj(((q @ k.transpose(-2, -1)) * 384 ** -0.5).softmax(-1).matmul(v).transpose(1, 2).reshape(b, n, c))
+    expected = attn.proj(((q @ k.transpose(-2, -1)) * 384**-0.5).softmax(-1).matmul(v).transpose(1, 2).reshape(b, n, c))
     with torch.no_grad():
         torch.testing.assert_close(attn(x), expected.detach(), atol=1e-5, rtol=1e-5)

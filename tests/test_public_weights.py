@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import REPO
 
 from cvm_cervix.errors import CvmError

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import write_image
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from conftest import write_image
 from cvm_cervix._io import atomic_path, partial_path, remove_stale_partials, write_json
 from cvm_cervix.cli import main as cli
 from cvm_cervix.data import build_cache, list_dataset, load_image, prepare_dataset, read_manifest
@@ -88,12 +88,15 @@ def test_predict_with_mismatched_weights_is_one_line(run_copy, tiny_dataset, cap
     assert len(err) == 1 and err[0].startswith("error: ") and "train.json" in err[0]
 
 
-@pytest.mark.parametrize("content, words", [
-    ("{not json", "is not valid JSON"),
-    ('{"model": "shufflenet_v2_x0_5", "img_size": 32}', "lacks key 'num_classes'"),
-    ('{"model": "shufflenet_v2_x0_5", "num_classes": 11.0}', "lacks key 'num_classes'"),
-    ("[1, 2]", "does not hold a JSON object"),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("{not json", "is not valid JSON"),
+        ('{"model": "shufflenet_v2_x0_5", "img_size": 32}', "lacks key 'num_classes'"),
+        ('{"model": "shufflenet_v2_x0_5", "num_classes": 11.0}', "lacks key 'num_classes'"),
+        ("[1, 2]", "does not hold a JSON object"),
+    ],
+)
 def test_corrupt_or_incomplete_train_json_is_one_line(run_copy, content, words, capsys):
     (run_copy / "train.json").write_text(content)
     with pytest.raises(CvmError, match=words):
@@ -239,20 +242,24 @@ def _cric_table(root, rows):
     write_image(root / "a.png", seed=1, size=(120, 160))
     with open(root / "classifications.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["image_id", "image_filename", "image_doi", "cell_id", "bethesda_system", "nucleus_x",
-                         "nucleus_y"])
+        writer.writerow(
+            ["image_id", "image_filename", "image_doi", "cell_id", "bethesda_system", "nucleus_x", "nucleus_y"]
+        )
         for cell, cls, x, y in rows:
             writer.writerow([1, "a.png", "doi", cell, cls, x, y])
     return root
 
 
-@pytest.mark.parametrize("cell, cls, words", [
-    ("../../escaped", "HSIL", "cell_id: '../../escaped' cannot be a file name"),
-    ("/tmp/absolute", "HSIL", "cell_id: '/tmp/absolute' cannot be a file name"),
-    ("7\0x", "HSIL", "cell_id"),
-    ("8", "../../outside", "bethesda_system: '../../outside' cannot be a file name"),
-    ("9", "..", "bethesda_system: '..' cannot be a file name"),
-])
+@pytest.mark.parametrize(
+    "cell, cls, words",
+    [
+        ("../../escaped", "HSIL", "cell_id: '../../escaped' cannot be a file name"),
+        ("/tmp/absolute", "HSIL", "cell_id: '/tmp/absolute' cannot be a file name"),
+        ("7\0x", "HSIL", "cell_id"),
+        ("8", "../../outside", "bethesda_system: '../../outside' cannot be a file name"),
+        ("9", "..", "bethesda_system: '..' cannot be a file name"),
+    ],
+)
 def test_cric_values_cannot_leave_the_crops_folder(tmp_path, cell, cls, words):
     root = _cric_table(tmp_path / "deep" / "cric", [(1, "NILM", 60, 50), (cell, cls, 30, 30)])
     work = tmp_path / "deep" / "work"
@@ -264,8 +271,15 @@ def test_cric_values_cannot_leave_the_crops_folder(tmp_path, cell, cls, words):
     assert all(work in p.parents or p == work for p in created), created
 
 
-@pytest.mark.parametrize("x, y, words", [("12.5", "30", "nucleus_x '12.5'"), ("30", "", "nucleus_y ''"),
-                                         ("-4", "30", "nucleus_x '-4'"), ("30", "9999", "between 1 and 120")])
+@pytest.mark.parametrize(
+    "x, y, words",
+    [
+        ("12.5", "30", "nucleus_x '12.5'"),
+        ("30", "", "nucleus_y ''"),
+        ("-4", "30", "nucleus_x '-4'"),
+        ("30", "9999", "between 1 and 120"),
+    ],
+)
 def test_cric_coordinates_must_be_pixels(tmp_path, x, y, words):
     root = _cric_table(tmp_path / "cric", [(1, "NILM", x, y)])
     with pytest.raises(CvmError, match=words):
@@ -383,7 +397,6 @@ def test_the_same_weights_and_metadata_give_the_same_bytes(tmp_path):
     assert files[0].read_bytes()[8:80].startswith(b'{"__metadata__":{"dataset":"syn","img_size":"32","model"')
 
 
-
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
 def test_a_gpu_asked_for_on_the_command_line_is_named_as_the_option(run, tiny_dataset, capsys):
     image = read_manifest(tiny_dataset / "manifest.csv")["path"].iloc[0]
@@ -392,11 +405,20 @@ def test_a_gpu_asked_for_on_the_command_line_is_named_as_the_option(run, tiny_da
     assert err == "error: --device is 'cuda' but no CUDA device is visible; use --device auto or cpu"
 
 
-@pytest.mark.parametrize("edit, words", [
-    (lambda f: f.assign(split=f["split"].replace({"test": "Test"})), "split 'Test' is not one of train, val, test"),
-    (lambda f: f.assign(label=f["label"].where(f.index != 3, 99)), "line 5: label '99' is not a class number (classes.json has 11 classes)"),
-    (lambda f: f.assign(label=f["label"].where(f.index != 0, f["label"].iloc[-1])), "line 2: class 'ASC-H' has label 10"),
-])
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda f: f.assign(split=f["split"].replace({"test": "Test"})), "split 'Test' is not one of train, val, test"),
+        (
+            lambda f: f.assign(label=f["label"].where(f.index != 3, 99)),
+            "line 5: label '99' is not a class number (classes.json has 11 classes)",
+        ),
+        (
+            lambda f: f.assign(label=f["label"].where(f.index != 0, f["label"].iloc[-1])),
+            "line 2: class 'ASC-H' has label 10",
+        ),
+    ],
+)
 def test_a_hand_edited_manifest_is_one_line_naming_the_row(tiny_dataset, tmp_path, edit, words):
     data = tmp_path / "data"
     shutil.copytree(tiny_dataset, data)

@@ -10,7 +10,7 @@ def test_paper_numbers_are_well_formed():
     paper = paper_results()
     combined = paper["results"]["combined"]
     assert sorted(combined) == sorted(PAPER_MODELS)  # Table 3: all 23 models
-    for key, models in paper["results"].items():
+    for models in paper["results"].values():
         for model, augments in models.items():
             assert model in model_names()
             for augment, splits in augments.items():
@@ -36,14 +36,27 @@ def _fake_run(path, seed, acc, f1):
     path.mkdir(parents=True)
     split = {"accuracy": acc, "precision_macro": acc, "recall_macro": acc, "f1_macro": f1, "ms_per_image": 2.0}
     (path / "metrics.json").write_text(json.dumps({"seed": seed, "val": split, "test": split, "size_mb": 1.5}))
-    (path / "train.json").write_text(json.dumps({"params": 2_000_000, "seconds_per_epoch": 10.0 + seed,
-                                                 "total_seconds": 100.0, "device": "cpu", "device_name": "CPU",
-                                                 "epochs": 10, "train_images": 50, "best_epoch": 3}))
+    (path / "train.json").write_text(
+        json.dumps(
+            {
+                "params": 2_000_000,
+                "seconds_per_epoch": 10.0 + seed,
+                "total_seconds": 100.0,
+                "device": "cpu",
+                "device_name": "CPU",
+                "epochs": 10,
+                "train_images": 50,
+                "best_epoch": 3,
+            }
+        )
+    )
     return path
 
 
 def test_seeds_aggregate_to_mean_and_sample_sd(tmp_path):
-    runs = [_fake_run(tmp_path / f"s{i}", i, acc, f1) for i, (acc, f1) in enumerate([(0.80, 0.7), (0.90, 0.8), (0.85, 0.9)])]
+    runs = [
+        _fake_run(tmp_path / f"s{i}", i, acc, f1) for i, (acc, f1) in enumerate([(0.80, 0.7), (0.90, 0.8), (0.85, 0.9)])
+    ]
     agg = aggregate_runs(runs)
     assert agg["seeds"] == [0, 1, 2]
     assert agg["test"]["accuracy"]["mean"] == pytest.approx(85.0)
@@ -69,43 +82,105 @@ def _fabricate(results, config, seed=0):
     sizes = {"combined": 8838, "herlev": 917, "pbc": 17092, "sipakmed": 4049, "cric": 4789}
     for name in used_datasets(config):
         spec, base = dataset_spec(config, name), base_dataset(config, name)
-        classes = (COMBINED_CLASSES if base in ("combined", "sipakmed", "cric")
-                   else ["Normal", "Abnormal"] if base == "herlev" else [f"class{i}" for i in range(8)])
+        classes = (
+            COMBINED_CLASSES
+            if base in ("combined", "sipakmed", "cric")
+            else ["Normal", "Abnormal"]
+            if base == "herlev"
+            else [f"class{i}" for i in range(8)]
+        )
         classes_of[name] = classes
         n = sizes.get(name, 500)
         labels = rng.integers(0, len(classes), n)
         folder = results / "data" / name
         folder.mkdir(parents=True)
-        pd.DataFrame({"path": [f"/data/{name}/{i}.png" for i in range(n)], "class": [classes[i] for i in labels],
-                      "label": labels, "sha256": [f"{i:064x}" for i in range(n)], "group": range(n), "dataset": name,
-                      "split": rng.choice(["train", "val", "test"], n, p=[0.6, 0.2, 0.2])}).to_csv(
-            folder / "manifest.csv", index=False)
+        pd.DataFrame(
+            {
+                "path": [f"/data/{name}/{i}.png" for i in range(n)],
+                "class": [classes[i] for i in labels],
+                "label": labels,
+                "sha256": [f"{i:064x}" for i in range(n)],
+                "group": range(n),
+                "dataset": name,
+                "split": rng.choice(["train", "val", "test"], n, p=[0.6, 0.2, 0.2]),
+            }
+        ).to_csv(folder / "manifest.csv", index=False)
         (folder / "classes.json").write_text(json.dumps(classes))
-        (folder / "summary.json").write_text(json.dumps({
-            "synthetic": False, "split": "stratified", "kind": spec["kind"], "skipped": [],
-            "duplicates": {"duplicate_sets": 0, "duplicate_images": 0, "sets": [], "label_conflicts": []}}))
+        (folder / "summary.json").write_text(
+            json.dumps(
+                {
+                    "synthetic": False,
+                    "split": "stratified",
+                    "kind": spec["kind"],
+                    "skipped": [],
+                    "duplicates": {"duplicate_sets": 0, "duplicate_images": 0, "sets": [], "label_conflicts": []},
+                }
+            )
+        )
     for run in all_runs(config):
         folder = results / run.path
         folder.mkdir(parents=True)
         classes = classes_of[run.dataset]
         k = len(classes)
 
-        def split_metrics():
+        def split_metrics(k=k, classes=classes):
             cm = rng.integers(0, 5, (k, k)) + np.diag(rng.integers(50, 150, k))
             acc = float(np.trace(cm) / cm.sum())
-            return {"n": int(cm.sum()), "accuracy": acc, "precision_macro": acc, "recall_macro": acc, "f1_macro": acc,
-                    "per_class": {c: {"precision": acc, "recall": acc, "f1": acc, "support": int(cm[i].sum())}
-                                  for i, c in enumerate(classes)},
-                    "confusion": cm.tolist(), "ms_per_image": 1.5}
-        (folder / "metrics.json").write_text(json.dumps({
-            "model": run.model, "dataset": run.dataset, "augment": run.recipe, "seed": run.seed, "classes": classes,
-            "val": split_metrics(), "test": split_metrics(), "size_mb": 120.0, "params": 31_000_000, "device": "cuda:0"}))
-        (folder / "train.json").write_text(json.dumps({
-            "params": 31_000_000, "seconds_per_epoch": 2.0, "total_seconds": 200.0, "device": "cuda:0",
-            "device_name": "NVIDIA H100", "epochs": 100, "train_images": 5308, "best_epoch": 80}))
+            return {
+                "n": int(cm.sum()),
+                "accuracy": acc,
+                "precision_macro": acc,
+                "recall_macro": acc,
+                "f1_macro": acc,
+                "per_class": {
+                    c: {"precision": acc, "recall": acc, "f1": acc, "support": int(cm[i].sum())}
+                    for i, c in enumerate(classes)
+                },
+                "confusion": cm.tolist(),
+                "ms_per_image": 1.5,
+            }
+
+        (folder / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "model": run.model,
+                    "dataset": run.dataset,
+                    "augment": run.recipe,
+                    "seed": run.seed,
+                    "classes": classes,
+                    "val": split_metrics(),
+                    "test": split_metrics(),
+                    "size_mb": 120.0,
+                    "params": 31_000_000,
+                    "device": "cuda:0",
+                }
+            )
+        )
+        (folder / "train.json").write_text(
+            json.dumps(
+                {
+                    "params": 31_000_000,
+                    "seconds_per_epoch": 2.0,
+                    "total_seconds": 200.0,
+                    "device": "cuda:0",
+                    "device_name": "NVIDIA H100",
+                    "epochs": 100,
+                    "train_images": 5308,
+                    "best_epoch": 80,
+                }
+            )
+        )
         epochs = np.arange(1, 101)
-        pd.DataFrame({"epoch": epochs, "train_loss": 1 / epochs, "train_acc": 1 - 1 / epochs, "val_loss": 1 / epochs,
-                      "val_acc": 1 - 1 / epochs, "seconds": 2.0}).to_csv(folder / "history.csv", index=False)
+        pd.DataFrame(
+            {
+                "epoch": epochs,
+                "train_loss": 1 / epochs,
+                "train_acc": 1 - 1 / epochs,
+                "val_loss": 1 / epochs,
+                "val_acc": 1 - 1 / epochs,
+                "seconds": 2.0,
+            }
+        ).to_csv(folder / "history.csv", index=False)
         (folder / "weights.safetensors").write_bytes(b"\0" * 1000)
         for split in ("val", "test"):  # an evaluated run has its predictions (their content is the stats job's)
             (folder / f"predictions_{split}.csv").write_text("path,label,pred\n")
@@ -114,71 +189,145 @@ def _fabricate(results, config, seed=0):
         from cvm_cervix.diagnostics import diagnose
         from cvm_cervix.labels import paper_abnormal_classes
 
-        def frame(n):
+        def frame(n, classes=classes):
             labels = rng.integers(0, len(classes), n)
             probs = rng.dirichlet(np.ones(len(classes)), n) * 0.5 + 0.5 * np.eye(len(classes))[labels]
-            out = pd.DataFrame({"path": [f"{i}.png" for i in range(n)], "label": [classes[i] for i in labels],
-                                "pred": [classes[i] for i in probs.argmax(1)]})
+            out = pd.DataFrame(
+                {
+                    "path": [f"{i}.png" for i in range(n)],
+                    "label": [classes[i] for i in labels],
+                    "pred": [classes[i] for i in probs.argmax(1)],
+                }
+            )
             for i, c in enumerate(classes):
                 out[f"prob_{c}"] = probs[:, i]
             return out
 
-        abnormal = [c for c in classes if c in config.get("analysis", {}).get("abnormal_classes", ["ASC-H", "HSIL",
-                                                                                                   "Abnormal", "class1"])]
-        diagnostics[name] = diagnose(frame(400), frame(300), abnormal or [classes[-1]],
-                                     [{"specificity": 0.95}, {"sensitivity": 0.9}], 15, 30, 0, paper_abnormal_classes())
+        abnormal = [
+            c
+            for c in classes
+            if c in config.get("analysis", {}).get("abnormal_classes", ["ASC-H", "HSIL", "Abnormal", "class1"])
+        ]
+        diagnostics[name] = diagnose(
+            frame(400),
+            frame(300),
+            abnormal or [classes[-1]],
+            [{"specificity": 0.95}, {"sensitivity": 0.9}],
+            15,
+            30,
+            0,
+            paper_abnormal_classes(),
+        )
     for name, exp in config["experiments"].items():
         runs = [r for r in experiment_runs(config, name) if r.recipe in exp["augment"]]
         (results / "stats").mkdir(exist_ok=True)
-        (results / "stats" / f"{name}.json").write_text(json.dumps({"reference": "cvm_cervix", "runs": [
-            {"model": r.model, "augment": r.recipe, "seed": r.seed,
-             "split_seed": dataset_spec(config, r.dataset).get("split_seed", 0),
-             "bootstrap": {"accuracy": [0.85, 0.9], "f1_macro": [0.84, 0.9]}, "clinical": None, "mcnemar": None,
-             "diagnostics": diagnostics[r.dataset]}
-            for r in runs]}))
+        (results / "stats" / f"{name}.json").write_text(
+            json.dumps(
+                {
+                    "reference": "cvm_cervix",
+                    "runs": [
+                        {
+                            "model": r.model,
+                            "augment": r.recipe,
+                            "seed": r.seed,
+                            "split_seed": dataset_spec(config, r.dataset).get("split_seed", 0),
+                            "bootstrap": {"accuracy": [0.85, 0.9], "f1_macro": [0.84, 0.9]},
+                            "clinical": None,
+                            "mcnemar": None,
+                            "diagnostics": diagnostics[r.dataset],
+                        }
+                        for r in runs
+                    ],
+                }
+            )
+        )
         for r in runs:
             for p in exp.get("compress", []):
                 folder = results / r.path / "compressed" / p
                 folder.mkdir(parents=True, exist_ok=True)
-                (folder / "metrics.json").write_text(json.dumps({
-                    "fp32": {"accuracy": 0.9, "f1_macro": 0.9, "ms_per_image": 2.0, "device": "cuda:0"},
-                    "precision": p, "size_mib": 30.0, "accuracy": 0.9, "f1_macro": 0.9, "delta_accuracy": -0.001,
-                    "delta_f1_macro": 0.0, "agreement_with_fp32": 0.99, "ms_per_image": 3.0, "device": "cpu",
-                    "note": p}))
+                (folder / "metrics.json").write_text(
+                    json.dumps(
+                        {
+                            "fp32": {"accuracy": 0.9, "f1_macro": 0.9, "ms_per_image": 2.0, "device": "cuda:0"},
+                            "precision": p,
+                            "size_mib": 30.0,
+                            "accuracy": 0.9,
+                            "f1_macro": 0.9,
+                            "delta_accuracy": -0.001,
+                            "delta_f1_macro": 0.0,
+                            "agreement_with_fp32": 0.99,
+                            "ms_per_image": 3.0,
+                            "device": "cpu",
+                            "note": p,
+                        }
+                    )
+                )
             if exp.get("analysis"):
                 folder = results / r.path / "analysis"
                 (folder / "gallery").mkdir(parents=True, exist_ok=True)
                 from PIL import Image
 
                 Image.new("RGB", (320, 160)).save(folder / "gallery" / "a.png")
-                (folder / "gallery.json").write_text(json.dumps({
-                    "layer": "cnn.act4", "cam_resolution": [7, 7], "pairs": [["ASC-US", "LSIL", 21]],
-                    "images": [{"file": "gallery/a.png", "true": "ASC-US", "pred": "LSIL"}] * 15}))
+                (folder / "gallery.json").write_text(
+                    json.dumps(
+                        {
+                            "layer": "cnn.act4",
+                            "cam_resolution": [7, 7],
+                            "pairs": [["ASC-US", "LSIL", 21]],
+                            "images": [{"file": "gallery/a.png", "true": "ASC-US", "pred": "LSIL"}] * 15,
+                        }
+                    )
+                )
                 n = 1763
-                pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n), "z": rng.normal(size=n),
-                              "path": [f"/x/{i}.png" for i in range(n)],
-                              "label": rng.choice(classes_of[r.dataset], n),
-                              "pred": rng.choice(classes_of[r.dataset], n)}).to_csv(folder / "tsne.csv", index=False)
-
+                pd.DataFrame(
+                    {
+                        "x": rng.normal(size=n),
+                        "y": rng.normal(size=n),
+                        "z": rng.normal(size=n),
+                        "path": [f"/x/{i}.png" for i in range(n)],
+                        "label": rng.choice(classes_of[r.dataset], n),
+                        "pred": rng.choice(classes_of[r.dataset], n),
+                    }
+                ).to_csv(folder / "tsne.csv", index=False)
 
     if config.get("transfer"):
         from cvm_cervix.config import transfer_pairs
 
-        cells = [{"source": name, "source_dataset": run.dataset, "target": target, "in_domain": run.dataset == target,
-                  "n": 100, "n_abnormal": 50, "accuracy": 0.8, "accuracy_ci": [0.7, 0.9], "sensitivity": 0.8,
-                  "sensitivity_ci": [0.7, 0.9], "specificity": 0.8, "specificity_ci": [0.7, 0.9]}
-                 for name, run, target in transfer_pairs(config)]
+        cells = [
+            {
+                "source": name,
+                "source_dataset": run.dataset,
+                "target": target,
+                "in_domain": run.dataset == target,
+                "n": 100,
+                "n_abnormal": 50,
+                "accuracy": 0.8,
+                "accuracy_ci": [0.7, 0.9],
+                "sensitivity": 0.8,
+                "sensitivity_ci": [0.7, 0.9],
+                "specificity": 0.8,
+                "specificity_ci": [0.7, 0.9],
+            }
+            for name, run, target in transfer_pairs(config)
+        ]
         (results / "transfer").mkdir()
-        (results / "transfer" / "matrix.json").write_text(json.dumps({
-            "mapping": config["transfer"]["mapping"], "sources": config["transfer"]["sources"],
-            "targets": config["transfer"]["targets"], "cells": cells}))
+        (results / "transfer" / "matrix.json").write_text(
+            json.dumps(
+                {
+                    "mapping": config["transfer"]["mapping"],
+                    "sources": config["transfer"]["sources"],
+                    "targets": config["transfer"]["targets"],
+                    "cells": cells,
+                }
+            )
+        )
 
 
 def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path):
     import pandas as pd
     import yaml
-
     from conftest import REPO
+
     from cvm_cervix.report import build_report
 
     config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
@@ -191,7 +340,7 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     assert len(context["runs"]) == 37 and len(context["experiments"]) == 8
     assert context["incomplete"] is None and "INCOMPLETE REPORT" not in html
     assert size < 12 * 2**20, f"{size / 2**20:.1f} MiB"  # plotly.js (4.6 MiB) once, and the figures' data
-    assert html.count("<script type=\"text/javascript\">/**") == 1  # plotly.js inlined exactly once
+    assert html.count('<script type="text/javascript">/**') == 1  # plotly.js inlined exactly once
     assert "cdn.plot.ly" not in html.split("</script>", 1)[1] and "<script src=" not in html
     assert html.count("<details open>") == 1 and html.count("<details>") >= 26  # run sections start collapsed
     assert {p.name for p in (tmp_path / "files").iterdir()} >= {"comparison__accuracy.html", "main__compression.csv"}
@@ -202,8 +351,15 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     assert [p["kind"] for p in main["screening"]["points"]] == ["specificity", "sensitivity"]
     # every table ready to cite: CSV, LaTeX (booktabs) and Markdown, validation and test, per class
     files = {p.name for p in (tmp_path / "files").iterdir()}
-    for stem in ("main__results", "main__results_val", "main__per_class", "main__screening", "comparison__statistics",
-                 "data__combined", "transfer__matrix"):
+    for stem in (
+        "main__results",
+        "main__results_val",
+        "main__per_class",
+        "main__screening",
+        "comparison__statistics",
+        "data__combined",
+        "transfer__matrix",
+    ):
         assert {f"{stem}.csv", f"{stem}.tex", f"{stem}.md"} <= files, stem
     tex = (tmp_path / "files" / "main__screening.tex").read_text()
     assert "\\toprule" in tex and "\\bottomrule" in tex and "CVM-Cervix" in tex
@@ -225,8 +381,8 @@ def test_a_failed_job_is_named_and_marked_wherever_its_result_is_needed(tmp_path
 
     import pandas as pd
     import yaml
-
     from conftest import REPO
+
     from cvm_cervix.report import build_report
 
     config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
@@ -252,27 +408,35 @@ def test_a_failed_job_is_named_and_marked_wherever_its_result_is_needed(tmp_path
     gap = context["incomplete"]
     assert gap["runs_missing"] == 1 and gap["runs_total"] == 37
     assert gap["failures"] == [
-        {"what": "runs/combined/vgg19/none/seed0", "rule": "train", "log": "logs/train/combined/vgg19_none_seed0.log",
-         "error": "CUDA out of memory at batch 16; lower train.batch_size"},
-        {"what": "runs/combined/cvm_cervix/none/seed0 compressed to int8", "rule": "compress",
-         "log": "logs/compress/combined/cvm_cervix_none_seed0_int8.log", "error": "RuntimeError: ONNX export failed"},
+        {
+            "what": "runs/combined/vgg19/none/seed0",
+            "rule": "train",
+            "log": "logs/train/combined/vgg19_none_seed0.log",
+            "error": "CUDA out of memory at batch 16; lower train.batch_size",
+        },
+        {
+            "what": "runs/combined/cvm_cervix/none/seed0 compressed to int8",
+            "rule": "compress",
+            "log": "logs/compress/combined/cvm_cervix_none_seed0_int8.log",
+            "error": "RuntimeError: ONNX export failed",
+        },
     ]
     html = (tmp_path / "report.html").read_text()
-    first_screen = html[:html.index('id="data"')]
+    first_screen = html[: html.index('id="data"')]
     assert "INCOMPLETE REPORT" in first_screen and "CUDA out of memory at batch 16" in first_screen
     comparison = next(e for e in context["experiments"] if e["name"] == "comparison")
     vgg = next(r for r in comparison["rows"] if r["model"] == "vgg19")
     assert vgg["missing"]["rule"] == "train" and "test" not in vgg and vgg["paper_test"]["accuracy"] > 0
     assert len(comparison["rows"]) == 23  # the row stays, marked; the table is never silently shorter
     assert comparison["stats_missing"]["rule"] == "train" and comparison["not_plotted"] == ["VGG19"]
-    section = html[html.index("Comparison with 22 models"):]
-    section = section[:section.index("<h3>", 10)]
+    section = html[html.index("Comparison with 22 models") :]
+    section = section[: section.index("<h3>", 10)]
     assert section.count('<tr class="missing"><td class="l">VGG19</td>') == 2  # validation and test
-    assert "Statistics of this experiment: <span class=\"tag\">missing</span> rule <code>train</code>" in section
+    assert 'Statistics of this experiment: <span class="tag">missing</span> rule <code>train</code>' in section
     assert "Not in the plot, every seed missing (see the tables): VGG19." in section
-    cost = html[html.index('id="cost"'):html.index('id="runs"')]
+    cost = html[html.index('id="cost"') : html.index('id="runs"')]
     assert cost.count('class="missing"') == 1
-    assert "ONNX export failed" in html[html.index('id="compression"'):]
+    assert "ONNX export failed" in html[html.index('id="compression"') :]
     table = pd.read_csv(tmp_path / "files" / "comparison__results.csv", keep_default_na=False)
     row = table[table["model"] == "VGG19"].iloc[0]
     assert row["status"].startswith("missing (rule train: CUDA out of memory") and row["test accuracy"] == ""
@@ -283,8 +447,8 @@ def test_a_failed_job_is_named_and_marked_wherever_its_result_is_needed(tmp_path
 
 def test_a_truncated_metrics_file_is_one_line_naming_it(tmp_path):
     import yaml
-
     from conftest import REPO
+
     from cvm_cervix.errors import CvmError
     from cvm_cervix.report import build_report, restore_last_complete
 

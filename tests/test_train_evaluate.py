@@ -42,8 +42,18 @@ def test_virtual_flip4x_batches_equal_the_materialised_set():
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    info = train_run("shufflenet_v2_x0_5", tiny_dataset, out, img_size=32, epochs=2, batch_size=8, lr=1e-3,
-                     seed=0, threads=2, progress=False)
+    info = train_run(
+        "shufflenet_v2_x0_5",
+        tiny_dataset,
+        out,
+        img_size=32,
+        epochs=2,
+        batch_size=8,
+        lr=1e-3,
+        seed=0,
+        threads=2,
+        progress=False,
+    )
     return out, info
 
 
@@ -59,8 +69,11 @@ def test_training_writes_the_run(trained, tiny_dataset):
     # before it, the process's own start (here: the test session's)
     assert 0 < saved["first_step_seconds"] < saved["total_seconds"]
     assert 0 < saved["startup_seconds"] < process_age() - saved["total_seconds"]
-    assert saved["params"] == sum(v.numel() for k, v in load_file(out / "weights.safetensors").items()
-                                  if "running" not in k and "num_batches" not in k)
+    assert saved["params"] == sum(
+        v.numel()
+        for k, v in load_file(out / "weights.safetensors").items()
+        if "running" not in k and "num_batches" not in k
+    )
     best = int(history["val_acc"].idxmax())
     assert saved["best_epoch"] == history.loc[best, "epoch"]  # the kept weights are the best validation epoch
     assert saved["best_val_acc"] == pytest.approx(history["val_acc"].max())
@@ -70,20 +83,45 @@ def test_process_age_is_the_seconds_since_the_process_started():
     before = process_age()
     time.sleep(0.3)
     assert 0.25 <= process_age() - before <= 1.0  # /proc counts in hundredths of a second
-    fresh = subprocess.run([sys.executable, "-c", "import time; time.sleep(0.5); import cvm_cervix.train as t; "
-                            "print(t.process_age())"], capture_output=True, text=True, check=True)
+    fresh = subprocess.run(
+        [sys.executable, "-c", "import time; time.sleep(0.5); import cvm_cervix.train as t; print(t.process_age())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert 0.5 <= float(fresh.stdout) < 60  # a new process: its own age, not the machine's uptime
 
 
 def test_flip4x_quadruples_the_training_set(tiny_dataset, tmp_path):
-    info = train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path, img_size=32, epochs=1, batch_size=16,
-                     augment="flip4x", threads=2, progress=False)
+    info = train_run(
+        "shufflenet_v2_x0_5",
+        tiny_dataset,
+        tmp_path,
+        img_size=32,
+        epochs=1,
+        batch_size=16,
+        augment="flip4x",
+        threads=2,
+        progress=False,
+    )
     assert info["train_images"] == 4 * 44 and info["val_images"] == 11
 
 
 def test_training_is_reproducible_for_a_seed(tiny_dataset, tmp_path):
-    infos = [train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / str(i), img_size=32, epochs=1, batch_size=8,
-                       seed=seed, threads=1, progress=False) for i, seed in enumerate((3, 3, 4))]
+    infos = [
+        train_run(
+            "shufflenet_v2_x0_5",
+            tiny_dataset,
+            tmp_path / str(i),
+            img_size=32,
+            epochs=1,
+            batch_size=8,
+            seed=seed,
+            threads=1,
+            progress=False,
+        )
+        for i, seed in enumerate((3, 3, 4))
+    ]
     a, b, c = (load_file(tmp_path / str(i) / "weights.safetensors") for i in range(3))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)  # another seed, other weights
@@ -102,7 +140,15 @@ def test_evaluation_outputs_and_metrics(trained, tiny_dataset):
     saved = json.loads((out / "metrics.json").read_text())
     for split in ("val", "test"):
         m = saved[split]
-        assert {"accuracy", "precision_macro", "recall_macro", "f1_macro", "per_class", "confusion", "ms_per_image"} <= set(m)
+        assert {
+            "accuracy",
+            "precision_macro",
+            "recall_macro",
+            "f1_macro",
+            "per_class",
+            "confusion",
+            "ms_per_image",
+        } <= set(m)
         assert 0 <= m["accuracy"] <= 1 and np.asarray(m["confusion"]).shape == (11, 11)
         assert np.asarray(m["confusion"]).sum() == 11
     assert saved["test"]["accuracy"] == pytest.approx((test["label"] == test["pred"]).mean())
@@ -139,8 +185,10 @@ def assert_same_training(a_dir, b_dir):
     a, b = load_file(a_dir / "weights.safetensors"), load_file(b_dir / "weights.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     timings = ["seconds", "train_seconds"]
-    pd.testing.assert_frame_equal(pd.read_csv(a_dir / "history.csv").drop(columns=timings),
-                                  pd.read_csv(b_dir / "history.csv").drop(columns=timings))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(a_dir / "history.csv").drop(columns=timings),
+        pd.read_csv(b_dir / "history.csv").drop(columns=timings),
+    )
 
 
 def test_an_interrupted_run_resumes_from_its_checkpoint(tiny_dataset, tmp_path, monkeypatch):
@@ -177,8 +225,9 @@ def test_a_checkpoint_of_other_settings_is_ignored(tiny_dataset, tmp_path):
 
 
 @pytest.mark.parametrize("signame, after_steps, epoch, step", [("SIGUSR1", 8, 2, 2), ("SIGTERM", 2, 1, 2)])
-def test_a_signal_mid_epoch_checkpoints_and_the_rerun_ends_identically(tiny_dataset, tmp_path, monkeypatch,
-                                                                      signame, after_steps, epoch, step):
+def test_a_signal_mid_epoch_checkpoints_and_the_rerun_ends_identically(
+    tiny_dataset, tmp_path, monkeypatch, signame, after_steps, epoch, step
+):
     """SLURM's time-limit and preemption signals: finish the step, checkpoint, fail; the retry resumes."""
     import os
     import signal
@@ -215,8 +264,9 @@ def test_a_diverged_run_stops_at_its_first_non_finite_loss_and_writes_no_result(
     from cvm_cervix.errors import CvmError
 
     with pytest.raises(CvmError) as err:
-        train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path, img_size=32, epochs=2, batch_size=8, lr=1e30,
-                  progress=False)
+        train_run(
+            "shufflenet_v2_x0_5", tiny_dataset, tmp_path, img_size=32, epochs=2, batch_size=8, lr=1e30, progress=False
+        )
     message = str(err.value)
     assert message.startswith("training diverged: the loss is not a finite number at epoch 1, step ")
     assert "lower train.lr" in message and "\n" not in message
@@ -251,7 +301,7 @@ def test_the_step_function_is_the_reference_loop_bit_for_bit():
 
     images = torch.randint(0, 255, (40, 3, 32, 32), dtype=torch.uint8)
     labels = torch.randint(0, 5, (40,))
-    batches = [torch.randperm(40, generator=torch.Generator().manual_seed(1))[i:i + 8] for i in range(0, 40, 8)]
+    batches = [torch.randperm(40, generator=torch.Generator().manual_seed(1))[i : i + 8] for i in range(0, 40, 8)]
     results = []
     for which in ("reference", "step"):
         torch.manual_seed(0)
@@ -265,8 +315,9 @@ def test_the_step_function_is_the_reference_loop_bit_for_bit():
             # cuda_graph asked for on the CPU: the eager step, said in the log
             step = make_step(model, optimizer, scaler, images, labels, 1, torch.device("cpu"), False, mode="cuda_graph")
             assert not step.captured and not step.drops_last()
-            loss_sum, correct, seen, done, first_bad = train_epoch(model, optimizer, scaler, images, labels, batches,
-                                                                   1, torch.device("cpu"), False, step=step)
+            loss_sum, correct, seen, done, first_bad = train_epoch(
+                model, optimizer, scaler, images, labels, batches, 1, torch.device("cpu"), False, step=step
+            )
             assert (seen, done, int(first_bad)) == (40, 5, -1)
             sums = (loss_sum, correct)
         results.append((sums, {k: v.clone() for k, v in model.state_dict().items()}))
@@ -296,8 +347,15 @@ def test_a_step_is_captured_only_where_a_graph_can_replay_it():
 def test_a_captured_step_takes_whole_batches_only():
     from cvm_cervix.train import TrainData
 
-    data = TrainData(torch.zeros((10, 3, 4, 4), dtype=torch.uint8), torch.zeros(10, dtype=torch.long),
-                     torch.zeros((2, 3, 4, 4), dtype=torch.uint8), np.zeros(2), 1, torch.device("cpu"), "")
+    data = TrainData(
+        torch.zeros((10, 3, 4, 4), dtype=torch.uint8),
+        torch.zeros(10, dtype=torch.long),
+        torch.zeros((2, 3, 4, 4), dtype=torch.uint8),
+        np.zeros(2),
+        1,
+        torch.device("cpu"),
+        "",
+    )
     order = torch.arange(10)
     assert [len(s) for s in data.steps(order, 4)] == [4, 4, 2]
     assert [len(s) for s in data.steps(order, 4, drop_last=True)] == [4, 4]

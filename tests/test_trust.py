@@ -1,26 +1,23 @@
 """A result always belongs to what made it: stale and foreign reports, changed inputs, full disks, locked runs."""
 
-import json
 import os
-import shutil
 import subprocess
 import sys
 import unicodedata
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, write_image
+
 from cvm_cervix._io import atomic_path, exclusive_lock
 from cvm_cervix.cli import main as cli
 from cvm_cervix.config import validate_config
 from cvm_cervix.data import build_cache, load_cache, prepare_dataset, read_manifest
 from cvm_cervix.errors import CvmError
 
-
 # --- one training per run folder ------------------------------------------------------------------------------
+
 
 def test_a_run_folder_being_trained_is_not_trained_again(tiny_dataset, tmp_path):
     """After a kill -9 of Snakemake its training job may live on; a second training of the same folder
@@ -28,15 +25,26 @@ def test_a_run_folder_being_trained_is_not_trained_again(tiny_dataset, tmp_path)
     from cvm_cervix.train import train_run
 
     out = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; sys.path.insert(0, sys.argv[1]); from cvm_cervix._io import exclusive_lock\n"
-        "with exclusive_lock(sys.argv[2], 'x'):\n    print('held', flush=True); time.sleep(60)"),
-        str(REPO / "src"), str(out / ".train.lock")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; sys.path.insert(0, sys.argv[1]); from cvm_cervix._io import exclusive_lock\n"
+                "with exclusive_lock(sys.argv[2], 'x'):\n    print('held', flush=True); time.sleep(60)"
+            ),
+            str(REPO / "src"),
+            str(out / ".train.lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(CvmError) as err:
-            train_run("shufflenet_v2_x0_5", tiny_dataset, out, img_size=32, epochs=1, batch_size=8, threads=2,
-                      progress=False)
+            train_run(
+                "shufflenet_v2_x0_5", tiny_dataset, out, img_size=32, epochs=1, batch_size=8, threads=2, progress=False
+            )
         message = str(err.value)
         assert f"run folder {out} is being trained already by pid {holder.pid}" in message and "\n" not in message
         assert not (out / "weights.safetensors").exists() and not (out / "checkpoint.pt").exists()
@@ -44,8 +52,9 @@ def test_a_run_folder_being_trained_is_not_trained_again(tiny_dataset, tmp_path)
         holder.kill()
         holder.wait()
     # the operating system released the lock with the process (kill -9 included): the run trains now
-    info = train_run("shufflenet_v2_x0_5", tiny_dataset, out, img_size=32, epochs=1, batch_size=8, threads=2,
-                     progress=False)
+    info = train_run(
+        "shufflenet_v2_x0_5", tiny_dataset, out, img_size=32, epochs=1, batch_size=8, threads=2, progress=False
+    )
     assert info["epochs"] == 1 and (out / "weights.safetensors").is_file()
 
 
@@ -59,6 +68,7 @@ def test_a_lock_is_released_when_its_block_ends(tmp_path):
 
 
 # --- the image cache ------------------------------------------------------------------------------------------
+
 
 def _folder(root: Path, classes=("alpha", "beta"), n=6) -> Path:
     for c, cls in enumerate(classes):
@@ -75,7 +85,9 @@ def test_an_image_changed_after_prepare_is_not_cached_under_the_old_record(tmp_p
     write_image(changed, seed=999)  # replaced after prepare, before cache
     with pytest.raises(CvmError) as err:
         build_cache(manifest["path"].tolist(), 16, tmp_path / "cache.npy", sha256=manifest["sha256"].tolist())
-    assert f"{changed} changed after the manifest was made" in str(err.value) and "run the same command" in str(err.value)
+    assert f"{changed} changed after the manifest was made" in str(err.value) and "run the same command" in str(
+        err.value
+    )
     assert not (tmp_path / "cache.npy").exists()
 
 
@@ -99,13 +111,19 @@ def test_a_cache_cut_short_is_one_line_and_removed_so_the_next_run_rebuilds_it(t
 
 # --- a full disk ----------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def full_disk(tmp_path):
     """A 256 KiB file system (tmpfs, as root), so writes fail with ENOSPC as on a real full disk."""
     mount = tmp_path / "small"
     mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("mounting a small tmpfs needs root")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
@@ -137,25 +155,31 @@ def _write(path, text):
 
 
 def test_a_job_on_a_full_disk_ends_with_one_line_not_a_traceback(full_disk, tmp_path):
-    script = ("import sys; sys.path.insert(0, sys.argv[1]); from cvm_cervix.errors import run_reporting_errors\n"
-              "def main():\n    with open(sys.argv[2], 'w') as f: f.write('x' * 400_000)\n"
-              "run_reporting_errors(main)")
-    proc = subprocess.run([sys.executable, "-c", script, str(REPO / "src"), str(full_disk / "out.txt")],
-                          capture_output=True, text=True)
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from cvm_cervix.errors import run_reporting_errors\n"
+        "def main():\n    with open(sys.argv[2], 'w') as f: f.write('x' * 400_000)\n"
+        "run_reporting_errors(main)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(REPO / "src"), str(full_disk / "out.txt")], capture_output=True, text=True
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: no space left on the device")
 
 
 # --- class names ----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("names", [("LSIL", "lsil"), (unicodedata.normalize("NFC", "café"),
-                                                       unicodedata.normalize("NFD", "café"))])
+
+@pytest.mark.parametrize(
+    "names", [("LSIL", "lsil"), (unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café"))]
+)
 def test_class_names_equal_but_for_case_or_normalisation_are_refused(tmp_path, names):
     root = _folder(tmp_path / "images", classes=(*names, "HSIL"))
     with pytest.raises(CvmError) as err:
         prepare_dataset("mine", {"kind": "imagefolder"}, tmp_path / "data", root=root)
-    assert f"classes {names[0]!r} and {names[1]!r} differ only in letter case or Unicode normalisation" in str(err.value) \
-        or f"classes {names[1]!r} and {names[0]!r} differ only" in str(err.value)
+    assert f"classes {names[0]!r} and {names[1]!r} differ only in letter case or Unicode normalisation" in str(
+        err.value
+    ) or f"classes {names[1]!r} and {names[0]!r} differ only" in str(err.value)
     assert not (tmp_path / "data" / "manifest.csv").exists()
 
 
@@ -169,8 +193,11 @@ def test_the_clinical_view_matches_abnormal_classes_as_the_report_names_them():
 
 # --- sizes a model cannot see whole ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("model, size, fix", [("deit_tiny", 30, "use 16 or 32"), ("cvm_cervix", 40, "use 32 or 48"),
-                                              ("cvm_cervix", 100, "use 96 or 112")])
+
+@pytest.mark.parametrize(
+    "model, size, fix",
+    [("deit_tiny", 30, "use 16 or 32"), ("cvm_cervix", 40, "use 32 or 48"), ("cvm_cervix", 100, "use 96 or 112")],
+)
 def test_a_vit_size_that_is_not_whole_patches_is_refused_before_training(model, size, fix):
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["train"]["img_size"] = size
@@ -181,6 +208,7 @@ def test_a_vit_size_that_is_not_whole_patches_is_refused_before_training(model, 
 
 
 # --- config files -------------------------------------------------------------------------------------------
+
 
 def test_a_yaml_tag_is_named_with_its_file_and_line(tmp_path, capsys):
     bad = tmp_path / "mine.yaml"
@@ -193,6 +221,7 @@ def test_a_yaml_tag_is_named_with_its_file_and_line(tmp_path, capsys):
 
 
 # --- which report is current ---------------------------------------------------------------------------------
+
 
 def test_a_report_knows_its_plan_and_the_files_it_was_made_from(tmp_path):
     from test_report import _fabricate
@@ -213,7 +242,10 @@ def test_a_report_knows_its_plan_and_the_files_it_was_made_from(tmp_path):
     html = tmp_path / "report.html"
     context = build_report(config, html, results, inputs=inputs)
     files = [f for fs in inputs.values() for f in fs]
-    assert report_marks(html) == {"cvm-cervix-plan": plan.digest, "cvm-cervix-inputs": inputs_fingerprint(files, results)}
+    assert report_marks(html) == {
+        "cvm-cervix-plan": plan.digest,
+        "cvm-cervix-inputs": inputs_fingerprint(files, results),
+    }
     assert context["plan"] == {"digest": plan.digest, "runs": 17, "experiments": 7, "stamp": f"plan/{plan.digest}.json"}
     text = html.read_text()
     assert f"for plan <code>{plan.digest}</code>\n(17 training runs of 7 experiments" in text

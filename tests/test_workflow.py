@@ -1,8 +1,8 @@
 """Snakemake end to end on tiny synthetic data, in a temporary working directory."""
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO
 
 pytestmark = pytest.mark.workflow
@@ -18,15 +17,30 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
 # Tiny jobs on 2 cores: two one-thread jobs at once, as `make run` does: the Makefile's ONE_THREAD list.
-ONE_THREAD = [f"{rule}=1" for rule in re.search(r"^ONE_THREAD := \$\(foreach r,([\w ]+),",
-                                                (REPO / "Makefile").read_text(), re.M).group(1).split()]
+ONE_THREAD = [
+    f"{rule}=1"
+    for rule in re.search(r"^ONE_THREAD := \$\(foreach r,([\w ]+),", (REPO / "Makefile").read_text(), re.M)
+    .group(1)
+    .split()
+]
 
 
 def snakemake(workdir: Path, *args: str, check=True, env=None) -> subprocess.CompletedProcess:
     # --set-threads takes every word up to the next option: before -s, so a target in args stays a target
-    cmd = [SNAKEMAKE, *([] if "--set-threads" in args else ["--set-threads", *ONE_THREAD]),
-           "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    cmd = [
+        SNAKEMAKE,
+        *([] if "--set-threads" in args else ["--set-threads", *ONE_THREAD]),
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        *args,
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
@@ -34,20 +48,35 @@ def snakemake(workdir: Path, *args: str, check=True, env=None) -> subprocess.Com
 
 def job_counts(output: str) -> dict[str, int]:
     """The 'Job stats' table of a (dry) run: rule -> number of jobs."""
-    return {line.split()[0]: int(line.split()[1]) for line in output.splitlines()
-            if len(line.split()) == 2 and line.split()[1].isdigit()}
+    return {
+        line.split()[0]: int(line.split()[1])
+        for line in output.splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    }
 
 
 def tiny_config(**train) -> dict:
     return {
-        "datasets": {"syn": {"kind": "synthetic", "classes": "combined", "per_class": 5, "image_size": 32},
-                     "herl": {"kind": "synthetic", "classes": "herlev", "per_class": 6, "image_size": 32}},
+        "datasets": {
+            "syn": {"kind": "synthetic", "classes": "combined", "per_class": 5, "image_size": 32},
+            "herl": {"kind": "synthetic", "classes": "herlev", "per_class": 6, "image_size": 32},
+        },
         "train": {"img_size": 32, "epochs": 1, "batch_size": 8, "lr": 0.001, "seeds": [0], **train},
         "experiments": {
-            "main": {"dataset": "syn", "models": ["cvm_cervix"], "paper": "combined", "analysis": True,
-                     "compress": ["fp16", "int8", "onnx"]},
-            "comparison": {"dataset": "syn", "models": ["shufflenet_v2_x0_5"], "augment": ["none", "flip4x"],
-                           "paper": "combined", "split_seeds": [0, 1]},  # and a second split of the same images
+            "main": {
+                "dataset": "syn",
+                "models": ["cvm_cervix"],
+                "paper": "combined",
+                "analysis": True,
+                "compress": ["fp16", "int8", "onnx"],
+            },
+            "comparison": {
+                "dataset": "syn",
+                "models": ["shufflenet_v2_x0_5"],
+                "augment": ["none", "flip4x"],
+                "paper": "combined",
+                "split_seeds": [0, 1],
+            },  # and a second split of the same images
             # generalisation set + the fusion ablation with distilled DeiT
             "herlev": {"dataset": "herl", "models": ["cvm_cervix_distilled"], "augment": ["flip4x"], "paper": "herlev"},
         },
@@ -56,12 +85,19 @@ def tiny_config(**train) -> dict:
 
 def with_finetune_and_transfer(config: dict) -> dict:
     """Herlev-like from main's trained CVM-Cervix (all and half its training split) and the transfer matrix."""
-    config["experiments"]["finetune"] = {"dataset": "herl", "models": ["cvm_cervix"],
-                                         "variants": ["from_main", "from_main_half"]}
-    config["variants"] = {"from_main": {"init_from": "main/cvm_cervix/none"},
-                          "from_main_half": {"init_from": "main/cvm_cervix/none", "train_fraction": 0.5}}
-    config["transfer"] = {"sources": ["main/cvm_cervix/none", "herlev/cvm_cervix_distilled/flip4x"],
-                          "targets": ["syn", "herl"]}
+    config["experiments"]["finetune"] = {
+        "dataset": "herl",
+        "models": ["cvm_cervix"],
+        "variants": ["from_main", "from_main_half"],
+    }
+    config["variants"] = {
+        "from_main": {"init_from": "main/cvm_cervix/none"},
+        "from_main_half": {"init_from": "main/cvm_cervix/none", "train_fraction": 0.5},
+    }
+    config["transfer"] = {
+        "sources": ["main/cvm_cervix/none", "herlev/cvm_cervix_distilled/flip4x"],
+        "targets": ["syn", "herl"],
+    }
     return config
 
 
@@ -82,11 +118,20 @@ def finished(tmp_path_factory):
 
 def test_every_run_has_its_outputs(finished):
     runs = finished / "results" / "runs" / "syn"
-    expected = [runs / "cvm_cervix" / "none" / "seed0", runs / "shufflenet_v2_x0_5" / "none" / "seed0",
-                runs / "shufflenet_v2_x0_5" / "flip4x" / "seed0"]
+    expected = [
+        runs / "cvm_cervix" / "none" / "seed0",
+        runs / "shufflenet_v2_x0_5" / "none" / "seed0",
+        runs / "shufflenet_v2_x0_5" / "flip4x" / "seed0",
+    ]
     for run in expected:
-        for name in ("weights.safetensors", "history.csv", "train.json", "predictions_val.csv",
-                     "predictions_test.csv", "metrics.json"):
+        for name in (
+            "weights.safetensors",
+            "history.csv",
+            "train.json",
+            "predictions_val.csv",
+            "predictions_test.csv",
+            "metrics.json",
+        ):
             assert (run / name).is_file(), run / name
         metrics = json.loads((run / "metrics.json").read_text())
         for split in ("val", "test"):
@@ -100,8 +145,12 @@ def test_every_run_has_its_outputs(finished):
 def test_first_steps_lists_every_training_job_against_its_epochs(finished):
     """benchmarks/first_steps.py: each job's wait for its first step, from the files the jobs wrote."""
     infos = sorted((finished / "results" / "runs").glob("*/*/*/seed*/train.json"))
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "first_steps.py"), str(finished / "results")],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "first_steps.py"), str(finished / "results")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     rows = [line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| ") and "/seed" in line]
     assert len(rows) == len(infos) > 5
     info = json.loads(infos[0].read_text())
@@ -109,7 +158,9 @@ def test_first_steps_lists_every_training_job_against_its_epochs(finished):
     assert first[0] == "| " + "/".join(infos[0].parent.relative_to(finished / "results" / "runs").parts)
     # a job's own process: imports and start-up before training, then data, model and the first step
     assert 0 < info["startup_seconds"] < 60 and 0 < info["first_step_seconds"] < 60
-    assert float(first[3]) == round(info["startup_seconds"], 1) and float(first[4]) == round(info["first_step_seconds"], 1)
+    assert float(first[3]) == round(info["startup_seconds"], 1) and float(first[4]) == round(
+        info["first_step_seconds"], 1
+    )
     assert float(first[5]) == pytest.approx(info["startup_seconds"] + info["first_step_seconds"], abs=0.051)
     assert re.search(rf"\n\d+ of {len(infos)} jobs reached their first step within 10 s of their start", proc.stdout)
 
@@ -151,11 +202,16 @@ def test_split_seeds_repeat_runs_over_splits_and_the_report_separates_the_spread
         assert (finished / f"results/runs/syn.split1/shufflenet_v2_x0_5/{recipe}/seed0/metrics.json").is_file()
     stats = json.loads((finished / "results" / "stats" / "comparison.json").read_text())
     assert {(r["augment"], r["split_seed"]) for r in stats["runs"] if r["model"] == "shufflenet_v2_x0_5"} == {
-        (a, s) for a in ("none", "flip4x") for s in (0, 1)}
+        (a, s) for a in ("none", "flip4x") for s in (0, 1)
+    }
     spread = {e["augment"]: e for e in stats["spread"] if e["model"] == "shufflenet_v2_x0_5"}
     assert spread["none"]["splits"] == 2 and spread["none"]["accuracy"]["sd_seed"] is None  # one seed per split
-    accuracy = {s: json.loads((finished / f"results/runs/{d}/shufflenet_v2_x0_5/none/seed0/metrics.json").read_text())
-                ["test"]["accuracy"] for s, d in (("0", "syn"), ("1", "syn.split1"))}
+    accuracy = {
+        s: json.loads((finished / f"results/runs/{d}/shufflenet_v2_x0_5/none/seed0/metrics.json").read_text())["test"][
+            "accuracy"
+        ]
+        for s, d in (("0", "syn"), ("1", "syn.split1"))
+    }
     assert spread["none"]["accuracy"]["split_means"] == pytest.approx(accuracy)
     (over,) = [c for c in stats["split_contrasts"] if c["contrast"] == "flip4x vs none"]
     assert over["splits"] == 2 and over["df"] == 1 and 0 <= over["p_value"] <= 1
@@ -163,7 +219,9 @@ def test_split_seeds_repeat_runs_over_splits_and_the_report_separates_the_spread
     assert "Split against initialisation" in html and "corrected resampled t-test" in html
     assert "the images of syn, split with seed 1" in html
     files = finished / "results" / "report_files"
-    assert (files / "comparison__spread.csv").is_file() and (files / "comparison__comparisons_over_splits.tex").is_file()
+    assert (files / "comparison__spread.csv").is_file() and (
+        files / "comparison__comparisons_over_splits.tex"
+    ).is_file()
 
 
 def test_transfer_matrix_is_recomputed_from_the_saved_predictions(finished):
@@ -234,7 +292,7 @@ def test_analysis_compression_and_statistics(finished):
     assert clinical["abnormal_classes"] == ["Abnormal"] and clinical["tp"] + clinical["fn"] == 1
     html = (finished / "results" / "report.html").read_text()
     assert "CVM-Cervix (DeiT distilled)" in html
-    assert "<td class=\"paper\">1620</td>" in html  # the paper's Table 4 beside the Herlev-like counts
+    assert '<td class="paper">1620</td>' in html  # the paper's Table 4 beside the Herlev-like counts
     for heading in ("Compression", "Features and misclassifications", "McNemar p vs CVM-Cervix", "Acc 95% CI"):
         assert heading in html
     fp16 = json.loads((run / "compressed" / "fp16" / "metrics.json").read_text())
@@ -264,9 +322,9 @@ def test_report_is_self_contained_and_labelled_synthetic(finished):
     # the paper's Fig. 6 confusions beside this run's counts of the same pairs
     classes, cm = metrics["classes"], metrics["test"]["confusion"]
     ours = cm[classes.index("ASC-US")][classes.index("LSIL")]
-    assert "<td class=\"l\">ASC-US → LSIL</td><td class=\"paper\">21</td><td>%d</td>" % ours in html
+    assert f'<td class="l">ASC-US → LSIL</td><td class="paper">21</td><td>{ours}</td>' in html
     # data table: per-class counts per split from the manifest, with the paper's Table 1 beside
-    assert "<td class=\"paper\">484</td>" in html
+    assert '<td class="paper">484</td>' in html
 
 
 def test_rerun_has_nothing_to_do(finished):
@@ -334,8 +392,13 @@ def planned_resources(output: str) -> list[tuple[str, dict]]:
 
 
 def test_gpu_rules_ask_for_a_gpu_whatever_the_planning_machine(tmp_path):
-    proc = snakemake(tmp_path, "--configfile", str(write_config(tmp_path, with_finetune_and_transfer(tiny_config()))),
-                     "-n", env={"CUDA_VISIBLE_DEVICES": ""})
+    proc = snakemake(
+        tmp_path,
+        "--configfile",
+        str(write_config(tmp_path, with_finetune_and_transfer(tiny_config()))),
+        "-n",
+        env={"CUDA_VISIBLE_DEVICES": ""},
+    )
     jobs = planned_resources(proc.stdout + proc.stderr)
     gpu = {}
     for rule, res in jobs:
@@ -430,8 +493,9 @@ def test_paper_config_plans_without_roots_and_stops_before_training(tmp_path):
 
 
 def test_lint_is_clean():
-    proc = subprocess.run([SNAKEMAKE, "--lint", "-s", str(REPO / "Snakefile")], cwd=REPO,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [SNAKEMAKE, "--lint", "-s", str(REPO / "Snakefile")], cwd=REPO, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Congratulations" in proc.stdout + proc.stderr
 
@@ -457,17 +521,19 @@ def test_whole_path_on_real_cric_crops(tmp_path):
 
 def test_report_provenance(finished):
     html = (finished / "results" / "report.html").read_text()
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     assert commit and commit in html
     import hashlib
     import importlib.metadata
 
     manifest = finished / "results" / "data" / "syn" / "manifest.csv"
     assert hashlib.sha256(manifest.read_bytes()).hexdigest() in html
-    assert f"<td class=\"l\">torch</td><td class=\"l\">{importlib.metadata.version('torch')}</td>" in html
+    assert f'<td class="l">torch</td><td class="l">{importlib.metadata.version("torch")}</td>' in html
     assert str(finished / "config.yaml") in html  # the config file it came from
     for rule in ("train", "evaluate", "compress_onnx", "prepare"):
-        assert f"<td class=\"l\">{rule}</td>" in html  # wall time per rule, from the benchmark files
+        assert f'<td class="l">{rule}</td>' in html  # wall time per rule, from the benchmark files
     assert "epochs: 1" in html  # the configuration as run
 
 
@@ -480,11 +546,25 @@ def test_snakemake_report_has_every_figure_with_captions(finished):
         main = next(n for n in names if n.endswith("report/report.html") and "/data/" not in n)
         page = archive.read(main).decode()
     files = sorted(n.rsplit("/", 1)[1] for n in names if "/data/raw/" in n)
-    for expected in ("report.html", "main__accuracy.html", "main__results.csv", "main__compression.html",
-                     "main__tsne.html", "comparison__accuracy.html", "herlev__results.csv", "data__syn.csv",
-                     "provenance__rule_times.csv", "provenance__config.yaml", "main__results.tex", "main__results.md",
-                     "main__results_val.csv", "main__per_class.tex", "main__screening.md", "main__roc.html",
-                     "main__reliability.html"):
+    for expected in (
+        "report.html",
+        "main__accuracy.html",
+        "main__results.csv",
+        "main__compression.html",
+        "main__tsne.html",
+        "comparison__accuracy.html",
+        "herlev__results.csv",
+        "data__syn.csv",
+        "provenance__rule_times.csv",
+        "provenance__config.yaml",
+        "main__results.tex",
+        "main__results.md",
+        "main__results_val.csv",
+        "main__per_class.tex",
+        "main__screening.md",
+        "main__roc.html",
+        "main__reliability.html",
+    ):
         assert expected in files, expected
     assert page.count("A figure or table of the CVM-Cervix reproduction report") >= 10  # captions from report/
     assert "Reproduces Liu et al." in page  # report/workflow.rst
@@ -500,10 +580,13 @@ def test_report_in_a_real_browser(finished, browser, tmp_path):
     logs = open_page(browser, finished / "results" / "report.html", shot)
     assert [e for e in logs if e["level"] == "SEVERE"] == []  # no console errors, with the network off
     anchors = browser.execute_script(
-        "return Array.from(document.querySelectorAll('nav a')).map(a => a.getAttribute('href'))")
+        "return Array.from(document.querySelectorAll('nav a')).map(a => a.getAttribute('href'))"
+    )
     assert anchors == ["#data", "#results", "#transfer", "#compression", "#analysis", "#cost", "#runs", "#provenance"]
     assert browser.execute_script(
-        "return Array.from(document.querySelectorAll('nav a')).every(a => document.querySelector(a.getAttribute('href')))")
+        "return Array.from(document.querySelectorAll('nav a'))"
+        ".every(a => document.querySelector(a.getAttribute('href')))"
+    )
     plots = browser.execute_script("""return Array.from(document.querySelectorAll('.plotly-graph-div')).map(
         d => !!d.querySelector('svg.main-svg') || !!d.querySelector('canvas'))""")
     assert len(plots) >= 8 and all(plots)  # every plot drew, from the inlined plotly.js
@@ -513,7 +596,7 @@ def test_report_in_a_real_browser(finished, browser, tmp_path):
     print(f"screenshot: {shot}")
 
 
-HOSTILE = ["<img src=x onerror=alert(1)>", "\"quotes\" & <b>"]
+HOSTILE = ["<img src=x onerror=alert(1)>", '"quotes" & <b>']
 
 
 @pytest.fixture(scope="module")
@@ -526,17 +609,19 @@ def hostile(tmp_path_factory):
     for c, cls in enumerate(HOSTILE):
         for i in range(15):  # 3 test images per class: enough for a t-SNE
             write_image(root / cls / f"{i}.png", seed=10 * c + i)
-    cfg = {"datasets": {"odd": {"kind": "imagefolder", "root": str(root)}},
-           "train": {"img_size": 32, "epochs": 1, "batch_size": 8},
-           "experiments": {"main": {"dataset": "odd", "models": ["shufflenet_v2_x0_5"], "analysis": True}},
-           "analysis": {"reference": "shufflenet_v2_x0_5"}}
+    cfg = {
+        "datasets": {"odd": {"kind": "imagefolder", "root": str(root)}},
+        "train": {"img_size": 32, "epochs": 1, "batch_size": 8},
+        "experiments": {"main": {"dataset": "odd", "models": ["shufflenet_v2_x0_5"], "analysis": True}},
+        "analysis": {"reference": "shufflenet_v2_x0_5"},
+    }
     snakemake(workdir, "--configfile", str(write_config(workdir, cfg)))
     return workdir
 
 
 def test_hostile_class_names_are_escaped_in_the_html(hostile):
     html = (hostile / "results" / "report.html").read_text()
-    assert HOSTILE[0] not in html and "<b>\"quotes\"" not in html
+    assert HOSTILE[0] not in html and '<b>"quotes"' not in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html  # in tables, as text
     assert "&#34;quotes&#34; &amp; &lt;b&gt;" in html or "&quot;quotes&quot; &amp; &lt;b&gt;" in html
 
@@ -550,7 +635,8 @@ def test_hostile_class_names_show_as_text_and_run_nothing_in_a_browser(hostile, 
     assert browser.execute_script("return document.querySelectorAll('img[src=\"x\"], body b > b').length") == 0
     cells = browser.execute_script("return Array.from(document.querySelectorAll('td')).map(td => td.textContent)")
     svg_text = browser.execute_script(
-        "return Array.from(document.querySelectorAll('.plotly-graph-div svg text')).map(t => t.textContent)")
+        "return Array.from(document.querySelectorAll('.plotly-graph-div svg text')).map(t => t.textContent)"
+    )
     for name in HOSTILE:
         assert name in cells, name  # a table shows the name as written
         assert any(name in t for t in svg_text), name  # and so do the plots' labels
@@ -559,7 +645,6 @@ def test_hostile_class_names_show_as_text_and_run_nothing_in_a_browser(hostile, 
 
 def test_pretrained_weights_are_fetched_by_their_own_step_before_training(tmp_path):
     import timm
-
     from weights_cache import hub_snapshot
 
     cache = tmp_path / "cache"
@@ -575,13 +660,21 @@ def test_pretrained_weights_are_fetched_by_their_own_step_before_training(tmp_pa
     proc = snakemake(tmp_path, "results/weights/deit_tiny.json", "--configfile", path, env=offline, check=False)
     assert proc.returncode != 0
     assert "error: model 'deit_tiny': its pretrained weights cannot be fetched" in proc.stderr
-    assert "timm/deit_tiny_patch16_224.fb_in1k" in proc.stderr and not (tmp_path / "results/weights/deit_tiny.json").exists()
+    assert (
+        "timm/deit_tiny_patch16_224.fb_in1k" in proc.stderr
+        and not (tmp_path / "results/weights/deit_tiny.json").exists()
+    )
     # the file in the cache layout timm expects: the step records it, through the same code a download takes
-    file = hub_snapshot(cache / "timm", "timm/deit_tiny_patch16_224.fb_in1k",
-                         timm.create_model("deit_tiny_patch16_224", num_classes=1000).state_dict())
+    file = hub_snapshot(
+        cache / "timm",
+        "timm/deit_tiny_patch16_224.fb_in1k",
+        timm.create_model("deit_tiny_patch16_224", num_classes=1000).state_dict(),
+    )
     snakemake(tmp_path, "results/weights/deit_tiny.json", "--configfile", path, env=offline)
     record = json.loads((tmp_path / "results/weights/deit_tiny.json").read_text())
-    assert record["files"][0]["path"] == str(file) and record["files"][0]["hub_id"] == "timm/deit_tiny_patch16_224.fb_in1k"
+    assert (
+        record["files"][0]["path"] == str(file) and record["files"][0]["hub_id"] == "timm/deit_tiny_patch16_224.fb_in1k"
+    )
 
 
 def test_only_one_model_of_one_experiment_is_planned_and_reported_alone(tmp_path):

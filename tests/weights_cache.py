@@ -47,16 +47,19 @@ def torchvision_public_state(arch: str) -> dict[str, torch.Tensor]:
         captured.update({k: v.clone() for k, v in self.state_dict().items()})
         return real_load(self, self.state_dict())
 
-    with patch.object(WeightsEnum, "get_state_dict", lambda self, *a, **k: {}), \
-            patch.object(torch.nn.Module, "load_state_dict", capture):
+    with (
+        patch.object(WeightsEnum, "get_state_dict", lambda self, *a, **k: {}),
+        patch.object(torch.nn.Module, "load_state_dict", capture),
+    ):
         getattr(torchvision.models, arch)(weights="DEFAULT")
     return captured
 
 
 def _basic(prefix: str) -> list[str]:
     """facenet-pytorch's BasicConv2d (attributes conv, bn, relu)."""
-    return [f"{prefix}.conv.weight"] + [f"{prefix}.bn.{n}" for n in
-                                        ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+    return [f"{prefix}.conv.weight"] + [
+        f"{prefix}.bn.{n}" for n in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    ]
 
 
 def facenet_keys() -> set[str]:
@@ -69,31 +72,62 @@ def facenet_keys() -> set[str]:
     def block(prefix, branches):
         out = []
         for branch, n in branches.items():
-            out += _basic(f"{prefix}.{branch}") if n == 0 else [k for i in range(n) for k in _basic(f"{prefix}.{branch}.{i}")]
+            out += (
+                _basic(f"{prefix}.{branch}")
+                if n == 0
+                else [k for i in range(n) for k in _basic(f"{prefix}.{branch}.{i}")]
+            )
         return out
 
     for i in range(5):
-        keys += block(f"repeat_1.{i}", {"branch0": 0, "branch1": 2, "branch2": 3}) + [f"repeat_1.{i}.conv2d.weight", f"repeat_1.{i}.conv2d.bias"]
+        keys += block(f"repeat_1.{i}", {"branch0": 0, "branch1": 2, "branch2": 3}) + [
+            f"repeat_1.{i}.conv2d.weight",
+            f"repeat_1.{i}.conv2d.bias",
+        ]
     keys += block("mixed_6a", {"branch0": 0, "branch1": 3})
     for i in range(10):
-        keys += block(f"repeat_2.{i}", {"branch0": 0, "branch1": 3}) + [f"repeat_2.{i}.conv2d.weight", f"repeat_2.{i}.conv2d.bias"]
+        keys += block(f"repeat_2.{i}", {"branch0": 0, "branch1": 3}) + [
+            f"repeat_2.{i}.conv2d.weight",
+            f"repeat_2.{i}.conv2d.bias",
+        ]
     keys += block("mixed_7a", {"branch0": 2, "branch1": 2, "branch2": 3})
     for prefix in [f"repeat_3.{i}" for i in range(5)] + ["block8"]:
         keys += block(prefix, {"branch0": 0, "branch1": 3}) + [f"{prefix}.conv2d.weight", f"{prefix}.conv2d.bias"]
-    keys += ["last_linear.weight"] + [f"last_bn.{n}" for n in ("weight", "bias", "running_mean", "running_var",
-                                                               "num_batches_tracked")]
+    keys += ["last_linear.weight"] + [
+        f"last_bn.{n}" for n in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    ]
     return set(keys) | {"logits.weight", "logits.bias"}
 
 
 def t2t_reference_keys() -> set[str]:
     """Every key of the reference's ``t2t_vit_t_14()`` state dict (yitu-opensource/T2T-ViT)."""
+
     def layer(prefix):  # Token_transformer / Block: norm1, attn.qkv (no bias), attn.proj, norm2, mlp.fc1, mlp.fc2
-        return [f"{prefix}.norm1.weight", f"{prefix}.norm1.bias", f"{prefix}.attn.qkv.weight", f"{prefix}.attn.proj.weight",
-                f"{prefix}.attn.proj.bias", f"{prefix}.norm2.weight", f"{prefix}.norm2.bias", f"{prefix}.mlp.fc1.weight",
-                f"{prefix}.mlp.fc1.bias", f"{prefix}.mlp.fc2.weight", f"{prefix}.mlp.fc2.bias"]
+        return [
+            f"{prefix}.norm1.weight",
+            f"{prefix}.norm1.bias",
+            f"{prefix}.attn.qkv.weight",
+            f"{prefix}.attn.proj.weight",
+            f"{prefix}.attn.proj.bias",
+            f"{prefix}.norm2.weight",
+            f"{prefix}.norm2.bias",
+            f"{prefix}.mlp.fc1.weight",
+            f"{prefix}.mlp.fc1.bias",
+            f"{prefix}.mlp.fc2.weight",
+            f"{prefix}.mlp.fc2.bias",
+        ]
+
     keys = layer("tokens_to_token.attention1") + layer("tokens_to_token.attention2")
-    keys += ["tokens_to_token.project.weight", "tokens_to_token.project.bias", "cls_token", "pos_embed",
-             "norm.weight", "norm.bias", "head.weight", "head.bias"]
+    keys += [
+        "tokens_to_token.project.weight",
+        "tokens_to_token.project.bias",
+        "cls_token",
+        "pos_embed",
+        "norm.weight",
+        "norm.bias",
+        "head.weight",
+        "head.bias",
+    ]
     for i in range(14):
         keys += layer(f"blocks.{i}")
     return set(keys)
@@ -107,8 +141,11 @@ def reference_state(model, keys, to_own):
     for key in keys:
         target = to_own.get(key)
         shape = own[target].shape if target else (7, 3)
-        state[key] = (torch.randint(0, 9, shape, generator=gen) if target and own[target].dtype == torch.long
-                      else torch.randn(shape, generator=gen))
+        state[key] = (
+            torch.randint(0, 9, shape, generator=gen)
+            if target and own[target].dtype == torch.long
+            else torch.randn(shape, generator=gen)
+        )
     return state
 
 
@@ -148,8 +185,11 @@ def write_public_cache(cache: Path, names: list[str]) -> dict[str, dict[str, tor
                     (cache / "timm").mkdir(parents=True, exist_ok=True)
                     torch.save(state, cache / "timm" / key)
                 continue
-            state = (torchvision_public_state(source["arch"]) if source["library"] == "torchvision"
-                     else reference_public_state(name))
+            state = (
+                torchvision_public_state(source["arch"])
+                if source["library"] == "torchvision"
+                else reference_public_state(name)
+            )
             folder = cache / "torch" / "checkpoints"
             folder.mkdir(parents=True, exist_ok=True)
             torch.save(state, folder / key)

@@ -11,10 +11,14 @@ import os
 import shutil
 import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from .errors import CvmError, disk_full
+
+if TYPE_CHECKING:  # pandas is imported where a table is read or written, not with this module
+    import pandas as pd
 
 _HOST = socket.gethostname().replace(".", "_") or "host"
 _UMASK = os.umask(0o022)
@@ -42,7 +46,7 @@ def remove_stale_partials(path: str | os.PathLike) -> list[Path]:
     if not path.parent.is_dir():
         return removed
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.partial*"):
-        parts = tmp.name[len(path.name) + 2:].split(".")
+        parts = tmp.name[len(path.name) + 2 :].split(".")
         if len(parts) >= 3 and parts[0] == _HOST and parts[1].isdigit() and not _pid_alive(int(parts[1])):
             with contextlib.suppress(FileNotFoundError):
                 if tmp.is_dir():
@@ -131,8 +135,9 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise CvmError(f"{what} by {holder} ({path} is locked); wait for it to end or stop it, then run "
-                           "again") from None
+            raise CvmError(
+                f"{what} by {holder} ({path} is locked); wait for it to end or stop it, then run again"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
@@ -149,10 +154,19 @@ def safe_component(value: str, what: str) -> str:
     absolute paths, separators and NUL bytes would write outside the results folder.
     """
     text = str(value)
-    if (not text.strip() or text in (".", "..") or "/" in text or "\\" in text or "\0" in text
-            or text != text.strip() or len(text.encode()) > 200):
-        raise CvmError(f"{what}: {text!r} cannot be a file name (empty, '.', '..', a path separator, a NUL byte, "
-                       "surrounding spaces or over 200 bytes); correct the value")
+    if (
+        not text.strip()
+        or text in (".", "..")
+        or "/" in text
+        or "\\" in text
+        or "\0" in text
+        or text != text.strip()
+        or len(text.encode()) > 200
+    ):
+        raise CvmError(
+            f"{what}: {text!r} cannot be a file name (empty, '.', '..', a path separator, a NUL byte, "
+            "surrounding spaces or over 200 bytes); correct the value"
+        )
     return text
 
 
@@ -162,7 +176,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def package_yaml(name: str) -> Any:
     """A YAML file shipped inside the package (``paper_results.yaml``), read once per process."""
     import yaml
@@ -175,8 +189,10 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CvmError(f"{path} is not valid JSON ({err}); it was cut short or edited: delete it and run the "
-                       "workflow again to remake it") from None
+        raise CvmError(
+            f"{path} is not valid JSON ({err}); it was cut short or edited: delete it and run the "
+            "workflow again to remake it"
+        ) from None
 
 
 def shown_path(path) -> str:
@@ -204,7 +220,7 @@ def _text_columns(frame):
     return [c for c in frame.columns if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c])]
 
 
-def spreadsheet_safe(frame) -> "pd.DataFrame":
+def spreadsheet_safe(frame) -> pd.DataFrame:
     """``frame`` with every text cell that would start a spreadsheet formula (``=``, ``+``, ``-``, ``@``,
     a tab or carriage return) neutralised by a leading ``'``; numbers are left as they are. Every CSV
     the workflow writes goes through it (:func:`write_csv`), and :func:`read_table` undoes it."""
@@ -214,7 +230,7 @@ def spreadsheet_safe(frame) -> "pd.DataFrame":
     return frame
 
 
-def read_table(path: str | os.PathLike, text: tuple[str, ...] = ("path", "class", "label", "pred")) -> "pd.DataFrame":
+def read_table(path: str | os.PathLike, text: tuple[str, ...] = ("path", "class", "label", "pred")) -> pd.DataFrame:
     """A CSV the workflow wrote, read back exactly: the ``text`` columns (names of images and classes)
     as strings, no value taken for missing (pandas would read a class named ``NA``, ``None`` or
     ``null`` as missing, and classes ``0``/``1`` as numbers, so names would no longer match), and the
@@ -222,8 +238,9 @@ def read_table(path: str | os.PathLike, text: tuple[str, ...] = ("path", "class"
     import pandas as pd
 
     header = pd.read_csv(path, nrows=0).columns
-    frame = pd.read_csv(path, keep_default_na=False, na_values=[],
-                        dtype={c: str for c in header if c in text or c.endswith("_shared")})
+    frame = pd.read_csv(
+        path, keep_default_na=False, na_values=[], dtype={c: str for c in header if c in text or c.endswith("_shared")}
+    )
     for column in _text_columns(frame):
         frame[column] = frame[column].map(_unescape)
     return frame

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import run_reporting_errors
 
@@ -18,8 +18,12 @@ def _claim_gpu_slot(snakemake):
     from .devices import claim_gpu
 
     gpu = snakemake.config.get("gpu", {})
-    return claim_gpu(snakemake.config.get("train", {}).get("device", "auto"), gpu.get("jobs_per_device", 1),
-                     gpu.get("lock_dir") or None, [str(d) for d in gpu.get("devices") or []])
+    return claim_gpu(
+        snakemake.config.get("train", {}).get("device", "auto"),
+        gpu.get("jobs_per_device", 1),
+        gpu.get("lock_dir") or None,
+        [str(d) for d in gpu.get("devices") or []],
+    )
 
 
 def run_script(snakemake, main: Callable[[object], object]) -> None:
@@ -27,8 +31,9 @@ def run_script(snakemake, main: Callable[[object], object]) -> None:
     then run ``main(snakemake)``."""
     log_path = snakemake.log[0] if snakemake.log else None
     with open(log_path, "w") if log_path else contextlib.nullcontext(sys.stderr) as log:
-        logging.basicConfig(stream=log, level=logging.INFO, force=True,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            stream=log, level=logging.INFO, force=True, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         with contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
             slot = None
 

@@ -28,11 +28,21 @@ def tsne_3d(features: np.ndarray, perplexity: float = 30.0, seed: int = 0) -> np
     from openTSNE import TSNE
 
     if len(features) < 5:
-        raise CvmError(f"a t-SNE of {len(features)} test images means nothing (its PCA start needs at least 5); "
-                       "enlarge the dataset's test split or set the experiment's analysis: false")
+        raise CvmError(
+            f"a t-SNE of {len(features)} test images means nothing (its PCA start needs at least 5); "
+            "enlarge the dataset's test split or set the experiment's analysis: false"
+        )
     perplexity = float(min(perplexity, max(2.0, (len(features) - 1) / 3)))
-    return np.asarray(TSNE(n_components=3, perplexity=perplexity, negative_gradient_method="bh",
-                           random_state=seed, n_jobs=1, verbose=False).fit(features.astype(np.float64)))
+    return np.asarray(
+        TSNE(
+            n_components=3,
+            perplexity=perplexity,
+            negative_gradient_method="bh",
+            random_state=seed,
+            n_jobs=1,
+            verbose=False,
+        ).fit(features.astype(np.float64))
+    )
 
 
 # --- Grad-CAM ---------------------------------------------------------------------------------------
@@ -115,14 +125,27 @@ def overlay(image_chw: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.n
 
 def top_confusions(confusion, classes: list[str], k: int) -> list[tuple[str, str, int]]:
     cm = np.asarray(confusion)
-    pairs = [(classes[i], classes[j], int(cm[i, j])) for i in range(len(cm)) for j in range(len(cm)) if i != j and cm[i, j]]
+    pairs = [
+        (classes[i], classes[j], int(cm[i, j])) for i in range(len(cm)) for j in range(len(cm)) if i != j and cm[i, j]
+    ]
     return sorted(pairs, key=lambda p: (-p[2], p[0], p[1]))[:k]
 
 
-def analyse_run(run: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                perplexity: float = 30.0, pairs: int = 5, per_pair: int = 3, device: str = "auto",
-                threads: int | None = None, display_size: int = 160, *, weights: str | os.PathLike | None = None,
-                cache: str | os.PathLike | None = None, metrics_json: str | os.PathLike | None = None) -> dict:
+def analyse_run(
+    run: str | os.PathLike,
+    data: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    perplexity: float = 30.0,
+    pairs: int = 5,
+    per_pair: int = 3,
+    device: str = "auto",
+    threads: int | None = None,
+    display_size: int = 160,
+    *,
+    weights: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = None,
+    metrics_json: str | os.PathLike | None = None,
+) -> dict:
     """Test-split features, their 3-D t-SNE and a Grad-CAM gallery of the most frequent confusions.
 
     ``run``: the run folder or its ``train.json`` (``weights`` and ``metrics_json`` beside it unless
@@ -142,8 +165,16 @@ def analyse_run(run: str | os.PathLike, data: str | os.PathLike, out_dir: str | 
         with open(tmp, "wb") as handle:
             np.save(handle, feats)
     emb = tsne_3d(feats, perplexity, seed=info["seed"])
-    tsne = pd.DataFrame({"x": emb[:, 0], "y": emb[:, 1], "z": emb[:, 2], "path": rows["path"],
-                         "label": [classes[i] for i in y], "pred": [classes[i] for i in preds]})
+    tsne = pd.DataFrame(
+        {
+            "x": emb[:, 0],
+            "y": emb[:, 1],
+            "z": emb[:, 2],
+            "path": rows["path"],
+            "label": [classes[i] for i in y],
+            "pred": [classes[i] for i in preds],
+        }
+    )
     write_csv(out_dir / "tsne.csv", tsne)
 
     spec = get_model_spec(info["model"])
@@ -157,8 +188,9 @@ def analyse_run(run: str | os.PathLike, data: str | os.PathLike, out_dir: str | 
         idx = np.flatnonzero((y == classes.index(true_cls)) & (preds == classes.index(pred_cls)))[:per_pair]
         cams = rollouts = [None] * len(idx)
         if layer and len(idx):
-            cams, resolution = grad_cam(model, images[idx].to(dev), [classes.index(pred_cls)] * len(idx), layer,
-                                        return_resolution=True)
+            cams, resolution = grad_cam(
+                model, images[idx].to(dev), [classes.index(pred_cls)] * len(idx), layer, return_resolution=True
+            )
         if attention is not None and len(idx):  # the transformer branch's view of the same images
             rollouts = attention_rollout(model, images[idx].to(dev), attention)
         for i, cam, roll in zip(idx, cams, rollouts):
@@ -167,12 +199,30 @@ def analyse_run(run: str | os.PathLike, data: str | os.PathLike, out_dir: str | 
             panels = [original.transpose(1, 2, 0)] + [overlay(original, m) for m in (cam, roll) if m is not None]
             strip = np.concatenate(panels, axis=1)
             with atomic_path(gallery_dir / name) as tmp:
-                Image.fromarray(strip).resize((display_size * len(panels), display_size), Image.NEAREST).save(tmp, format="PNG")
-            entries.append({"file": f"gallery/{name}", "path": rows["path"][i], "true": true_cls, "pred": pred_cls,
-                            "pair_count": count, "grad_cam_layer": layer, "attention": attention})
-    gallery = {"model": info["model"], "layer": layer, "cam_resolution": list(resolution) if resolution else None,
-               "attention": attention, "panels": ["image"] + (["Grad-CAM"] if layer else [])
-               + (["attention rollout"] if attention is not None else []),
-               "pairs": [list(p) for p in confusions], "images": entries}
+                Image.fromarray(strip).resize((display_size * len(panels), display_size), Image.NEAREST).save(
+                    tmp, format="PNG"
+                )
+            entries.append(
+                {
+                    "file": f"gallery/{name}",
+                    "path": rows["path"][i],
+                    "true": true_cls,
+                    "pred": pred_cls,
+                    "pair_count": count,
+                    "grad_cam_layer": layer,
+                    "attention": attention,
+                }
+            )
+    gallery = {
+        "model": info["model"],
+        "layer": layer,
+        "cam_resolution": list(resolution) if resolution else None,
+        "attention": attention,
+        "panels": ["image"]
+        + (["Grad-CAM"] if layer else [])
+        + (["attention rollout"] if attention is not None else []),
+        "pairs": [list(p) for p in confusions],
+        "images": entries,
+    }
     write_json(out_dir / "gallery.json", gallery)
     return gallery

@@ -52,15 +52,23 @@ class TrainingState:
     def snapshot(self, settings: dict, started: float, epoch: int | None = None, partial: dict | None = None) -> dict:
         """Everything needed to continue after an interruption (a cluster time limit, a crash)."""
         dev = self.device
-        return {"settings": settings, "epoch": self.epoch if epoch is None else epoch,
-                "elapsed": time.perf_counter() - started,
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(), "generator": self.generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
-                "history": self.history, "best": list(self.best), "best_epoch": self.best_epoch,
-                "best_state": self.best_weights if self.best_epoch is not None else {}, "resumes": self.resumes,
-                **({"partial": partial} if partial is not None else {})}
+        return {
+            "settings": settings,
+            "epoch": self.epoch if epoch is None else epoch,
+            "elapsed": time.perf_counter() - started,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+            "history": self.history,
+            "best": list(self.best),
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_weights if self.best_epoch is not None else {},
+            "resumes": self.resumes,
+            **({"partial": partial} if partial is not None else {}),
+        }
 
     def restore(self, state: dict) -> None:
         dev = self.device
@@ -78,7 +86,8 @@ class TrainingState:
         self.epoch, self.elapsed = state["epoch"], state["elapsed"]
         self.partial = state.get("partial")
         self.resumes = list(state.get("resumes", [])) + [
-            {"after_epoch": state["epoch"], "step": self.partial["step"] if self.partial else None}]
+            {"after_epoch": state["epoch"], "step": self.partial["step"] if self.partial else None}
+        ]
 
 
 class Checkpoint:
@@ -94,17 +103,25 @@ class Checkpoint:
         if saved_state is None:
             return False
         saved = dict(saved_state.get("settings") or {})
-        same_run = ({k: v for k, v in saved.items() if k != "data"}
-                    == {k: v for k, v in self.settings.items() if k != "data"})
+        same_run = {k: v for k, v in saved.items() if k != "data"} == {
+            k: v for k, v in self.settings.items() if k != "data"
+        }
         if same_run and saved.get("data") == self.settings["data"] and saved_state["epoch"] < epochs:
             state.restore(saved_state)
             partial = state.partial
-            log.info("resuming from %s after epoch %d%s", self.path, saved_state["epoch"],
-                     f", step {partial['step']} of epoch {partial['epoch']}" if partial else "")
+            log.info(
+                "resuming from %s after epoch %d%s",
+                self.path,
+                saved_state["epoch"],
+                f", step {partial['step']} of epoch {partial['epoch']}" if partial else "",
+            )
             return True
         if same_run and saved_state["epoch"] < epochs:
-            log.warning("starting afresh: %s was written on other data (the manifest, its split or the image "
-                        "cache changed since)", self.path)
+            log.warning(
+                "starting afresh: %s was written on other data (the manifest, its split or the image "
+                "cache changed since)",
+                self.path,
+            )
         else:
             log.warning("ignoring %s: it was written with other settings or is already complete", self.path)
         return False

@@ -29,8 +29,13 @@ def _cmd_manifest(args) -> int:
     from .data import assign_splits, conversions, list_dataset, records_frame, split_counts, summarize
 
     _check_writable(args.output)
-    spec = {"kind": args.kind, "task": args.task, "layout": args.layout, "crop_size": args.crop_size,
-            "unreadable": "skip" if args.skip_unreadable else "error"}
+    spec = {
+        "kind": args.kind,
+        "task": args.task,
+        "layout": args.layout,
+        "crop_size": args.crop_size,
+        "unreadable": "skip" if args.skip_unreadable else "error",
+    }
     import tempfile
 
     # CRIC crops cut from the full images: --workdir, else beside -o, else a temporary folder; never the dataset
@@ -46,13 +51,17 @@ def _cmd_manifest(args) -> int:
     frame = assign_splits(frame, args.fractions, args.seed, args.split, dataset=str(args.root))
     summary = summarize(frame, listing.classes, listing.skipped, converted)
     table = split_counts(frame, listing.classes)
-    print(f"{args.kind} dataset at {args.root}: {len(frame)} images, {len(listing.classes)} classes ({args.split} split)")
+    print(
+        f"{args.kind} dataset at {args.root}: {len(frame)} images, {len(listing.classes)} classes ({args.split} split)"
+    )
     with pd.option_context("display.width", 200):
         print(table.to_string())
     dup = summary["duplicates"]
     print(f"exact duplicates: {dup['duplicate_sets']} sets ({dup['duplicate_images']} files); copies share a split")
     for conflict in dup["label_conflicts"]:
-        print(f"warning: identical images carry different classes {conflict['classes']}: {' = '.join(conflict['paths'])}")
+        print(
+            f"warning: identical images carry different classes {conflict['classes']}: {' = '.join(conflict['paths'])}"
+        )
     for item in summary["skipped"]:
         print(f"left out: {item['path']}: {item['reason']}")
     for item in summary["converted"]:
@@ -69,6 +78,7 @@ def _cmd_manifest(args) -> int:
 
 def _whole(minimum: int):
     """An argparse type: a whole number of at least ``minimum``."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -86,7 +96,6 @@ def _check_writable(path: str | None) -> None:
     if not path:
         return
     import os
-
     import tempfile
 
     target = Path(path)
@@ -105,8 +114,10 @@ def _check_writable(path: str | None) -> None:
         if target.exists() and not os.access(target, os.W_OK):
             raise PermissionError(target)
     except OSError as err:
-        raise CvmError(f"-o {shown} cannot be written ({err.strerror or 'no permission'} in {shown_path(folder)}); "
-                       "choose a writable path") from None
+        raise CvmError(
+            f"-o {shown} cannot be written ({err.strerror or 'no permission'} in {shown_path(folder)}); "
+            "choose a writable path"
+        ) from None
 
 
 def _image_files(inputs: list[str]) -> list[Path]:
@@ -115,8 +126,11 @@ def _image_files(inputs: list[str]) -> list[Path]:
     files = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                            and not p.name.startswith("."))
+            files += sorted(
+                p
+                for p in item.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+            )
         elif item.is_file():
             files.append(item)
         else:
@@ -133,9 +147,8 @@ def _cmd_predict(args) -> int:
     from ._io import spreadsheet_safe, write_csv
     from .compress import Predictor
     from .data import load_image
-    from .evaluate import predictions_frame
-
     from .engine import resolve_device
+    from .evaluate import predictions_frame
 
     _check_writable(args.output)
     resolve_device(args.device, key="--device")  # a GPU asked for on the command line is named as such
@@ -149,7 +162,8 @@ def _cmd_predict(args) -> int:
     frame.insert(2, "confidence", probs.max(1))
     if args.output:
         write_csv(args.output, frame)  # class names that would start a spreadsheet formula are neutralised
-        print(f"{len(frame)} predictions written to {shown_path(args.output)} ({args.precision}, {predictor.info['model']})")
+        where = shown_path(args.output)
+        print(f"{len(frame)} predictions written to {where} ({args.precision}, {predictor.info['model']})")
     else:
         spreadsheet_safe(frame).to_csv(sys.stdout, index=False)
     return 0
@@ -170,8 +184,10 @@ def _cmd_check_config(args) -> int:
         validate_config(config, source=", ".join(args.configfiles), require_roots=False)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    print(f"{', '.join(args.configfiles)}: valid; {len(config['experiments'])} experiments, "
-          f"{len(all_runs(config))} training runs")
+    print(
+        f"{', '.join(args.configfiles)}: valid; {len(config['experiments'])} experiments, "
+        f"{len(all_runs(config))} training runs"
+    )
     return 0
 
 
@@ -196,8 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=["auto", "crops", "full"], default="auto", help="cric layout")
     p.add_argument("--crop-size", type=_whole(1), default=100, help="cric full images: crop side")
     p.add_argument("--workdir", help="where cric crops cut from full images are written")
-    p.add_argument("--skip-unreadable", action="store_true",
-                   help="leave out (and list) entries that cannot be read, instead of stopping at the first")
+    p.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="leave out (and list) entries that cannot be read, instead of stopping at the first",
+    )
     p.add_argument("--threads", type=_whole(1), default=4)
     p.add_argument("--json", action="store_true", help="also print the summary as JSON")
     p.set_defaults(func=_cmd_manifest)
@@ -207,8 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify images with a trained run")
     p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     p.add_argument("--run", required=True, help="a run folder: results/runs/<dataset>/<model>/<recipe>/seed<N>")
-    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
-                   help="int8 needs the run's compress step (it is calibrated on training images)")
+    p.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default="fp32",
+        help="int8 needs the run's compress step (it is calibrated on training images)",
+    )
     p.add_argument("-o", "--output", help="CSV to write (default: standard output)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--batch-size", type=_whole(1), default=64)

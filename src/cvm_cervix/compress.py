@@ -67,17 +67,25 @@ def _export_onnx(model: torch.nn.Module, img_size: int, path: Path) -> None:
     dummy = torch.zeros(1, 3, img_size, img_size, dtype=torch.uint8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Normalised(model), dummy, str(path), dynamo=False, opset_version=17,
-                          input_names=["images"], output_names=["probs"],
-                          dynamic_axes={"images": {0: "batch"}, "probs": {0: "batch"}})
+        torch.onnx.export(
+            _Normalised(model),
+            dummy,
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["images"],
+            output_names=["probs"],
+            dynamic_axes={"images": {0: "batch"}, "probs": {0: "batch"}},
+        )
 
 
 class _Calibration:
     """ONNX Runtime's calibration reader over uint8 images, in batches."""
 
     def __init__(self, images: np.ndarray, batch: int = 16):
-        self.batches = iter([{"images": np.ascontiguousarray(images[i:i + batch])}
-                             for i in range(0, len(images), batch)])
+        self.batches = iter(
+            [{"images": np.ascontiguousarray(images[i : i + batch])} for i in range(0, len(images), batch)]
+        )
 
     def get_next(self):
         return next(self.batches, None)
@@ -101,9 +109,17 @@ def _quantize_static(model: torch.nn.Module, img_size: int, calibration: np.ndar
         graph = onnx.load(str(prepared), load_external_data=False).graph
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            quantize_static(str(prepared), str(path), _Calibration(calibration), quant_format=QuantFormat.QDQ,
-                            per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                            op_types_to_quantize=list(QUANTISED_OPS), nodes_to_exclude=float_nodes(graph))
+            quantize_static(
+                str(prepared),
+                str(path),
+                _Calibration(calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
+                op_types_to_quantize=list(QUANTISED_OPS),
+                nodes_to_exclude=float_nodes(graph),
+            )
 
 
 # What static int8 quantises: the convolutions and linear layers, whose weights are most of the model.
@@ -119,12 +135,20 @@ def float_nodes(graph) -> list[str]:
     widest ranges), and any softmax (quantised, probabilities come in steps of 1/255 and do not sum to
     one, so confidences and every curve drawn from them would be coarse)."""
     weights = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
-    return [n.name for n in graph.node if n.op_type == "Softmax"
-            or (n.op_type == "MatMul" and not any(i in weights for i in n.input))]
+    return [
+        n.name
+        for n in graph.node
+        if n.op_type == "Softmax" or (n.op_type == "MatMul" and not any(i in weights for i in n.input))
+    ]
 
 
-def export(run: str | os.PathLike | TrainedRun, precision: str, out_dir: str | os.PathLike,
-           calibration: np.ndarray | None = None, artifact: str | os.PathLike | None = None) -> Path:
+def export(
+    run: str | os.PathLike | TrainedRun,
+    precision: str,
+    out_dir: str | os.PathLike,
+    calibration: np.ndarray | None = None,
+    artifact: str | os.PathLike | None = None,
+) -> Path:
     """Write the ``precision`` artifact of ``run`` (a run folder, its ``train.json`` or a :class:`TrainedRun`)
     to ``artifact`` (default: its table name in ``out_dir``); return its path.
 
@@ -146,8 +170,10 @@ def export(run: str | os.PathLike | TrainedRun, precision: str, out_dir: str | o
             tmp.write_bytes(buffer.getvalue())
     else:
         if row.export == "onnx_int8" and (calibration is None or not len(calibration)):
-            raise CvmError(f"int8 of {trained.dir} needs calibration images from the training split; "
-                           "run the workflow's compress step with int8")
+            raise CvmError(
+                f"int8 of {trained.dir} needs calibration images from the training split; "
+                "run the workflow's compress step with int8"
+            )
         with atomic_path(path) as tmp:
             if row.export == "onnx_int8":
                 _quantize_static(model, info["img_size"], calibration, tmp)
@@ -173,13 +199,17 @@ def _onnx_session(path: Path, info: dict, info_path: Path):
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:
-        raise CvmError(f"{path} cannot be loaded by ONNX Runtime ({str(err).splitlines()[0]}); "
-                       "delete it and run the compress step again") from None
+        raise CvmError(
+            f"{path} cannot be loaded by ONNX Runtime ({str(err).splitlines()[0]}); "
+            "delete it and run the compress step again"
+        ) from None
     meta = session.get_modelmeta().custom_metadata_map
     check_weights_metadata(meta, info, path, info_path)
     if not meta:
-        raise CvmError(f"{path} carries no model metadata, so it cannot be matched to {info_path}; "
-                       "delete it and run the compress step again")
+        raise CvmError(
+            f"{path} carries no model metadata, so it cannot be matched to {info_path}; "
+            "delete it and run the compress step again"
+        )
     return session
 
 
@@ -200,8 +230,13 @@ class Predictor:
     ``artifact``: the exported file to run (default: the run's ``compressed/<precision>/`` one).
     """
 
-    def __init__(self, run: str | os.PathLike | TrainedRun, precision: str = "fp32", device: str = "auto",
-                 artifact: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        run: str | os.PathLike | TrainedRun,
+        precision: str = "fp32",
+        device: str = "auto",
+        artifact: str | os.PathLike | None = None,
+    ):
         row = precision_row(precision)
         self.run = trained = TrainedRun.open(run)
         self.run_dir, self.precision, self.info = trained.dir, precision, trained.info
@@ -213,8 +248,10 @@ class Predictor:
             if stored.is_file():
                 self.session = _onnx_session(stored, self.info, trained.info_path)
             elif row.export == "onnx_int8":
-                raise CvmError(f"{stored} not found: static int8 is calibrated on the run's training images; "
-                               "run the workflow's compress step with int8 first (compress: [int8])")
+                raise CvmError(
+                    f"{stored} not found: static int8 is calibrated on the run's training images; "
+                    "run the workflow's compress step with int8 first (compress: [int8])"
+                )
             else:  # not exported by the workflow: export to a temporary file, leave the run untouched
                 with tempfile.TemporaryDirectory() as tmp:
                     self.session = _onnx_session(export(trained, precision, tmp), self.info, trained.info_path)
@@ -233,7 +270,7 @@ class Predictor:
         if self.session is not None:
             probs, start = [], time.perf_counter()
             for i in range(0, len(images), batch_size):
-                probs.append(self.session.run(None, {"images": images[i:i + batch_size].cpu().numpy()})[0])
+                probs.append(self.session.run(None, {"images": images[i : i + batch_size].cpu().numpy()})[0])
             return np.concatenate(probs), time.perf_counter() - start
         out = predict(self.model, images, batch_size, self.device, amp=False)
         return out["probs"].astype(np.float32), out["seconds"]
@@ -244,12 +281,22 @@ def describe(precision: str, device: str, calibration: int = 0) -> str:
     return precision_row(precision).describe(device, calibration)
 
 
-def compress_run(run: str | os.PathLike, data: str | os.PathLike, precision: str,
-                 out_dir: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 64,
-                 threads: int | None = None, calibration_images: int = CALIBRATION_IMAGES, *,
-                 weights: str | os.PathLike | None = None, cache: str | os.PathLike | None = None,
-                 artifact: str | os.PathLike | None = None, metrics_json: str | os.PathLike | None = None,
-                 predictions_csv: str | os.PathLike | None = None) -> dict:
+def compress_run(
+    run: str | os.PathLike,
+    data: str | os.PathLike,
+    precision: str,
+    out_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    threads: int | None = None,
+    calibration_images: int = CALIBRATION_IMAGES,
+    *,
+    weights: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = None,
+    artifact: str | os.PathLike | None = None,
+    metrics_json: str | os.PathLike | None = None,
+    predictions_csv: str | os.PathLike | None = None,
+) -> dict:
     """Export ``precision``, predict the test split with it and compare with float32.
 
     ``run``: the run folder or its ``train.json`` (``weights`` beside it unless given); ``data``: the
@@ -267,10 +314,12 @@ def compress_run(run: str | os.PathLike, data: str | os.PathLike, precision: str
     out_dir = Path(out_dir or trained.dir / "compressed" / precision)
     images_all = Images.open(data, trained.img_size, cache)
     manifest, cache_array = images_all.manifest, images_all.cache
-    calibration = (calibration_rows(manifest, calibration_images, trained.info.get("seed", 0))
-                   if row.export == "onnx_int8" else [])
-    artifact = export(trained, precision, out_dir, cache_array[calibration] if len(calibration) else None,
-                      artifact=artifact)
+    calibration = (
+        calibration_rows(manifest, calibration_images, trained.info.get("seed", 0)) if row.export == "onnx_int8" else []
+    )
+    artifact = export(
+        trained, precision, out_dir, cache_array[calibration] if len(calibration) else None, artifact=artifact
+    )
     predictor = Predictor(trained, precision, device, artifact=artifact)
     x, y, rows = images_all.split("test")
     images = to_device_images(x, predictor.device)
@@ -289,21 +338,33 @@ def compress_run(run: str | os.PathLike, data: str | os.PathLike, precision: str
     reference = predictions_frame(rows["path"], y, ref_probs, classes)
 
     def scores(f: pd.DataFrame) -> tuple[float, float]:
-        return (float((f["label"] == f["pred"]).mean()),
-                float(f1_score(f["label"], f["pred"], labels=classes, average="macro", zero_division=0)))
+        return (
+            float((f["label"] == f["pred"]).mean()),
+            float(f1_score(f["label"], f["pred"], labels=classes, average="macro", zero_division=0)),
+        )
 
     accuracy, f1 = scores(frame)
-    fp32 = dict(zip(("accuracy", "f1_macro"), scores(reference)), ms_per_image=1000 * ref_seconds / max(len(x), 1),
-                device=str(baseline.device))
+    fp32 = dict(
+        zip(("accuracy", "f1_macro"), scores(reference)),
+        ms_per_image=1000 * ref_seconds / max(len(x), 1),
+        device=str(baseline.device),
+    )
     size, fp32_size = artifact.stat().st_size, trained.weights_path.stat().st_size
     metrics = {
-        "precision": precision, "artifact": artifact.name,
-        "size_mib": size / 2**20, "fp32_size_mib": fp32_size / 2**20, "size_mb": size / 1e6,
-        "accuracy": accuracy, "f1_macro": f1,
-        "delta_accuracy": accuracy - fp32["accuracy"], "delta_f1_macro": f1 - fp32["f1_macro"],
+        "precision": precision,
+        "artifact": artifact.name,
+        "size_mib": size / 2**20,
+        "fp32_size_mib": fp32_size / 2**20,
+        "size_mb": size / 1e6,
+        "accuracy": accuracy,
+        "f1_macro": f1,
+        "delta_accuracy": accuracy - fp32["accuracy"],
+        "delta_f1_macro": f1 - fp32["f1_macro"],
         "agreement_with_fp32": float((frame["pred"].to_numpy() == reference["pred"].to_numpy()).mean()),
         "ms_per_image": 1000 * seconds / max(len(x), 1),
-        "device": str(predictor.device), "n": int(len(frame)), "fp32": fp32,
+        "device": str(predictor.device),
+        "n": int(len(frame)),
+        "fp32": fp32,
         "calibration": {"split": "train", "images": int(len(calibration))} if row.export == "onnx_int8" else None,
         "note": describe(precision, str(predictor.device), len(calibration)),
     }

@@ -10,9 +10,10 @@ import copy
 import itertools
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jsonschema
 import yaml
@@ -72,13 +73,17 @@ def read_config_file(path: str | os.PathLike) -> dict:
     except yaml.constructor.ConstructorError as err:
         mark = err.problem_mark
         tag = err.problem.split()[-1].strip("'").replace("tag:yaml.org,2002:", "!!")
-        raise CvmError(f"config file {path}, line {mark.line + 1 if mark else '?'}: the YAML tag {tag} "
-                       "is not allowed (plain values only: text, numbers, true/false, lists, mappings); remove "
-                       "it") from None
+        raise CvmError(
+            f"config file {path}, line {mark.line + 1 if mark else '?'}: the YAML tag {tag} "
+            "is not allowed (plain values only: text, numbers, true/false, lists, mappings); remove "
+            "it"
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        raise CvmError(f"config file {path}, line {mark.line + 1 if mark else '?'}: not valid YAML "
-                       f"({getattr(err, 'problem', None) or err}); a tab in the indentation is a common cause") from None
+        raise CvmError(
+            f"config file {path}, line {mark.line + 1 if mark else '?'}: not valid YAML "
+            f"({getattr(err, 'problem', None) or err}); a tab in the indentation is a common cause"
+        ) from None
     if not isinstance(value, dict):
         raise CvmError(f"config file {path} must be a mapping of keys at its top level, not {type(value).__name__}")
     return value
@@ -88,8 +93,9 @@ def load_schema(path: str | os.PathLike = SCHEMA) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
 
-def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA, source: str = "the config",
-                    require_roots: bool = True) -> dict:
+def validate_config(
+    config: dict, schema_path: str | os.PathLike = SCHEMA, source: str = "the config", require_roots: bool = True
+) -> dict:
     """Fill defaults into ``config`` in place and check it against the schema and itself.
 
     Raises :class:`CvmError` naming the first bad key. With ``require_roots=False`` a missing
@@ -115,18 +121,24 @@ def select_experiments(config: dict, only, source: str = "the config") -> None:
     items = [str(x).strip() for x in (only.split(",") if isinstance(only, str) else only)]
     items = [x for x in items if x]
     if not items:
-        raise CvmError(f"config key 'only' in {source}: names nothing; give experiments "
-                       f"({', '.join(config['experiments'])}), EXPERIMENT/MODEL or transfer")
+        raise CvmError(
+            f"config key 'only' in {source}: names nothing; give experiments "
+            f"({', '.join(config['experiments'])}), EXPERIMENT/MODEL or transfer"
+        )
     keep: dict[str, set | None] = {}  # experiment -> the models kept (None: all of them)
 
     def add(experiment: str, model: str | None, what: str) -> bool:
         exp = config["experiments"].get(experiment)
         if exp is None:
-            raise CvmError(f"config key 'only' in {source}: {what} names no experiment of the config "
-                           f"({', '.join(config['experiments'])})")
+            raise CvmError(
+                f"config key 'only' in {source}: {what} names no experiment of the config "
+                f"({', '.join(config['experiments'])})"
+            )
         if model is not None and model not in exp["models"]:
-            raise CvmError(f"config key 'only' in {source}: {what}: experiment {experiment!r} has no model {model!r} "
-                           f"(its models: {', '.join(exp['models'])})")
+            raise CvmError(
+                f"config key 'only' in {source}: {what}: experiment {experiment!r} has no model {model!r} "
+                f"(its models: {', '.join(exp['models'])})"
+            )
         old = keep.get(experiment, set())
         new = None if model is None or old is None else old | {model}
         changed = experiment not in keep or new != old
@@ -154,8 +166,11 @@ def select_experiments(config: dict, only, source: str = "the config") -> None:
                 if ref:
                     source_exp, model, _ = ref.split("/")
                     changed |= add(source_exp, model, f"init_from {ref!r}")
-    config["experiments"] = {name: {**exp, "models": [m for m in exp["models"] if keep[name] is None or m in keep[name]]}
-                             for name, exp in config["experiments"].items() if name in keep}
+    config["experiments"] = {
+        name: {**exp, "models": [m for m in exp["models"] if keep[name] is None or m in keep[name]]}
+        for name, exp in config["experiments"].items()
+        if name in keep
+    }
     used = {v for exp in config["experiments"].values() for v in exp.get("variants") or []}
     if config.get("variants"):  # recipes no kept experiment uses go too (they may point at dropped runs)
         config["variants"] = {name: v for name, v in config["variants"].items() if name in used}
@@ -186,8 +201,10 @@ def _why(err: jsonschema.ValidationError) -> str:
         whole = " (a whole number without a decimal point)" if err.validator_value == "integer" else ""
         return f"{err.instance!r} should be of type {err.validator_value}{whole}"
     if err.validator == "pattern" and err.validator_value == NAME_PATTERN:
-        return (f"name {err.instance!r} is not allowed: it becomes a folder and a wildcard, so use letters, digits, "
-                "'_' and '-' (at most 64, starting with a letter or digit)")
+        return (
+            f"name {err.instance!r} is not allowed: it becomes a folder and a wildcard, so use letters, digits, "
+            "'_' and '-' (at most 64, starting with a letter or digit)"
+        )
     if err.validator == "minimum":
         return f"{err.instance!r} is below the minimum {err.validator_value}"
     if err.validator == "maximum":
@@ -223,17 +240,25 @@ def check_config(config: dict, source: str = "the config", require_roots: bool =
 
     bad = _non_finite(config)
     if bad is not None:
-        raise CvmError(f"config key '{bad}' in {source}: {_lookup(config, bad)!r} is not a finite number; give a number")
+        raise CvmError(
+            f"config key '{bad}' in {source}: {_lookup(config, bad)!r} is not a finite number; give a number"
+        )
     results = Path(str(config.get("results", "results")))
     if results.exists() and not results.is_dir():
-        raise CvmError(f"config key 'results' in {source}: {results} is a file, not a folder; name a folder "
-                       "(it is made if missing)")
+        raise CvmError(
+            f"config key 'results' in {source}: {results} is a file, not a folder; name a folder "
+            "(it is made if missing)"
+        )
     if config.get("train", {}).get("step") == "cuda_graph" and config["train"].get("compile"):
-        raise CvmError(f"config key 'train.step' in {source}: cuda_graph captures the step itself; it does not combine "
-                       "with train.compile: true (set one of them)")
+        raise CvmError(
+            f"config key 'train.step' in {source}: cuda_graph captures the step itself; it does not combine "
+            "with train.compile: true (set one of them)"
+        )
     if config.get("train", {}).get("batch_size", 16) < 2:
-        raise CvmError(f"config key 'train.batch_size' in {source}: a batch of one image cannot train the models' "
-                       "BatchNorm layers; use 2 or more (the paper: 16)")
+        raise CvmError(
+            f"config key 'train.batch_size' in {source}: a batch of one image cannot train the models' "
+            "BatchNorm layers; use 2 or more (the paper: 16)"
+        )
 
     datasets = config["datasets"]
     img_size = config.get("train", {}).get("img_size", 224)
@@ -257,44 +282,57 @@ def check_config(config: dict, source: str = "the config", require_roots: bool =
                     f"config key 'train.img_size' in {source}: {img_size} is too small for model {model!r} "
                     f"(experiment {name!r}) which needs at least {spec.min_img_size}; raise img_size or drop the model"
                 )
-            if img_size % spec.img_size_multiple:
+            m = spec.img_size_multiple
+            if img_size % m:
                 raise CvmError(
                     f"config key 'train.img_size' in {source}: model {model!r} (experiment {name!r}) needs a multiple "
-                    f"of {spec.img_size_multiple}, not {img_size}; use {img_size // spec.img_size_multiple * spec.img_size_multiple or spec.img_size_multiple} "
-                    f"or {(img_size // spec.img_size_multiple + 1) * spec.img_size_multiple}, or drop the model"
+                    f"of {m}, not {img_size}; use {img_size // m * m or m} or {(img_size // m + 1) * m}, "
+                    "or drop the model"
                 )
         used.add(exp["dataset"])
     for model, path in config.get("train", {}).get("weights", {}).items():
         if model not in known:
             raise CvmError(f"config key 'train.weights.{model}' in {source}: unknown model {model!r}")
         if not Path(path).is_file():
-            raise CvmError(f"config key 'train.weights.{model}' in {source}: file {path!r} does not exist; "
-                           "give the path of a .safetensors or .pt file (relative to the working directory)")
+            raise CvmError(
+                f"config key 'train.weights.{model}' in {source}: file {path!r} does not exist; "
+                "give the path of a .safetensors or .pt file (relative to the working directory)"
+            )
     for name, exp in config["experiments"].items():
         if exp.get("split_seeds") and datasets[exp["dataset"]].get("split_file"):
-            raise CvmError(f"config key 'experiments.{name}.split_seeds' in {source}: dataset {exp['dataset']!r} takes "
-                           "its one split from its split_file; drop split_seeds or the split_file")
+            raise CvmError(
+                f"config key 'experiments.{name}.split_seeds' in {source}: dataset {exp['dataset']!r} takes "
+                "its one split from its split_file; drop split_seeds or the split_file"
+            )
     for name, spec in datasets.items():
         if spec.get("split_file") and not Path(spec["split_file"]).is_file():
-            raise CvmError(f"config key 'datasets.{name}.split_file' in {source}: file {spec['split_file']!r} does not "
-                           "exist; give a splits.csv written by a prepare step (results/data/<dataset>/splits.csv), "
-                           "relative to the working directory")
+            raise CvmError(
+                f"config key 'datasets.{name}.split_file' in {source}: file {spec['split_file']!r} does not "
+                "exist; give a splits.csv written by a prepare step (results/data/<dataset>/splits.csv), "
+                "relative to the working directory"
+            )
     variants = config.get("variants", {})
     for name, exp in config["experiments"].items():
         for variant in exp.get("variants") or ["default"]:
             if variant != "default" and variant not in variants:
-                raise CvmError(f"config key 'experiments.{name}.variants' in {source}: variant {variant!r} is not "
-                               f"defined under 'variants' (defined: {', '.join(sorted(variants)) or 'none'}; "
-                               "'default' trains as 'train' says)")
+                raise CvmError(
+                    f"config key 'experiments.{name}.variants' in {source}: variant {variant!r} is not "
+                    f"defined under 'variants' (defined: {', '.join(sorted(variants)) or 'none'}; "
+                    "'default' trains as 'train' says)"
+                )
+
     def check_run_ref(ref: str, key: str) -> tuple[str, str, str]:
         experiment, model, augment = ref.split("/")
         exp = config["experiments"].get(experiment)
         if exp is None:
             raise CvmError(f"{key}: no experiment {experiment!r} (give EXPERIMENT/MODEL/AUGMENT of a trained run)")
-        if model not in exp["models"] or augment not in [recipe(a, v) for a in exp["augment"]
-                                                          for v in exp.get("variants") or ["default"]]:
-            raise CvmError(f"{key}: experiment {experiment!r} has no run of model {model!r} with augment "
-                           f"{augment!r} (its models: {', '.join(exp['models'])}; augment: {', '.join(exp['augment'])})")
+        if model not in exp["models"] or augment not in [
+            recipe(a, v) for a in exp["augment"] for v in exp.get("variants") or ["default"]
+        ]:
+            raise CvmError(
+                f"{key}: experiment {experiment!r} has no run of model {model!r} with augment "
+                f"{augment!r} (its models: {', '.join(exp['models'])}; augment: {', '.join(exp['augment'])})"
+            )
         return experiment, model, augment
 
     for variant, spec in variants.items():
@@ -308,8 +346,10 @@ def check_config(config: dict, source: str = "the config", require_roots: bool =
         for user in users:
             other = [m for m in config["experiments"][user]["models"] if m != model]
             if other:
-                raise CvmError(f"config key 'experiments.{user}.models' in {source}: variant {variant!r} starts "
-                               f"from a {model} run, so it can only train {model} (not {other[0]})")
+                raise CvmError(
+                    f"config key 'experiments.{user}.models' in {source}: variant {variant!r} starts "
+                    f"from a {model} run, so it can only train {model} (not {other[0]})"
+                )
     transfer = config.get("transfer")
     if transfer:
         from .labels import check_mapped, known_classes, resolve_mapping
@@ -319,17 +359,25 @@ def check_config(config: dict, source: str = "the config", require_roots: bool =
             check_run_ref(ref, f"config key 'transfer.sources' in {source}")
         for target in transfer["targets"]:
             if target not in datasets:
-                raise CvmError(f"config key 'transfer.targets' in {source}: dataset {target!r} is not defined under "
-                               f"'datasets' (defined: {', '.join(sorted(datasets))})")
+                raise CvmError(
+                    f"config key 'transfer.targets' in {source}: dataset {target!r} is not defined under "
+                    f"'datasets' (defined: {', '.join(sorted(datasets))})"
+                )
         for dataset in {named_run(config, r).dataset for r in transfer["sources"]} | set(transfer["targets"]):
             classes = known_classes(config, dataset)
             if classes is not None:  # otherwise checked when the transfer job reads classes.json
-                check_mapped(classes, mapping, transfer.get("mapping", "normal_abnormal"),
-                             f"config key 'transfer' in {source}, dataset {dataset!r}")
+                check_mapped(
+                    classes,
+                    mapping,
+                    transfer.get("mapping", "normal_abnormal"),
+                    f"config key 'transfer' in {source}, dataset {dataset!r}",
+                )
     reference = config.get("analysis", {}).get("reference")
     if reference is not None and reference not in known:
-        raise CvmError(f"config key 'analysis.reference' in {source}: unknown model {reference!r}; "
-                       "`cvm-cervix models` lists the registered names")
+        raise CvmError(
+            f"config key 'analysis.reference' in {source}: unknown model {reference!r}; "
+            "`cvm-cervix models` lists the registered names"
+        )
     for name in sorted(_with_parts(datasets, used)):
         spec = datasets[name]
         if spec["kind"] == "combined":
@@ -344,11 +392,15 @@ def check_config(config: dict, source: str = "the config", require_roots: bool =
         elif spec["kind"] != "synthetic":
             root, problem = spec.get("root"), None
             if not root:
-                problem = (f"config key 'datasets.{name}.root' in {source}: not set; give the folder the "
-                           f"{spec['kind']} dataset was unpacked into")
+                problem = (
+                    f"config key 'datasets.{name}.root' in {source}: not set; give the folder the "
+                    f"{spec['kind']} dataset was unpacked into"
+                )
             elif not Path(root).is_dir():
-                problem = (f"config key 'datasets.{name}.root' in {source}: folder {root!r} does not exist; "
-                           "point it at the unpacked dataset")
+                problem = (
+                    f"config key 'datasets.{name}.root' in {source}: folder {root!r} does not exist; "
+                    "point it at the unpacked dataset"
+                )
             if problem and require_roots:
                 raise CvmError(problem)
             if problem:
@@ -435,7 +487,9 @@ def named_run(config: dict, ref: str, seed: int | None = None) -> Run:
 def transfer_pairs(config: dict) -> list[tuple[str, Run, str]]:
     """(source name, source run, target dataset) of every cell of the transfer matrix."""
     spec = config.get("transfer") or {}
-    return [(ref, named_run(config, ref), target) for ref in spec.get("sources", []) for target in spec.get("targets", [])]
+    return [
+        (ref, named_run(config, ref), target) for ref in spec.get("sources", []) for target in spec.get("targets", [])
+    ]
 
 
 def experiment_seeds(config: dict, experiment: str) -> list[int]:
@@ -460,8 +514,12 @@ def experiment_runs(config: dict, experiment: str) -> list[Run]:
     return [
         Run(dataset, model, recipe(augment, variant), seed)
         for model, augment, variant, (_, dataset), seed in itertools.product(
-            exp["models"], exp["augment"], exp.get("variants") or ["default"], experiment_splits(config, experiment),
-            experiment_seeds(config, experiment))
+            exp["models"],
+            exp["augment"],
+            exp.get("variants") or ["default"],
+            experiment_splits(config, experiment),
+            experiment_seeds(config, experiment),
+        )
     ]
 
 

@@ -57,12 +57,17 @@ def visible_gpus(env: dict | None = None) -> list[str]:
         return [d.strip() for d in env["CUDA_VISIBLE_DEVICES"].split(",") if d.strip() and d.strip() != "-1"]
     if shutil.which("nvidia-smi"):
         try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
-                                 text=True, timeout=30, check=True).stdout
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            ).stdout
             return [line.strip() for line in out.splitlines() if line.strip()]
         except (subprocess.SubprocessError, OSError):
             pass
-    return sorted((p.name[len("nvidia"):] for p in Path("/dev").glob("nvidia[0-9]*")), key=int)
+    return sorted((p.name[len("nvidia") :] for p in Path("/dev").glob("nvidia[0-9]*")), key=int)
 
 
 def under_slurm(env: dict | None = None) -> bool:
@@ -71,8 +76,13 @@ def under_slurm(env: dict | None = None) -> bool:
     return bool(env.get("SLURM_JOB_ID")) and env.get("CUDA_VISIBLE_DEVICES") is not None
 
 
-def acquire_slot(devices: list[str], jobs_per_device: int = 1, lock_dir: str | os.PathLike = DEFAULT_LOCK_DIR,
-                 wait: float | None = None, poll: float = 1.0) -> Slot:
+def acquire_slot(
+    devices: list[str],
+    jobs_per_device: int = 1,
+    lock_dir: str | os.PathLike = DEFAULT_LOCK_DIR,
+    wait: float | None = None,
+    poll: float = 1.0,
+) -> Slot:
     """Take a free slot among ``jobs_per_device`` slots on each of ``devices``; block until one is free.
 
     Slots are tried in the order (device 0, k 0), (device 1, k 0), ..., (device 0, k 1), ..., so
@@ -107,8 +117,12 @@ def acquire_slot(devices: list[str], jobs_per_device: int = 1, lock_dir: str | o
         time.sleep(poll)
 
 
-def claim_gpu(device: str = "auto", jobs_per_device: int = 1, lock_dir: str | os.PathLike | None = None,
-              devices: list[str] | None = None) -> Slot:
+def claim_gpu(
+    device: str = "auto",
+    jobs_per_device: int = 1,
+    lock_dir: str | os.PathLike | None = None,
+    devices: list[str] | None = None,
+) -> Slot:
     """Choose this job's GPU and make it the only visible one; call before torch touches CUDA.
 
     ``device``: the config's ``train.device`` (``cpu`` takes no slot). ``devices`` overrides the

@@ -76,8 +76,9 @@ def resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
     return np.bincount((offset + idx).ravel(), minlength=len(idx) * n).reshape(len(idx), n)
 
 
-def binary_curves(truth: np.ndarray, score: np.ndarray, n_boot: int = 1000, seed: int = 0,
-                  level: float = 0.95) -> dict | None:
+def binary_curves(
+    truth: np.ndarray, score: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict | None:
     """ROC and PR of a binary ``truth`` (1 = positive) against ``score``; None when one class is absent.
 
     The intervals resample the images (a draw holding one class only is skipped: AUC is undefined there).
@@ -92,10 +93,16 @@ def binary_curves(truth: np.ndarray, score: np.ndarray, n_boot: int = 1000, seed
     aucs, aps = bootstrap_auc_ap(truth, score, weights)
     fpr_t, tpr_t = _thin(fpr, tpr)
     recall_t, precision_t = _thin(recall[::-1], precision[::-1])
-    return {"n": int(len(truth)), "positives": int(truth.sum()),
-            "auc": float(roc_auc_score(truth, score)), "auc_ci": _interval(aucs, level),
-            "average_precision": float(average_precision_score(truth, score)), "average_precision_ci": _interval(aps, level),
-            "roc": {"fpr": fpr_t, "tpr": tpr_t}, "pr": {"recall": recall_t, "precision": precision_t}}
+    return {
+        "n": int(len(truth)),
+        "positives": int(truth.sum()),
+        "auc": float(roc_auc_score(truth, score)),
+        "auc_ci": _interval(aucs, level),
+        "average_precision": float(average_precision_score(truth, score)),
+        "average_precision_ci": _interval(aps, level),
+        "roc": {"fpr": fpr_t, "tpr": tpr_t},
+        "pr": {"recall": recall_t, "precision": precision_t},
+    }
 
 
 def abnormal_score(probs: np.ndarray, classes: list[str], abnormal: list[str]) -> np.ndarray:
@@ -104,19 +111,34 @@ def abnormal_score(probs: np.ndarray, classes: list[str], abnormal: list[str]) -
     return np.asarray(probs)[:, cols].sum(1) if cols else np.zeros(len(probs))
 
 
-def roc_pr(labels: np.ndarray, probs: np.ndarray, classes: list[str], abnormal: list[str] | None = None,
-           n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+def roc_pr(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+    abnormal: list[str] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
     """Per class (one against the rest, macro mean of the defined AUCs) and abnormal against normal."""
     labels, probs = np.asarray(labels, int), np.asarray(probs, float)
     per_class = {c: binary_curves(labels == i, probs[:, i], n_boot, seed, level) for i, c in enumerate(classes)}
     defined = [v["auc"] for v in per_class.values() if v is not None]
-    out = {"level": level, "n_boot": n_boot, "per_class": per_class,
-           "macro_auc": float(np.mean(defined)) if defined else None, "abnormal": None}
+    out = {
+        "level": level,
+        "n_boot": n_boot,
+        "per_class": per_class,
+        "macro_auc": float(np.mean(defined)) if defined else None,
+        "abnormal": None,
+    }
     if abnormal:
         truth = np.array(abnormal_in(classes, abnormal), dtype=bool)[labels] if len(labels) else np.zeros(0, bool)
         curves = binary_curves(truth, abnormal_score(probs, classes, abnormal), n_boot, seed, level)
         if curves is not None:
-            out["abnormal"] = {**curves, "abnormal_classes": [c for c, a in zip(classes, abnormal_in(classes, abnormal)) if a]}
+            out["abnormal"] = {
+                **curves,
+                "abnormal_classes": [c for c, a in zip(classes, abnormal_in(classes, abnormal)) if a],
+            }
     return out
 
 
@@ -139,9 +161,14 @@ def calibration(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict:
         if count:
             ece += count / n * abs(acc - conf)
         rows.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": count, "accuracy": acc, "confidence": conf})
-    return {"ece": float(ece), "bins": bins, "binning": f"{bins} equal-width bins of the top-class confidence",
-            "mean_confidence": float(confidence.mean()) if len(labels) else None,
-            "accuracy": float(correct.mean()) if len(labels) else None, "table": rows}
+    return {
+        "ece": float(ece),
+        "bins": bins,
+        "binning": f"{bins} equal-width bins of the top-class confidence",
+        "mean_confidence": float(confidence.mean()) if len(labels) else None,
+        "accuracy": float(correct.mean()) if len(labels) else None,
+        "table": rows,
+    }
 
 
 def _log_probs(probs: np.ndarray) -> np.ndarray:
@@ -173,8 +200,12 @@ def fit_temperature(labels: np.ndarray, probs: np.ndarray) -> float:
     from scipy.optimize import minimize_scalar
 
     labels = np.asarray(labels, int)
-    found = minimize_scalar(lambda log_t: _nll(labels, scale_temperature(probs, float(np.exp(log_t)))),
-                            bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-4})
+    found = minimize_scalar(
+        lambda log_t: _nll(labels, scale_temperature(probs, float(np.exp(log_t)))),
+        bounds=(np.log(0.05), np.log(20.0)),
+        method="bounded",
+        options={"xatol": 1e-4},
+    )
     return float(np.exp(found.x))
 
 
@@ -183,11 +214,16 @@ def temperature_scaling(val_labels, val_probs, test_labels, test_probs, bins: in
     val_labels, test_labels = np.asarray(val_labels, int), np.asarray(test_labels, int)
     t = fit_temperature(val_labels, val_probs)
     scaled = scale_temperature(test_probs, t)
-    return {"temperature": t, "fitted_on": "validation",
-            "val_nll": {"raw": _nll(val_labels, val_probs), "scaled": _nll(val_labels, scale_temperature(val_probs, t))},
-            "test_nll": {"raw": _nll(test_labels, test_probs), "scaled": _nll(test_labels, scaled)},
-            "test_ece": {"raw": calibration(test_labels, test_probs, bins)["ece"],
-                         "scaled": calibration(test_labels, scaled, bins)["ece"]}}
+    return {
+        "temperature": t,
+        "fitted_on": "validation",
+        "val_nll": {"raw": _nll(val_labels, val_probs), "scaled": _nll(val_labels, scale_temperature(val_probs, t))},
+        "test_nll": {"raw": _nll(test_labels, test_probs), "scaled": _nll(test_labels, scaled)},
+        "test_ece": {
+            "raw": calibration(test_labels, test_probs, bins)["ece"],
+            "scaled": calibration(test_labels, scaled, bins)["ece"],
+        },
+    }
 
 
 def threshold_for(truth: np.ndarray, score: np.ndarray, target: float, kind: str) -> float | None:
@@ -208,8 +244,17 @@ def threshold_for(truth: np.ndarray, score: np.ndarray, target: float, kind: str
     raise ValueError(f"unknown operating point kind {kind!r}")
 
 
-def operating_point(val_truth, val_score, test_truth, test_score, target: float, kind: str,
-                    n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict | None:
+def operating_point(
+    val_truth,
+    val_score,
+    test_truth,
+    test_score,
+    target: float,
+    kind: str,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict | None:
     """Chosen on validation, reported on test: sensitivity and specificity at the validation threshold."""
     threshold = threshold_for(val_truth, val_score, target, kind)
     test_truth, test_score = np.asarray(test_truth, bool), np.asarray(test_score, float)
@@ -227,14 +272,26 @@ def operating_point(val_truth, val_score, test_truth, test_score, target: float,
     draws = np.stack(rates(rng.integers(0, len(test_truth), (n_boot, len(test_truth)))), axis=1)
     val_pred = np.asarray(val_score, float) >= threshold
     val_truth = np.asarray(val_truth, bool)
-    return {"kind": kind, "target": target, "threshold": threshold,
-            "val": {"sensitivity": float(np.mean(val_pred[val_truth])), "specificity": float(np.mean(~val_pred[~val_truth]))},
-            "test": {"sensitivity": sens, "specificity": spec, "sensitivity_ci": _interval(draws[:, 0], level),
-                     "specificity_ci": _interval(draws[:, 1], level)}}
+    return {
+        "kind": kind,
+        "target": target,
+        "threshold": threshold,
+        "val": {
+            "sensitivity": float(np.mean(val_pred[val_truth])),
+            "specificity": float(np.mean(~val_pred[~val_truth])),
+        },
+        "test": {
+            "sensitivity": sens,
+            "specificity": spec,
+            "sensitivity_ci": _interval(draws[:, 0], level),
+            "specificity_ci": _interval(draws[:, 1], level),
+        },
+    }
 
 
-def class_accuracy_gap(labels, preds, group: list[str], classes: list[str], n_boot: int = 1000, seed: int = 0,
-                       level: float = 0.95) -> dict | None:
+def class_accuracy_gap(
+    labels, preds, group: list[str], classes: list[str], n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict | None:
     """Mean per-class accuracy (recall) of the classes in ``group`` minus that of the other classes, with a
     percentile bootstrap interval over images: the paper's Sec. 4.4 claim that its abnormal classes are
     classified better than its normal ones. None when either side has no class in the test split."""
@@ -258,10 +315,20 @@ def class_accuracy_gap(labels, preds, group: list[str], classes: list[str], n_bo
     a, b = (float(x[0]) for x in gap(np.arange(len(labels))[None]))
     rng = np.random.default_rng(seed)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a draw without one side's classes: nan, left out of the interval
+        warnings.simplefilter(
+            "ignore", RuntimeWarning
+        )  # a draw without one side's classes: nan, left out of the interval
         draws = np.subtract(*gap(rng.integers(0, len(labels), (n_boot, len(labels)))))
-    return {"group": inside, "others": outside, "group_accuracy": float(a), "others_accuracy": float(b),
-            "difference": float(a - b), "difference_ci": _interval(draws, level), "level": level, "n_boot": n_boot}
+    return {
+        "group": inside,
+        "others": outside,
+        "group_accuracy": float(a),
+        "others_accuracy": float(b),
+        "difference": float(a - b),
+        "difference_ci": _interval(draws, level),
+        "level": level,
+        "n_boot": n_boot,
+    }
 
 
 def probabilities(frame) -> tuple[np.ndarray, list[str]]:
@@ -270,8 +337,16 @@ def probabilities(frame) -> tuple[np.ndarray, list[str]]:
     return frame[columns].to_numpy(float), [c.removeprefix("prob_") for c in columns]
 
 
-def diagnose(test, val=None, abnormal: list[str] | None = None, operating_points: list[dict] | None = None,
-             bins: int = 15, n_boot: int = 1000, seed: int = 0, paper_abnormal: list[str] | None = None) -> dict | None:
+def diagnose(
+    test,
+    val=None,
+    abnormal: list[str] | None = None,
+    operating_points: list[dict] | None = None,
+    bins: int = 15,
+    n_boot: int = 1000,
+    seed: int = 0,
+    paper_abnormal: list[str] | None = None,
+) -> dict | None:
     """ROC/PR, calibration and operating points of one run from its predictions files' frames.
 
     ``test``/``val``: frames of ``predictions_{test,val}.csv``; the intervals are over test images;
@@ -286,10 +361,15 @@ def diagnose(test, val=None, abnormal: list[str] | None = None, operating_points
         raise ValueError(f"the predictions' labels {unknown} have no prob_<class> column")
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[c] for c in test["label"]], dtype=int)
-    out = {"classes": classes, "abnormal_classes": [c for c, a in zip(classes, abnormal_in(classes, abnormal or [])) if a],
-           "roc_pr": roc_pr(labels, probs, classes, abnormal, n_boot, seed),
-           "calibration": calibration(labels, probs, bins), "operating_points": [], "paper_claim": None,
-           "temperature": None}
+    out = {
+        "classes": classes,
+        "abnormal_classes": [c for c, a in zip(classes, abnormal_in(classes, abnormal or [])) if a],
+        "roc_pr": roc_pr(labels, probs, classes, abnormal, n_boot, seed),
+        "calibration": calibration(labels, probs, bins),
+        "operating_points": [],
+        "paper_claim": None,
+        "temperature": None,
+    }
     if val is not None:
         val_probs, val_classes = probabilities(val)
         if val_classes != classes:
@@ -301,11 +381,13 @@ def diagnose(test, val=None, abnormal: list[str] | None = None, operating_points
         test_truth = np.array(abnormal_in(test["label"].to_numpy(), abnormal), dtype=bool)
         val_score, test_score = abnormal_score(val_probs, classes, abnormal), abnormal_score(probs, classes, abnormal)
         for point in operating_points or []:
-            (kind, target), = point.items()
+            ((kind, target),) = point.items()
             found = operating_point(val_truth, val_score, test_truth, test_score, float(target), kind, n_boot, seed)
-            out["operating_points"].append(found if found is not None else {"kind": kind, "target": target,
-                                                                             "threshold": None})
+            out["operating_points"].append(
+                found if found is not None else {"kind": kind, "target": target, "threshold": None}
+            )
     if paper_abnormal and set(paper_abnormal) <= set(classes):
-        out["paper_claim"] = class_accuracy_gap(test["label"].to_numpy(), test["pred"].to_numpy(), paper_abnormal,
-                                                classes, n_boot, seed)
+        out["paper_claim"] = class_accuracy_gap(
+            test["label"].to_numpy(), test["pred"].to_numpy(), paper_abnormal, classes, n_boot, seed
+        )
     return out

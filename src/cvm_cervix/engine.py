@@ -70,8 +70,14 @@ def to_device_images(array: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device,
-            amp: bool = False, features: bool = False) -> dict[str, np.ndarray | float]:
+def predict(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    amp: bool = False,
+    features: bool = False,
+) -> dict[str, np.ndarray | float]:
     """Class probabilities (and optionally pooled features) for uint8 ``images``, in order.
 
     Returns ``{"probs": N×C, "features": N×D (if asked), "seconds": pure inference time}``.
@@ -81,7 +87,7 @@ def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int, devic
     probs, feats = [], []
     start = time.perf_counter()
     for i in range(0, len(images), batch_size):
-        batch = scale(images[i:i + batch_size].to(device, non_blocking=True)).to(dtype)
+        batch = scale(images[i : i + batch_size].to(device, non_blocking=True)).to(dtype)
         with autocast(device, amp):
             f = model.forward_features(batch)
             logits = model.head(f)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 
 class CvmError(Exception):
@@ -24,9 +24,13 @@ def disk_full(err: BaseException, path=None) -> CvmError | None:
     import shutil
 
     text = str(err)
-    full = (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)) or any(
-        sign in text for sign in ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")) or (
-        isinstance(err, OSError) and err.errno is None and " requested and " in text and " written" in text)
+    full = (
+        (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT))
+        or any(
+            sign in text for sign in ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
+        )
+        or (isinstance(err, OSError) and err.errno is None and " requested and " in text and " written" in text)
+    )
     if not full:
         return None
     where = path or getattr(err, "filename", None)
@@ -42,8 +46,10 @@ def disk_full(err: BaseException, path=None) -> CvmError | None:
         except OSError:
             pass
     target = f"to write {where}" if where is not None else "for this job's output"
-    return CvmError(f"no space left on the device {target}{free}; free some space (or point 'results' at a "
-                    "larger disk) and run the same command again: nothing half-written was kept")
+    return CvmError(
+        f"no space left on the device {target}{free}; free some space (or point 'results' at a "
+        "larger disk) and run the same command again: nothing half-written was kept"
+    )
 
 
 def run_reporting_errors(main: Callable[[], object], log_file=None) -> None:

@@ -17,8 +17,9 @@ from .run import Inference
 
 def predictions_frame(paths, labels, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
     """``path, label, pred`` (class names) then one ``prob_<class>`` column per class."""
-    frame = pd.DataFrame({"path": list(paths), "label": [classes[i] for i in labels],
-                          "pred": [classes[i] for i in probs.argmax(1)]})
+    frame = pd.DataFrame(
+        {"path": list(paths), "label": [classes[i] for i in labels], "pred": [classes[i] for i in probs.argmax(1)]}
+    )
     for i, cls in enumerate(classes):
         frame[f"prob_{cls}"] = probs[:, i]
     return frame
@@ -28,23 +29,35 @@ def compute_metrics(frame: pd.DataFrame, classes: list[str]) -> dict:
     """Macro P/R/F1, accuracy, per-class figures and the confusion matrix (rows true, columns predicted)."""
     y_true, y_pred = frame["label"], frame["pred"]
     p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=classes, average="macro", zero_division=0)
-    pc, rc, fc, support = precision_recall_fscore_support(y_true, y_pred, labels=classes, average=None,
-                                                          zero_division=0)
+    pc, rc, fc, support = precision_recall_fscore_support(y_true, y_pred, labels=classes, average=None, zero_division=0)
     return {
         "n": int(len(frame)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "precision_macro": float(p), "recall_macro": float(r), "f1_macro": float(f),
-        "per_class": {c: {"precision": float(pc[i]), "recall": float(rc[i]), "f1": float(fc[i]),
-                          "support": int(support[i])} for i, c in enumerate(classes)},
+        "precision_macro": float(p),
+        "recall_macro": float(r),
+        "f1_macro": float(f),
+        "per_class": {
+            c: {"precision": float(pc[i]), "recall": float(rc[i]), "f1": float(fc[i]), "support": int(support[i])}
+            for i, c in enumerate(classes)
+        },
         "confusion": confusion_matrix(y_true, y_pred, labels=classes).tolist(),
     }
 
 
-def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
-                 weights: str | os.PathLike | None = None, cache: str | os.PathLike | None = None,
-                 predictions_val: str | os.PathLike | None = None, predictions_test: str | os.PathLike | None = None,
-                 metrics_json: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 64,
-                 threads: int | None = None) -> dict:
+def evaluate_run(
+    run: str | os.PathLike,
+    data: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    weights: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = None,
+    predictions_val: str | os.PathLike | None = None,
+    predictions_test: str | os.PathLike | None = None,
+    metrics_json: str | os.PathLike | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    threads: int | None = None,
+) -> dict:
     """Predict the validation and test splits; write ``predictions_{val,test}.csv`` and ``metrics.json``.
 
     ``run``: the run folder or its ``train.json`` (``weights`` beside it unless given); ``data``: the
@@ -55,12 +68,20 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, out_dir: str |
     trained, dev, model = inference.run, inference.device, inference.model
     info, classes = trained.info, trained.classes
     out_dir = Path(out_dir or trained.dir)
-    outputs = {"val": Path(predictions_val or out_dir / RUN_FILES["predictions"].format(split="val")),
-               "test": Path(predictions_test or out_dir / RUN_FILES["predictions"].format(split="test"))}
+    outputs = {
+        "val": Path(predictions_val or out_dir / RUN_FILES["predictions"].format(split="val")),
+        "test": Path(predictions_test or out_dir / RUN_FILES["predictions"].format(split="test")),
+    }
     # One setting governs training and every evaluation of a run: float32 unless it trained with AMP.
     amp = inference.amp
-    metrics: dict = {"model": info["model"], "dataset": info["dataset"], "augment": info["augment"],
-                     "seed": info["seed"], "classes": classes, "precision": trained.precision(dev)}
+    metrics: dict = {
+        "model": info["model"],
+        "dataset": info["dataset"],
+        "augment": info["augment"],
+        "seed": info["seed"],
+        "classes": classes,
+        "precision": trained.precision(dev),
+    }
     frames = {}
     for split in ("val", "test"):
         x, y, rows = inference.images.split(split)

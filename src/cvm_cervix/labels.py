@@ -16,29 +16,41 @@ from .errors import CvmError
 BUILTIN = "normal_abnormal"
 # Every normal class of the built-in layouts: SIPaKMeD's three normal cell types, CRIC's NILM,
 # Herlev's three normal folders (its own spelling) and its two-class task's "Normal".
-NORMAL_CLASSES = ["NILM", "Metaplastic", "Parabasal", "Superficial-Intermediate", "Normal", "normal_superficiel",
-                  "normal_intermediate", "normal_columnar"]
+NORMAL_CLASSES = [
+    "NILM",
+    "Metaplastic",
+    "Parabasal",
+    "Superficial-Intermediate",
+    "Normal",
+    "normal_superficiel",
+    "normal_intermediate",
+    "normal_columnar",
+]
 
 
 def resolve_mapping(config: dict, name: str) -> dict[str, str]:
     """Class -> shared class of mapping ``name``: the built-in normal/abnormal one or ``mappings.<name>``."""
     if name == BUILTIN:  # 'mappings.normal_abnormal' adds classes to the built-in one
         abnormal = list(config["analysis"]["abnormal_classes"])
-        return {**{c: "normal" for c in NORMAL_CLASSES if c not in abnormal}, **{c: "abnormal" for c in abnormal},
-                **dict(config.get("mappings", {}).get(name, {}))}
+        return {
+            **{c: "normal" for c in NORMAL_CLASSES if c not in abnormal},
+            **{c: "abnormal" for c in abnormal},
+            **dict(config.get("mappings", {}).get(name, {})),
+        }
     try:
         return dict(config["mappings"][name])
     except KeyError:
-        raise CvmError(f"config key 'transfer.mapping': no mapping {name!r} (built in: {BUILTIN}; defined under "
-                       f"'mappings': {', '.join(sorted(config.get('mappings', {}))) or 'none'})") from None
+        raise CvmError(
+            f"config key 'transfer.mapping': no mapping {name!r} (built in: {BUILTIN}; defined under "
+            f"'mappings': {', '.join(sorted(config.get('mappings', {}))) or 'none'})"
+        ) from None
 
 
 def known_classes(config: dict, dataset: str) -> list[str] | None:
     """A dataset's class names where the config alone says them (synthetic sets, the fixed layouts)."""
+    from .config import dataset_spec
     from .data import CLASS_SETS
     from .data._adapters import CRIC_CLASSES, HERLEV_FOLDERS, PBC_CLASSES, SIPAKMED_CLASSES
-
-    from .config import dataset_spec
 
     spec = dataset_spec(config, dataset)
     kind = spec["kind"]
@@ -47,8 +59,12 @@ def known_classes(config: dict, dataset: str) -> list[str] | None:
     if kind == "combined":
         parts = [known_classes(config, p) for p in spec.get("parts") or []]
         return None if any(p is None for p in parts) else list(dict.fromkeys(c for p in parts for c in p))
-    fixed = {"sipakmed": SIPAKMED_CLASSES, "cric": CRIC_CLASSES, "pbc": PBC_CLASSES,
-             "herlev": ["Normal", "Abnormal"] if int(spec.get("task", 2)) == 2 else list(HERLEV_FOLDERS)}
+    fixed = {
+        "sipakmed": SIPAKMED_CLASSES,
+        "cric": CRIC_CLASSES,
+        "pbc": PBC_CLASSES,
+        "herlev": ["Normal", "Abnormal"] if int(spec.get("task", 2)) == 2 else list(HERLEV_FOLDERS),
+    }
     return list(fixed[kind]) if kind in fixed else None
 
 
@@ -56,10 +72,12 @@ def check_mapped(classes: list[str], mapping: dict[str, str], name: str, where: 
     """Every class must have a shared class: one line naming the first that has none and the fix."""
     missing = [c for c in classes if c not in mapping]
     if missing:
-        raise CvmError(f"{where}: class {missing[0]!r} has no class in mapping {name!r}"
-                       f"{f' (nor {len(missing) - 1} more)' if len(missing) > 1 else ''}; add "
-                       f"'{missing[0]}: <shared class>' under 'mappings.{name}'"
-                       + (" or the class to 'analysis.abnormal_classes'" if name == BUILTIN else ""))
+        raise CvmError(
+            f"{where}: class {missing[0]!r} has no class in mapping {name!r}"
+            f"{f' (nor {len(missing) - 1} more)' if len(missing) > 1 else ''}; add "
+            f"'{missing[0]}: <shared class>' under 'mappings.{name}'"
+            + (" or the class to 'analysis.abnormal_classes'" if name == BUILTIN else "")
+        )
 
 
 def paper_abnormal_classes() -> list[str]:
@@ -97,5 +115,7 @@ def check_distinct_classes(classes, where: str) -> None:
     for name in classes:
         other = seen.setdefault(class_key(name), name)
         if other != name:
-            raise CvmError(f"{where}: classes {other!r} and {name!r} differ only in letter case or Unicode "
-                           "normalisation; rename one folder (or value), or merge them if they are one class")
+            raise CvmError(
+                f"{where}: classes {other!r} and {name!r} differ only in letter case or Unicode "
+                "normalisation; rename one folder (or value), or merge them if they are one class"
+            )

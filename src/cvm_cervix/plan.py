@@ -17,7 +17,6 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from .precisions import PRECISIONS
 from .config import (
     Run,
     all_runs,
@@ -33,14 +32,23 @@ from .config import (
     transfer_pairs,
     used_datasets,
 )
+from .precisions import PRECISIONS
 
 RUN = "runs/{dataset}/{model}/{recipe}/seed{seed}"
 DATA = "data/{dataset}"
 # File names inside a run folder and a prepared dataset's folder.
-RUN_FILES = {"info": "train.json", "weights": "weights.safetensors", "history": "history.csv",
-             "metrics": "metrics.json", "predictions": "predictions_{split}.csv", "checkpoint": "checkpoint.pt",
-             "manifest": "manifest.csv", "classes": "classes.json", "summary": "summary.json",
-             "cache": "cache_{size}.npy"}
+RUN_FILES = {
+    "info": "train.json",
+    "weights": "weights.safetensors",
+    "history": "history.csv",
+    "metrics": "metrics.json",
+    "predictions": "predictions_{split}.csv",
+    "checkpoint": "checkpoint.pt",
+    "manifest": "manifest.csv",
+    "classes": "classes.json",
+    "summary": "summary.json",
+    "cache": "cache_{size}.npy",
+}
 
 PATHS = {
     "synthetic": "synthetic/{dataset}",
@@ -186,8 +194,9 @@ class Plan:
 
     def flagged_runs(self, flag: str) -> list[Run]:
         """First-seed runs of every experiment that switches ``flag`` on (``analysis``)."""
-        return sorted({r for name, exp in self.config["experiments"].items() if exp.get(flag)
-                       for r in self.first_seed_runs(name)})
+        return sorted(
+            {r for name, exp in self.config["experiments"].items() if exp.get(flag) for r in self.first_seed_runs(name)}
+        )
 
     def init_source(self, run: Run) -> Run | None:
         return init_source(self.config, run)
@@ -204,8 +213,11 @@ class Plan:
     def needs_pretrained(self, run: Run) -> bool:
         """Whether the run waits for the weights step: ImageNet weights, not a local file or another run."""
         settings = run_settings(self.config, run)
-        return bool(settings["pretrained"] and not settings.get("init_from")
-                    and not self.config["train"]["weights"].get(run.model))
+        return bool(
+            settings["pretrained"]
+            and not settings.get("init_from")
+            and not self.config["train"]["weights"].get(run.model)
+        )
 
     # -- what a job reads, by kind ----------------------------------------------------------------------------
     def prepare_inputs(self, dataset: str, results: str) -> dict[str, str]:
@@ -215,8 +227,11 @@ class Plan:
         if spec["kind"] == "synthetic":
             return {"root": path("synthetic", results, dataset=base_dataset(self.config, dataset)), **given}
         if spec["kind"] == "combined":
-            return {**{f"part_{p}": path("manifest", results, dataset=p) for p in spec["parts"]},
-                    **{f"splits_{p}": path("splits", results, dataset=p) for p in spec["parts"]}, **given}
+            return {
+                **{f"part_{p}": path("manifest", results, dataset=p) for p in spec["parts"]},
+                **{f"splits_{p}": path("splits", results, dataset=p) for p in spec["parts"]},
+                **given,
+            }
         return given
 
     def init_inputs(self, run: Run, results: str) -> dict[str, str]:
@@ -233,8 +248,12 @@ class Plan:
     # -- jobs after training ---------------------------------------------------------------------------
     def compress_jobs(self) -> list[CompressJob]:
         """Every compression the experiments ask for (each experiment's first seed), sorted."""
-        jobs = {(r, p) for name, exp in self.config["experiments"].items()
-                for r in self.first_seed_runs(name) for p in exp.get("compress") or []}
+        jobs = {
+            (r, p)
+            for name, exp in self.config["experiments"].items()
+            for r in self.first_seed_runs(name)
+            for p in exp.get("compress") or []
+        }
         return [CompressJob(r, p) for r, p in sorted(jobs)]
 
     def analysis_runs(self) -> list[Run]:
@@ -253,16 +272,23 @@ class Plan:
 
     def stats_entries(self, experiment: str, results: str) -> list[dict]:
         """What the statistics of ``experiment`` read: each run's test predictions and how it started."""
-        return [{"model": r.model, "augment": r.recipe, "seed": r.seed, "dataset": r.dataset,
-                 "split_seed": dataset_spec(self.config, r.dataset).get("split_seed", 0),
-                 # test images per training image: the corrected resampled t-test over splits needs it
-                 "test_train_ratio": self._test_train_ratio(r),
-                 "predictions": path("predictions_test", results, r),
-                 "predictions_val": path("predictions_val", results, r),
-                 # where its weights start and on how much of the training split: start-vs-start contrasts
-                 "start": start_label(self.config, r),
-                 "train_fraction": run_settings(self.config, r).get("train_fraction", 1.0)}
-                for r in self.stats_runs(experiment)]
+        return [
+            {
+                "model": r.model,
+                "augment": r.recipe,
+                "seed": r.seed,
+                "dataset": r.dataset,
+                "split_seed": dataset_spec(self.config, r.dataset).get("split_seed", 0),
+                # test images per training image: the corrected resampled t-test over splits needs it
+                "test_train_ratio": self._test_train_ratio(r),
+                "predictions": path("predictions_test", results, r),
+                "predictions_val": path("predictions_val", results, r),
+                # where its weights start and on how much of the training split: start-vs-start contrasts
+                "start": start_label(self.config, r),
+                "train_fraction": run_settings(self.config, r).get("train_fraction", 1.0),
+            }
+            for r in self.stats_runs(experiment)
+        ]
 
     def _test_train_ratio(self, run: Run) -> float:
         fractions = dataset_spec(self.config, run.dataset).get("split_fractions", (0.6, 0.2, 0.2))
@@ -273,9 +299,15 @@ class Plan:
         return transfer_pairs(self.config)
 
     def transfer_entries(self, results: str) -> list[dict]:
-        return [{"source": name, "source_dataset": run.dataset, "target": target,
-                 "predictions": path("transfer_predictions", results, run, target=target)}
-                for name, run, target in self.transfer_cells()]
+        return [
+            {
+                "source": name,
+                "source_dataset": run.dataset,
+                "target": target,
+                "predictions": path("transfer_predictions", results, run, target=target),
+            }
+            for name, run, target in self.transfer_cells()
+        ]
 
     # -- the report -----------------------------------------------------------------------------------------
     def benchmark_files(self, results: str) -> list[str]:
@@ -283,14 +315,18 @@ class Plan:
         size = self.config["train"]["img_size"]
         b = lambda key, **v: path(key, results, table="benchmark", **v)  # noqa: E731
         files = [b("prepare", dataset=d) for d in self.datasets]
-        files += [b("synthesize", dataset=d) for d in self.datasets
-                  if d in self.config["datasets"] and self.config["datasets"][d]["kind"] == "synthetic"]
+        files += [
+            b("synthesize", dataset=d)
+            for d in self.datasets
+            if d in self.config["datasets"] and self.config["datasets"][d]["kind"] == "synthetic"
+        ]
         files += [b("cache", dataset=d, size=size) for d in sorted({r.dataset for r in self.runs})]
         files += [b(rule, **run_values(r)) for r in self.runs for rule in ("train", "evaluate")]
         files += [b("analyse", **run_values(r)) for r in self.analysis_runs()]
         files += [b("stats", experiment=e) for e in self.config["experiments"]]
-        files += [b(PRECISIONS[j.precision].rule, precision=j.precision, **run_values(j.run))
-                  for j in self.compress_jobs()]
+        files += [
+            b(PRECISIONS[j.precision].rule, precision=j.precision, **run_values(j.run)) for j in self.compress_jobs()
+        ]
         files += [b("transfer_predict", target=t, **run_values(r)) for _, r, t in self.transfer_cells()]
         files += [b("transfer_matrix")] if self.config.get("transfer") else []
         return files
@@ -324,8 +360,14 @@ def write_plan(config: dict, out: str | Path, configfiles: list[str] | None = No
     from ._io import write_json
 
     plan = Plan(config)
-    record = {"digest": plan.digest, "configfiles": list(configfiles or []),
-              "experiments": list(config["experiments"]), "runs": [r.path for r in plan.runs],
-              "written": datetime.datetime.now().isoformat(), "why": why, "config": as_dict(config)}
+    record = {
+        "digest": plan.digest,
+        "configfiles": list(configfiles or []),
+        "experiments": list(config["experiments"]),
+        "runs": [r.path for r in plan.runs],
+        "written": datetime.datetime.now().isoformat(),
+        "why": why,
+        "config": as_dict(config),
+    }
     write_json(out, record)
     return record

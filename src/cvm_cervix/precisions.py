@@ -30,26 +30,73 @@ class Precision:
 
     def describe(self, device: str, calibration: int = 0) -> str:
         on_cpu = not str(device).startswith("cuda")
-        where = ((" on the CPU: a smaller file, not a faster model" + (" (this CPU emulates 16-bit arithmetic)"
-                  if self.name == "fp16" else "")) if on_cpu else " on the GPU")
+        where = (
+            (
+                " on the CPU: a smaller file, not a faster model"
+                + (" (this CPU emulates 16-bit arithmetic)" if self.name == "fp16" else "")
+            )
+            if on_cpu
+            else " on the GPU"
+        )
         return self.note.format(calibration=calibration, where=where)
 
 
-PRECISIONS: dict[str, Precision] = {p.name: p for p in (
-    Precision("fp32", "weights.safetensors", "compress_half", "run", "safetensors", "torch",
-              "float32 weights, as trained"),
-    Precision("fp16", "weights.safetensors", "compress_half", "run", "safetensors_half", "torch_half",
-              "float16 weights, run in float16{where}", dtype="float16"),
-    Precision("bf16", "weights.safetensors", "compress_half", "run", "safetensors_half", "torch_half",
-              "bfloat16 weights, run in bfloat16{where}", dtype="bfloat16"),
-    Precision("int8", "model.onnx", "compress_onnx", "cpu", "onnx_int8", "onnxruntime",
-              "static int8 (QDQ) of every convolution and linear layer, calibrated on {calibration} training "
-              "images; ONNX Runtime on the CPU"),
-    Precision("int8_dynamic", "weights.pt", "compress_dynamic", "cpu", "torch_dynamic", "torch_dynamic",
-              "dynamic int8 of the linear layers only (convolutions stay float32); PyTorch on the CPU"),
-    Precision("onnx", "model.onnx", "compress_onnx", "cpu", "onnx", "onnxruntime",
-              "float32 graph; ONNX Runtime on the CPU"),
-)}
+PRECISIONS: dict[str, Precision] = {
+    p.name: p
+    for p in (
+        Precision(
+            "fp32", "weights.safetensors", "compress_half", "run", "safetensors", "torch", "float32 weights, as trained"
+        ),
+        Precision(
+            "fp16",
+            "weights.safetensors",
+            "compress_half",
+            "run",
+            "safetensors_half",
+            "torch_half",
+            "float16 weights, run in float16{where}",
+            dtype="float16",
+        ),
+        Precision(
+            "bf16",
+            "weights.safetensors",
+            "compress_half",
+            "run",
+            "safetensors_half",
+            "torch_half",
+            "bfloat16 weights, run in bfloat16{where}",
+            dtype="bfloat16",
+        ),
+        Precision(
+            "int8",
+            "model.onnx",
+            "compress_onnx",
+            "cpu",
+            "onnx_int8",
+            "onnxruntime",
+            "static int8 (QDQ) of every convolution and linear layer, calibrated on {calibration} training "
+            "images; ONNX Runtime on the CPU",
+        ),
+        Precision(
+            "int8_dynamic",
+            "weights.pt",
+            "compress_dynamic",
+            "cpu",
+            "torch_dynamic",
+            "torch_dynamic",
+            "dynamic int8 of the linear layers only (convolutions stay float32); PyTorch on the CPU",
+        ),
+        Precision(
+            "onnx",
+            "model.onnx",
+            "compress_onnx",
+            "cpu",
+            "onnx",
+            "onnxruntime",
+            "float32 graph; ONNX Runtime on the CPU",
+        ),
+    )
+}
 # What the config's ``compress`` lists may name: every precision but the float32 it is compared with.
 COMPRESSED = tuple(name for name in PRECISIONS if name != "fp32")
 

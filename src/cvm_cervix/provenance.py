@@ -15,8 +15,19 @@ import yaml
 
 from ._io import read_json, sha256_file
 
-LIBRARIES = ("torch", "torchvision", "timm", "snakemake", "numpy", "scikit-learn", "openTSNE", "onnxruntime",
-             "onnx", "pandas", "plotly")
+LIBRARIES = (
+    "torch",
+    "torchvision",
+    "timm",
+    "snakemake",
+    "numpy",
+    "scikit-learn",
+    "openTSNE",
+    "onnxruntime",
+    "onnx",
+    "pandas",
+    "plotly",
+)
 
 
 def _version(dist: str) -> str:
@@ -28,6 +39,7 @@ def _version(dist: str) -> str:
 
 def git_state(folder: str | os.PathLike) -> dict | None:
     """``{"commit", "dirty"}`` of the git checkout holding ``folder``; None outside one (an installed copy)."""
+
     def git(*args):
         return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=20)
 
@@ -52,8 +64,10 @@ def rule_times(benchmarks: list[str | os.PathLike]) -> list[dict]:
         rule = path.relative_to(_bench_root(path)).parts[0]
         seconds = pd.read_csv(path, sep="\t")["s"]
         per_rule.setdefault(rule, []).extend(float(s) for s in seconds)
-    return [{"rule": rule, "jobs": len(s), "seconds": sum(s), "longest": max(s)}
-            for rule, s in sorted(per_rule.items(), key=lambda kv: -sum(kv[1]))]
+    return [
+        {"rule": rule, "jobs": len(s), "seconds": sum(s), "longest": max(s)}
+        for rule, s in sorted(per_rule.items(), key=lambda kv: -sum(kv[1]))
+    ]
 
 
 def _bench_root(path: Path) -> Path:
@@ -63,21 +77,26 @@ def _bench_root(path: Path) -> Path:
     raise ValueError(f"{path} is not under a benchmarks/ folder")
 
 
-def provenance(config: dict, results: Path, datasets: list[str], run_dirs: list[Path],
-               configfiles: list[str] | None = None, workflow_dir: str | os.PathLike | None = None,
-               benchmarks: list[str | os.PathLike] | None = None) -> dict:
+def provenance(
+    config: dict,
+    results: Path,
+    datasets: list[str],
+    run_dirs: list[Path],
+    configfiles: list[str] | None = None,
+    workflow_dir: str | os.PathLike | None = None,
+    benchmarks: list[str | os.PathLike] | None = None,
+) -> dict:
     """Everything a reader needs to tell what produced a report, read from what the workflow wrote."""
     devices: dict[str, list[str]] = {}
     for run in run_dirs:
         info = read_json(run / "train.json")
-        devices.setdefault(info.get("device_name") or info.get("device", "?"), []).append(
-            str(run.relative_to(results)))
+        devices.setdefault(info.get("device_name") or info.get("device", "?"), []).append(str(run.relative_to(results)))
     manifests = {}
     for name in datasets:
         path = results / "data" / name / "manifest.csv"
         manifests[name] = {"sha256": sha256_file(path), "images": int(sum(1 for _ in open(path)) - 1)}
     return {
-        "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "generated": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "config_yaml": yaml.safe_dump(config, sort_keys=False, allow_unicode=True),
         "configfiles": [str(f) for f in configfiles or []],
         "version": _version("cvm-cervix"),

@@ -7,7 +7,8 @@ taken as up to date. So the report carries two marks in its ``<head>``: the dige
 covers (the validated config) and a fingerprint of the input files it was made from (names, sizes,
 modification times). When Snakemake plans, :func:`stale_reason` compares them with the current
 config and files; a report that differs, or carries no marks, is not current, and the plan's stamp
-file (``plan/<digest>.json``, an input of the report; :func:`cvm_cervix.plan.plan_digest`) is removed so that the report job must run.
+file (``plan/<digest>.json``: :func:`cvm_cervix.plan.write_plan`), an input of the report, the statistics
+and the transfer matrix, is written anew, newer than all of them, so that they are made again.
 
 No pandas, torch or plotly: this runs in Snakemake's own process on every start.
 """
@@ -15,11 +16,10 @@ No pandas, torch or plotly: this runs in Snakemake's own process on every start.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 PLAN_META = "cvm-cervix-plan"
 INPUTS_META = "cvm-cervix-inputs"
@@ -53,8 +53,7 @@ def report_marks(html: str | os.PathLike) -> dict[str, str]:
 
 def head_marks(digest: str, fingerprint: str) -> str:
     """The ``<meta>`` lines the report's template puts first in its ``<head>``."""
-    return (f'<meta name="{PLAN_META}" content="{digest}">\n'
-            f'<meta name="{INPUTS_META}" content="{fingerprint}">')
+    return f'<meta name="{PLAN_META}" content="{digest}">\n<meta name="{INPUTS_META}" content="{fingerprint}">'
 
 
 def stale_reason(html: str | os.PathLike, digest: str, fingerprint: str) -> str | None:
@@ -82,5 +81,9 @@ def foreign_report_files(folder: str | os.PathLike) -> list[str]:
         return []
     index = folder / REPORT_FILES_INDEX
     ours = set(index.read_text(encoding="utf-8").split("\n")) if index.is_file() else None
-    return sorted(e.name for e in folder.iterdir() if e.name not in (REPORT_FILES_INDEX, ".snakemake_timestamp") and (
-        e.name not in ours if ours is not None else not (_REPORT_FILE.fullmatch(e.name) and e.is_file())))
+    return sorted(
+        e.name
+        for e in folder.iterdir()
+        if e.name not in (REPORT_FILES_INDEX, ".snakemake_timestamp")
+        and (e.name not in ours if ours is not None else not (_REPORT_FILE.fullmatch(e.name) and e.is_file()))
+    )

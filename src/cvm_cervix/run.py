@@ -37,8 +37,10 @@ def read_train_info(path: str | os.PathLike) -> dict:
     else:
         run_dir = path.parent
     if not path.is_file():
-        raise CvmError(f"{run_dir} is not a training run folder (no {path.name}); "
-                       "pass results/runs/<dataset>/<model>/<recipe>/seed<N>")
+        raise CvmError(
+            f"{run_dir} is not a training run folder (no {path.name}); "
+            "pass results/runs/<dataset>/<model>/<recipe>/seed<N>"
+        )
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
@@ -47,11 +49,14 @@ def read_train_info(path: str | os.PathLike) -> dict:
         raise CvmError(f"{path} does not hold a JSON object; delete the run folder and train it again")
     for key, kind in _INFO_KEYS.items():
         if not isinstance(info.get(key), kind) or isinstance(info.get(key), bool):
-            raise CvmError(f"{path} lacks key {key!r} (or it is not a {kind.__name__}); "
-                           "delete the run folder and train it again")
+            raise CvmError(
+                f"{path} lacks key {key!r} (or it is not a {kind.__name__}); delete the run folder and train it again"
+            )
     if len(info["classes"]) != info["num_classes"]:
-        raise CvmError(f"{path}: {len(info['classes'])} classes listed but num_classes is {info['num_classes']}; "
-                       "delete the run folder and train it again")
+        raise CvmError(
+            f"{path}: {len(info['classes'])} classes listed but num_classes is {info['num_classes']}; "
+            "delete the run folder and train it again"
+        )
     return info
 
 
@@ -66,8 +71,9 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         with safe_open(str(path), framework="pt") as handle:
             return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})
     except Exception as err:
-        raise CvmError(f"weights file {path} cannot be read ({str(err).splitlines()[0]}); "
-                       "delete it and train the run again") from None
+        raise CvmError(
+            f"weights file {path} cannot be read ({str(err).splitlines()[0]}); delete it and train the run again"
+        ) from None
 
 
 def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> None:
@@ -108,12 +114,21 @@ def check_weights_metadata(meta: dict[str, str], info: dict, weights: Path, info
     """The model name, class count and size stored with the weights must be those of ``train.json``."""
     for key in ("model", "num_classes", "img_size"):
         if key in meta and meta[key] != str(info[key]):
-            raise CvmError(f"{weights} was saved for {key} {meta[key]!r} but {info_path} says {info[key]!r}; "
-                           "the two files belong to different runs: train the run again")
+            raise CvmError(
+                f"{weights} was saved for {key} {meta[key]!r} but {info_path} says {info[key]!r}; "
+                "the two files belong to different runs: train the run again"
+            )
 
 
-def write_run(model: torch.nn.Module, info: dict, history: pd.DataFrame, *, weights: str | os.PathLike,
-              history_csv: str | os.PathLike, info_json: str | os.PathLike) -> None:
+def write_run(
+    model: torch.nn.Module,
+    info: dict,
+    history: pd.DataFrame,
+    *,
+    weights: str | os.PathLike,
+    history_csv: str | os.PathLike,
+    info_json: str | os.PathLike,
+) -> None:
     """A finished run's three files; ``train.json`` last, so a run folder with a record is whole."""
     save_weights(model, weights, weights_metadata(info))
     write_csv(history_csv, history)
@@ -162,8 +177,12 @@ class TrainedRun:
     def normalization(self) -> dict:
         normalization = self.info.get("normalization")
         if normalization is None:  # a run of an earlier version: every network was fed ImageNet statistics
-            normalization = {path: IMAGENET for path in input_normalizations(
-                create_model(self.info["model"], self.info["num_classes"], self.img_size))}
+            normalization = {
+                path: IMAGENET
+                for path in input_normalizations(
+                    create_model(self.info["model"], self.info["num_classes"], self.img_size)
+                )
+            }
         return normalization
 
     def model(self, device: str | torch.device = "cpu", weights: str | os.PathLike | None = None) -> torch.nn.Module:
@@ -180,8 +199,12 @@ class TrainedRun:
         dtype = next(iter(state.values())).dtype if state else torch.float32
         if dtype in (torch.float16, torch.bfloat16):
             model = model.to(dtype)
-        load_exact(model, state, f"{path} does not match {self.info_path} "
-                                 f"({info['model']}, {info['num_classes']} classes, {info['img_size']} px)")
+        load_exact(
+            model,
+            state,
+            f"{path} does not match {self.info_path} "
+            f"({info['model']}, {info['num_classes']} classes, {info['img_size']} px)",
+        )
         return model.to(device).eval()
 
     def amp(self, device: torch.device) -> bool:
@@ -192,8 +215,9 @@ class TrainedRun:
         return precision_name(device, self.amp(device))
 
 
-def load_trained(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
-                 weights: str | os.PathLike | None = None) -> tuple[torch.nn.Module, dict]:
+def load_trained(
+    run_dir: str | os.PathLike, device: str | torch.device = "cpu", weights: str | os.PathLike | None = None
+) -> tuple[torch.nn.Module, dict]:
     """``(model, train_info)`` of a run folder: :meth:`TrainedRun.model` for callers that need no more."""
     run = TrainedRun.open(run_dir, weights)
     return run.model(device), run.info
@@ -239,8 +263,16 @@ class Inference:
     images: Images
 
     @classmethod
-    def open(cls, run: str | os.PathLike | TrainedRun, data: str | os.PathLike, *, weights=None, cache=None,
-             device: str = "auto", threads: int | None = None) -> Inference:
+    def open(
+        cls,
+        run: str | os.PathLike | TrainedRun,
+        data: str | os.PathLike,
+        *,
+        weights=None,
+        cache=None,
+        device: str = "auto",
+        threads: int | None = None,
+    ) -> Inference:
         """``run`` (folder or ``train.json``) with ``weights``, on the dataset ``data`` (folder or manifest)."""
         if threads:
             torch.set_num_threads(threads)

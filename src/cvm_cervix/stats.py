@@ -31,7 +31,9 @@ def bootstrap_ci(labels, preds, classes, n_boot: int = 1000, seed: int = 0, leve
     f1s = macro_f1_resampled(labels, preds, classes, idx)
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
     return {
-        "level": level, "n_boot": n_boot, "seed": seed,
+        "level": level,
+        "n_boot": n_boot,
+        "seed": seed,
         "accuracy": [float(np.percentile(accs, lo)), float(np.percentile(accs, hi))],
         "f1_macro": [float(np.percentile(f1s, lo)), float(np.percentile(f1s, hi))],
     }
@@ -73,8 +75,15 @@ def clinical_view(labels, preds, abnormal: list[str]) -> dict | None:
         return None
     tp, fn = int(np.sum(true_abn & pred_abn)), int(np.sum(true_abn & ~pred_abn))
     tn, fp = int(np.sum(~true_abn & ~pred_abn)), int(np.sum(~true_abn & pred_abn))
-    return {"sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp), "tp": tp, "fn": fn, "tn": tn, "fp": fp,
-            "abnormal_classes": [c for c, a in zip(sorted(set(labels)), abnormal_in(sorted(set(labels)), abnormal)) if a]}
+    return {
+        "sensitivity": tp / (tp + fn),
+        "specificity": tn / (tn + fp),
+        "tp": tp,
+        "fn": fn,
+        "tn": tn,
+        "fp": fp,
+        "abnormal_classes": [c for c, a in zip(sorted(set(labels)), abnormal_in(sorted(set(labels)), abnormal)) if a],
+    }
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -117,12 +126,17 @@ def spread(scores: dict) -> list[dict]:
     (one split, or one seed per split).
     """
     groups: dict[tuple, dict[int, list]] = {}
-    for (model, augment, seed, split), value in sorted(scores.items()):
+    for (model, augment, _seed, split), value in sorted(scores.items()):
         groups.setdefault((model, augment), {}).setdefault(split, []).append(value)
     out = []
     for (model, augment), by_split in groups.items():
-        entry = {"model": model, "augment": augment, "splits": len(by_split),
-                 "seeds": sorted({len(v) for v in by_split.values()}), "runs": sum(map(len, by_split.values()))}
+        entry = {
+            "model": model,
+            "augment": augment,
+            "splits": len(by_split),
+            "seeds": sorted({len(v) for v in by_split.values()}),
+            "runs": sum(map(len, by_split.values())),
+        }
         for name in ("accuracy", "f1_macro"):
             cells = {s: np.array([v[name] for v in values]) for s, values in by_split.items()}
             every = np.concatenate(list(cells.values()))
@@ -132,9 +146,13 @@ def spread(scores: dict) -> list[dict]:
                 "mean": float(every.mean()),
                 "sd_total": float(every.std(ddof=1)) if len(every) > 1 else None,
                 "sd_split": float(means.std(ddof=1)) if len(means) > 1 else None,
-                "sd_seed": (float(np.sqrt(sum((len(c) - 1) * c.var(ddof=1) for c in within)
-                                          / sum(len(c) - 1 for c in within))) if within else None),
-                "split_means": {str(s): float(m) for s, m in zip(cells, means)}}
+                "sd_seed": (
+                    float(np.sqrt(sum((len(c) - 1) * c.var(ddof=1) for c in within) / sum(len(c) - 1 for c in within)))
+                    if within
+                    else None
+                ),
+                "split_means": {str(s): float(m) for s, m in zip(cells, means)},
+            }
         out.append(entry)
     return out
 
@@ -157,8 +175,13 @@ def corrected_resampled_t(diffs, test_train_ratio: float) -> dict:
     else:
         t = float(d.mean() / np.sqrt(var))
         p = float(2 * student.sf(abs(t), j - 1))
-    return {"test": "corrected resampled t-test (Nadeau & Bengio 2003)", "t": t, "df": j - 1, "p_value": p,
-            "test_train_ratio": test_train_ratio}
+    return {
+        "test": "corrected resampled t-test (Nadeau & Bengio 2003)",
+        "t": t,
+        "df": j - 1,
+        "p_value": p,
+        "test_train_ratio": test_train_ratio,
+    }
 
 
 def split_contrasts(pairs: list[dict], ratios: dict) -> list[dict]:
@@ -178,12 +201,18 @@ def split_contrasts(pairs: list[dict], ratios: dict) -> list[dict]:
             continue
         diffs = {s: float(np.mean([d for d, _ in v])) for s, v in sorted(by_split.items())}
         ratio = float(np.mean([ratios[tuple(c["b"][k] for k in RUN_KEY)] for v in by_split.values() for _, c in v]))
-        out.append({"contrast": kind, "a": {"model": a_model, "augment": a_augment},
-                    "b": {"model": b_model, "augment": b_augment}, "splits": len(diffs),
-                    "seeds": sorted({len(v) for v in by_split.values()}),
-                    "accuracy_diff": float(np.mean(list(diffs.values()))),
-                    "split_diffs": {str(s): d for s, d in diffs.items()},
-                    **corrected_resampled_t(list(diffs.values()), ratio)})
+        out.append(
+            {
+                "contrast": kind,
+                "a": {"model": a_model, "augment": a_augment},
+                "b": {"model": b_model, "augment": b_augment},
+                "splits": len(diffs),
+                "seeds": sorted({len(v) for v in by_split.values()}),
+                "accuracy_diff": float(np.mean(list(diffs.values()))),
+                "split_diffs": {str(s): d for s, d in diffs.items()},
+                **corrected_resampled_t(list(diffs.values()), ratio),
+            }
+        )
     for entry, adjusted in zip(out, holm([e["p_value"] for e in out])):
         entry["p_holm"] = adjusted
     return out
@@ -202,7 +231,7 @@ def contrasts(frames: dict, reference: str | None, n_boot: int = 1000, starts: d
     from .config import split_recipe
 
     pairs = []
-    for (model, augment, seed, split) in frames:  # always on the same split and seed: the same test images
+    for model, augment, seed, split in frames:  # always on the same split and seed: the same test images
         base, variant = split_recipe(augment)
         if variant != "default" and (model, base, seed, split) in frames:
             pairs.append(((model, base, seed, split), (model, augment, seed, split), f"{variant} vs default"))
@@ -213,8 +242,16 @@ def contrasts(frames: dict, reference: str | None, n_boot: int = 1000, starts: d
     starts = starts or {}
     for b, (start, fraction) in starts.items():
         for a, (other, same_fraction) in starts.items():
-            if (other == "random weights" and start != other and same_fraction == fraction and a[0] == b[0]
-                    and a[2:] == b[2:] and a in frames and b in frames and not any(p[:2] == (a, b) for p in pairs)):
+            if (
+                other == "random weights"
+                and start != other
+                and same_fraction == fraction
+                and a[0] == b[0]
+                and a[2:] == b[2:]
+                and a in frames
+                and b in frames
+                and not any(p[:2] == (a, b) for p in pairs)
+            ):
                 pairs.append((a, b, f"{start} vs random weights, {100 * fraction:g}% of training"))
     out = []
     for a, b, kind in pairs:
@@ -223,17 +260,30 @@ def contrasts(frames: dict, reference: str | None, n_boot: int = 1000, starts: d
             raise CvmError(f"runs {a} and {b} were tested on different images; re-run prepare")
         ca, cb = (fa["label"] == fa["pred"]).to_numpy(), (fb["label"] == fb["pred"]).to_numpy()
         test = mcnemar_exact(ca, cb)
-        out.append({"contrast": kind, "a": dict(zip(RUN_KEY, a)), "b": dict(zip(RUN_KEY, b)), **test,
-                    "accuracy_diff": float(cb.mean() - ca.mean()),
-                    "accuracy_diff_ci": paired_bootstrap_diff(ca, cb, n_boot, seed=b[2])})
+        out.append(
+            {
+                "contrast": kind,
+                "a": dict(zip(RUN_KEY, a)),
+                "b": dict(zip(RUN_KEY, b)),
+                **test,
+                "accuracy_diff": float(cb.mean() - ca.mean()),
+                "accuracy_diff_ci": paired_bootstrap_diff(ca, cb, n_boot, seed=b[2]),
+            }
+        )
     for entry, adjusted in zip(out, holm([e["p_value"] for e in out])):
         entry["p_holm"] = adjusted
     return out
 
 
-def experiment_stats(runs: list[dict], reference: str | None, abnormal: list[str], n_boot: int = 1000,
-                     operating_points: list[dict] | None = None, calibration_bins: int = 15,
-                     paper_abnormal: list[str] | None = None) -> dict:
+def experiment_stats(
+    runs: list[dict],
+    reference: str | None,
+    abnormal: list[str],
+    n_boot: int = 1000,
+    operating_points: list[dict] | None = None,
+    calibration_bins: int = 15,
+    paper_abnormal: list[str] | None = None,
+) -> dict:
     """Statistics of one experiment's runs from their predictions.
 
     ``runs``: dicts with ``model``, ``augment``, ``seed`` and ``predictions`` (path of
@@ -241,8 +291,8 @@ def experiment_stats(runs: list[dict], reference: str | None, abnormal: list[str
     ``predictions_val``, ``start`` and ``train_fraction``; the reference model's runs may be among
     them. McNemar compares every run with the reference run of the same augment, seed and split on
     the same test images; ``spread`` separates split from initialisation spread and
-    ``split_contrasts`` tests each contrast over the splits (:func:`corrected_resampled_t`). Each run also gets its ROC/PR, calibration
-    and operating points (``diagnostics``, thresholds chosen on ``predictions_val``).
+    ``split_contrasts`` tests each contrast over the splits (:func:`corrected_resampled_t`). Each run also
+    gets its ROC/PR, calibration and operating points (``diagnostics``, thresholds chosen on ``predictions_val``).
     """
     frames = {_run_key(r): read_table(r["predictions"]) for r in runs}
     val_files = {_run_key(r): r.get("predictions_val") for r in runs}
@@ -252,21 +302,50 @@ def experiment_stats(runs: list[dict], reference: str | None, abnormal: list[str
         val = val_files[(model, augment, seed, split)]
         scores[(model, augment, seed, split)] = {
             "accuracy": float(np.mean(frame["label"] == frame["pred"])),
-            "f1_macro": float(f1_score(frame["label"], frame["pred"], labels=classes, average="macro", zero_division=0))}
-        entry = {"model": model, "augment": augment, "seed": seed, "split_seed": split,
-                 "bootstrap": bootstrap_ci(frame["label"], frame["pred"], classes, n_boot, seed=seed),
-                 "clinical": clinical_view(frame["label"], frame["pred"], abnormal), "mcnemar": None,
-                 "diagnostics": diagnose(frame, read_table(val) if val else None, abnormal, operating_points,
-                                         calibration_bins, n_boot, seed, paper_abnormal)}
+            "f1_macro": float(
+                f1_score(frame["label"], frame["pred"], labels=classes, average="macro", zero_division=0)
+            ),
+        }
+        entry = {
+            "model": model,
+            "augment": augment,
+            "seed": seed,
+            "split_seed": split,
+            "bootstrap": bootstrap_ci(frame["label"], frame["pred"], classes, n_boot, seed=seed),
+            "clinical": clinical_view(frame["label"], frame["pred"], abnormal),
+            "mcnemar": None,
+            "diagnostics": diagnose(
+                frame,
+                read_table(val) if val else None,
+                abnormal,
+                operating_points,
+                calibration_bins,
+                n_boot,
+                seed,
+                paper_abnormal,
+            ),
+        }
         ref = frames.get((reference, augment, seed, split))
         if ref is not None and model != reference:
             if not ref["path"].equals(frame["path"]):
                 raise CvmError(f"runs of {model} and {reference} were tested on different images; re-run prepare")
-            entry["mcnemar"] = {"reference": reference, **mcnemar_exact(ref["label"] == ref["pred"],
-                                                                        frame["label"] == frame["pred"])}
+            entry["mcnemar"] = {
+                "reference": reference,
+                **mcnemar_exact(ref["label"] == ref["pred"], frame["label"] == frame["pred"]),
+            }
         out.append(entry)
-    pairs = contrasts(frames, reference, n_boot,
-                      {_run_key(r): (r["start"], r.get("train_fraction", 1.0)) for r in runs if r.get("start")})
+    pairs = contrasts(
+        frames,
+        reference,
+        n_boot,
+        {_run_key(r): (r["start"], r.get("train_fraction", 1.0)) for r in runs if r.get("start")},
+    )
     ratios = {_run_key(r): r.get("test_train_ratio", 0.2 / 0.6) for r in runs}
-    return {"reference": reference, "abnormal_classes": abnormal, "runs": out, "contrasts": pairs,
-            "spread": spread(scores), "split_contrasts": split_contrasts(pairs, ratios)}
+    return {
+        "reference": reference,
+        "abnormal_classes": abnormal,
+        "runs": out,
+        "contrasts": pairs,
+        "spread": spread(scores),
+        "split_contrasts": split_contrasts(pairs, ratios),
+    }

@@ -15,6 +15,7 @@ from pathlib import Path
 from .config import Run, base_dataset, dataset_spec
 from .plan import LOGS, Plan, path, run_values
 
+
 @dataclass(frozen=True)
 class Failure:
     """Why something the plan asks for is not in the results folder."""
@@ -86,8 +87,11 @@ def run_failure(plan: Plan, results: Path, run: Run) -> Failure | None:
             return _failure(results, "cache", dataset=run.dataset, size=size)
         source = plan.init_source(run)
         if source is not None:
-            failure = (run_failure(plan, results, source)
-                       if not all(_exists(results, key, source) for key in TRAIN_OUTPUTS) else None)
+            failure = (
+                run_failure(plan, results, source)
+                if not all(_exists(results, key, source) for key in TRAIN_OUTPUTS)
+                else None
+            )
             if failure:
                 return failure
         elif plan.needs_pretrained(run) and not _exists(results, "pretrained", model=run.model):
@@ -115,20 +119,26 @@ def plan_status(config: dict, results: str | Path) -> dict:
     for name in config["experiments"]:
         if not _exists(results, "stats", experiment=name):
             status["stats"][name] = _upstream(status, plan.experiment_runs(name)) or _failure(
-                results, "stats", experiment=name)
+                results, "stats", experiment=name
+            )
     for job in plan.compress_jobs():
         if not _exists(results, "compressed_metrics", job.run, precision=job.precision):
             status["compress"][(job.run, job.precision)] = status["runs"].get(job.run) or _failure(
-                results, "compress", precision=job.precision, **run_values(job.run))
+                results, "compress", precision=job.precision, **run_values(job.run)
+            )
     for run in plan.analysis_runs():
         if not all(_exists(results, key, run) for key in ("gallery", "tsne")):
             status["analysis"][run] = status["runs"].get(run) or _failure(results, "analyse", **run_values(run))
     if config.get("transfer") and not _exists(results, "transfer_matrix"):
         cells = plan.transfer_cells()
         status["transfer"] = _upstream(status, [run for _, run, _ in cells]) or next(
-            (_failure(results, "transfer_predict", target=target, **run_values(run)) for _, run, target in cells
-             if not _exists(results, "transfer_predictions", run, target=target)),
-            _failure(results, "transfer_matrix"))
+            (
+                _failure(results, "transfer_predict", target=target, **run_values(run))
+                for _, run, target in cells
+                if not _exists(results, "transfer_predictions", run, target=target)
+            ),
+            _failure(results, "transfer_matrix"),
+        )
     return status
 
 

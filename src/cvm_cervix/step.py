@@ -36,8 +36,9 @@ def flip4x(images: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
     return torch.where(k == 3, images.flip(-2), out)
 
 
-def virtual_batch(images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, copies: int,
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def virtual_batch(
+    images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, copies: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows ``idx`` of the training set enlarged ``copies`` times (1, or 4 for flip4x), on ``device``.
 
     Index ``i`` is image ``i % n`` in :func:`flip4x` form ``i // n``: the same order as
@@ -56,8 +57,17 @@ class TrainStep:
 
     captured = False
 
-    def __init__(self, model: torch.nn.Module, optimizer, scaler, images: torch.Tensor, labels: torch.Tensor,
-                 copies: int, device: torch.device, amp: bool):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer,
+        scaler,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        copies: int,
+        device: torch.device,
+        amp: bool,
+    ):
         self.model, self.optimizer, self.scaler = model, optimizer, scaler
         self.images, self.labels, self.copies, self.device, self.amp = images, labels, copies, device, amp
         self.loss_fn = torch.nn.CrossEntropyLoss()
@@ -68,8 +78,7 @@ class TrainStep:
         """Zero the running sums (or continue ``totals``: loss sum, correct count of an epoch resumed mid-way)."""
         dev = self.device
         self.loss_sum = torch.zeros((), device=dev) if totals is None else totals[0].to(dev).clone()
-        self.correct = (torch.zeros((), device=dev, dtype=torch.long) if totals is None
-                        else totals[1].to(dev).clone())
+        self.correct = torch.zeros((), device=dev, dtype=torch.long) if totals is None else totals[1].to(dev).clone()
         self.first_bad = torch.full((), -1, device=dev, dtype=torch.long)  # first step with a non-finite loss
         self.steps = torch.zeros((), device=dev, dtype=torch.long)
 
@@ -168,8 +177,9 @@ def why_not_captured(device: torch.device, scaler, images: torch.Tensor) -> str 
     return None
 
 
-def make_step(model, optimizer, scaler, images, labels, copies, device, amp, *, mode: str = "eager",
-              batch_size: int = 16) -> TrainStep:
+def make_step(
+    model, optimizer, scaler, images, labels, copies, device, amp, *, mode: str = "eager", batch_size: int = 16
+) -> TrainStep:
     """``mode`` eager, or cuda_graph (eager, with the reason logged, where a graph cannot run)."""
     if mode == "cuda_graph":
         why = why_not_captured(device, scaler, images)

@@ -24,8 +24,7 @@ from .errors import CvmError
 from .models import create_model, input_normalizations, load_exact
 from .plan import RUN_FILES
 from .run import Images, TrainedRun, dataset_files, write_run
-from .step import TrainStep, make_step, why_not_captured
-from .step import flip4x, virtual_batch  # noqa: F401 (used by tests through this module)
+from .step import TrainStep, flip4x, make_step, virtual_batch, why_not_captured  # noqa: F401 (used by tests through this module)
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +60,23 @@ def _storage_device(dev: torch.device, nbytes: int) -> torch.device:
     return dev if nbytes < 0.5 * free else torch.device("cpu")
 
 
-def train_epoch(model: torch.nn.Module, optimizer, scaler, images: torch.Tensor, labels: torch.Tensor, steps,
-                copies: int, device: torch.device, amp: bool, on_progress=None, progress_every: float = 5.0,
-                stop=None, totals: tuple | None = None, step: TrainStep | None = None, on_first_step=None) -> tuple:
+def train_epoch(
+    model: torch.nn.Module,
+    optimizer,
+    scaler,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    steps,
+    copies: int,
+    device: torch.device,
+    amp: bool,
+    on_progress=None,
+    progress_every: float = 5.0,
+    stop=None,
+    totals: tuple | None = None,
+    step: TrainStep | None = None,
+    on_first_step=None,
+) -> tuple:
     """One epoch over the index batches ``steps``; returns (summed loss, correct count, images seen, steps done,
     the first step whose loss was not finite or -1).
 
@@ -144,8 +157,16 @@ class TrainData:
         return len(self.x_train) * self.copies
 
     @classmethod
-    def load(cls, manifest: Path, cache: Path, img_size: int, augment: str, train_fraction: float, seed: int,
-             dev: torch.device) -> TrainData:
+    def load(
+        cls,
+        manifest: Path,
+        cache: Path,
+        img_size: int,
+        augment: str,
+        train_fraction: float,
+        seed: int,
+        dev: torch.device,
+    ) -> TrainData:
         if augment not in ("none", "flip4x"):
             raise ValueError(f"unknown augment {augment!r}")
         images = Images.open(manifest, img_size, cache)
@@ -156,39 +177,60 @@ class TrainData:
         x_val, y_val, _ = images.split("val")
         store = _storage_device(dev, x_train.nbytes + x_val.nbytes)
         if store != dev:
-            log.info("images stay in host memory (%.1f GB): too large for the GPU's free memory",
-                     (x_train.nbytes + x_val.nbytes) / 1e9)
+            log.info(
+                "images stay in host memory (%.1f GB): too large for the GPU's free memory",
+                (x_train.nbytes + x_val.nbytes) / 1e9,
+            )
         x_train_d, y_train_d = to_device_images(x_train, store), torch.tensor(y_train, device=store)
         x_val_d = to_device_images(x_val, store)
         if store.type == "cpu" and dev.type == "cuda":
             x_train_d, x_val_d = x_train_d.pin_memory(), x_val_d.pin_memory()
-        return cls(x_train_d, y_train_d, x_val_d, y_val, 4 if augment == "flip4x" else 1, store,
-                   data_digest(images.manifest, images.cache))
+        return cls(
+            x_train_d,
+            y_train_d,
+            x_val_d,
+            y_val,
+            4 if augment == "flip4x" else 1,
+            store,
+            data_digest(images.manifest, images.cache),
+        )
 
     def steps(self, order: torch.Tensor, batch_size: int, drop_last: bool = False) -> list[torch.Tensor]:
         """An epoch's index batches; a last batch of one is dropped (BatchNorm cannot train on it), and with
         ``drop_last`` any incomplete last batch (a captured step replays one shape)."""
-        steps = [order[i:i + batch_size] for i in range(0, self.n, batch_size)]
+        steps = [order[i : i + batch_size] for i in range(0, self.n, batch_size)]
         short = len(steps[-1]) < batch_size if drop_last else len(steps[-1]) == 1
         return steps[:-1] if len(steps) > 1 and short else steps
 
 
-def build_model(model_name: str, classes: list[str], img_size: int, dev: torch.device, *, pretrained: bool,
-                weights: str | None, cache_dir: str | None, init_from) -> tuple[torch.nn.Module, dict | None]:
+def build_model(
+    model_name: str,
+    classes: list[str],
+    img_size: int,
+    dev: torch.device,
+    *,
+    pretrained: bool,
+    weights: str | None,
+    cache_dir: str | None,
+    init_from,
+) -> tuple[torch.nn.Module, dict | None]:
     """The model a run starts from (ImageNet, a local file, another run or random), on ``dev``."""
     init = None
     if init_from:  # the other run's weights, not ImageNet's or a file's
         model, init = start_from_run(model_name, classes, img_size, init_from)
     else:
-        model = create_model(model_name, len(classes), img_size, pretrained=pretrained, weights=weights,
-                             cache_dir=cache_dir)
+        model = create_model(
+            model_name, len(classes), img_size, pretrained=pretrained, weights=weights, cache_dir=cache_dir
+        )
     model = model.to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return model, init
 
 
-def validate(model: torch.nn.Module, data: TrainData, batch_size: int, dev: torch.device, amp: bool) -> tuple[float, float]:
+def validate(
+    model: torch.nn.Module, data: TrainData, batch_size: int, dev: torch.device, amp: bool
+) -> tuple[float, float]:
     """(loss, accuracy) on the validation split."""
     out = predict(model, data.x_val, max(batch_size, 64), dev, amp)
     probs = torch.from_numpy(out["probs"])
@@ -197,13 +239,33 @@ def validate(model: torch.nn.Module, data: TrainData, batch_size: int, dev: torc
     return loss, float((probs.argmax(1) == y_val).float().mean())
 
 
-def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
-              img_size: int, epochs: int, batch_size: int = 16, lr: float = 2e-4, weight_decay: float = 0.01,
-              seed: int = 0, augment: str = "none", device: str = "auto", amp: bool = True, pretrained: bool = False,
-              weights: str | None = None, threads: int | None = None, progress: bool = True,
-              compile: bool = False, cache_dir: str | None = None, train_fraction: float = 1.0,
-              init_from: str | os.PathLike | None = None, cache: str | os.PathLike | None = None,
-              classes: str | os.PathLike | None = None, outputs: dict | None = None, step: str = "eager") -> dict:
+def train_run(
+    model_name: str,
+    dataset_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    img_size: int,
+    epochs: int,
+    batch_size: int = 16,
+    lr: float = 2e-4,
+    weight_decay: float = 0.01,
+    seed: int = 0,
+    augment: str = "none",
+    device: str = "auto",
+    amp: bool = True,
+    pretrained: bool = False,
+    weights: str | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+    compile: bool = False,
+    cache_dir: str | None = None,
+    train_fraction: float = 1.0,
+    init_from: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = None,
+    classes: str | os.PathLike | None = None,
+    outputs: dict | None = None,
+    step: str = "eager",
+) -> dict:
     """Train ``model_name`` on the prepared dataset ``dataset_dir`` (its folder or its manifest; ``cache``
     and ``classes`` beside it unless given); write the run into ``out_dir`` or to ``outputs``
     (``weights``, ``history``, ``info``: the files a rule declares).
@@ -217,18 +279,66 @@ def train_run(model_name: str, dataset_dir: str | os.PathLike, out_dir: str | os
     files = _run_outputs(out_dir, outputs)
     # Two trainings of one run folder never run at once: after a kill -9 of Snakemake its training job
     # may still run, and a second one would resume from (and race on) the live job's checkpoint.
-    with exclusive_lock(files["weights"].with_name(".train.lock"), f"run folder {files['weights'].parent} is "
-                        "being trained already"):
-        return _train(model_name, dataset_dir, files, img_size=img_size, epochs=epochs, batch_size=batch_size,
-                      lr=lr, weight_decay=weight_decay, seed=seed, augment=augment, device=device, amp=amp,
-                      pretrained=pretrained, weights=weights, threads=threads, progress=progress, compile=compile,
-                      cache_dir=cache_dir, train_fraction=train_fraction, init_from=init_from, cache=cache,
-                      classes=classes, step=step, job_start=job_start, startup=startup)
+    with exclusive_lock(
+        files["weights"].with_name(".train.lock"), f"run folder {files['weights'].parent} is being trained already"
+    ):
+        return _train(
+            model_name,
+            dataset_dir,
+            files,
+            img_size=img_size,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            seed=seed,
+            augment=augment,
+            device=device,
+            amp=amp,
+            pretrained=pretrained,
+            weights=weights,
+            threads=threads,
+            progress=progress,
+            compile=compile,
+            cache_dir=cache_dir,
+            train_fraction=train_fraction,
+            init_from=init_from,
+            cache=cache,
+            classes=classes,
+            step=step,
+            job_start=job_start,
+            startup=startup,
+        )
 
 
-def _train(model_name, dataset_dir, files, *, img_size, epochs, batch_size, lr, weight_decay, seed, augment, device,
-           amp, pretrained, weights, threads, progress, compile, cache_dir, train_fraction, init_from, cache,
-           classes, step, job_start, startup) -> dict:
+def _train(
+    model_name,
+    dataset_dir,
+    files,
+    *,
+    img_size,
+    epochs,
+    batch_size,
+    lr,
+    weight_decay,
+    seed,
+    augment,
+    device,
+    amp,
+    pretrained,
+    weights,
+    threads,
+    progress,
+    compile,
+    cache_dir,
+    train_fraction,
+    init_from,
+    cache,
+    classes,
+    step,
+    job_start,
+    startup,
+) -> dict:
     if threads:
         torch.set_num_threads(threads)
     seed_everything(seed)
@@ -242,23 +352,57 @@ def _train(model_name, dataset_dir, files, *, img_size, epochs, batch_size, lr, 
     data = TrainData.load(manifest, cache, img_size, augment, train_fraction, seed, dev)
     if init_from:
         pretrained, weights = False, None
-    model, init = build_model(model_name, class_names, img_size, dev, pretrained=pretrained, weights=weights,
-                              cache_dir=cache_dir, init_from=init_from)
+    model, init = build_model(
+        model_name,
+        class_names,
+        img_size,
+        dev,
+        pretrained=pretrained,
+        weights=weights,
+        cache_dir=cache_dir,
+        init_from=init_from,
+    )
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     captured = step == "cuda_graph" and why_not_captured(dev, scaler, data.x_train) is None
     # capturable: AdamW keeps its step count on the device, as a graph replay needs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
-                                  **({"capturable": True} if captured else {}))
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=lr, weight_decay=weight_decay, **({"capturable": True} if captured else {})
+    )
     # torch.compile wraps the module for the step only: weights, checkpoints and evaluation use ``model``.
     step_model = torch.compile(model) if compile else model
-    run_step = make_step(step_model, optimizer, scaler, data.x_train, data.y_train, data.copies, dev, use_amp,
-                         mode=step, batch_size=batch_size)
+    run_step = make_step(
+        step_model,
+        optimizer,
+        scaler,
+        data.x_train,
+        data.y_train,
+        data.copies,
+        dev,
+        use_amp,
+        mode=step,
+        batch_size=batch_size,
+    )
     state = TrainingState(model, optimizer, scaler, torch.Generator(device="cpu").manual_seed(seed), dev)
-    settings = {"model": model_name, "classes": class_names, "img_size": img_size, "batch_size": batch_size,
-                "lr": lr, "weight_decay": weight_decay, "seed": seed, "augment": augment, "pretrained": pretrained,
-                "weights": str(weights or ""), "train_images": int(data.n), "device": dev.type, "data": data.digest,
-                "normalization": input_normalizations(model), "amp": use_amp, "train_fraction": train_fraction,
-                "init_from": init, **({"step": "cuda_graph"} if run_step.captured else {})}
+    settings = {
+        "model": model_name,
+        "classes": class_names,
+        "img_size": img_size,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "seed": seed,
+        "augment": augment,
+        "pretrained": pretrained,
+        "weights": str(weights or ""),
+        "train_images": int(data.n),
+        "device": dev.type,
+        "data": data.digest,
+        "normalization": input_normalizations(model),
+        "amp": use_amp,
+        "train_fraction": train_fraction,
+        "init_from": init,
+        **({"step": "cuda_graph"} if run_step.captured else {}),
+    }
     checkpoint = Checkpoint(files["checkpoint"], settings)
     checkpoint.resume(state, epochs)
     started = time.perf_counter() - state.elapsed
@@ -284,77 +428,197 @@ def _train(model_name, dataset_dir, files, *, img_size, epochs, batch_size, lr, 
             else:
                 order, skip, totals = torch.randperm(data.n, generator=state.generator).to(data.store), 0, None
             steps = data.steps(order, batch_size, drop_last=run_step.drops_last())
-            bar = tqdm(steps[skip:], desc=f"epoch {epoch}/{epochs}", file=sys.stderr, disable=not progress,
-                       mininterval=5.0, leave=True)
+            bar = tqdm(
+                steps[skip:],
+                desc=f"epoch {epoch}/{epochs}",
+                file=sys.stderr,
+                disable=not progress,
+                mininterval=5.0,
+                leave=True,
+            )
             loss_sum, correct, seen, done, first_bad = train_epoch(
-                step_model, optimizer, scaler, data.x_train, data.y_train, bar, data.copies, dev, use_amp,
-                on_progress=bar.set_postfix if progress else None, stop=stop, totals=totals, step=run_step,
-                on_first_step=mark_first_step)
+                step_model,
+                optimizer,
+                scaler,
+                data.x_train,
+                data.y_train,
+                bar,
+                data.copies,
+                dev,
+                use_amp,
+                on_progress=bar.set_postfix if progress else None,
+                stop=stop,
+                totals=totals,
+                step=run_step,
+                on_first_step=mark_first_step,
+            )
             if stop() and skip + done < len(steps):
-                checkpoint.save(state, started, epoch=epoch - 1, partial={
-                    "epoch": epoch, "step": skip + done, "order": order.cpu(), "loss_sum": loss_sum.cpu(),
-                    "correct": correct.cpu(), "seen": seen, "seconds": time.perf_counter() - t0})
-                raise CvmError(f"training stopped by {stop.received} in epoch {epoch} after step {skip + done} of "
-                               f"{len(steps)}; {checkpoint.path} holds the run: run the job again to resume")
+                checkpoint.save(
+                    state,
+                    started,
+                    epoch=epoch - 1,
+                    partial={
+                        "epoch": epoch,
+                        "step": skip + done,
+                        "order": order.cpu(),
+                        "loss_sum": loss_sum.cpu(),
+                        "correct": correct.cpu(),
+                        "seen": seen,
+                        "seconds": time.perf_counter() - t0,
+                    },
+                )
+                raise CvmError(
+                    f"training stopped by {stop.received} in epoch {epoch} after step {skip + done} of "
+                    f"{len(steps)}; {checkpoint.path} holds the run: run the job again to resume"
+                )
             loss_sum, correct = float(loss_sum), int(correct)  # the epoch's one read-back from the device
             if int(first_bad) >= 0:  # a diverged run is not a result: stop before anything is written
-                raise CvmError(f"training diverged: the loss is not a finite number at epoch {epoch}, step "
-                               f"{skip + int(first_bad) + 1} of {len(steps)} (lr {lr}); lower train.lr (or the "
-                               f"variant's lr) and run again (no result of this run was written)")
+                raise CvmError(
+                    f"training diverged: the loss is not a finite number at epoch {epoch}, step "
+                    f"{skip + int(first_bad) + 1} of {len(steps)} (lr {lr}); lower train.lr (or the "
+                    f"variant's lr) and run again (no result of this run was written)"
+                )
             train_seconds = time.perf_counter() - t0
             val_loss, val_acc = validate(model, data, batch_size, dev, use_amp)
-            row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-                   "val_loss": val_loss, "val_acc": val_acc, "seconds": time.perf_counter() - t0,
-                   "train_seconds": train_seconds}
+            row = {
+                "epoch": epoch,
+                "train_loss": loss_sum / max(seen, 1),
+                "train_acc": correct / max(seen, 1),
+                "val_loss": val_loss,
+                "val_acc": val_acc,
+                "seconds": time.perf_counter() - t0,
+                "train_seconds": train_seconds,
+            }
             state.record(row)
-            log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.1fs", epoch, epochs,
-                     row["train_loss"], row["train_acc"], val_loss, val_acc, row["seconds"])
+            log.info(
+                "epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.1fs",
+                epoch,
+                epochs,
+                row["train_loss"],
+                row["train_acc"],
+                val_loss,
+                val_acc,
+                row["seconds"],
+            )
             if epoch < epochs:
                 checkpoint.save(state, started)
                 if stop():  # a signal during validation: the epoch is saved whole
-                    raise CvmError(f"training stopped by {stop.received} after epoch {epoch}; {checkpoint.path} "
-                                   "holds the run: run the job again to resume")
+                    raise CvmError(
+                        f"training stopped by {stop.received} after epoch {epoch}; {checkpoint.path} "
+                        "holds the run: run the job again to resume"
+                    )
     total = time.perf_counter() - started
 
     state.load_best()
-    info = run_record(model, state, model_name=model_name, dataset=manifest.parent.name, augment=augment,
-                      seed=seed, classes=class_names, img_size=img_size, epochs=epochs, batch_size=batch_size, lr=lr,
-                      weight_decay=weight_decay, pretrained=pretrained, weights=weights, data=data,
-                      train_fraction=train_fraction, init=init, dev=dev, amp=use_amp, compile=compile, total=total,
-                      step="cuda_graph" if run_step.captured else "eager", first_step=first_step.get("seconds"),
-                      startup=startup)
-    write_run(model, info, pd.DataFrame(state.history), weights=files["weights"], history_csv=files["history"],
-              info_json=files["info"])
+    info = run_record(
+        model,
+        state,
+        model_name=model_name,
+        dataset=manifest.parent.name,
+        augment=augment,
+        seed=seed,
+        classes=class_names,
+        img_size=img_size,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        pretrained=pretrained,
+        weights=weights,
+        data=data,
+        train_fraction=train_fraction,
+        init=init,
+        dev=dev,
+        amp=use_amp,
+        compile=compile,
+        total=total,
+        step="cuda_graph" if run_step.captured else "eager",
+        first_step=first_step.get("seconds"),
+        startup=startup,
+    )
+    write_run(
+        model,
+        info,
+        pd.DataFrame(state.history),
+        weights=files["weights"],
+        history_csv=files["history"],
+        info_json=files["info"],
+    )
     checkpoint.remove()
     return info
 
 
-def run_record(model: torch.nn.Module, state: TrainingState, *, model_name: str, dataset: str, augment: str,
-               seed: int, classes: list[str], img_size: int, epochs: int, batch_size: int, lr: float,
-               weight_decay: float, pretrained: bool, weights, data: TrainData, train_fraction: float, init,
-               dev: torch.device, amp: bool, compile: bool, total: float, step: str = "eager",
-               first_step: float | None = None, startup: float | None = None) -> dict:
+def run_record(
+    model: torch.nn.Module,
+    state: TrainingState,
+    *,
+    model_name: str,
+    dataset: str,
+    augment: str,
+    seed: int,
+    classes: list[str],
+    img_size: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    pretrained: bool,
+    weights,
+    data: TrainData,
+    train_fraction: float,
+    init,
+    dev: torch.device,
+    amp: bool,
+    compile: bool,
+    total: float,
+    step: str = "eager",
+    first_step: float | None = None,
+    startup: float | None = None,
+) -> dict:
     """``train.json``: what was trained, how, on what, where, and how long it took."""
     return {
-        "model": model_name, "dataset": dataset, "augment": augment, "seed": seed,
-        "classes": classes, "num_classes": len(classes), "img_size": img_size, "epochs": epochs,
-        "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW",
-        "loss": "cross-entropy", "pretrained": pretrained, "weights_init": weights,
+        "model": model_name,
+        "dataset": dataset,
+        "augment": augment,
+        "seed": seed,
+        "classes": classes,
+        "num_classes": len(classes),
+        "img_size": img_size,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "optimizer": "AdamW",
+        "loss": "cross-entropy",
+        "pretrained": pretrained,
+        "weights_init": weights,
         # where and with what statistics the model normalises its input: rebuilt exactly when loaded
         "normalization": input_normalizations(model),
-        "train_images": int(data.n), "val_images": int(len(data.x_val)), "train_fraction": train_fraction,
+        "train_images": int(data.n),
+        "val_images": int(len(data.x_val)),
+        "train_fraction": train_fraction,
         "init_from": init,  # the run it started from: its folder, weights' sha256, whether the head was kept
-        "best_epoch": state.best_epoch, "best_val_acc": state.best[0],
+        "best_epoch": state.best_epoch,
+        "best_val_acc": state.best[0],
         "params": int(sum(p.numel() for p in model.parameters())),
-        "device": str(dev), "device_name": (torch.cuda.get_device_name(dev) if dev.type == "cuda"
-                        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"),
-        "amp": amp, "compile": bool(compile), "step": step, "threads": torch.get_num_threads(),
+        "device": str(dev),
+        "device_name": (
+            torch.cuda.get_device_name(dev)
+            if dev.type == "cuda"
+            else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+        ),
+        "amp": amp,
+        "compile": bool(compile),
+        "step": step,
+        "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "data_digest": data.digest,
-        "total_seconds": total, "seconds_per_epoch": total / epochs,
+        "total_seconds": total,
+        "seconds_per_epoch": total / epochs,
         # from the start of training (data, model, cuDNN autotuning, capture) to the end of its first step
         # (None: resumed after the last one); before that, the process's own start (None where unknown)
-        "first_step_seconds": first_step, "startup_seconds": startup,
+        "first_step_seconds": first_step,
+        "startup_seconds": startup,
         "resumed": state.resumes,  # each resumption from a checkpoint: after which epoch (and step within the next)
     }
 
@@ -365,8 +629,15 @@ def _run_outputs(out_dir, outputs: dict | None) -> dict[str, Path]:
     if out_dir is None and "weights" not in given:
         raise ValueError("train_run needs out_dir or outputs['weights']")
     folder = Path(out_dir) if out_dir is not None else given["weights"].parent
-    files = {key: given.get(key, folder / RUN_FILES[name]) for key, name in
-             (("weights", "weights"), ("history", "history"), ("info", "info"), ("checkpoint", "checkpoint"))}
+    files = {
+        key: given.get(key, folder / RUN_FILES[name])
+        for key, name in (
+            ("weights", "weights"),
+            ("history", "history"),
+            ("info", "info"),
+            ("checkpoint", "checkpoint"),
+        )
+    }
     return files
 
 
@@ -376,7 +647,7 @@ def fraction_rows(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     keep = []
     for label in np.unique(labels):
         rows = np.flatnonzero(labels == label)
-        keep.append(rng.permutation(rows)[:max(1, round(fraction * len(rows)))])
+        keep.append(rng.permutation(rows)[: max(1, round(fraction * len(rows)))])
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=int)
 
 
@@ -386,16 +657,22 @@ def start_from_run(model_name: str, classes: list[str], img_size: int, source: s
     trained = TrainedRun.open(source)  # every check a trained run gets: metadata, shapes, normalisation
     info = trained.info
     if info["model"] != model_name or int(info["img_size"]) != img_size:
-        raise CvmError(f"{trained.info_path}: that run is {info['model']} at {info['img_size']} px, so it cannot "
-                       f"start {model_name} at {img_size} px; point init_from at a run of the same model and size")
+        raise CvmError(
+            f"{trained.info_path}: that run is {info['model']} at {info['img_size']} px, so it cannot "
+            f"start {model_name} at {img_size} px; point init_from at a run of the same model and size"
+        )
     state = trained.model("cpu").state_dict()  # built first: the new model's random head is the second draw
     model = create_model(model_name, len(classes), img_size, normalization=trained.normalization())
     same_classes = list(info["classes"]) == list(classes)
     if not same_classes:  # another label space: the backbone carries over, the head starts fresh
         state.update({k: v for k, v in model.state_dict().items() if k.startswith("head.")})
     load_exact(model, state, f"{trained.weights_path} (init_from)")
-    record = {"run": str(trained.dir), "weights_sha256": sha256_file(trained.weights_path),
-              "classes": list(info["classes"]), "head": "kept" if same_classes else "replaced (other classes)"}
+    record = {
+        "run": str(trained.dir),
+        "weights_sha256": sha256_file(trained.weights_path),
+        "classes": list(info["classes"]),
+        "head": "kept" if same_classes else "replaced (other classes)",
+    }
     log.info("starting from %s (head %s)", trained.dir, record["head"])
     return model, record
 
@@ -411,5 +688,5 @@ def data_digest(manifest: pd.DataFrame, cache: np.ndarray) -> str:
     digest.update(repr((cache.shape, str(cache.dtype))).encode())
     flat = cache.reshape(len(cache), -1) if len(cache) else cache
     for i in range(0, len(flat), 256):  # in slices: a memory-mapped cache is read, never copied whole
-        digest.update(np.ascontiguousarray(flat[i:i + 256]).data)
+        digest.update(np.ascontiguousarray(flat[i : i + 256]).data)
     return digest.hexdigest()

@@ -15,10 +15,21 @@ import pandas as pd
 from ._io import read_table
 from .labels import check_mapped
 
-def transfer_predict(run: str | os.PathLike, data: str | os.PathLike, out_csv: str | os.PathLike,
-                     mapping: dict[str, str], mapping_name: str, *, weights: str | os.PathLike | None = None,
-                     cache: str | os.PathLike | None = None, classes: str | os.PathLike | None = None,
-                     device: str = "auto", batch_size: int = 64, threads: int | None = None) -> pd.DataFrame:
+
+def transfer_predict(
+    run: str | os.PathLike,
+    data: str | os.PathLike,
+    out_csv: str | os.PathLike,
+    mapping: dict[str, str],
+    mapping_name: str,
+    *,
+    weights: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = None,
+    classes: str | os.PathLike | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    threads: int | None = None,
+) -> pd.DataFrame:
     """The run's predictions on the target dataset's test split, with both classes mapped.
 
     ``run``: the run folder or its ``train.json`` (``weights`` beside it unless given); ``data``: the
@@ -41,8 +52,15 @@ def transfer_predict(run: str | os.PathLike, data: str | os.PathLike, out_csv: s
     probs = predict(inference.model, to_device_images(x, dev), batch_size, dev, inference.amp)["probs"]
     pred = [run_classes[i] for i in probs.argmax(1)]
     label = [target_classes[i] for i in y]
-    frame = pd.DataFrame({"path": list(rows["path"]), "label": label, "pred": pred,
-                          "label_shared": [mapping[c] for c in label], "pred_shared": [mapping[c] for c in pred]})
+    frame = pd.DataFrame(
+        {
+            "path": list(rows["path"]),
+            "label": label,
+            "pred": pred,
+            "label_shared": [mapping[c] for c in label],
+            "pred_shared": [mapping[c] for c in pred],
+        }
+    )
     write_csv(out_csv, frame)
     return frame
 
@@ -72,8 +90,11 @@ def transfer_scores(frame: pd.DataFrame, n_boot: int = 1000, seed: int = 0, leve
         values = np.array([d[key] for d in draws], dtype=float)
         values = values[~np.isnan(values)]
         out[key] = None if np.isnan(value) else value
-        out[f"{key}_ci"] = ([float(np.percentile(values, lo)), float(np.percentile(values, hi))]
-                            if out[key] is not None and len(values) else None)
+        out[f"{key}_ci"] = (
+            [float(np.percentile(values, lo)), float(np.percentile(values, hi))]
+            if out[key] is not None and len(values)
+            else None
+        )
     return out
 
 
@@ -83,8 +104,19 @@ def transfer_matrix(entries: list[dict], mapping_name: str, n_boot: int = 1000) 
     cells = []
     for e in entries:
         frame = read_table(e["predictions"])
-        cells.append({"source": e["source"], "source_dataset": e["source_dataset"], "target": e["target"],
-                      "in_domain": e["source_dataset"] == e["target"], "predictions": str(e["predictions"]),
-                      **transfer_scores(frame, n_boot)})
-    return {"mapping": mapping_name, "sources": list(dict.fromkeys(e["source"] for e in entries)),
-            "targets": list(dict.fromkeys(e["target"] for e in entries)), "cells": cells}
+        cells.append(
+            {
+                "source": e["source"],
+                "source_dataset": e["source_dataset"],
+                "target": e["target"],
+                "in_domain": e["source_dataset"] == e["target"],
+                "predictions": str(e["predictions"]),
+                **transfer_scores(frame, n_boot),
+            }
+        )
+    return {
+        "mapping": mapping_name,
+        "sources": list(dict.fromkeys(e["source"] for e in entries)),
+        "targets": list(dict.fromkeys(e["target"] for e in entries)),
+        "cells": cells,
+    }

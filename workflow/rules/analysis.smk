@@ -10,17 +10,17 @@ rule analyse:
         tsne=P("tsne"),
         gallery=P("gallery"),
         images=directory(P("gallery_images")),
-    params:
-        analysis=as_dict(config["analysis"]),
-    threads: 4
-    resources:
-        gpu=1,
     log:
         LOG("analyse"),
     benchmark:
         BENCH("analyse")
     conda:
         "../../envs/cvm_cervix.yaml"
+    threads: 4
+    resources:
+        gpu=1,
+    params:
+        analysis=as_dict(config["analysis"]),
     script:
         "../../scripts/analyse.py"
 
@@ -30,14 +30,14 @@ rule stats:
         stats_inputs,
     output:
         stats=P("stats"),
-    params:
-        runs=stats_params,
-        analysis=as_dict(config["analysis"]),
     log:
         LOG("stats"),
     benchmark:
         BENCH("stats")
     conda:
         "../../envs/cvm_cervix.yaml"
+    params:
+        runs=stats_params,
+        analysis=as_dict(config["analysis"]),
     script:
         "../../scripts/stats.py"

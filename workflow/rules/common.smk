@@ -63,8 +63,9 @@ def check_report_state():
     why = stale_reason(html, PLAN.digest, inputs_fingerprint(inputs, RESULTS))
     if why:
         print(f"note: {html} is not up to date ({why}); the report will be made again", file=sys.stderr)
-        write_plan(as_dict(config), pattern("plan", RESULTS, digest=PLAN.digest), list(map(str, workflow.configfiles)),
-                   why=why)
+        write_plan(
+            as_dict(config), pattern("plan", RESULTS, digest=PLAN.digest), list(map(str, workflow.configfiles)), why=why
+        )
 
 
 if workflow.is_main_process:
@@ -144,9 +145,9 @@ def init_input(wildcards):
 
 def stats_inputs(wildcards):
     """Every run's predictions, and the plan's stamp: a new plan (or a stale report) remakes the statistics."""
-    return [e[k] for e in PLAN.stats_entries(wildcards.experiment, RESULTS) for k in ("predictions", "predictions_val")] + [
-        pattern("plan", RESULTS, digest=PLAN.digest)
-    ]
+    return [
+        e[k] for e in PLAN.stats_entries(wildcards.experiment, RESULTS) for k in ("predictions", "predictions_val")
+    ] + [pattern("plan", RESULTS, digest=PLAN.digest)]
 
 
 def stats_params(wildcards):

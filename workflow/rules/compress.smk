@@ -12,19 +12,19 @@ rule compress_half:
         artifact=f"{P('compressed')}/{rule_artifact('compress_half')}",
         metrics=P("compressed_metrics"),
         predictions=P("compressed_predictions"),
-    wildcard_constraints:
-        precision="|".join(rule_precisions("compress_half")),
-    params:
-        batch_size=max(TRAIN["batch_size"], 64),
-    threads: 4
-    resources:
-        gpu=1,
     log:
         LOG("compress"),
     benchmark:
         BENCH("compress_half")
+    wildcard_constraints:
+        precision="|".join(rule_precisions("compress_half")),
     conda:
         "../../envs/cvm_cervix.yaml"
+    threads: 4
+    resources:
+        gpu=1,
+    params:
+        batch_size=max(TRAIN["batch_size"], 64),
     script:
         "../../scripts/compress.py"
 
@@ -35,12 +35,12 @@ use rule compress_half as compress_onnx with:
         artifact=f"{P('compressed')}/{rule_artifact('compress_onnx')}",
         metrics=P("compressed_metrics"),
         predictions=P("compressed_predictions"),
+    benchmark:
+        BENCH("compress_onnx")
     wildcard_constraints:
         precision="|".join(rule_precisions("compress_onnx")),
     resources:
         gpu=0,
-    benchmark:
-        BENCH("compress_onnx")
 
 
 use rule compress_half as compress_dynamic with:
@@ -48,9 +48,9 @@ use rule compress_half as compress_dynamic with:
         artifact=f"{P('compressed')}/{rule_artifact('compress_dynamic')}",
         metrics=P("compressed_metrics"),
         predictions=P("compressed_predictions"),
+    benchmark:
+        BENCH("compress_dynamic")
     wildcard_constraints:
         precision="|".join(rule_precisions("compress_dynamic")),
     resources:
         gpu=0,
-    benchmark:
-        BENCH("compress_dynamic")

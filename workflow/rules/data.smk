@@ -1,14 +1,14 @@
 rule synthesize:
     output:
         root=directory(P("synthetic")),
-    params:
-        spec=prepare_spec,
     log:
         LOG("synthesize"),
     benchmark:
         BENCH("synthesize")
     conda:
         "../../envs/cvm_cervix.yaml"
+    params:
+        spec=prepare_spec,
     script:
         "../../scripts/synthesize.py"
 
@@ -22,18 +22,18 @@ rule prepare:
         summary=P("summary"),
         splits=P("splits"),  # the portable split file: relative path, sha256, class -> split
         crops=directory(P("crops")),  # CRIC cells cut from the full images; else empty
-    params:
-        spec=prepare_spec,
-        root=dataset_root,
-        parts=combined_parts,
-        listing=dataset_listing,
-    threads: 4
     log:
         LOG("prepare"),
     benchmark:
         BENCH("prepare")
     conda:
         "../../envs/cvm_cervix.yaml"
+    threads: 4
+    params:
+        spec=prepare_spec,
+        root=dataset_root,
+        parts=combined_parts,
+        listing=dataset_listing,
     script:
         "../../scripts/prepare.py"
 
@@ -43,14 +43,14 @@ rule cache:
         manifest=P("manifest"),
     output:
         cache=P("cache"),
-    wildcard_constraints:
-        size=r"\d+",
-    threads: 4
     log:
         LOG("cache"),
     benchmark:
         BENCH("cache")
+    wildcard_constraints:
+        size=r"\d+",
     conda:
         "../../envs/cvm_cervix.yaml"
+    threads: 4
     script:
         "../../scripts/cache.py"

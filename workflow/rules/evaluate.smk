@@ -8,16 +8,16 @@ rule evaluate:
         val=P("predictions_val"),
         test=P("predictions_test"),
         metrics=P("metrics"),
-    params:
-        batch_size=max(TRAIN["batch_size"], 64),
-    threads: 4
-    resources:
-        gpu=1,
     log:
         LOG("evaluate"),
     benchmark:
         BENCH("evaluate")
     conda:
         "../../envs/cvm_cervix.yaml"
+    threads: 4
+    resources:
+        gpu=1,
+    params:
+        batch_size=max(TRAIN["batch_size"], 64),
     script:
         "../../scripts/evaluate.py"

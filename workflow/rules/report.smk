@@ -3,13 +3,13 @@
 rule plan:
     output:
         plan=P("plan", digest=PLAN.digest),
-    params:
-        config=as_dict(config),
-        configfiles=[str(f) for f in workflow.configfiles],
     log:
         LOG("plan", digest=PLAN.digest),
     conda:
         "../../envs/cvm_cervix.yaml"
+    params:
+        config=as_dict(config),
+        configfiles=[str(f) for f in workflow.configfiles],
     script:
         "../../scripts/plan.py"
 
@@ -31,16 +31,15 @@ rule report:
             category="{category}",
             labels={"figure or table": "{name}", "format": "{ext}"},
         ),
-    params:
-        config=as_dict(config),
-        configfiles=[str(f) for f in workflow.configfiles],
-        workflow_dir=workflow.basedir,
     log:
         LOG("report"),
     benchmark:
         BENCH("report")
     conda:
         "../../envs/cvm_cervix.yaml"
+    params:
+        config=as_dict(config),
+        configfiles=[str(f) for f in workflow.configfiles],
+        workflow_dir=workflow.basedir,
     script:
         "../../scripts/report.py"
-

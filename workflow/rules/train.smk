@@ -9,18 +9,18 @@ rule train:
         weights=P("weights"),
         history=P("history"),
         info=P("train_info"),
-    params:
-        train=train_settings,
-        weights=train_weights,
-    threads: 4
-    resources:
-        gpu=1,
     log:
         LOG("train"),
     benchmark:
         BENCH("train")
     conda:
         "../../envs/cvm_cervix.yaml"
+    threads: 4
+    resources:
+        gpu=1,
+    params:
+        train=train_settings,
+        weights=train_weights,
     script:
         "../../scripts/train.py"
 
@@ -30,12 +30,12 @@ rule train:
 rule weights:
     output:
         record=P("pretrained"),
-    params:
-        cache=TRAIN["weights_cache"],
-        img_size=IMG,
     log:
         LOG("weights"),
     conda:
         "../../envs/cvm_cervix.yaml"
+    params:
+        cache=TRAIN["weights_cache"],
+        img_size=IMG,
     script:
         "../../scripts/weights.py"

@@ -9,19 +9,19 @@ rule transfer_predict:
         cache=P("cache", dataset="{target}", size=IMG),
     output:
         predictions=P("transfer_predictions"),
-    params:
-        mapping=lambda w: transfer_mapping(),
-        mapping_name=lambda w: config["transfer"]["mapping"],
-        batch_size=max(TRAIN["batch_size"], 64),
-    threads: 2
-    resources:
-        gpu=1,
     log:
         LOG("transfer_predict"),
     benchmark:
         BENCH("transfer_predict")
     conda:
         "../../envs/cvm_cervix.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        mapping=lambda w: transfer_mapping(),
+        mapping_name=lambda w: config["transfer"]["mapping"],
+        batch_size=max(TRAIN["batch_size"], 64),
     script:
         "../../scripts/transfer.py"
 
@@ -32,15 +32,15 @@ rule transfer_matrix:
         plan=P("plan", digest=PLAN.digest),
     output:
         matrix=P("transfer_matrix"),
-    params:
-        entries=PLAN.transfer_entries(RESULTS),
-        mapping_name=lambda w: config["transfer"]["mapping"],
-        bootstrap=config["analysis"]["bootstrap"],
     log:
         LOG("transfer_matrix"),
     benchmark:
         BENCH("transfer_matrix")
     conda:
         "../../envs/cvm_cervix.yaml"
+    params:
+        entries=PLAN.transfer_entries(RESULTS),
+        mapping_name=lambda w: config["transfer"]["mapping"],
+        bootstrap=config["analysis"]["bootstrap"],
     script:
         "../../scripts/transfer_matrix.py"

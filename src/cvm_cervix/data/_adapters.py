@@ -8,13 +8,13 @@ Adapters only list files; reading and checking the images happens once, in the m
 from __future__ import annotations
 
 import csv
-import io
 import hashlib
+import io
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -26,16 +26,29 @@ from ._cache import decode_rgb
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 COMBINED_CLASSES = [
-    "ASC-H", "ASC-US", "SCC", "HSIL", "LSIL", "NILM",
-    "Dyskeratotic", "Koilocytotic", "Metaplastic", "Parabasal", "Superficial-Intermediate",
+    "ASC-H",
+    "ASC-US",
+    "SCC",
+    "HSIL",
+    "LSIL",
+    "NILM",
+    "Dyskeratotic",
+    "Koilocytotic",
+    "Metaplastic",
+    "Parabasal",
+    "Superficial-Intermediate",
 ]
 SIPAKMED_CLASSES = ["Dyskeratotic", "Koilocytotic", "Metaplastic", "Parabasal", "Superficial-Intermediate"]
 CRIC_CLASSES = ["ASC-H", "ASC-US", "SCC", "HSIL", "LSIL", "NILM"]
 CRIC_LONG_NAMES = {"Negative for intraepithelial lesion": "NILM"}
 HERLEV_FOLDERS = {
-    "normal_superficiel": "Normal", "normal_intermediate": "Normal", "normal_columnar": "Normal",
-    "light_dysplastic": "Abnormal", "moderate_dysplastic": "Abnormal",
-    "severe_dysplastic": "Abnormal", "carcinoma_in_situ": "Abnormal",
+    "normal_superficiel": "Normal",
+    "normal_intermediate": "Normal",
+    "normal_columnar": "Normal",
+    "light_dysplastic": "Abnormal",
+    "moderate_dysplastic": "Abnormal",
+    "severe_dysplastic": "Abnormal",
+    "carcinoma_in_situ": "Abnormal",
 }
 PBC_CLASSES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
 
@@ -80,18 +93,24 @@ def list_dataset(kind: str, root: str | Path, spec: dict | None = None, workdir:
     if bad and (spec or {}).get("unreadable", "error") != "skip":
         path, reason = bad[0]
         shown = shown_path(path)
-        raise CvmError(f"{shown}: {reason.removeprefix(UNREADABLE)}; {len(bad)} entr{'y' if len(bad) == 1 else 'ies'} of "
-                       f"{root} cannot be read (a checkout whose large files were never fetched?): fix or remove "
-                       "them, or set unreadable: skip to train without them (summary.json lists each)")
+        raise CvmError(
+            f"{shown}: {reason.removeprefix(UNREADABLE)}; {len(bad)} entr{'y' if len(bad) == 1 else 'ies'} of "
+            f"{root} cannot be read (a checkout whose large files were never fetched?): fix or remove "
+            "them, or set unreadable: skip to train without them (summary.json lists each)"
+        )
     for record in listing.records:  # manifests and reports are UTF-8 text: a name that is not cannot be kept
         try:
             str(record["path"]).encode("utf-8")
         except UnicodeEncodeError:
             shown = shown_path(record["path"])
-            raise CvmError(f"{shown}: its file name is not valid UTF-8 (written in another encoding); rename it, "
-                           "e.g. with convmv -f latin1 -t utf8 --notest, and run again") from None
+            raise CvmError(
+                f"{shown}: its file name is not valid UTF-8 (written in another encoding); rename it, "
+                "e.g. with convmv -f latin1 -t utf8 --notest, and run again"
+            ) from None
     if not listing.records:
-        raise CvmError(f"no images found under {root} for dataset kind {kind!r}; check the folder layout (README: Datasets)")
+        raise CvmError(
+            f"no images found under {root} for dataset kind {kind!r}; check the folder layout (README: Datasets)"
+        )
     return listing
 
 
@@ -129,8 +148,11 @@ def listing_digest(root: str | os.PathLike) -> str:
             st = path.stat()
         except OSError:  # a dangling link: listed by name only
             st = None
-        digest.update(f"{path.relative_to(root)}\0{st.st_size if st else -1}\0{st.st_mtime_ns if st else -1}\n"
-                      .encode("utf-8", "surrogateescape"))
+        digest.update(
+            f"{path.relative_to(root)}\0{st.st_size if st else -1}\0{st.st_mtime_ns if st else -1}\n".encode(
+                "utf-8", "surrogateescape"
+            )
+        )
     return digest.hexdigest()
 
 
@@ -150,10 +172,15 @@ def unreadable_reason(path: Path) -> str | None:
     try:
         st = path.stat()
     except FileNotFoundError:
-        return f"{UNREADABLE}a symbolic link to {os.readlink(path)!r}, which does not exist" if path.is_symlink() else \
-            f"{UNREADABLE}vanished while being listed"
+        return (
+            f"{UNREADABLE}a symbolic link to {os.readlink(path)!r}, which does not exist"
+            if path.is_symlink()
+            else f"{UNREADABLE}vanished while being listed"
+        )
     except OSError as err:  # ELOOP, EACCES, ...
-        return f"{UNREADABLE}{err.strerror or err} (a symbolic link loop?)" if path.is_symlink() else f"{UNREADABLE}{err}"
+        return (
+            f"{UNREADABLE}{err.strerror or err} (a symbolic link loop?)" if path.is_symlink() else f"{UNREADABLE}{err}"
+        )
     if stat.S_ISDIR(st.st_mode):
         if any(f.suffix.lower() in IMAGE_EXTENSIONS for f in _walk_files(path)):
             return f"{UNREADABLE}a folder of images inside a class folder (its images are not read); move them up"
@@ -222,7 +249,9 @@ def _sipakmed(root: Path, spec: dict, workdir: Path) -> Listing:
     records, classes = [], []
     folders = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("im_"))
     if not folders:
-        raise CvmError(f"{root} has no im_<Class> folders; point 'root' at the folder holding the unzipped im_*.zip archives")
+        raise CvmError(
+            f"{root} has no im_<Class> folders; point 'root' at the folder holding the unzipped im_*.zip archives"
+        )
     for folder in folders:
         cls = folder.name[3:]
         nested = folder / folder.name
@@ -230,7 +259,9 @@ def _sipakmed(root: Path, spec: dict, workdir: Path) -> Listing:
         if not cropped.is_dir():
             raise CvmError(f"{folder} has no CROPPED folder of single cells; unzip {folder.name}.zip completely")
         records += _class_folder(
-            cropped, cls, skipped,
+            cropped,
+            cls,
+            skipped,
             group=lambda p, cls=cls: f"{cls}/{p.stem.split('_')[0]}",
             exclude=lambda p: p.suffix.lower() == ".dat",
         )
@@ -275,14 +306,18 @@ def read_classifications(table: Path, needed: set[str]) -> list[dict]:
     try:
         text = table.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
-        raise CvmError(f"{table} is not UTF-8 text (byte {err.object[err.start]:#04x} at position {err.start}); "
-                       "save it as UTF-8 (CSV UTF-8 in a spreadsheet) and run again") from None
+        raise CvmError(
+            f"{table} is not UTF-8 text (byte {err.object[err.start]:#04x} at position {err.start}); "
+            "save it as UTF-8 (CSV UTF-8 in a spreadsheet) and run again"
+        ) from None
     header = text.splitlines()[0] if text.strip() else ""
     delimiter = next((d for d in (",", ";", "\t") if needed <= {c.strip() for c in header.split(d)}), None)
     if delimiter is None:
         found = max((header.split(d) for d in (",", ";", "\t")), key=len) if header else []
-        raise CvmError(f"{table} lacks columns {sorted(needed - {c.strip() for c in found})} (its header: "
-                       f"{', '.join(c.strip() for c in found) or 'empty'}); is it CRIC's classifications.csv?")
+        raise CvmError(
+            f"{table} lacks columns {sorted(needed - {c.strip() for c in found})} (its header: "
+            f"{', '.join(c.strip() for c in found) or 'empty'}); is it CRIC's classifications.csv?"
+        )
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
     return [{**row, "_line": i} for i, row in enumerate(reader, start=2)]
@@ -300,8 +335,11 @@ def _cric(root: Path, spec: dict, workdir: Path) -> Listing:
     """A crops folder ``<class>/<cell_id>.png`` or the full images with ``classifications.csv``."""
     layout = spec.get("layout", "auto")
     if layout == "auto":
-        layout = "full" if (root / "classifications.csv").is_file() and not any(
-            (root / c).is_dir() for c in CRIC_CLASSES) else "crops"
+        layout = (
+            "full"
+            if (root / "classifications.csv").is_file() and not any((root / c).is_dir() for c in CRIC_CLASSES)
+            else "crops"
+        )
     if layout == "full":
         return _cric_full(root, int(spec.get("crop_size", 100)), workdir)
     image_of = _cric_image_of_cell(root)
@@ -311,8 +349,12 @@ def _cric(root: Path, spec: dict, workdir: Path) -> Listing:
     if not dirs:
         raise CvmError(f"{root} has no class folders; expected <Bethesda class>/<cell_id>.png crops")
     for d in dirs:
-        records += _class_folder(d, _cric_class(d.name), skipped,
-                                 group=lambda p: f"image{image_of[p.stem]}" if p.stem in image_of else f"cell{p.stem}")
+        records += _class_folder(
+            d,
+            _cric_class(d.name),
+            skipped,
+            group=lambda p: f"image{image_of[p.stem]}" if p.stem in image_of else f"cell{p.stem}",
+        )
     present = {r["class"] for r in records}
     classes = [c for c in CRIC_CLASSES if c in present] + sorted(present - set(CRIC_CLASSES))
     return Listing(records, classes, skipped)
@@ -322,8 +364,10 @@ def _cric_coordinate(row: dict, key: str, line: str, size: int) -> int:
     """A 1-based pixel coordinate inside an image of ``size`` pixels along that axis."""
     value = str(row.get(key) or "").strip()
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= size:
-        raise CvmError(f"{line}: {key} {value!r} is not a whole pixel coordinate between 1 and {size}; "
-                       "correct the row or remove it")
+        raise CvmError(
+            f"{line}: {key} {value!r} is not a whole pixel coordinate between 1 and {size}; "
+            "correct the row or remove it"
+        )
     return int(value)
 
 
@@ -355,17 +399,23 @@ def _cric_full(root: Path, crop: int, workdir: Path) -> Listing:
     for row in rows:
         key = (row["image_filename"], row["cell_id"])  # a cell is its image and its id, never the id alone
         if key in seen:
-            raise CvmError(f"{table} lines {seen[key]} and {row['_line']} both describe cell {row['cell_id']!r} of "
-                           f"image {row['image_filename']!r}; remove the duplicate row")
+            raise CvmError(
+                f"{table} lines {seen[key]} and {row['_line']} both describe cell {row['cell_id']!r} of "
+                f"image {row['image_filename']!r}; remove the duplicate row"
+            )
         seen[key] = row["_line"]
         by_image.setdefault(row["image_filename"], []).append(row)
     for filename, cells in sorted(by_image.items()):
         if filename not in files:
-            raise CvmError(f"{table} names image {filename!r}, which is not under {root}; download the full CRIC image set")
+            raise CvmError(
+                f"{table} names image {filename!r}, which is not under {root}; download the full CRIC image set"
+            )
         if len(files[filename]) > 1:
-            raise CvmError(f"{table} names image {filename!r}, and {root} holds {len(files[filename])} files of that "
-                           f"name ({', '.join(map(str, files[filename][:3]))}); keep one, so every cell is cut from "
-                           "the image it was marked on")
+            raise CvmError(
+                f"{table} names image {filename!r}, and {root} holds {len(files[filename])} files of that "
+                f"name ({', '.join(map(str, files[filename][:3]))}); keep one, so every cell is cut from "
+                "the image it was marked on"
+            )
         pixels, _ = decode_rgb(files[filename][0])
         half = crop // 2
         padded = np.pad(pixels, ((half, crop), (half, crop), (0, 0)))  # zero padding past the edges
@@ -373,9 +423,11 @@ def _cric_full(root: Path, crop: int, workdir: Path) -> Listing:
             line = f"{table} line {row['_line']}"
             cls = safe_component(_cric_class(row["bethesda_system"]), f"{line}: bethesda_system")
             cell_id = safe_component(row["cell_id"], f"{line}: cell_id")
-            x, y = (_cric_coordinate(row, key, line, size) - 1  # 1-based in the CSV
-                    for key, size in (("nucleus_x", pixels.shape[1]), ("nucleus_y", pixels.shape[0])))
-            cell = padded[y:y + crop, x:x + crop]
+            x, y = (
+                _cric_coordinate(row, key, line, size) - 1  # 1-based in the CSV
+                for key, size in (("nucleus_x", pixels.shape[1]), ("nucleus_y", pixels.shape[0]))
+            )
+            cell = padded[y : y + crop, x : x + crop]
             image = safe_component(Path(filename).stem, f"{line}: image_filename")
             path = out / cls / f"{image}__{cell_id}.png"  # keyed by image and cell; cut again every time (the CSV may
             path.parent.mkdir(parents=True, exist_ok=True)  # have moved a cell since), written atomically

@@ -14,7 +14,6 @@ from PIL import Image, ImageOps
 from .._io import atomic_path, shown_path
 from ..errors import CvmError
 
-
 _INTEGER_MODES = {"I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 16}
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 
@@ -42,8 +41,10 @@ def to_rgb(img: Image.Image, path: str | os.PathLike = "image") -> tuple[Image.I
         else:
             top, how = 65535.0, "16-bit grey scaled to 8 bits"
         if values.size and (values.min() < 0 or values.max() > top):
-            raise CvmError(f"{path}: {mode} pixel values {values.min():g}..{values.max():g} are outside 0..{top:g}; "
-                           "convert the image to 8-bit RGB")
+            raise CvmError(
+                f"{path}: {mode} pixel values {values.min():g}..{values.max():g} are outside 0..{top:g}; "
+                "convert the image to 8-bit RGB"
+            )
         grey = np.rint(values * (255.0 / top)).astype(np.uint8)
         return Image.fromarray(grey, mode="L").convert("RGB"), f"{mode}: {how}"
     return img.convert("RGB"), f"{mode}: converted to RGB"
@@ -83,18 +84,23 @@ def load_image(path: str | os.PathLike, size: int, sha256: str | None = None) ->
         try:
             data = Path(path).read_bytes()
         except OSError as err:
-            raise CvmError(f"{shown_path(path)}: cannot be read ({err.strerror}); it was readable when the manifest was "
-                           "made: restore it, or run the workflow again so that prepare lists the folder anew") from None
+            raise CvmError(
+                f"{shown_path(path)}: cannot be read ({err.strerror}); it was readable when the manifest was "
+                "made: restore it, or run the workflow again so that prepare lists the folder anew"
+            ) from None
         if hashlib.sha256(data).hexdigest() != sha256:
-            raise CvmError(f"{shown_path(path)} changed after the manifest was made (its sha256 is not the one recorded); "
-                           "run the same command again: prepare lists the folder anew and the cache follows")
+            raise CvmError(
+                f"{shown_path(path)} changed after the manifest was made (its sha256 is not the one recorded); "
+                "run the same command again: prepare lists the folder anew and the cache follows"
+            )
     pixels, _ = decode_rgb(path, data)
     img = Image.fromarray(pixels).resize((size, size), Image.BILINEAR, reducing_gap=3.0)
     return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def build_cache(paths: list[str], size: int, out: str | os.PathLike, threads: int = 4,
-                sha256: list[str] | None = None) -> np.ndarray:
+def build_cache(
+    paths: list[str], size: int, out: str | os.PathLike, threads: int = 4, sha256: list[str] | None = None
+) -> np.ndarray:
     """Decode ``paths`` once into ``out`` (.npy, rows in the given order); returns the array.
 
     ``sha256``: the manifest's digest of each file; a file whose bytes differ is refused (see :func:`load_image`).
@@ -128,13 +134,20 @@ def load_cache(path: str | os.PathLike, expected_rows: int | None = None, size: 
     except (ValueError, OSError, EOFError) as err:
         array, problem = None, f"cannot be read ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
     if array is not None:
-        want = (expected_rows if expected_rows is not None else array.shape[0], 3,
-                size or (array.shape[2] if array.ndim == 4 else 0), size or (array.shape[2] if array.ndim == 4 else 0))
+        want = (
+            expected_rows if expected_rows is not None else array.shape[0],
+            3,
+            size or (array.shape[2] if array.ndim == 4 else 0),
+            size or (array.shape[2] if array.ndim == 4 else 0),
+        )
         if array.dtype != np.uint8 or array.shape != want:
-            problem = f"holds {array.dtype} {'x'.join(map(str, array.shape))}, not the manifest's uint8 {'x'.join(map(str, want))}"
+            shape, wanted = "x".join(map(str, array.shape)), "x".join(map(str, want))
+            problem = f"holds {array.dtype} {shape}, not the manifest's uint8 {wanted}"
     if problem:
         del array
         path.unlink(missing_ok=True)
-        raise CvmError(f"image cache {path} {problem}: it was cut short or belongs to other data, and has been "
-                       "removed; run the same command again to rebuild it")
+        raise CvmError(
+            f"image cache {path} {problem}: it was cut short or belongs to other data, and has been "
+            "removed; run the same command again to rebuild it"
+        )
     return array

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._io import sha256_file, read_table
+from .._io import read_table, sha256_file
 from ..errors import CvmError
 from ._adapters import COMBINED_CLASSES, Listing
 from ._cache import decode_rgb
 
+GROUPED_NOTE = " (whole source images are kept together)"
 SPLITS = ("train", "val", "test")
 COLUMNS = ["path", "class", "label", "sha256", "group", "dataset", "split"]
 
@@ -62,8 +63,9 @@ def combine_frames(frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[
     return pooled, classes
 
 
-def assign_splits(frame: pd.DataFrame, fractions=(0.6, 0.2, 0.2), seed: int = 0, method: str = "stratified",
-                  dataset: str = "dataset") -> pd.DataFrame:
+def assign_splits(
+    frame: pd.DataFrame, fractions=(0.6, 0.2, 0.2), seed: int = 0, method: str = "stratified", dataset: str = "dataset"
+) -> pd.DataFrame:
     """Add a ``split`` column: train/val/test in ``fractions`` per class, from ``seed``.
 
     Exact duplicates (same sha256) always share a split, so no image is in two of them. With
@@ -127,15 +129,24 @@ def assign_splits(frame: pd.DataFrame, fractions=(0.6, 0.2, 0.2), seed: int = 0,
             n = int(totals[frame.loc[frame["class"] == cls, "label"].iloc[0]])
             raise CvmError(
                 f"class {cls!r} of dataset {dataset!r} has too few images ({n}) to give each of "
-                f"train/val/test at least one{' (whole source images are kept together)' if method == 'grouped' else ''}; "
-                + ("add images, drop the class, or use split: stratified" if method == "grouped"
-                   else "add images or drop the class (each split needs one image of it)")
+                f"train/val/test at least one{GROUPED_NOTE if method == 'grouped' else ''}; "
+                + (
+                    "add images, drop the class, or use split: stratified"
+                    if method == "grouped"
+                    else "add images or drop the class (each split needs one image of it)"
+                )
             )
     return frame[COLUMNS]
 
 
-def limit_classes(frame: pd.DataFrame, max_per_class: int | None = None, class_limits: dict | None = None,
-                  seed: int = 0, dataset: str = "dataset", short: str = "error") -> tuple[pd.DataFrame, dict]:
+def limit_classes(
+    frame: pd.DataFrame,
+    max_per_class: int | None = None,
+    class_limits: dict | None = None,
+    seed: int = 0,
+    dataset: str = "dataset",
+    short: str = "error",
+) -> tuple[pd.DataFrame, dict]:
     """Keep at most ``class_limits[c]`` (else ``max_per_class``) images of each class, drawn with ``seed``.
 
     For users who want a subset such as the paper's 4,789 CRIC cells. A class asked for more images
@@ -145,8 +156,10 @@ def limit_classes(frame: pd.DataFrame, max_per_class: int | None = None, class_l
     class_limits = dict(class_limits or {})
     unknown = sorted(set(class_limits) - set(frame["class"]))
     if unknown:
-        raise CvmError(f"config key 'datasets.{dataset}.class_limits': class {unknown[0]!r} is not in the dataset "
-                       f"(classes: {', '.join(sorted(set(frame['class'])))})")
+        raise CvmError(
+            f"config key 'datasets.{dataset}.class_limits': class {unknown[0]!r} is not in the dataset "
+            f"(classes: {', '.join(sorted(set(frame['class'])))})"
+        )
     if not max_per_class and not class_limits:
         return frame, {}
     rng = np.random.default_rng(seed)
@@ -158,8 +171,10 @@ def limit_classes(frame: pd.DataFrame, max_per_class: int | None = None, class_l
             keep.extend(rows)
             continue
         if asked > found and cls in class_limits and short != "take_all":
-            raise CvmError(f"config key 'datasets.{dataset}.class_limits.{cls}': asks for {asked} images but class "
-                           f"{cls!r} has {found}; lower the limit, add images, or set short_classes: take_all")
+            raise CvmError(
+                f"config key 'datasets.{dataset}.class_limits.{cls}': asks for {asked} images but class "
+                f"{cls!r} has {found}; lower the limit, add images, or set short_classes: take_all"
+            )
         chosen = rows if asked >= found else np.sort(rng.choice(np.asarray(rows), size=asked, replace=False))
         keep.extend(chosen)
         report[cls] = {"asked": int(asked), "found": int(found), "kept": int(len(chosen))}
@@ -197,8 +212,10 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     splits = ~frame["split"].isin(SPLITS)
     if splits.any():
         row = int(np.flatnonzero(splits)[0])
-        raise CvmError(f"manifest {path} line {row + 2}: split {frame['split'].iloc[row]!r} is not one of "
-                       f"{', '.join(SPLITS)}; {redo}")
+        raise CvmError(
+            f"manifest {path} line {row + 2}: split {frame['split'].iloc[row]!r} is not one of "
+            f"{', '.join(SPLITS)}; {redo}"
+        )
     labels = pd.to_numeric(frame["label"], errors="coerce")
     classes_file = Path(path).with_name("classes.json")
     classes = json.loads(classes_file.read_text(encoding="utf-8")) if classes_file.is_file() else None
@@ -208,15 +225,19 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         within = f" (classes.json has {len(classes)} classes)" if classes is not None else ""
-        raise CvmError(f"manifest {path} line {row + 2}: label {str(frame['label'].iloc[row])!r} is not a class number"
-                       f"{within}; {redo}")
+        raise CvmError(
+            f"manifest {path} line {row + 2}: label {str(frame['label'].iloc[row])!r} is not a class number"
+            f"{within}; {redo}"
+        )
     frame["label"] = labels.astype(int)
     if classes is not None:
         wrong = frame["class"] != frame["label"].map(lambda i: classes[i])
         if wrong.any():
             row = int(np.flatnonzero(wrong)[0])
-            raise CvmError(f"manifest {path} line {row + 2}: class {frame['class'].iloc[row]!r} has label "
-                           f"{frame['label'].iloc[row]}, which classes.json calls {classes[frame['label'].iloc[row]]!r}; {redo}")
+            raise CvmError(
+                f"manifest {path} line {row + 2}: class {frame['class'].iloc[row]!r} has label "
+                f"{frame['label'].iloc[row]}, which classes.json calls {classes[frame['label'].iloc[row]]!r}; {redo}"
+            )
     return frame
 
 

@@ -10,32 +10,52 @@ from .._io import read_json, read_table, write_csv, write_json
 from ..errors import CvmError
 from ..labels import check_distinct_classes
 from ._adapters import list_dataset
-from ._manifest import (assign_splits, combine_frames, conversions, limit_classes, read_manifest, records_frame,
-                        summarize)
+from ._manifest import (
+    assign_splits,
+    combine_frames,
+    conversions,
+    limit_classes,
+    read_manifest,
+    records_frame,
+    summarize,
+)
 from ._splits import COLUMNS as SPLIT_COLUMNS
 from ._splits import apply_split_file, relative_paths, split_table
 
 log = logging.getLogger(__name__)
 
 
-def prepare_dataset(name: str, spec: dict, out_dir: str | os.PathLike | None = None,
-                    root: str | os.PathLike | None = None, parts: dict[str, str | os.PathLike] | None = None,
-                    threads: int = 4, outputs: dict | None = None) -> dict:
+def prepare_dataset(
+    name: str,
+    spec: dict,
+    out_dir: str | os.PathLike | None = None,
+    root: str | os.PathLike | None = None,
+    parts: dict[str, str | os.PathLike] | None = None,
+    threads: int = 4,
+    outputs: dict | None = None,
+) -> dict:
     """Read one dataset and write its manifest, class list and summary into ``out_dir``.
 
     ``root`` is the folder to read (for ``combined``, ``parts`` maps part names to their prepared
     folders or manifests instead, each with its ``splits.csv`` beside it). ``outputs`` names the files
     to write (``manifest``, ``classes``, ``summary``, ``splits``, ``crops``: a rule's outputs),
-    default: those names in ``out_dir``. Also writes ``splits.csv``, the portable split file; with ``spec["split_file"]``
-    the splits are taken from such a file instead of drawn. Returns the summary. Every file is
+    default: those names in ``out_dir``. Also writes ``splits.csv``, the portable split file; with
+    ``spec["split_file"]`` the splits are taken from such a file instead of drawn. Returns the summary. Every file is
     written atomically.
     """
     files = {k: Path(v) for k, v in (outputs or {}).items()}
     # the prepared folder: where CRIC crops are cut (the rule's crops output) and paths are relative to
     out_dir = Path(out_dir) if out_dir is not None else (files.get("crops") or files["manifest"]).parent
-    files = {key: files.get(key, out_dir / name) for key, name in (
-        ("manifest", "manifest.csv"), ("classes", "classes.json"), ("summary", "summary.json"),
-        ("splits", "splits.csv"), ("crops", "crops"))}
+    files = {
+        key: files.get(key, out_dir / name)
+        for key, name in (
+            ("manifest", "manifest.csv"),
+            ("classes", "classes.json"),
+            ("summary", "summary.json"),
+            ("splits", "splits.csv"),
+            ("crops", "crops"),
+        )
+    }
     relative: dict[str, str] = {}  # a combined set's images: path -> path relative to its part's root
     if spec["kind"] == "combined":
         frames = {}
@@ -56,40 +76,63 @@ def prepare_dataset(name: str, spec: dict, out_dir: str | os.PathLike | None = N
     else:
         root = root or spec.get("root")
         if not root:
-            raise CvmError(f"config key 'datasets.{name}.root' is not set; give the folder the {spec['kind']} "
-                           "dataset was unpacked into")
+            raise CvmError(
+                f"config key 'datasets.{name}.root' is not set; give the folder the {spec['kind']} "
+                "dataset was unpacked into"
+            )
         listing = list_dataset(spec["kind"], root, spec, out_dir)
         frame, classes, skipped = records_frame(listing, name, threads), listing.classes, listing.skipped
         converted = conversions(frame)
     present = sorted(set(frame["class"]))
-    check_distinct_classes(list(dict.fromkeys([*classes, *present])), f"dataset {name!r}" + (f" ({root})" if root else ""))
+    check_distinct_classes(
+        list(dict.fromkeys([*classes, *present])), f"dataset {name!r}" + (f" ({root})" if root else "")
+    )
     if len(present) < 2:  # one class trains to 100% accuracy and means nothing
-        raise CvmError(f"dataset {name!r}{f' ({root})' if root else ''} has {len(present)} class "
-                       f"({', '.join(map(repr, present)) or 'no images'}); a classifier needs at least two: add the "
-                       "other classes' folders")
+        raise CvmError(
+            f"dataset {name!r}{f' ({root})' if root else ''} has {len(present)} class "
+            f"({', '.join(map(repr, present)) or 'no images'}); a classifier needs at least two: add the "
+            "other classes' folders"
+        )
     # another split of the same images (an experiment's split_seeds) keeps its dataset's draw of them
     sample_seed = spec.get("sample_seed", spec.get("split_seed", 0))
-    frame, limits = limit_classes(frame, spec.get("max_per_class"), spec.get("class_limits"),
-                                  sample_seed, name, spec.get("short_classes", "error"))
+    frame, limits = limit_classes(
+        frame,
+        spec.get("max_per_class"),
+        spec.get("class_limits"),
+        sample_seed,
+        name,
+        spec.get("short_classes", "error"),
+    )
     if spec["kind"] == "combined":
         missing = [p for p in frame["path"] if p not in relative]
         if missing:
-            raise CvmError(f"dataset {name!r}: {missing[0]} has no portable path in its part's splits.csv; "
-                           "prepare the parts again")
+            raise CvmError(
+                f"dataset {name!r}: {missing[0]} has no portable path in its part's splits.csv; prepare the parts again"
+            )
         rel = [relative[p] for p in frame["path"]]
     else:
         rel = relative_paths(frame, root, out_dir)
     if spec.get("split_file"):
         frame = apply_split_file(frame, rel, spec["split_file"], name, combined=spec["kind"] == "combined")
     else:
-        frame = assign_splits(frame, spec.get("split_fractions", (0.6, 0.2, 0.2)), spec.get("split_seed", 0),
-                              spec.get("split", "stratified"), dataset=name)
+        frame = assign_splits(
+            frame,
+            spec.get("split_fractions", (0.6, 0.2, 0.2)),
+            spec.get("split_seed", 0),
+            spec.get("split", "stratified"),
+            dataset=name,
+        )
     summary = summarize(frame, classes, skipped, converted)
     summary["class_limits"] = limits
-    summary.update(dataset=name, kind=spec["kind"], synthetic=spec["kind"] == "synthetic" or _any_synthetic(parts),
-                   split=spec.get("split", "stratified"), split_file=spec.get("split_file"),
-                   split_seed=None if spec.get("split_file") else spec.get("split_seed", 0),
-                   split_of=spec.get("split_of"))
+    summary.update(
+        dataset=name,
+        kind=spec["kind"],
+        synthetic=spec["kind"] == "synthetic" or _any_synthetic(parts),
+        split=spec.get("split", "stratified"),
+        split_file=spec.get("split_file"),
+        split_seed=None if spec.get("split_file") else spec.get("split_seed", 0),
+        split_of=spec.get("split_of"),
+    )
     for path, reason in skipped:
         log.warning("left out %s: %s", path, reason)
     for item in converted:

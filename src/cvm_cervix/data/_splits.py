@@ -43,17 +43,24 @@ def relative_paths(frame: pd.DataFrame, root: str | os.PathLike | None, out_dir:
 
 
 def split_table(frame: pd.DataFrame, relative: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({"dataset": frame["dataset"].astype(str).to_numpy(), "path": relative,
-                         "sha256": frame["sha256"].to_numpy(), "class": frame["class"].to_numpy(),
-                         "split": frame["split"].to_numpy()})
+    return pd.DataFrame(
+        {
+            "dataset": frame["dataset"].astype(str).to_numpy(),
+            "path": relative,
+            "sha256": frame["sha256"].to_numpy(),
+            "class": frame["class"].to_numpy(),
+            "split": frame["split"].to_numpy(),
+        }
+    )
 
 
 def _first(items: list, describe) -> str:
     return f"{len(items)} (first: {describe(items[0])})"
 
 
-def apply_split_file(frame: pd.DataFrame, relative: list[str], split_file: str | os.PathLike, name: str,
-                     combined: bool = False) -> pd.DataFrame:
+def apply_split_file(
+    frame: pd.DataFrame, relative: list[str], split_file: str | os.PathLike, name: str, combined: bool = False
+) -> pd.DataFrame:
     """``frame`` with the ``split`` column of ``split_file``; one line naming what does not match, else.
 
     Images are matched by relative path (and, for a combined set, by part name as well: the file's
@@ -63,12 +70,16 @@ def apply_split_file(frame: pd.DataFrame, relative: list[str], split_file: str |
     try:
         table = read_table(split_file, text=tuple(COLUMNS))
     except FileNotFoundError:
-        raise CvmError(f"config key 'datasets.{name}.split_file': {split_file} not found; give a splits.csv "
-                       "written by the prepare step (results/data/<dataset>/splits.csv)") from None
+        raise CvmError(
+            f"config key 'datasets.{name}.split_file': {split_file} not found; give a splits.csv "
+            "written by the prepare step (results/data/<dataset>/splits.csv)"
+        ) from None
     lacking = [c for c in COLUMNS if c not in table.columns]
     if lacking:
-        raise CvmError(f"{split_file} is not a split file: it lacks column(s) {', '.join(lacking)} "
-                       f"(a split file has {', '.join(COLUMNS)})")
+        raise CvmError(
+            f"{split_file} is not a split file: it lacks column(s) {', '.join(lacking)} "
+            f"(a split file has {', '.join(COLUMNS)})"
+        )
     bad = table.loc[~table["split"].isin(["train", "val", "test"]), "split"]
     if len(bad):
         raise CvmError(f"{split_file}: split {bad.iloc[0]!r} is not train, val or test")
@@ -103,9 +114,12 @@ def apply_split_file(frame: pd.DataFrame, relative: list[str], split_file: str |
             what.append("among the images but not in the file: " + _first(extra, lambda k: k[1]))
         if changed:
             what.append("changed: " + _first(changed, lambda c: f"{c[0][1]}, {c[1]}"))
-        raise CvmError(f"{split_file} does not match the images of dataset {name!r}: " + "; ".join(what)
-                       + f"; give the split file written for these images, or remove 'datasets.{name}.split_file' "
-                       "to draw a split")
+        raise CvmError(
+            f"{split_file} does not match the images of dataset {name!r}: "
+            + "; ".join(what)
+            + f"; give the split file written for these images, or remove 'datasets.{name}.split_file' "
+            "to draw a split"
+        )
     frame = frame.reset_index(drop=True).copy()
     frame["split"] = [listed[(d, r)].split for d, r in zip(parts, relative)]
     return frame

@@ -11,8 +11,20 @@ import importlib
 from ._catalog import IMAGENET, PAPER_MODELS, Builder, ModelSpec, get_model_spec, model_names, register_model
 
 _ON_FIRST_USE = {
-    **dict.fromkeys(("FusionBackbone", "ImageClassifier", "WeightsDoNotFit", "create_model", "fit_position_tables",
-                     "input_normalizations", "load_exact", "load_weights", "read_state_dict"), "._registry"),
+    **dict.fromkeys(
+        (
+            "FusionBackbone",
+            "ImageClassifier",
+            "WeightsDoNotFit",
+            "create_model",
+            "fit_position_tables",
+            "input_normalizations",
+            "load_exact",
+            "load_weights",
+            "read_state_dict",
+        ),
+        "._registry",
+    ),
     **dict.fromkeys(("fetch_pretrained", "pretrained_sources"), "._pretrained"),
 }
 
@@ -29,5 +41,13 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_ON_FIRST_USE})
 
 
-__all__ = ["IMAGENET", "PAPER_MODELS", "Builder", "ModelSpec", "get_model_spec", "model_names", "register_model",
-           *_ON_FIRST_USE]
+__all__ = [
+    "IMAGENET",
+    "PAPER_MODELS",
+    "Builder",
+    "ModelSpec",
+    "get_model_spec",
+    "model_names",
+    "register_model",
+    *_ON_FIRST_USE,
+]

@@ -8,8 +8,9 @@ live in ``_registry`` and are imported when a model is first built.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import CvmError
 
@@ -27,8 +28,9 @@ class Builder:
     def __call__(self, img_size: int, pretrained: bool, cache_dir=None):
         from . import _registry
 
-        return getattr(_registry, self.function)(*self.args, img_size, pretrained, cache_dir=cache_dir,
-                                                 **dict(self.kwargs))
+        return getattr(_registry, self.function)(
+            *self.args, img_size, pretrained, cache_dir=cache_dir, **dict(self.kwargs)
+        )
 
 
 @dataclass(frozen=True)
@@ -80,17 +82,37 @@ def _tm(arch: str, **kwargs) -> Builder:
 def _register_all() -> None:
     tv, tm = "torchvision", "timm"
     specs = [
-        ModelSpec("cvm_cervix", "CVM-Cervix", Builder("_fusion", ("deit_tiny_patch16_224",)), "cvm_cervix",
-                  mlp_head=True, cam_layer="cnn.act4", attention="vt", img_size_multiple=16,
-                  note="legacy_xception (2048) ‖ deit_tiny_patch16_224 (192) → MLP 2240-2240-classes, GELU"),
-        *[ModelSpec(f"vgg{d}", f"VGG{d}", _tv(f"vgg{d}", "classifier.6"), tv, cam_layer="features")
-          for d in (11, 13, 16, 19)],
-        *[ModelSpec(f"resnet{d}", f"ResNet{d}", _tv(f"resnet{d}", "fc"), tv, cam_layer="layer4")
-          for d in (18, 34, 50, 101)],
-        *[ModelSpec(f"densenet{d}", f"DenseNet{d}", _tv(f"densenet{d}", "classifier"), tv, cam_layer="features")
-          for d in (121, 169)],
-        ModelSpec("inception_v3", "InceptionV3", _tv("inception_v3", "fc", aux=True), tv,
-                  min_img_size=75, cam_layer="Mixed_7c"),
+        ModelSpec(
+            "cvm_cervix",
+            "CVM-Cervix",
+            Builder("_fusion", ("deit_tiny_patch16_224",)),
+            "cvm_cervix",
+            mlp_head=True,
+            cam_layer="cnn.act4",
+            attention="vt",
+            img_size_multiple=16,
+            note="legacy_xception (2048) ‖ deit_tiny_patch16_224 (192) → MLP 2240-2240-classes, GELU",
+        ),
+        *[
+            ModelSpec(f"vgg{d}", f"VGG{d}", _tv(f"vgg{d}", "classifier.6"), tv, cam_layer="features")
+            for d in (11, 13, 16, 19)
+        ],
+        *[
+            ModelSpec(f"resnet{d}", f"ResNet{d}", _tv(f"resnet{d}", "fc"), tv, cam_layer="layer4")
+            for d in (18, 34, 50, 101)
+        ],
+        *[
+            ModelSpec(f"densenet{d}", f"DenseNet{d}", _tv(f"densenet{d}", "classifier"), tv, cam_layer="features")
+            for d in (121, 169)
+        ],
+        ModelSpec(
+            "inception_v3",
+            "InceptionV3",
+            _tv("inception_v3", "fc", aux=True),
+            tv,
+            min_img_size=75,
+            cam_layer="Mixed_7c",
+        ),
         ModelSpec("xception", "Xception", _tm("legacy_xception", sized=False), tm, cam_layer="act4"),
         ModelSpec("alexnet", "AlexNet", _tv("alexnet", "classifier.6"), tv, min_img_size=63, cam_layer="features"),
         ModelSpec("googlenet", "GoogLeNet", _tv("googlenet", "fc", aux=True), tv, cam_layer="inception5b"),
@@ -98,19 +120,39 @@ def _register_all() -> None:
         ModelSpec("shufflenet_v2_x1_0", "ShuffleNetV2×1.0", _tv("shufflenet_v2_x1_0", "fc"), tv, cam_layer="conv5"),
         ModelSpec("shufflenet_v2_x0_5", "ShuffleNetV2×0.5", _tv("shufflenet_v2_x0_5", "fc"), tv, cam_layer="conv5"),
         # written in this project (``_own``); InceptionResNetV1.min_img_size, checked against the class in the tests
-        ModelSpec("inception_resnet_v1", "InceptionResNetV1", Builder("_own", ("InceptionResNetV1",)), "cvm_cervix",
-                  min_img_size=75, cam_layer="block8"),
+        ModelSpec(
+            "inception_resnet_v1",
+            "InceptionResNetV1",
+            Builder("_own", ("InceptionResNetV1",)),
+            "cvm_cervix",
+            min_img_size=75,
+            cam_layer="block8",
+        ),
         ModelSpec("vit", "ViT", _tm("vit_base_patch16_224"), tm, min_img_size=16, attention="", img_size_multiple=16),
         ModelSpec("botnet", "BoTNet", _tm("botnet26t_256"), tm, cam_layer="stages", img_size_multiple=32),
-        ModelSpec("deit_tiny", "DeiT", _tm("deit_tiny_patch16_224"), tm, min_img_size=16, attention="",
-                  img_size_multiple=16),
-        ModelSpec("t2t_vit", "T2T-ViT", Builder("_own", ("T2TViT",)), "cvm_cervix", min_img_size=16,
-                  note="T2T-ViT-14 (transformer T2T layers), written in this project"),
+        ModelSpec(
+            "deit_tiny", "DeiT", _tm("deit_tiny_patch16_224"), tm, min_img_size=16, attention="", img_size_multiple=16
+        ),
+        ModelSpec(
+            "t2t_vit",
+            "T2T-ViT",
+            Builder("_own", ("T2TViT",)),
+            "cvm_cervix",
+            min_img_size=16,
+            note="T2T-ViT-14 (transformer T2T layers), written in this project",
+        ),
         # Fusion ablations (Sec. 5.2): DeiT with its distillation token fused instead.
-        ModelSpec("cvm_cervix_distilled", "CVM-Cervix (DeiT distilled)",
-                  Builder("_fusion", ("deit_tiny_distilled_patch16_224",)), "cvm_cervix", mlp_head=True,
-                  cam_layer="cnn.act4", attention="vt", img_size_multiple=16,
-                  note="ablation: deit_tiny_distilled_patch16_224 in the VT branch"),
+        ModelSpec(
+            "cvm_cervix_distilled",
+            "CVM-Cervix (DeiT distilled)",
+            Builder("_fusion", ("deit_tiny_distilled_patch16_224",)),
+            "cvm_cervix",
+            mlp_head=True,
+            cam_layer="cnn.act4",
+            attention="vt",
+            img_size_multiple=16,
+            note="ablation: deit_tiny_distilled_patch16_224 in the VT branch",
+        ),
     ]
     for spec in specs:
         register_model(spec)

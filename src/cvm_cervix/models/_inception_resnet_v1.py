@@ -28,8 +28,9 @@ class Block35(nn.Module):
         self.scale = scale
         self.branch0 = BasicConv2d(256, 32, 1)
         self.branch1 = nn.Sequential(BasicConv2d(256, 32, 1), BasicConv2d(32, 32, 3, padding=1))
-        self.branch2 = nn.Sequential(BasicConv2d(256, 32, 1), BasicConv2d(32, 32, 3, padding=1),
-                                     BasicConv2d(32, 32, 3, padding=1))
+        self.branch2 = nn.Sequential(
+            BasicConv2d(256, 32, 1), BasicConv2d(32, 32, 3, padding=1), BasicConv2d(32, 32, 3, padding=1)
+        )
         self.conv2d = nn.Conv2d(96, 256, 1)
         self.relu = nn.ReLU()
 
@@ -43,8 +44,11 @@ class Block17(nn.Module):
         super().__init__()
         self.scale = scale
         self.branch0 = BasicConv2d(896, 128, 1)
-        self.branch1 = nn.Sequential(BasicConv2d(896, 128, 1), BasicConv2d(128, 128, (1, 7), padding=(0, 3)),
-                                     BasicConv2d(128, 128, (7, 1), padding=(3, 0)))
+        self.branch1 = nn.Sequential(
+            BasicConv2d(896, 128, 1),
+            BasicConv2d(128, 128, (1, 7), padding=(0, 3)),
+            BasicConv2d(128, 128, (7, 1), padding=(3, 0)),
+        )
         self.conv2d = nn.Conv2d(256, 896, 1)
         self.relu = nn.ReLU()
 
@@ -58,8 +62,11 @@ class Block8(nn.Module):
         super().__init__()
         self.scale = scale
         self.branch0 = BasicConv2d(1792, 192, 1)
-        self.branch1 = nn.Sequential(BasicConv2d(1792, 192, 1), BasicConv2d(192, 192, (1, 3), padding=(0, 1)),
-                                     BasicConv2d(192, 192, (3, 1), padding=(1, 0)))
+        self.branch1 = nn.Sequential(
+            BasicConv2d(1792, 192, 1),
+            BasicConv2d(192, 192, (1, 3), padding=(0, 1)),
+            BasicConv2d(192, 192, (3, 1), padding=(1, 0)),
+        )
         self.conv2d = nn.Conv2d(384, 1792, 1)
         self.relu = nn.ReLU() if relu else nn.Identity()
 
@@ -72,8 +79,9 @@ class Mixed6a(nn.Module):
     def __init__(self):
         super().__init__()
         self.branch0 = BasicConv2d(256, 384, 3, stride=2)
-        self.branch1 = nn.Sequential(BasicConv2d(256, 192, 1), BasicConv2d(192, 192, 3, padding=1),
-                                     BasicConv2d(192, 256, 3, stride=2))
+        self.branch1 = nn.Sequential(
+            BasicConv2d(256, 192, 1), BasicConv2d(192, 192, 3, padding=1), BasicConv2d(192, 256, 3, stride=2)
+        )
         self.branch2 = nn.MaxPool2d(3, stride=2)
 
     def forward(self, x):
@@ -85,8 +93,9 @@ class Mixed7a(nn.Module):
         super().__init__()
         self.branch0 = nn.Sequential(BasicConv2d(896, 256, 1), BasicConv2d(256, 384, 3, stride=2))
         self.branch1 = nn.Sequential(BasicConv2d(896, 256, 1), BasicConv2d(256, 256, 3, stride=2))
-        self.branch2 = nn.Sequential(BasicConv2d(896, 256, 1), BasicConv2d(256, 256, 3, padding=1),
-                                     BasicConv2d(256, 256, 3, stride=2))
+        self.branch2 = nn.Sequential(
+            BasicConv2d(896, 256, 1), BasicConv2d(256, 256, 3, padding=1), BasicConv2d(256, 256, 3, stride=2)
+        )
         self.branch3 = nn.MaxPool2d(3, stride=2)
 
     def forward(self, x):
@@ -129,8 +138,12 @@ class InceptionResNetV1(nn.Module):
         super().__init__()
         self.num_features = 512
         self.stem = nn.Sequential(
-            BasicConv2d(3, 32, 3, stride=2), BasicConv2d(32, 32, 3), BasicConv2d(32, 64, 3, padding=1),
-            nn.MaxPool2d(3, stride=2), BasicConv2d(64, 80, 1), BasicConv2d(80, 192, 3),
+            BasicConv2d(3, 32, 3, stride=2),
+            BasicConv2d(32, 32, 3),
+            BasicConv2d(32, 64, 3, padding=1),
+            nn.MaxPool2d(3, stride=2),
+            BasicConv2d(64, 80, 1),
+            BasicConv2d(80, 192, 3),
             BasicConv2d(192, 256, 3, stride=2),
         )
         self.repeat_1 = nn.Sequential(*[Block35() for _ in range(5)])

@@ -20,8 +20,11 @@ from ._registry import WeightsDoNotFit, create_model, get_model_spec
 
 def pretrained_sources(model: torch.nn.Module) -> list[dict]:
     """Where each network of ``model`` takes its pretrained weights from (library, hub id or URL)."""
-    return [dict(m.pretrained_source, module=name) for name, m in model.backbone.named_modules()
-            if getattr(m, "pretrained_source", None)]
+    return [
+        dict(m.pretrained_source, module=name)
+        for name, m in model.backbone.named_modules()
+        if getattr(m, "pretrained_source", None)
+    ]
 
 
 def _url_folder(source: dict, cache_dir: str | os.PathLike | None) -> Path:
@@ -65,21 +68,30 @@ def fetch_pretrained(name: str, img_size: int = 224, cache_dir: str | os.PathLik
     except WeightsDoNotFit as err:  # fetched (or found) and read, but its tensors do not fit
         sources = pretrained_sources(create_model(name, 2, size, cache_dir=cache_dir))
         found = [str(p) for p in (_cached_file(s, cache_dir) for s in sources) if p and p.is_file()]
-        raise CvmError(f"model {name!r}: its pretrained weights were fetched ({', '.join(found) or 'the cache'}) but do "
-                       f"not fit this model at img_size {size}: {err}. Delete the file and run the weights step again where "
-                       f"there is network (README: Models), or set train.weights: {{{name}: FILE}}") from None
+        raise CvmError(
+            f"model {name!r}: its pretrained weights were fetched ({', '.join(found) or 'the cache'}) but do "
+            f"not fit this model at img_size {size}: {err}. Delete the file and run the weights step again where "
+            f"there is network (README: Models), or set train.weights: {{{name}: FILE}}"
+        ) from None
     except CvmError:
         raise
     except Exception as err:  # network errors of urllib, requests and huggingface_hub, missing cache entries
         sources = pretrained_sources(create_model(name, 2, size, cache_dir=cache_dir))
         where = "; ".join(_where(s, cache_dir) for s in sources)
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CvmError(f"model {name!r}: its pretrained weights cannot be fetched ({reason[:160]}). Run the "
-                       f"workflow's weights step where there is network, or put the file there: {where}; "
-                       f"or set train.weights: {{{name}: FILE}}") from None
+        raise CvmError(
+            f"model {name!r}: its pretrained weights cannot be fetched ({reason[:160]}). Run the "
+            f"workflow's weights step where there is network, or put the file there: {where}; "
+            f"or set train.weights: {{{name}: FILE}}"
+        ) from None
     files = []
     for source in pretrained_sources(model):
         path = _cached_file(source, cache_dir)
-        files.append({**source, "path": str(path) if path else None,
-                      "sha256": sha256_file(path) if path and path.is_file() else None})
+        files.append(
+            {
+                **source,
+                "path": str(path) if path else None,
+                "sha256": sha256_file(path) if path and path.is_file() else None,
+            }
+        )
     return {"model": name, "img_size": img_size, "cache_dir": str(cache_dir or ""), "files": files}

@@ -51,20 +51,30 @@ def set_input_normalization(module: nn.Module, mean, std) -> nn.Module:
     module.input_normalization = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
     if not hasattr(module, "_normalization_hook"):
         module._normalization_hook = module.register_forward_pre_hook(
-            lambda m, args: ((args[0] - m._input_mean.to(args[0].dtype)) / m._input_std.to(args[0].dtype), *args[1:]))
+            lambda m, args: ((args[0] - m._input_mean.to(args[0].dtype)) / m._input_std.to(args[0].dtype), *args[1:])
+        )
     return module
 
 
 def input_normalizations(model: nn.Module) -> dict[str, dict]:
     """Where a model normalises its input (module path inside ``backbone``, "" for itself) and with what."""
     backbone = model.backbone if hasattr(model, "backbone") else model
-    return {name: dict(m.input_normalization) for name, m in backbone.named_modules()
-            if getattr(m, "input_normalization", None)}
+    return {
+        name: dict(m.input_normalization)
+        for name, m in backbone.named_modules()
+        if getattr(m, "input_normalization", None)
+    }
 
 
-def create_model(name: str, num_classes: int, img_size: int = 224, pretrained: bool = False,
-                 weights: str | os.PathLike | None = None, normalization: dict | None = None,
-                 cache_dir: str | os.PathLike | None = None) -> ImageClassifier:
+def create_model(
+    name: str,
+    num_classes: int,
+    img_size: int = 224,
+    pretrained: bool = False,
+    weights: str | os.PathLike | None = None,
+    normalization: dict | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> ImageClassifier:
     """Build model ``name`` for ``num_classes`` classes at ``img_size`` pixels; it takes images in [0, 1].
 
     ``pretrained`` asks timm/torchvision for ImageNet weights (needs their download or cache);
@@ -82,7 +92,9 @@ def create_model(name: str, num_classes: int, img_size: int = 224, pretrained: b
             f"raise img_size or drop {name} from the experiment"
         )
     if img_size % spec.img_size_multiple:
-        raise CvmError(f"model {name!r} needs train.img_size to be a multiple of {spec.img_size_multiple} (got {img_size})")
+        raise CvmError(
+            f"model {name!r} needs train.img_size to be a multiple of {spec.img_size_multiple} (got {img_size})"
+        )
     backbone, dim = spec.build_backbone(img_size, pretrained, cache_dir=cache_dir)
     if spec.mlp_head:
         from timm.layers import Mlp
@@ -94,8 +106,10 @@ def create_model(name: str, num_classes: int, img_size: int = 224, pretrained: b
     for path, norm in (normalization or {}).items():
         target = backbone.get_submodule(path) if path else backbone
         if not getattr(target, "input_normalization", None):
-            raise CvmError(f"model {name!r} has no input normalisation at {path!r}; the run was made by another "
-                           "version of the model")
+            raise CvmError(
+                f"model {name!r} has no input normalisation at {path!r}; the run was made by another "
+                "version of the model"
+            )
         set_input_normalization(target, norm["mean"], norm["std"])
     if weights:
         load_weights(model, weights)
@@ -118,7 +132,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CvmError(f"weights file {path} cannot be read ({str(err).splitlines()[0]}); is it a checkpoint?") from None
+        raise CvmError(
+            f"weights file {path} cannot be read ({str(err).splitlines()[0]}); is it a checkpoint?"
+        ) from None
     # Training checkpoints wrap the weights; the EMA weights first, as timm's own load_state_dict does.
     for key in ("state_dict_ema", "state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -143,8 +159,9 @@ def fit_problems(model: nn.Module, state: dict[str, torch.Tensor], ignore: tuple
         problems.append(f"{len(extra)} unexpected tensors (first: {extra[0]})")
     if shapes:
         k = shapes[0]
-        problems.append(f"{len(shapes)} of another shape (first: {k} {tuple(state[k].shape)} "
-                        f"instead of {tuple(own[k].shape)})")
+        problems.append(
+            f"{len(shapes)} of another shape (first: {k} {tuple(state[k].shape)} instead of {tuple(own[k].shape)})"
+        )
     return problems
 
 
@@ -185,6 +202,7 @@ def load_weights(model: ImageClassifier, path: str | os.PathLike) -> None:
 
 # --- builders -------------------------------------------------------------------------------------
 
+
 def fit_position_tables(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Fit the relative-position tables of ``state`` to ``model``'s feature-map size.
 
@@ -198,8 +216,12 @@ def fit_position_tables(state: dict[str, torch.Tensor], model: nn.Module) -> dic
     from timm.layers import bottleneck_attn, halo_attn
 
     own = model.state_dict()
-    tables = {f"{name}.{axis}" for name, m in model.named_modules()
-              if isinstance(m, (bottleneck_attn.PosEmbedRel, halo_attn.PosEmbedRel)) for axis in ("height_rel", "width_rel")}
+    tables = {
+        f"{name}.{axis}"
+        for name, m in model.named_modules()
+        if isinstance(m, (bottleneck_attn.PosEmbedRel, halo_attn.PosEmbedRel))
+        for axis in ("height_rel", "width_rel")
+    }
     out = dict(state)
     for key in tables & set(state):
         src, rows = state[key], own[key].shape[0]
@@ -207,15 +229,19 @@ def fit_position_tables(state: dict[str, torch.Tensor], model: nn.Module) -> dic
             continue
         if rows < src.shape[0]:
             start = (src.shape[0] - rows) // 2
-            out[key] = src[start:start + rows].clone()
+            out[key] = src[start : start + rows].clone()
         else:
-            out[key] = torch.nn.functional.interpolate(src.T[None].float(), size=rows, mode="linear",
-                                                       align_corners=True)[0].T.to(src.dtype).contiguous()
+            out[key] = (
+                torch.nn.functional.interpolate(src.T[None].float(), size=rows, mode="linear", align_corners=True)[0]
+                .T.to(src.dtype)
+                .contiguous()
+            )
     return out
 
 
-def _timm(arch: str, img_size: int, pretrained: bool, sized: bool = True,
-          cache_dir: str | os.PathLike | None = None) -> tuple[nn.Module, int]:
+def _timm(
+    arch: str, img_size: int, pretrained: bool, sized: bool = True, cache_dir: str | os.PathLike | None = None
+) -> tuple[nn.Module, int]:
     import timm
     from timm.models import load_pretrained
 
@@ -237,8 +263,9 @@ def _timm(arch: str, img_size: int, pretrained: bool, sized: bool = True,
                 raise WeightsDoNotFit("; ".join(problems))
             return state
 
-        load_pretrained(model, num_classes=0, filter_fn=fit,
-                        cache_dir=str(Path(cache_dir) / "timm") if cache_dir else None)  # hub snapshots, or URL files
+        load_pretrained(
+            model, num_classes=0, filter_fn=fit, cache_dir=str(Path(cache_dir) / "timm") if cache_dir else None
+        )  # hub snapshots, or URL files
     data = timm.data.resolve_model_data_config(model)
     set_input_normalization(model, data["mean"], data["std"])
     model.pretrained_source = {"library": "timm", "arch": arch, "hub_id": cfg.get("hf_hub_id"), "url": cfg.get("url")}
@@ -252,20 +279,24 @@ def _load_error_summary(message: str) -> str:
 
     problems = []
     for kind, words in (("Missing key(s)", "tensors missing"), ("Unexpected key(s)", "unexpected tensors")):
-        found = re.search(re.escape(kind) + r' in state_dict: (.*?)\.\s*$', message, re.M)
+        found = re.search(re.escape(kind) + r" in state_dict: (.*?)\.\s*$", message, re.M)
         if found:
             keys = re.findall(r'"([^"]+)"', found.group(1))
             problems.append(f"{len(keys)} {words} (first: {keys[0] if keys else '?'})")
-    shapes = re.findall(r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[([^\]]*)\]\) from "
-                        r"checkpoint, the shape in current model is torch\.Size\(\[([^\]]*)\]\)", message)
+    shapes = re.findall(
+        r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[([^\]]*)\]\) from "
+        r"checkpoint, the shape in current model is torch\.Size\(\[([^\]]*)\]\)",
+        message,
+    )
     if shapes:
         key, theirs, ours = shapes[0]
         problems.append(f"{len(shapes)} of another shape (first: {key} ({theirs}) instead of ({ours}))")
     return "; ".join(problems) or message.splitlines()[0][:300]
 
 
-def _torchvision(arch: str, last: str, img_size: int, pretrained: bool, aux: bool = False,
-                 cache_dir: str | os.PathLike | None = None) -> tuple[nn.Module, int]:
+def _torchvision(
+    arch: str, last: str, img_size: int, pretrained: bool, aux: bool = False, cache_dir: str | os.PathLike | None = None
+) -> tuple[nn.Module, int]:
     import torchvision
 
     if pretrained and cache_dir:
@@ -336,10 +367,17 @@ def _own(network: str, img_size: int, pretrained: bool, cache_dir=None, **kwargs
     model = cls(**kwargs) if "img_size" not in cls.__init__.__code__.co_varnames else cls(img_size=img_size, **kwargs)
     norm = getattr(cls, "input_normalization", IMAGENET)
     set_input_normalization(model, norm["mean"], norm["std"])
-    model.pretrained_source = {"library": "reference", "arch": cls.__name__, "hub_id": None,
-                               "url": cls.reference["url"]}
+    model.pretrained_source = {
+        "library": "reference",
+        "arch": cls.__name__,
+        "hub_id": None,
+        "url": cls.reference["url"],
+    }
     if pretrained:
         file = _reference_file(cls.reference["url"], cache_dir)
-        load_exact(model, model.from_reference(read_state_dict(file)),
-                   f"{file} is not {cls.__name__}'s reference checkpoint ({cls.reference['repository']})")
+        load_exact(
+            model,
+            model.from_reference(read_state_dict(file)),
+            f"{file} is not {cls.__name__}'s reference checkpoint ({cls.reference['repository']})",
+        )
     return model, model.num_features

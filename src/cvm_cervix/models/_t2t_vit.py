@@ -16,9 +16,9 @@ import math
 
 import numpy as np
 import torch
-from torch import nn
 from timm.layers import Mlp, trunc_normal_
 from timm.models.vision_transformer import Attention, Block
+from torch import nn
 from torch.nn import functional as F
 
 
@@ -88,8 +88,9 @@ class ScaledAttention(Attention):
     def forward(self, x, attn_mask=None, is_causal=False):
         b, n, _ = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0,
-                                           scale=self.scale)
+        x = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale
+        )
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, -1)))
 
 
@@ -103,9 +104,17 @@ def _tokens_per_side(img_size: int) -> int:
 class T2TViT(nn.Module):
     """T2T-ViT backbone; ``forward`` returns the pooled class-token features (``num_features``)."""
 
-    def __init__(self, img_size: int = 224, embed_dim: int = 384, depth: int = 14, num_heads: int = 6,
-                 mlp_ratio: float = 3.0, token_dim: int = 64, drop_path_rate: float = 0.1,
-                 qk_scale: float | None = 384 ** -0.5):
+    def __init__(
+        self,
+        img_size: int = 224,
+        embed_dim: int = 384,
+        depth: int = 14,
+        num_heads: int = 6,
+        mlp_ratio: float = 3.0,
+        token_dim: int = 64,
+        drop_path_rate: float = 0.1,
+        qk_scale: float | None = 384**-0.5,
+    ):
         super().__init__()
         self.num_features = embed_dim
         self.tokens_to_token = T2TModule(3, embed_dim, token_dim)
@@ -113,12 +122,12 @@ class T2TViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.register_buffer("pos_embed", sinusoid_table(num_patches + 1, embed_dim), persistent=False)
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
-        self.blocks = nn.Sequential(*[
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=False, drop_path=dpr[i]) for i in range(depth)
-        ])
+        self.blocks = nn.Sequential(
+            *[Block(embed_dim, num_heads, mlp_ratio, qkv_bias=False, drop_path=dpr[i]) for i in range(depth)]
+        )
         for block in self.blocks:  # same parameters and names, the reference's scale
             attn = ScaledAttention(embed_dim, num_heads, qkv_bias=False)
-            attn.scale = qk_scale or attn.head_dim ** -0.5
+            attn.scale = qk_scale or attn.head_dim**-0.5
             block.attn = attn
         self.norm = nn.LayerNorm(embed_dim)
         trunc_normal_(self.cls_token, std=0.02)
