@@ -1,0 +1,206 @@
+"""The report's sections read from the workflow's files: runs, datasets, compression, analysis, transfer, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .._io import read_json, read_table
+from ..data import read_manifest, split_counts
+from ._common import METRICS, _figure_html, _mean_sd, _png_data_uri, _text, paper_results
+from .figures import tsne_figure
+
+
+def aggregate_runs(run_dirs: list[Path]) -> dict:
+    """Mean and standard deviation over seeds of each split's metrics (percent) and of the costs."""
+    metrics = [read_json(d / "metrics.json") for d in run_dirs]
+    trains = [read_json(d / "train.json") for d in run_dirs]
+    out: dict = {"seeds": [m["seed"] for m in metrics]}
+    for split in ("val", "test"):
+        out[split] = {name: _mean_sd([100 * m[split][key] for m in metrics]) for name, key in METRICS}
+        out[split]["ms_per_image"] = _mean_sd([m[split]["ms_per_image"] for m in metrics])
+    out["cost"] = {
+        "params_m": trains[0]["params"] / 1e6,
+        "size_mib": metrics[0].get("size_mib", metrics[0]["size_mb"] * 1e6 / 2**20),
+        "seconds_per_epoch": _mean_sd([t["seconds_per_epoch"] for t in trains]),
+        "total_seconds": _mean_sd([t["total_seconds"] for t in trains]),
+        "device": trains[0]["device_name"] or trains[0]["device"],
+        "epochs": trains[0]["epochs"],
+        "train_images": trains[0]["train_images"],
+        "best_epoch": [t["best_epoch"] for t in trains],
+    }
+    return out
+
+
+def analysis_section(run_path: Path, label: str, classes: list[str], experiment: str = "") -> dict:
+    analysis = run_path / "analysis"
+    gallery = read_json(analysis / "gallery.json")
+    images = [{**img, "src": _png_data_uri(analysis / img["file"])} for img in gallery["images"]]
+    return {
+        "label": label,
+        "experiment": experiment,
+        "layer": gallery["layer"],
+        "attention": gallery.get("attention"),
+        "resolution": gallery.get("cam_resolution"),
+        "pairs": gallery["pairs"],
+        "images": images,
+        "tsne": tsne_figure(read_table(analysis / "tsne.csv"), classes, f"t-SNE (3-D) of the test features: {label}"),
+    }
+
+
+def compression_rows(run_path: Path, precisions: list[str]) -> list[dict]:
+    """float32 (evaluated in float32 by the compress step), then each compressed variant."""
+    rows = [read_json(run_path / "compressed" / p / "metrics.json") for p in precisions]
+    fp32 = rows[0]["fp32"]
+    return [
+        {
+            "precision": "fp32",
+            "size_mib": (run_path / "weights.safetensors").stat().st_size / 2**20,
+            "accuracy": fp32["accuracy"],
+            "f1_macro": fp32["f1_macro"],
+            "delta_accuracy": 0.0,
+            "delta_f1_macro": 0.0,
+            "agreement_with_fp32": 1.0,
+            "ms_per_image": fp32["ms_per_image"],
+            "device": fp32["device"],
+            "note": "float32 weights (the trained run), evaluated in float32",
+        },
+        *rows,
+    ]
+
+
+def paper_confusions(metrics: dict) -> list[dict]:
+    """The paper's most frequent test confusions (Fig. 6) beside this run's counts of the same pairs."""
+    classes, cm = metrics["classes"], metrics["test"]["confusion"]
+    rows = []
+    for item in paper_results().get("confusions", []):
+        known = {item["label"], item["pred"]} <= set(classes)
+        ours = cm[classes.index(item["label"])][classes.index(item["pred"])] if known else None
+        rows.append({**item, "ours": ours})
+    return rows
+
+
+def dataset_section(name: str, spec: dict, data_dir: Path, paper_key: str | None) -> dict:
+    manifest = read_manifest(data_dir / "manifest.csv")
+    classes = read_json(data_dir / "classes.json")
+    summary = read_json(data_dir / "summary.json")
+    table = split_counts(manifest, classes)
+    paper = (paper_results()["splits"].get(paper_key) or {}) if paper_key else {}
+    rows = []
+    for cls, row in table.iterrows():
+        rows.append(
+            {
+                "class": cls,
+                "train": int(row["train"]),
+                "val": int(row["val"]),
+                "test": int(row["test"]),
+                "total": int(row["total"]),
+                "paper": paper.get(cls),
+            }
+        )
+    totals = table.sum()
+    return {
+        "name": name,
+        "kind": spec["kind"],
+        "synthetic": bool(summary.get("synthetic")),
+        "split_of": spec.get("split_of"),
+        "split_seed": spec.get("split_seed", 0),
+        "split": summary.get("split", "stratified"),
+        "rows": rows,
+        "totals": {k: int(totals[k]) for k in ("train", "val", "test", "total")},
+        "paper_totals": [sum(v[i] for v in paper.values()) for i in range(3)] if paper else None,
+        "skipped": summary.get("skipped", []),
+        "limits": summary.get("class_limits") or {},
+        "duplicates": summary.get("duplicates", {}),
+        "paper_key": paper_key,
+        "paper_note": paper_results().get("split_notes", {}).get(paper_key) if paper_key else None,
+    }
+
+
+def _missing_dataset(name: str, spec: dict, failure) -> dict:
+    return {
+        "name": name,
+        "kind": spec["kind"],
+        "synthetic": spec["kind"] == "synthetic",
+        "missing": failure.as_dict(),
+        "split": spec.get("split", "stratified"),
+        "rows": [],
+        "paper_key": None,
+    }
+
+
+def failures_table(config: dict, status: dict) -> list[dict]:
+    """One row per missing thing: what, the rule that failed (or did not run), its log, the error line."""
+    rows = [{"what": f"dataset {name}", **f.as_dict()} for name, f in status["datasets"].items()]
+    rows += [{"what": run.path, **f.as_dict()} for run, f in sorted(status["runs"].items())]
+    caused = set(status["runs"].values())
+    rows += [{"what": f"statistics of {name}", **f.as_dict()} for name, f in status["stats"].items() if f not in caused]
+    rows += [
+        {"what": f"{run.path} compressed to {p}", **f.as_dict()}
+        for (run, p), f in sorted(status["compress"].items())
+        if f not in caused
+    ]
+    rows += [
+        {"what": f"{run.path} analysis", **f.as_dict()}
+        for run, f in sorted(status["analysis"].items())
+        if f not in caused
+    ]
+    if status["transfer"] and status["transfer"] not in caused:
+        rows.append({"what": "transfer matrix", **status["transfer"].as_dict()})
+    return rows
+
+
+def transfer_section(config: dict, results: Path) -> dict | None:
+    """The transfer matrix (rows: trained on, columns: tested on) from ``transfer/matrix.json``."""
+    spec = config.get("transfer")
+    path = results / "transfer" / "matrix.json"
+    if not spec or not path.is_file():
+        return None
+    import plotly.graph_objects as go
+
+    matrix = read_json(path)
+    cells = {(c["source"], c["target"]): c for c in matrix["cells"]}
+    rows = [
+        {
+            "source": s,
+            "dataset": next(c["source_dataset"] for c in matrix["cells"] if c["source"] == s),
+            "cells": [cells.get((s, t)) for t in matrix["targets"]],
+        }
+        for s in matrix["sources"]
+    ]
+    z = [[None if c is None else 100 * c["accuracy"] for c in r["cells"]] for r in rows]
+    text = [
+        [
+            "" if c is None else f"{100 * c['accuracy']:.1f}" + (" (in domain)" if c["in_domain"] else "")
+            for c in r["cells"]
+        ]
+        for r in rows
+    ]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=[_text(t) for t in matrix["targets"]],
+            y=[_text(f"{r['source']} ({r['dataset']})") for r in rows],
+            text=text,
+            texttemplate="%{text}",
+            colorscale="Blues",
+            zmin=0,
+            zmax=100,
+            colorbar={"title": "accuracy %"},
+            hovertemplate="trained on %{y}<br>tested on %{x}<br>accuracy %{z:.1f}%<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=_text(f"Transfer accuracy ({matrix['mapping']})"),
+        xaxis_title="tested on",
+        yaxis_title="trained on",
+        height=160 + 60 * len(rows),
+        margin={"l": 260},
+    )
+    return {
+        "title": spec.get("title", "Transfer between datasets"),
+        "mapping": matrix["mapping"],
+        "targets": matrix["targets"],
+        "rows": rows,
+        "cells": matrix["cells"],
+        "figure": _figure_html(fig),
+    }
