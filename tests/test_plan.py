@@ -8,7 +8,8 @@ import yaml
 from conftest import REPO
 
 from cvm_cervix.config import Run, validate_config
-from cvm_cervix.plan import BENCHMARKS, LOGS, PATHS, Plan, path, pattern
+from cvm_cervix.jobs import OUTPUTS, PRODUCER, inputs, needs
+from cvm_cervix.plan import BENCHMARKS, LOGS, PATHS, Plan, path, pattern, run_values
 from cvm_cervix.precisions import COMPRESSED, PRECISIONS, rule_artifact, rule_precisions
 
 WILDCARDS = {"dataset", "model", "recipe", "seed", "size", "precision", "target", "experiment", "digest"}
@@ -96,12 +97,16 @@ def test_variants_start_from_the_run_they_name_and_wait_for_it():
     )
     plan = Plan(cfg)
     tuned = Run("other", "cvm_cervix", "none+from_main", 1)
-    assert plan.init_inputs(tuned, "res") == {
+    tuned_inputs = inputs(plan, "train", "res", **run_values(tuned))
+    assert tuned_inputs == {
+        "manifest": "res/data/other/manifest.csv",
+        "classes": "res/data/other/classes.json",
+        "cache": "res/data/other/cache_32.npy",
         "init_weights": "res/runs/syn/cvm_cervix/none/seed1/weights.safetensors",
         "init_info": "res/runs/syn/cvm_cervix/none/seed1/train.json",
-    }
-    assert plan.pretrained_inputs(tuned, "res") == []  # it starts from the other run, not from ImageNet
-    assert plan.pretrained_inputs(Run("syn", "cvm_cervix", "none", 0), "res") == ["res/weights/cvm_cervix.json"]
+    }  # no weights step: it starts from the other run, not from ImageNet
+    main_inputs = inputs(plan, "train", "res", **run_values(Run("syn", "cvm_cervix", "none", 0)))
+    assert main_inputs["pretrained"] == "res/weights/cvm_cervix.json" and "init_weights" not in main_inputs
     assert plan.train_params(tuned)["init_from"] == "runs/syn/cvm_cervix/none/seed1"
     assert "device" not in plan.train_params(tuned) and "seeds" not in plan.train_params(tuned)
 
@@ -180,7 +185,7 @@ def test_split_seeds_repeat_every_run_over_splits_of_the_same_images():
         Run("other", "resnet18", "none", 0),
     ]
     # another split reads the same synthetic images and draws its split with its own seed
-    assert plan.prepare_inputs("other.split4", "res") == {"root": "res/synthetic/other"}
+    assert inputs(plan, "prepare", "res", dataset="other.split4") == {"root": "res/synthetic/other"}
     from cvm_cervix.config import dataset_spec
 
     spec = dataset_spec(plan.config, "other.split4")
@@ -207,9 +212,9 @@ def test_a_split_seed_other_than_the_datasets_own_names_every_split(tmp_path):
     # "other" itself is not prepared, but its rendered images are read: a value of the dataset wildcard
     assert plan.datasets == ["other.split7", "other.split8"] and "other" in plan.dataset_names
     # nothing made yet: the split's first missing job is the rendering of its base's images
-    from cvm_cervix.status import dataset_failure
+    from cvm_cervix.status import missing_because
 
-    failure = dataset_failure(cfg, tmp_path, "other.split7")
+    failure = missing_because(plan, tmp_path, "manifest", dataset="other.split7")
     assert failure.rule == "synthesize" and failure.log == "logs/synthesize/other.log"
 
 
@@ -227,9 +232,47 @@ def test_a_split_of_a_combined_set_prepares_its_parts_once():
     )
     plan = Plan(cfg)
     assert plan.datasets == ["a", "b", "both.split5", "both.split6"]
-    assert plan.prepare_inputs("both.split6", "res") == {
+    assert inputs(plan, "prepare", "res", dataset="both.split6") == {
         "part_a": "res/data/a/manifest.csv",
         "part_b": "res/data/b/manifest.csv",
         "splits_a": "res/data/a/splits.csv",
         "splits_b": "res/data/b/splits.csv",
     }
+
+
+def test_the_jobs_table_covers_every_rule_and_every_results_file():
+    """One table of what each job makes and reads: every rule of the workflow but the report is in it,
+    every file template of the plan is made by exactly one job, and every job has a log."""
+    rules = set(
+        re.findall(r"^rule (\w+):", "".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk")), re.M)
+    )
+    compress = {r for r in rules if r.startswith("compress_")}
+    assert set(OUTPUTS) == (rules - compress - {"report"}) | {"compress"}
+    made = [key for keys in OUTPUTS.values() for key in keys]
+    assert len(made) == len(set(made)) and set(made) | {"run", "compressed", "report", "report_files"} == set(PATHS)
+    assert set(OUTPUTS) <= set(LOGS)
+    assert PRODUCER["train_info"] == "train" and PRODUCER["manifest"] == "prepare"
+
+
+def test_a_missing_file_is_traced_to_the_first_job_of_its_chain(tmp_path):
+    from cvm_cervix.status import missing_because
+
+    cfg = config(main={"dataset": "syn", "models": ["cvm_cervix"], "compress": ["int8"]})
+    plan = Plan(cfg)
+    run = run_values(Run("syn", "cvm_cervix", "none", 0))
+    chain = ["synthetic", "manifest", "cache", "weights", "metrics"]  # rendered, prepared, cached, trained, evaluated
+    rules = ["synthesize", "prepare", "cache", "train", "evaluate"]
+    values = {"synthetic": {"dataset": "syn"}, "manifest": {"dataset": "syn"}, "cache": {"dataset": "syn", "size": 32}}
+    for made, rule in zip([None, *chain], rules):
+        if made is not None:
+            target = tmp_path / path(made, "", **values.get(made, run))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.touch()
+            if made == "manifest":
+                (tmp_path / path("classes", "", dataset="syn")).touch()
+            if made == "weights":
+                for key in ("history", "train_info"):
+                    (tmp_path / path(key, "", **run)).touch()
+        failure = missing_because(plan, tmp_path, "compressed_metrics", precision="int8", **run)
+        assert failure.rule == rule, (made, failure)
+    assert needs(plan, "compress", precision="int8", **run)[0].key == "weights"

@@ -219,32 +219,6 @@ class Plan:
             and not self.config["train"]["weights"].get(run.model)
         )
 
-    # -- what a job reads, by kind ----------------------------------------------------------------------------
-    def prepare_inputs(self, dataset: str, results: str) -> dict[str, str]:
-        """Synthetic data is generated first (once for all its splits); a combined set needs its parts' manifests."""
-        spec = dataset_spec(self.config, dataset)
-        given = {"split_file": spec["split_file"]} if spec.get("split_file") else {}
-        if spec["kind"] == "synthetic":
-            return {"root": path("synthetic", results, dataset=base_dataset(self.config, dataset)), **given}
-        if spec["kind"] == "combined":
-            return {
-                **{f"part_{p}": path("manifest", results, dataset=p) for p in spec["parts"]},
-                **{f"splits_{p}": path("splits", results, dataset=p) for p in spec["parts"]},
-                **given,
-            }
-        return given
-
-    def init_inputs(self, run: Run, results: str) -> dict[str, str]:
-        """A variant with ``init_from`` starts from another run's trained weights: that run is trained first."""
-        source = self.init_source(run)
-        if source is None:
-            return {}
-        return {"init_weights": path("weights", results, source), "init_info": path("train_info", results, source)}
-
-    def pretrained_inputs(self, run: Run, results: str) -> list[str]:
-        """With ``train.pretrained``, training waits for the weights step (which fetches every file first)."""
-        return [path("pretrained", results, model=run.model)] if self.needs_pretrained(run) else []
-
     # -- jobs after training ---------------------------------------------------------------------------
     def compress_jobs(self) -> list[CompressJob]:
         """Every compression the experiments ask for (each experiment's first seed), sorted."""

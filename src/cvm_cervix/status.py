@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import Run, base_dataset, dataset_spec
+from .config import Run
+from .jobs import OUTPUTS, PRODUCER, needs
 from .plan import LOGS, Plan, path, run_values
 
 
@@ -51,53 +52,34 @@ def _exists(results: Path, key: str, run: Run | None = None, **values) -> bool:
     return Path(path(key, results, run, **values)).exists()
 
 
-def dataset_failure(config: dict, results: Path, name: str) -> Failure | None:
-    """Why dataset ``name`` has no manifest (a combined set: the first of its parts that has none)."""
-    if _exists(results, "manifest", dataset=name):
+def missing_because(plan: Plan, results: Path, key: str, **values) -> Failure | None:
+    """Why the file ``key`` (filled with ``values``) is not in the results folder; None when it is.
+
+    The job that makes it (``jobs.OUTPUTS``) failed, or did not run because a file it reads is missing
+    (``jobs.needs``): the first such file is traced back the same way, to the first job of the chain
+    whose output is missing.
+    """
+    if _exists(results, key, **values):
         return None
-    spec = dataset_spec(config, name)
-    if spec["kind"] == "combined":
-        for part in spec.get("parts") or []:
-            failure = dataset_failure(config, results, part)
-            if failure:
-                return failure
-    source = base_dataset(config, name)  # another split of a dataset reads its synthetic images
-    if spec["kind"] == "synthetic" and not _exists(results, "synthetic", dataset=source):
-        return _failure(results, "synthesize", dataset=source)
-    return _failure(results, "prepare", dataset=name)
+    rule = PRODUCER[key]
+    for need in needs(plan, rule, **values):
+        if need.key is not None and not _exists(results, need.key, **need.values):
+            return missing_because(plan, results, need.key, **need.values)
+    return _failure(results, rule, **values)
 
 
 # A run is there when every file of its training and its evaluation is: a failed retraining removes the
 # training's files (Snakemake does, before the job) and leaves the old evaluation's, which is no result.
-TRAIN_OUTPUTS = ("weights", "history", "train_info")
-EVALUATE_OUTPUTS = ("metrics", "predictions_val", "predictions_test")
+RUN_FILES_NEEDED = (*OUTPUTS["train"], "predictions_val", "predictions_test", "metrics")
 
 
 def run_failure(plan: Plan, results: Path, run: Run) -> Failure | None:
     """Why ``run`` lacks one of its training's or evaluation's files; None when it has them all."""
-    trained = all(_exists(results, key, run) for key in TRAIN_OUTPUTS)
-    if trained and all(_exists(results, key, run) for key in EVALUATE_OUTPUTS):
-        return None
-    if not trained:
-        failure = dataset_failure(plan.config, results, run.dataset)
+    for key in RUN_FILES_NEEDED:
+        failure = missing_because(plan, results, key, **run_values(run))
         if failure:
             return failure
-        size = plan.config["train"]["img_size"]
-        if not _exists(results, "cache", dataset=run.dataset, size=size):
-            return _failure(results, "cache", dataset=run.dataset, size=size)
-        source = plan.init_source(run)
-        if source is not None:
-            failure = (
-                run_failure(plan, results, source)
-                if not all(_exists(results, key, source) for key in TRAIN_OUTPUTS)
-                else None
-            )
-            if failure:
-                return failure
-        elif plan.needs_pretrained(run) and not _exists(results, "pretrained", model=run.model):
-            return _failure(results, "weights", model=run.model)
-        return _failure(results, "train", **run_values(run))
-    return _failure(results, "evaluate", **run_values(run))
+    return None
 
 
 def plan_status(config: dict, results: str | Path) -> dict:
@@ -109,7 +91,7 @@ def plan_status(config: dict, results: str | Path) -> dict:
     results, plan = Path(results), Plan(config)
     status: dict = {"datasets": {}, "runs": {}, "stats": {}, "compress": {}, "analysis": {}, "transfer": None}
     for name in plan.datasets:
-        failure = dataset_failure(config, results, name)
+        failure = missing_because(plan, results, "manifest", dataset=name)
         if failure:
             status["datasets"][name] = failure
     for run in plan.runs:
@@ -117,33 +99,22 @@ def plan_status(config: dict, results: str | Path) -> dict:
         if failure:
             status["runs"][run] = failure
     for name in config["experiments"]:
-        if not _exists(results, "stats", experiment=name):
-            status["stats"][name] = _upstream(status, plan.experiment_runs(name)) or _failure(
-                results, "stats", experiment=name
-            )
+        failure = missing_because(plan, results, "stats", experiment=name)
+        if failure:
+            status["stats"][name] = failure
     for job in plan.compress_jobs():
-        if not _exists(results, "compressed_metrics", job.run, precision=job.precision):
-            status["compress"][(job.run, job.precision)] = status["runs"].get(job.run) or _failure(
-                results, "compress", precision=job.precision, **run_values(job.run)
-            )
+        failure = missing_because(plan, results, "compressed_metrics", precision=job.precision, **run_values(job.run))
+        if failure:
+            status["compress"][(job.run, job.precision)] = failure
     for run in plan.analysis_runs():
-        if not all(_exists(results, key, run) for key in ("gallery", "tsne")):
-            status["analysis"][run] = status["runs"].get(run) or _failure(results, "analyse", **run_values(run))
-    if config.get("transfer") and not _exists(results, "transfer_matrix"):
-        cells = plan.transfer_cells()
-        status["transfer"] = _upstream(status, [run for _, run, _ in cells]) or next(
-            (
-                _failure(results, "transfer_predict", target=target, **run_values(run))
-                for _, run, target in cells
-                if not _exists(results, "transfer_predictions", run, target=target)
-            ),
-            _failure(results, "transfer_matrix"),
+        failure = next(
+            filter(None, (missing_because(plan, results, k, **run_values(run)) for k in ("gallery", "tsne"))), None
         )
+        if failure:
+            status["analysis"][run] = failure
+    if config.get("transfer"):
+        status["transfer"] = missing_because(plan, results, "transfer_matrix")
     return status
-
-
-def _upstream(status: dict, runs) -> Failure | None:
-    return next((status["runs"][r] for r in runs if r in status["runs"]), None)
 
 
 def is_complete(status: dict) -> bool:

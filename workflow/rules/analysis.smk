@@ -1,10 +1,6 @@
 rule analyse:
     input:
-        weights=P("weights"),
-        info=P("train_info"),
-        metrics=P("metrics"),
-        manifest=P("manifest"),
-        cache=P("cache", size=IMG),
+        unpack(inputs_of("analyse")),
     output:
         features=P("features"),
         tsne=P("tsne"),
@@ -27,7 +23,7 @@ rule analyse:
 
 rule stats:
     input:
-        stats_inputs,
+        unpack(inputs_of("stats")),
     output:
         stats=P("stats"),
     log:

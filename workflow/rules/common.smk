@@ -12,6 +12,7 @@ from snakemake.exceptions import WorkflowError
 from cvm_cervix.config import Run, as_dict, dataset_spec, validate_config
 from cvm_cervix.data import listing_digest
 from cvm_cervix.errors import CvmError
+from cvm_cervix.jobs import inputs as job_inputs
 from cvm_cervix.labels import resolve_mapping
 from cvm_cervix.plan import Plan, pattern
 from cvm_cervix.precisions import PRECISIONS, rule_artifact, rule_precisions
@@ -95,6 +96,15 @@ wildcard_constraints:
     target="|".join(map(re.escape, DATASETS)) or "NONE",
 
 
+def inputs_of(rule):
+    """A job's inputs, by name, from the table of the workflow's jobs (cvm_cervix.jobs), for `unpack`."""
+
+    def rule_inputs(wildcards):
+        return job_inputs(PLAN, rule, RESULTS, **dict(wildcards.items()))
+
+    return rule_inputs
+
+
 def wildcards_run(wildcards):
     return Run(wildcards.dataset, wildcards.model, wildcards.recipe, int(wildcards.seed))
 
@@ -106,10 +116,6 @@ def train_settings(wildcards):
 def prepare_spec(wildcards):
     """The dataset's spec; another split of it (an experiment's split_seeds) has its split seed put in."""
     return as_dict(dataset_spec(config, wildcards.dataset))
-
-
-def prepare_input(wildcards):
-    return PLAN.prepare_inputs(wildcards.dataset, RESULTS)
 
 
 def dataset_listing(wildcards):
@@ -133,21 +139,6 @@ def combined_parts(wildcards):
 
 def train_weights(wildcards):
     return TRAIN["weights"].get(wildcards.model) or ""
-
-
-def pretrained_marker(wildcards):
-    return PLAN.pretrained_inputs(wildcards_run(wildcards), RESULTS)
-
-
-def init_input(wildcards):
-    return PLAN.init_inputs(wildcards_run(wildcards), RESULTS)
-
-
-def stats_inputs(wildcards):
-    """Every run's predictions, and the plan's stamp: a new plan (or a stale report) remakes the statistics."""
-    return [
-        e[k] for e in PLAN.stats_entries(wildcards.experiment, RESULTS) for k in ("predictions", "predictions_val")
-    ] + [pattern("plan", RESULTS, digest=PLAN.digest)]
 
 
 def stats_params(wildcards):

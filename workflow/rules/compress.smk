@@ -2,12 +2,7 @@
 # whether it needs a GPU.
 rule compress_half:
     input:
-        weights=P("weights"),
-        info=P("train_info"),
-        metrics=P("metrics"),
-        predictions=P("predictions_test"),
-        manifest=P("manifest"),
-        cache=P("cache", size=IMG),
+        unpack(inputs_of("compress")),
     output:
         artifact=f"{P('compressed')}/{rule_artifact('compress_half')}",
         metrics=P("compressed_metrics"),

@@ -15,7 +15,7 @@ rule synthesize:
 
 rule prepare:
     input:
-        unpack(prepare_input),
+        unpack(inputs_of("prepare")),
     output:
         manifest=P("manifest"),
         classes=P("classes"),
@@ -40,7 +40,7 @@ rule prepare:
 
 rule cache:
     input:
-        manifest=P("manifest"),
+        unpack(inputs_of("cache")),
     output:
         cache=P("cache"),
     log:

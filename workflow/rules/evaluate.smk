@@ -1,9 +1,6 @@
 rule evaluate:
     input:
-        weights=P("weights"),
-        info=P("train_info"),
-        manifest=P("manifest"),
-        cache=P("cache", size=IMG),
+        unpack(inputs_of("evaluate")),
     output:
         val=P("predictions_val"),
         test=P("predictions_test"),

@@ -1,10 +1,6 @@
 rule train:
     input:
-        unpack(init_input),
-        manifest=P("manifest"),
-        classes=P("classes"),
-        cache=P("cache", size=IMG),
-        pretrained=pretrained_marker,
+        unpack(inputs_of("train")),
     output:
         weights=P("weights"),
         history=P("history"),

@@ -2,11 +2,7 @@
 # shared label space (config 'transfer'); then one matrix, rows trained on, columns tested on.
 rule transfer_predict:
     input:
-        weights=P("weights"),
-        info=P("train_info"),
-        manifest=P("manifest", dataset="{target}"),
-        classes=P("classes", dataset="{target}"),
-        cache=P("cache", dataset="{target}", size=IMG),
+        unpack(inputs_of("transfer_predict")),
     output:
         predictions=P("transfer_predictions"),
     log:
@@ -28,8 +24,7 @@ rule transfer_predict:
 
 rule transfer_matrix:
     input:
-        [e["predictions"] for e in PLAN.transfer_entries(RESULTS)],
-        plan=P("plan", digest=PLAN.digest),
+        unpack(inputs_of("transfer_matrix")),
     output:
         matrix=P("transfer_matrix"),
     log:
