@@ -8,35 +8,27 @@ if importlib.util.find_spec("cvm_cervix") is None:  # a checkout used without `p
     sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
 from cvm_cervix._snakemake import run_script
 from cvm_cervix.config import split_recipe
+from cvm_cervix.settings import TrainSettings
 from cvm_cervix.train import train_run
 
 
 def main(sm):
-    t, w, c = sm.params.train, sm.wildcards, sm.config["train"]
-    augment, _ = split_recipe(w.recipe)  # none+amp: augment none, the variant's settings are in t
+    augment, _ = split_recipe(sm.wildcards.recipe)  # none+amp: augment none, the variant's settings are in params
+    # what decides the result comes from the rule's params (changing it retrains the run); where it is
+    # computed (device, compile, weights cache) from the config, so changing that never does
+    settings = TrainSettings.of(sm.config["train"], sm.params.train, {"weights": sm.params.weights})
+    if settings.init_from:  # the run it starts from, as the file the rule declares
+        settings = settings.replace(init_from=sm.input.init_info)
     train_run(
-        w.model,
+        sm.wildcards.model,
         sm.input.manifest,
+        settings=settings,
+        seed=int(sm.wildcards.seed),
+        augment=augment,
+        threads=sm.threads,
         cache=sm.input.cache,
         classes=sm.input.classes,
         outputs={"weights": sm.output.weights, "history": sm.output.history, "info": sm.output.info},
-        img_size=t["img_size"],
-        epochs=t["epochs"],
-        batch_size=t["batch_size"],
-        lr=t["lr"],
-        weight_decay=t["weight_decay"],
-        seed=int(w.seed),
-        augment=augment,
-        amp=t["amp"],
-        pretrained=t["pretrained"],
-        weights=sm.params.weights or None,
-        threads=sm.threads,
-        train_fraction=t.get("train_fraction", 1.0),
-        step=t["step"],
-        init_from=sm.input.init_info if t.get("init_from") else None,
-        device=c["device"],
-        compile=c["compile"],  # from the config, not params: no retraining
-        cache_dir=c["weights_cache"] or None,
     )
 
 

@@ -331,3 +331,33 @@ print(sorted(m for m in ("torch", "timm", "torchvision", "onnx", "onnxruntime") 
         text=True,
     )
     assert proc.stdout.split() == ["cvm_cervix.models._registry", "True"], proc.stderr[-2000:]
+
+
+def test_a_runs_settings_are_one_object_tied_to_the_schema():
+    """Every key of the schema's train section is a field of TrainSettings (or names runs: seeds, or
+    every model's weights), with the schema's default; every variant key is a field too."""
+    from cvm_cervix.config import load_schema
+    from cvm_cervix.plan import Plan
+    from cvm_cervix.settings import NOT_RUN_SETTINGS, NOT_SETTINGS, PLACE, RESULT, TrainSettings
+
+    schema = load_schema()
+    train = schema["properties"]["train"]["properties"]
+    fields = set(TrainSettings.names())
+    assert set(train) - set(NOT_SETTINGS) <= fields
+    defaults = TrainSettings()
+    for key in set(train) - set(NOT_SETTINGS):
+        assert getattr(defaults, key) == train[key]["default"], key
+    variant_keys = set(schema["properties"]["variants"]["additionalProperties"]["properties"])
+    assert variant_keys <= fields, variant_keys - fields
+    assert set(TrainSettings.names(PLACE)) == {"device", "compile", "weights_cache"}
+    assert set(TrainSettings.names(RESULT)) | set(TrainSettings.names(PLACE)) == fields
+    # the rule's params are the fields that decide the result: a place field never retrains a run
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    validate_config(config)
+    plan = Plan(config)
+    params = plan.train_params(plan.runs[0])
+    assert not set(params) & set(NOT_RUN_SETTINGS) and set(params) <= fields
+    settings = TrainSettings.of(config["train"], params)
+    assert settings.img_size == config["train"]["img_size"] and settings.device == config["train"]["device"]
+    with pytest.raises(TypeError, match="lrr"):
+        settings.replace(lrr=1)

@@ -33,6 +33,7 @@ from .config import (
     used_datasets,
 )
 from .precisions import PRECISIONS
+from .settings import NOT_RUN_SETTINGS
 
 RUN = "runs/{dataset}/{model}/{recipe}/seed{seed}"
 DATA = "data/{dataset}"
@@ -114,10 +115,6 @@ BENCHMARKS = {
     "report": "benchmarks/report/report.tsv",
 }
 TABLES = {"path": PATHS, "log": LOGS, "benchmark": BENCHMARKS}
-
-
-# Settings of ``train`` that do not change a run's result (see :meth:`Plan.train_params`).
-NOT_RUN_SETTINGS = ("seeds", "weights", "device", "compile", "weights_cache")
 
 
 # Keys of the config that say where results go and which GPU computes them, not what the report shows.

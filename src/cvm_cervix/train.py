@@ -2,62 +2,29 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import platform
 import signal
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
 from ._io import exclusive_lock, read_json, sha256_file
+from ._run_record import _run_outputs, process_age, run_record
+from ._train_data import TrainData, data_digest, expand_flip4x, fraction_rows  # noqa: F401 (used by tests through this module)
 from .checkpoint import Checkpoint, TrainingState
-from .engine import predict, resolve_device, seed_everything, to_device_images
+from .engine import predict, resolve_device, seed_everything
 from .errors import CvmError
 from .models import create_model, input_normalizations, load_exact
 from .plan import RUN_FILES
-from .run import Images, TrainedRun, dataset_files, write_run
+from .run import TrainedRun, dataset_files, write_run
+from .settings import TrainSettings
 from .step import TrainStep, flip4x, make_step, virtual_batch, why_not_captured  # noqa: F401 (used by tests through this module)
 
 log = logging.getLogger(__name__)
-
-
-def process_age() -> float | None:
-    """Seconds since this process started (Linux's /proc; None elsewhere): what a job spent before
-    training began (the interpreter, imports, waiting for a GPU slot)."""
-    try:
-        # /proc/self/stat: the start time in clock ticks after boot is field 22, the 20th after the name's ")"
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
-
-
-def expand_flip4x(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ×4 training set materialised: every image in each of the four :func:`flip4x` forms.
-
-    Training does not call this: it draws indices over the virtual ×4 set and transforms per batch,
-    so the enlarged set never occupies four times the memory.
-    """
-    n = len(images)
-    kinds = torch.arange(4 * n, device=images.device) // n
-    return flip4x(images.repeat(4, 1, 1, 1), kinds), labels.repeat(4)
-
-
-def _storage_device(dev: torch.device, nbytes: int) -> torch.device:
-    """Keep the uint8 images on the GPU when they take under half its free memory, else on the host."""
-    if dev.type != "cuda":
-        return dev
-    free, _ = torch.cuda.mem_get_info(dev)
-    return dev if nbytes < 0.5 * free else torch.device("cpu")
 
 
 def train_epoch(
@@ -140,69 +107,6 @@ class StopSignals:
         return False
 
 
-@dataclass
-class TrainData:
-    """The images a run trains and validates on, where they live, and how an epoch walks them."""
-
-    x_train: torch.Tensor  # uint8, on ``store``
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: np.ndarray
-    copies: int  # 1, or 4 for flip4x: a virtual ×4 set, index i is image i % n_base in form i // n_base
-    store: torch.device  # the GPU when the images fit in half its free memory, else the host
-    digest: str  # of the manifest's paths, labels and splits and of the cache: a checkpoint resumes on it only
-
-    @property
-    def n(self) -> int:
-        return len(self.x_train) * self.copies
-
-    @classmethod
-    def load(
-        cls,
-        manifest: Path,
-        cache: Path,
-        img_size: int,
-        augment: str,
-        train_fraction: float,
-        seed: int,
-        dev: torch.device,
-    ) -> TrainData:
-        if augment not in ("none", "flip4x"):
-            raise ValueError(f"unknown augment {augment!r}")
-        images = Images.open(manifest, img_size, cache)
-        x_train, y_train, _ = images.split("train")
-        if train_fraction < 1:
-            keep = fraction_rows(y_train, train_fraction, seed)
-            x_train, y_train = x_train[keep], y_train[keep]
-        x_val, y_val, _ = images.split("val")
-        store = _storage_device(dev, x_train.nbytes + x_val.nbytes)
-        if store != dev:
-            log.info(
-                "images stay in host memory (%.1f GB): too large for the GPU's free memory",
-                (x_train.nbytes + x_val.nbytes) / 1e9,
-            )
-        x_train_d, y_train_d = to_device_images(x_train, store), torch.tensor(y_train, device=store)
-        x_val_d = to_device_images(x_val, store)
-        if store.type == "cpu" and dev.type == "cuda":
-            x_train_d, x_val_d = x_train_d.pin_memory(), x_val_d.pin_memory()
-        return cls(
-            x_train_d,
-            y_train_d,
-            x_val_d,
-            y_val,
-            4 if augment == "flip4x" else 1,
-            store,
-            data_digest(images.manifest, images.cache),
-        )
-
-    def steps(self, order: torch.Tensor, batch_size: int, drop_last: bool = False) -> list[torch.Tensor]:
-        """An epoch's index batches; a last batch of one is dropped (BatchNorm cannot train on it), and with
-        ``drop_last`` any incomplete last batch (a captured step replays one shape)."""
-        steps = [order[i : i + batch_size] for i in range(0, self.n, batch_size)]
-        short = len(steps[-1]) < batch_size if drop_last else len(steps[-1]) == 1
-        return steps[:-1] if len(steps) > 1 and short else steps
-
-
 def build_model(
     model_name: str,
     classes: list[str],
@@ -243,39 +147,31 @@ def train_run(
     model_name: str,
     dataset_dir: str | os.PathLike,
     out_dir: str | os.PathLike | None = None,
+    settings: TrainSettings | None = None,
     *,
-    img_size: int,
-    epochs: int,
-    batch_size: int = 16,
-    lr: float = 2e-4,
-    weight_decay: float = 0.01,
     seed: int = 0,
     augment: str = "none",
-    device: str = "auto",
-    amp: bool = True,
-    pretrained: bool = False,
-    weights: str | None = None,
     threads: int | None = None,
     progress: bool = True,
-    compile: bool = False,
-    cache_dir: str | None = None,
-    train_fraction: float = 1.0,
-    init_from: str | os.PathLike | None = None,
     cache: str | os.PathLike | None = None,
     classes: str | os.PathLike | None = None,
     outputs: dict | None = None,
-    step: str = "eager",
+    **changes,
 ) -> dict:
-    """Train ``model_name`` on the prepared dataset ``dataset_dir`` (its folder or its manifest; ``cache``
-    and ``classes`` beside it unless given); write the run into ``out_dir`` or to ``outputs``
-    (``weights``, ``history``, ``info``: the files a rule declares).
+    """Train ``model_name`` with ``settings`` (:class:`TrainSettings`; the schema's defaults when None,
+    with ``changes`` to its fields put in: ``img_size=32, epochs=1``) on the prepared dataset
+    ``dataset_dir`` (its folder or its manifest; ``cache`` and ``classes`` beside it unless given);
+    write the run into ``out_dir`` or to ``outputs`` (``weights``, ``history``, ``info``: the files a
+    rule declares).
 
     Writes ``weights.safetensors`` (the best validation epoch), ``history.csv`` and ``train.json``;
     returns the content of ``train.json``. A ``checkpoint.pt`` left beside them by an interrupted
-    run with the same settings is resumed from (bit-identical on the CPU). ``step``: ``eager`` or
-    ``cuda_graph`` (the step captured as a CUDA graph, whole batches only; see ``step.py``).
+    run with the same settings is resumed from (bit-identical on the CPU). ``settings.step``:
+    ``eager`` or ``cuda_graph`` (the step captured as a CUDA graph, whole batches only; ``step.py``);
+    ``settings.init_from``: the run folder (or its ``train.json``) whose weights it starts from.
     """
     job_start, startup = time.perf_counter(), process_age()
+    settings = (settings or TrainSettings()).replace(**changes)
     files = _run_outputs(out_dir, outputs)
     # Two trainings of one run folder never run at once: after a kill -9 of Snakemake its training job
     # may still run, and a second one would resume from (and race on) the live job's checkpoint.
@@ -286,26 +182,13 @@ def train_run(
             model_name,
             dataset_dir,
             files,
-            img_size=img_size,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
+            settings,
             seed=seed,
             augment=augment,
-            device=device,
-            amp=amp,
-            pretrained=pretrained,
-            weights=weights,
             threads=threads,
             progress=progress,
-            compile=compile,
-            cache_dir=cache_dir,
-            train_fraction=train_fraction,
-            init_from=init_from,
             cache=cache,
             classes=classes,
-            step=step,
             job_start=job_start,
             startup=startup,
         )
@@ -315,34 +198,26 @@ def _train(
     model_name,
     dataset_dir,
     files,
+    settings: TrainSettings,
     *,
-    img_size,
-    epochs,
-    batch_size,
-    lr,
-    weight_decay,
     seed,
     augment,
-    device,
-    amp,
-    pretrained,
-    weights,
     threads,
     progress,
-    compile,
-    cache_dir,
-    train_fraction,
-    init_from,
     cache,
     classes,
-    step,
     job_start,
     startup,
 ) -> dict:
+    if settings.init_from:  # a run that starts from another run's weights starts from nothing else
+        settings = settings.replace(pretrained=False, weights="")
+    img_size, epochs, batch_size, lr = settings.img_size, settings.epochs, settings.batch_size, settings.lr
+    amp, pretrained, weights, step = settings.amp, settings.pretrained, settings.weights or None, settings.step
+    train_fraction, init_from = settings.train_fraction, settings.init_from
     if threads:
         torch.set_num_threads(threads)
     seed_everything(seed)
-    dev = resolve_device(device)
+    dev = resolve_device(settings.device)
     use_amp = amp and dev.type == "cuda"
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -350,8 +225,6 @@ def _train(
     manifest, cache = dataset_files(dataset_dir, img_size, cache)
     class_names = read_json(classes or manifest.with_name(RUN_FILES["classes"]))
     data = TrainData.load(manifest, cache, img_size, augment, train_fraction, seed, dev)
-    if init_from:
-        pretrained, weights = False, None
     model, init = build_model(
         model_name,
         class_names,
@@ -359,17 +232,17 @@ def _train(
         dev,
         pretrained=pretrained,
         weights=weights,
-        cache_dir=cache_dir,
+        cache_dir=settings.weights_cache or None,
         init_from=init_from,
     )
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     captured = step == "cuda_graph" and why_not_captured(dev, scaler, data.x_train) is None
     # capturable: AdamW keeps its step count on the device, as a graph replay needs
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=lr, weight_decay=weight_decay, **({"capturable": True} if captured else {})
+        model.parameters(), lr=lr, weight_decay=settings.weight_decay, **({"capturable": True} if captured else {})
     )
     # torch.compile wraps the module for the step only: weights, checkpoints and evaluation use ``model``.
-    step_model = torch.compile(model) if compile else model
+    step_model = torch.compile(model) if settings.compile else model
     run_step = make_step(
         step_model,
         optimizer,
@@ -383,13 +256,14 @@ def _train(
         batch_size=batch_size,
     )
     state = TrainingState(model, optimizer, scaler, torch.Generator(device="cpu").manual_seed(seed), dev)
-    settings = {
+    # what a checkpoint must match to be resumed: the settings that decide the result, as they took effect
+    resumable = {
         "model": model_name,
         "classes": class_names,
         "img_size": img_size,
         "batch_size": batch_size,
         "lr": lr,
-        "weight_decay": weight_decay,
+        "weight_decay": settings.weight_decay,
         "seed": seed,
         "augment": augment,
         "pretrained": pretrained,
@@ -403,7 +277,7 @@ def _train(
         "init_from": init,
         **({"step": "cuda_graph"} if run_step.captured else {}),
     }
-    checkpoint = Checkpoint(files["checkpoint"], settings)
+    checkpoint = Checkpoint(files["checkpoint"], resumable)
     checkpoint.resume(state, epochs)
     started = time.perf_counter() - state.elapsed
 
@@ -513,24 +387,16 @@ def _train(
     info = run_record(
         model,
         state,
+        settings,
         model_name=model_name,
         dataset=manifest.parent.name,
         augment=augment,
         seed=seed,
         classes=class_names,
-        img_size=img_size,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        pretrained=pretrained,
-        weights=weights,
         data=data,
-        train_fraction=train_fraction,
         init=init,
         dev=dev,
         amp=use_amp,
-        compile=compile,
         total=total,
         step="cuda_graph" if run_step.captured else "eager",
         first_step=first_step.get("seconds"),
@@ -546,109 +412,6 @@ def _train(
     )
     checkpoint.remove()
     return info
-
-
-def run_record(
-    model: torch.nn.Module,
-    state: TrainingState,
-    *,
-    model_name: str,
-    dataset: str,
-    augment: str,
-    seed: int,
-    classes: list[str],
-    img_size: int,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    pretrained: bool,
-    weights,
-    data: TrainData,
-    train_fraction: float,
-    init,
-    dev: torch.device,
-    amp: bool,
-    compile: bool,
-    total: float,
-    step: str = "eager",
-    first_step: float | None = None,
-    startup: float | None = None,
-) -> dict:
-    """``train.json``: what was trained, how, on what, where, and how long it took."""
-    return {
-        "model": model_name,
-        "dataset": dataset,
-        "augment": augment,
-        "seed": seed,
-        "classes": classes,
-        "num_classes": len(classes),
-        "img_size": img_size,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "optimizer": "AdamW",
-        "loss": "cross-entropy",
-        "pretrained": pretrained,
-        "weights_init": weights,
-        # where and with what statistics the model normalises its input: rebuilt exactly when loaded
-        "normalization": input_normalizations(model),
-        "train_images": int(data.n),
-        "val_images": int(len(data.x_val)),
-        "train_fraction": train_fraction,
-        "init_from": init,  # the run it started from: its folder, weights' sha256, whether the head was kept
-        "best_epoch": state.best_epoch,
-        "best_val_acc": state.best[0],
-        "params": int(sum(p.numel() for p in model.parameters())),
-        "device": str(dev),
-        "device_name": (
-            torch.cuda.get_device_name(dev)
-            if dev.type == "cuda"
-            else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
-        ),
-        "amp": amp,
-        "compile": bool(compile),
-        "step": step,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "data_digest": data.digest,
-        "total_seconds": total,
-        "seconds_per_epoch": total / epochs,
-        # from the start of training (data, model, cuDNN autotuning, capture) to the end of its first step
-        # (None: resumed after the last one); before that, the process's own start (None where unknown)
-        "first_step_seconds": first_step,
-        "startup_seconds": startup,
-        "resumed": state.resumes,  # each resumption from a checkpoint: after which epoch (and step within the next)
-    }
-
-
-def _run_outputs(out_dir, outputs: dict | None) -> dict[str, Path]:
-    """The run's files: those given (a rule's outputs), else the usual names in ``out_dir``."""
-    given = {k: Path(v) for k, v in (outputs or {}).items()}
-    if out_dir is None and "weights" not in given:
-        raise ValueError("train_run needs out_dir or outputs['weights']")
-    folder = Path(out_dir) if out_dir is not None else given["weights"].parent
-    files = {
-        key: given.get(key, folder / RUN_FILES[name])
-        for key, name in (
-            ("weights", "weights"),
-            ("history", "history"),
-            ("info", "info"),
-            ("checkpoint", "checkpoint"),
-        )
-    }
-    return files
-
-
-def fraction_rows(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Indices of ``fraction`` of each class's rows (rounded, at least one), drawn with ``seed``, in order."""
-    rng = np.random.default_rng([seed, 7919])  # the same subset for every initialisation of a seed
-    keep = []
-    for label in np.unique(labels):
-        rows = np.flatnonzero(labels == label)
-        keep.append(rng.permutation(rows)[: max(1, round(fraction * len(rows)))])
-    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=int)
 
 
 def start_from_run(model_name: str, classes: list[str], img_size: int, source: str | os.PathLike):
@@ -675,18 +438,3 @@ def start_from_run(model_name: str, classes: list[str], img_size: int, source: s
     }
     log.info("starting from %s (head %s)", trained.dir, record["head"])
     return model, record
-
-
-def data_digest(manifest: pd.DataFrame, cache: np.ndarray) -> str:
-    """sha256 of what a run trains and validates on: the manifest's paths, labels and splits, and the cache.
-
-    A checkpoint resumes only on the same digest: after a re-split, former training images
-    could otherwise become test images.
-    """
-    digest = hashlib.sha256()
-    digest.update(manifest[["path", "label", "split"]].to_csv(index=False).encode())
-    digest.update(repr((cache.shape, str(cache.dtype))).encode())
-    flat = cache.reshape(len(cache), -1) if len(cache) else cache
-    for i in range(0, len(flat), 256):  # in slices: a memory-mapped cache is read, never copied whole
-        digest.update(np.ascontiguousarray(flat[i : i + 256]).data)
-    return digest.hexdigest()

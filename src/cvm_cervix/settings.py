@@ -1,0 +1,82 @@
+"""A run's training settings as one typed object: what decides its result, and where it is computed.
+
+The defaults are the config schema's (``config.schema.yaml``, ``train``), read here, not repeated;
+``tests/test_config.py`` ties every field to the schema and every schema key of ``train`` to a
+field. A field marked ``result`` decides the run's result: the rule's params hold those fields, so
+changing one retrains the run. A field marked ``place`` only says where and how the run is computed
+(device, ``torch.compile``, the weights cache): changing it never retrains a finished run.
+``train_run`` takes the object whole, and ``train.json`` records it with what was measured.
+No torch: Snakemake's own process builds these while it plans.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+RESULT, PLACE = "result", "place"
+
+
+@cache
+def schema_defaults() -> dict[str, Any]:
+    """The defaults of the config schema's ``train`` section."""
+    from .config import load_schema
+
+    props = load_schema()["properties"]["train"]["properties"]
+    return {key: spec.get("default") for key, spec in props.items()}
+
+
+def _from_schema(name: str, kind: str):
+    return field(default=schema_defaults()[name], metadata={"kind": kind})
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How one run is trained (its identity, the model, seed and augmentation, is the run's own)."""
+
+    img_size: int = _from_schema("img_size", RESULT)
+    epochs: int = _from_schema("epochs", RESULT)
+    batch_size: int = _from_schema("batch_size", RESULT)
+    lr: float = _from_schema("lr", RESULT)
+    weight_decay: float = _from_schema("weight_decay", RESULT)
+    amp: bool = _from_schema("amp", RESULT)
+    pretrained: bool = _from_schema("pretrained", RESULT)
+    step: str = _from_schema("step", RESULT)
+    # a local weights file this model starts from (the model's entry of train.weights), else ""
+    weights: str = field(default="", metadata={"kind": RESULT})
+    # a variant's keys: the share of the training split, and the run (folder or train.json) it starts from
+    train_fraction: float = field(default=1.0, metadata={"kind": RESULT})
+    init_from: str | None = field(default=None, metadata={"kind": RESULT})
+    device: str = _from_schema("device", PLACE)
+    compile: bool = _from_schema("compile", PLACE)
+    weights_cache: str = _from_schema("weights_cache", PLACE)
+
+    @classmethod
+    def names(cls, kind: str | None = None) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls) if kind is None or f.metadata["kind"] == kind]
+
+    @classmethod
+    def of(cls, *sources: dict) -> TrainSettings:
+        """From dicts merged in order (a run's params, then the config's ``train`` for where it runs),
+        taking the keys that are fields; ``None`` for ``weights``, ``weights_cache`` or ``init_from``
+        means none."""
+        merged: dict = {}
+        for source in sources:
+            merged.update({k: v for k, v in dict(source).items() if k in cls.names()})
+        for key in ("weights", "weights_cache"):
+            if merged.get(key) is None and key in merged:
+                merged[key] = ""
+        return cls(**merged)
+
+    def replace(self, **changes) -> TrainSettings:
+        """A copy with ``changes`` (unknown names are a TypeError naming them)."""
+        return dataclasses.replace(self, **changes)
+
+
+# Keys of the config's ``train`` section that are not one run's settings: which seeds make runs, and the
+# local weights of every model (a run takes its own model's entry, as ``weights``).
+NOT_SETTINGS = ("seeds", "weights")
+# What the rule's params leave out, so that changing it never retrains a run.
+NOT_RUN_SETTINGS = (*NOT_SETTINGS, *TrainSettings.names(PLACE))
