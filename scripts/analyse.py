@@ -15,10 +15,10 @@ def main(sm):
     analyse_run(
         sm.input.info,
         sm.input.manifest,
-        Path(sm.output.tsne).parent,
         weights=sm.input.weights,
         cache=sm.input.cache,
         metrics_json=sm.input.metrics,
+        outputs={key: getattr(sm.output, key) for key in ("features", "tsne", "gallery", "gallery_images")},
         perplexity=a["perplexity"],
         pairs=a["gallery_pairs"],
         per_pair=a["gallery_per_pair"],

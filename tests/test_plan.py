@@ -249,7 +249,13 @@ def test_the_jobs_table_covers_every_rule_and_every_results_file():
     compress = {r for r in rules if r.startswith("compress_")}
     assert set(OUTPUTS) == (rules - compress - {"report"}) | {"compress"}
     made = [key for keys in OUTPUTS.values() for key in keys]
-    assert len(made) == len(set(made)) and set(made) | {"run", "compressed", "report", "report_files"} == set(PATHS)
+    assert len(made) == len(set(made)) and set(made) | {
+        "run",
+        "compressed",
+        "checkpoint",
+        "report",
+        "report_files",
+    } == set(PATHS)
     assert set(OUTPUTS) <= set(LOGS)
     assert PRODUCER["train_info"] == "train" and PRODUCER["manifest"] == "prepare"
 

@@ -11,7 +11,7 @@ import torch
 from ._train_data import TrainData
 from .checkpoint import TrainingState
 from .models import input_normalizations
-from .plan import RUN_FILES
+from .plan import file_name
 from .settings import TrainSettings
 
 
@@ -100,13 +100,6 @@ def _run_outputs(out_dir, outputs: dict | None) -> dict[str, Path]:
     if out_dir is None and "weights" not in given:
         raise ValueError("train_run needs out_dir or outputs['weights']")
     folder = Path(out_dir) if out_dir is not None else given["weights"].parent
-    files = {
-        key: given.get(key, folder / RUN_FILES[name])
-        for key, name in (
-            ("weights", "weights"),
-            ("history", "history"),
-            ("info", "info"),
-            ("checkpoint", "checkpoint"),
-        )
-    }
-    return files
+    # the rule's names for the files (info) and the plan's (train_info)
+    keys = {"weights": "weights", "history": "history", "info": "train_info", "checkpoint": "checkpoint"}
+    return {key: given.get(key, folder / file_name(plan_key)) for key, plan_key in keys.items()}

@@ -16,6 +16,7 @@ from ._io import atomic_path, read_json, write_csv, write_json
 from .engine import predict, scale, to_device_images
 from .errors import CvmError
 from .models import get_model_spec
+from .plan import file_name
 from .run import Inference
 
 log = logging.getLogger(__name__)
@@ -145,23 +146,30 @@ def analyse_run(
     weights: str | os.PathLike | None = None,
     cache: str | os.PathLike | None = None,
     metrics_json: str | os.PathLike | None = None,
+    outputs: dict | None = None,
 ) -> dict:
     """Test-split features, their 3-D t-SNE and a Grad-CAM gallery of the most frequent confusions.
 
     ``run``: the run folder or its ``train.json`` (``weights`` and ``metrics_json`` beside it unless
     given); ``data``: the prepared dataset's folder or its manifest (``cache`` beside it unless given).
     Writes ``features_test.npy``, ``tsne.csv`` (x, y, z, path, label, pred) and ``gallery.json``
-    with PNGs under ``gallery/`` into ``out_dir`` (default: the run's ``analysis/``).
+    with PNGs under ``gallery/`` into ``out_dir`` (default: the run's ``analysis/``), or to ``outputs``
+    (``features``, ``tsne``, ``gallery``, ``gallery_images``: the files a rule declares).
     """
     inference = Inference.open(run, data, weights=weights, cache=cache, device=device, threads=threads)
     trained, dev, model, info = inference.run, inference.device, inference.model, inference.run.info
     classes = trained.classes
-    out_dir = Path(out_dir or trained.dir / "analysis")
+    names = ("features", "tsne", "gallery", "gallery_images")
+    files = {k: Path(v) for k, v in (outputs or {}).items()}
+    files = {
+        k: files.get(k, Path(out_dir) / Path(file_name(k)).name if out_dir else trained.dir / file_name(k))
+        for k in names
+    }
     x, y, rows = inference.images.split("test")
     images = to_device_images(x, dev)
     out = predict(model, images, 64, dev, amp=inference.amp, features=True)
     feats, preds = out["features"], out["probs"].argmax(1)
-    with atomic_path(out_dir / "features_test.npy") as tmp:
+    with atomic_path(files["features"]) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, feats)
     emb = tsne_3d(feats, perplexity, seed=info["seed"])
@@ -175,13 +183,13 @@ def analyse_run(
             "pred": [classes[i] for i in preds],
         }
     )
-    write_csv(out_dir / "tsne.csv", tsne)
+    write_csv(files["tsne"], tsne)
 
     spec = get_model_spec(info["model"])
     layer, attention = spec.cam_layer, spec.attention
-    gallery_dir = out_dir / "gallery"
+    gallery_dir = files["gallery_images"]
     gallery_dir.mkdir(parents=True, exist_ok=True)
-    metrics = read_json(metrics_json or trained.dir / "metrics.json")
+    metrics = read_json(metrics_json or trained.dir / file_name("metrics"))
     entries, resolution = [], None
     confusions = top_confusions(metrics["test"]["confusion"], classes, pairs)
     for true_cls, pred_cls, count in confusions:
@@ -204,7 +212,7 @@ def analyse_run(
                 )
             entries.append(
                 {
-                    "file": f"gallery/{name}",
+                    "file": os.path.relpath(gallery_dir / name, files["gallery"].parent),  # beside gallery.json
                     "path": rows["path"][i],
                     "true": true_cls,
                     "pred": pred_cls,
@@ -224,5 +232,5 @@ def analyse_run(
         "pairs": [list(p) for p in confusions],
         "images": entries,
     }
-    write_json(out_dir / "gallery.json", gallery)
+    write_json(files["gallery"], gallery)
     return gallery

@@ -31,6 +31,7 @@ from sklearn.metrics import f1_score
 from ._io import atomic_path, write_csv, write_json
 from .engine import predict, resolve_device, scale, to_device_images
 from .errors import CvmError
+from .plan import file_name
 from .precisions import PRECISIONS, Precision
 from .run import Images, TrainedRun, check_weights_metadata, save_weights, weights_metadata
 
@@ -243,7 +244,7 @@ class Predictor:
         self.classes, self.img_size = trained.classes, trained.img_size
         self.device = torch.device("cpu") if row.device == "cpu" else resolve_device(device)
         self.session = None
-        stored = Path(artifact or trained.dir / "compressed" / precision / row.artifact)
+        stored = Path(artifact or trained.dir / file_name("compressed", precision=precision) / row.artifact)
         if row.load == "onnxruntime":
             if stored.is_file():
                 self.session = _onnx_session(stored, self.info, trained.info_path)
@@ -311,7 +312,7 @@ def compress_run(
     if threads:
         torch.set_num_threads(threads)
     trained = TrainedRun.open(run, weights)  # its weights are read and checked once, for every model below
-    out_dir = Path(out_dir or trained.dir / "compressed" / precision)
+    out_dir = Path(out_dir or trained.dir / file_name("compressed", precision=precision))
     images_all = Images.open(data, trained.img_size, cache)
     manifest, cache_array = images_all.manifest, images_all.cache
     calibration = (
@@ -368,6 +369,7 @@ def compress_run(
         "calibration": {"split": "train", "images": int(len(calibration))} if row.export == "onnx_int8" else None,
         "note": describe(precision, str(predictor.device), len(calibration)),
     }
-    write_csv(predictions_csv or out_dir / "predictions_test.csv", frame)
-    write_json(metrics_json or out_dir / "metrics.json", metrics)
+    inside = lambda key: out_dir / Path(file_name(key, precision=precision)).name  # noqa: E731
+    write_csv(predictions_csv or inside("compressed_predictions"), frame)
+    write_json(metrics_json or inside("compressed_metrics"), metrics)
     return metrics

@@ -11,7 +11,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 
 from ._io import write_csv, write_json
 from .engine import predict, to_device_images
-from .plan import RUN_FILES
+from .plan import file_name
 from .run import Inference
 
 
@@ -69,8 +69,8 @@ def evaluate_run(
     info, classes = trained.info, trained.classes
     out_dir = Path(out_dir or trained.dir)
     outputs = {
-        "val": Path(predictions_val or out_dir / RUN_FILES["predictions"].format(split="val")),
-        "test": Path(predictions_test or out_dir / RUN_FILES["predictions"].format(split="test")),
+        "val": Path(predictions_val or out_dir / file_name("predictions_val")),
+        "test": Path(predictions_test or out_dir / file_name("predictions_test")),
     }
     # One setting governs training and every evaluation of a run: float32 unless it trained with AMP.
     amp = inference.amp
@@ -99,5 +99,5 @@ def evaluate_run(
     metrics["device"] = str(dev)
     for split, frame in frames.items():
         write_csv(outputs[split], frame)
-    write_json(metrics_json or out_dir / RUN_FILES["metrics"], metrics)
+    write_json(metrics_json or out_dir / file_name("metrics"), metrics)
     return metrics

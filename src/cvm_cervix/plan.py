@@ -37,19 +37,6 @@ from .settings import NOT_RUN_SETTINGS
 
 RUN = "runs/{dataset}/{model}/{recipe}/seed{seed}"
 DATA = "data/{dataset}"
-# File names inside a run folder and a prepared dataset's folder.
-RUN_FILES = {
-    "info": "train.json",
-    "weights": "weights.safetensors",
-    "history": "history.csv",
-    "metrics": "metrics.json",
-    "predictions": "predictions_{split}.csv",
-    "checkpoint": "checkpoint.pt",
-    "manifest": "manifest.csv",
-    "classes": "classes.json",
-    "summary": "summary.json",
-    "cache": "cache_{size}.npy",
-}
 
 PATHS = {
     "synthetic": "synthetic/{dataset}",
@@ -64,6 +51,7 @@ PATHS = {
     "weights": f"{RUN}/weights.safetensors",
     "history": f"{RUN}/history.csv",
     "train_info": f"{RUN}/train.json",
+    "checkpoint": f"{RUN}/checkpoint.pt",
     "metrics": f"{RUN}/metrics.json",
     "predictions_val": f"{RUN}/predictions_val.csv",
     "predictions_test": f"{RUN}/predictions_test.csv",
@@ -126,6 +114,16 @@ def plan_digest(config: dict) -> str:
     runs: the plan a report covers, named in its stamp file ``plan/<digest>.json`` and in the report."""
     text = json.dumps({k: v for k, v in as_dict(config).items() if k not in NOT_PLAN_KEYS}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_name(key: str, **values) -> str:
+    """The name of ``key``'s file inside its run folder or prepared dataset's folder (``metrics`` ->
+    ``metrics.json``, ``tsne`` -> ``analysis/tsne.csv``): for functions given a folder instead of files."""
+    template = _template(key)
+    for folder in (RUN, DATA):
+        if template.startswith(folder + "/"):
+            return template[len(folder) + 1 :].format(**values)
+    raise KeyError(f"path template {key!r} is not a file of a run or a prepared dataset's folder")
 
 
 class _Partial(dict):

@@ -14,6 +14,8 @@ import pandas as pd
 import yaml
 
 from ._io import read_json, sha256_file
+from .plan import file_name
+from .plan import path as plan_path
 
 LIBRARIES = (
     "torch",
@@ -89,11 +91,11 @@ def provenance(
     """Everything a reader needs to tell what produced a report, read from what the workflow wrote."""
     devices: dict[str, list[str]] = {}
     for run in run_dirs:
-        info = read_json(run / "train.json")
+        info = read_json(run / file_name("train_info"))
         devices.setdefault(info.get("device_name") or info.get("device", "?"), []).append(str(run.relative_to(results)))
     manifests = {}
     for name in datasets:
-        path = results / "data" / name / "manifest.csv"
+        path = plan_path("manifest", results, dataset=name)
         manifests[name] = {"sha256": sha256_file(path), "images": int(sum(1 for _ in open(path)) - 1)}
     return {
         "generated": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),

@@ -23,7 +23,7 @@ from .data import load_cache, read_manifest
 from .engine import precision_name, resolve_device
 from .errors import CvmError
 from .models import IMAGENET, create_model, input_normalizations, load_exact
-from .plan import RUN_FILES
+from .plan import file_name
 
 # What train.json must hold to rebuild its model: key -> type.
 _INFO_KEYS = {"model": str, "num_classes": int, "img_size": int, "classes": list, "seed": int, "augment": str}
@@ -33,7 +33,7 @@ def read_train_info(path: str | os.PathLike) -> dict:
     """A run's ``train.json`` (or the run folder holding it), checked for what rebuilding the model needs."""
     path = Path(path)
     if path.is_dir() or not path.suffix:
-        run_dir, path = path, path / RUN_FILES["info"]
+        run_dir, path = path, path / file_name("train_info")
     else:
         run_dir = path.parent
     if not path.is_file():
@@ -150,9 +150,9 @@ class TrainedRun:
         if isinstance(run, TrainedRun):
             return run if weights is None else cls.open(run.info_path, weights)
         path = Path(run)
-        info_path = path / RUN_FILES["info"] if path.is_dir() or not path.suffix else path
+        info_path = path / file_name("train_info") if path.is_dir() or not path.suffix else path
         info = read_train_info(info_path)
-        return cls(info_path, Path(weights) if weights else info_path.parent / RUN_FILES["weights"], info)
+        return cls(info_path, Path(weights) if weights else info_path.parent / file_name("weights"), info)
 
     @property
     def dir(self) -> Path:
@@ -226,8 +226,8 @@ def load_trained(
 def dataset_files(data: str | os.PathLike, img_size: int, cache: str | os.PathLike | None = None) -> tuple[Path, Path]:
     """(manifest, cache) given a prepared dataset's folder or its manifest file (and optionally its cache)."""
     data = Path(data)
-    manifest = data / RUN_FILES["manifest"] if data.is_dir() else data
-    return manifest, Path(cache) if cache else manifest.parent / RUN_FILES["cache"].format(size=img_size)
+    manifest = data / file_name("manifest") if data.is_dir() else data
+    return manifest, Path(cache) if cache else manifest.parent / file_name("cache", size=img_size)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from .checkpoint import Checkpoint, TrainingState
 from .engine import predict, resolve_device, seed_everything
 from .errors import CvmError
 from .models import create_model, input_normalizations, load_exact
-from .plan import RUN_FILES
+from .plan import file_name
 from .run import TrainedRun, dataset_files, write_run
 from .settings import TrainSettings
 from .step import TrainStep, flip4x, make_step, virtual_batch, why_not_captured  # noqa: F401 (used by tests through this module)
@@ -223,7 +223,7 @@ def _train(
         torch.backends.cudnn.benchmark = True
 
     manifest, cache = dataset_files(dataset_dir, img_size, cache)
-    class_names = read_json(classes or manifest.with_name(RUN_FILES["classes"]))
+    class_names = read_json(classes or manifest.with_name(file_name("classes")))
     data = TrainData.load(manifest, cache, img_size, augment, train_fraction, seed, dev)
     model, init = build_model(
         model_name,

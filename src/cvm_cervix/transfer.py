@@ -14,6 +14,7 @@ import pandas as pd
 
 from ._io import read_table
 from .labels import check_mapped
+from .plan import file_name
 
 
 def transfer_predict(
@@ -43,7 +44,9 @@ def transfer_predict(
 
     inference = Inference.open(run, data, weights=weights, cache=cache, device=device, threads=threads)
     run_classes = inference.run.classes
-    classes = Path(classes) if classes else dataset_files(data, inference.run.img_size)[0].with_name("classes.json")
+    classes = (
+        Path(classes) if classes else dataset_files(data, inference.run.img_size)[0].with_name(file_name("classes"))
+    )
     target_classes = read_json(classes)
     check_mapped(run_classes, mapping, mapping_name, f"{inference.run.info_path} (the model's classes)")
     check_mapped(target_classes, mapping, mapping_name, f"{classes} (the test set's classes)")

@@ -13,6 +13,7 @@ import pandas as pd
 
 from .._io import read_table, sha256_file
 from ..errors import CvmError
+from ..plan import file_name
 from ._adapters import COMBINED_CLASSES, Listing
 from ._cache import decode_rgb
 
@@ -217,7 +218,7 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
             f"{', '.join(SPLITS)}; {redo}"
         )
     labels = pd.to_numeric(frame["label"], errors="coerce")
-    classes_file = Path(path).with_name("classes.json")
+    classes_file = Path(path).with_name(file_name("classes"))
     classes = json.loads(classes_file.read_text(encoding="utf-8")) if classes_file.is_file() else None
     bad = labels.isna() | (labels % 1 != 0) | (labels < 0)
     if classes is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from .._io import read_json, read_table, write_csv, write_json
 from ..errors import CvmError
 from ..labels import check_distinct_classes
+from ..plan import file_name
 from ._adapters import list_dataset
 from ._manifest import (
     assign_splits,
@@ -47,23 +48,16 @@ def prepare_dataset(
     # the prepared folder: where CRIC crops are cut (the rule's crops output) and paths are relative to
     out_dir = Path(out_dir) if out_dir is not None else (files.get("crops") or files["manifest"]).parent
     files = {
-        key: files.get(key, out_dir / name)
-        for key, name in (
-            ("manifest", "manifest.csv"),
-            ("classes", "classes.json"),
-            ("summary", "summary.json"),
-            ("splits", "splits.csv"),
-            ("crops", "crops"),
-        )
+        key: files.get(key, out_dir / file_name(key)) for key in ("manifest", "classes", "summary", "splits", "crops")
     }
     relative: dict[str, str] = {}  # a combined set's images: path -> path relative to its part's root
     if spec["kind"] == "combined":
         frames = {}
         for part, where in (parts or {}).items():
-            manifest = Path(where) / "manifest.csv" if Path(where).is_dir() else Path(where)
+            manifest = Path(where) / file_name("manifest") if Path(where).is_dir() else Path(where)
             frame = read_manifest(manifest)
             frames[part] = frame
-            part_splits = manifest.with_name("splits.csv")
+            part_splits = manifest.with_name(file_name("splits"))
             if part_splits.is_file():
                 table = read_table(part_splits, text=tuple(SPLIT_COLUMNS))
                 if len(table) == len(frame):  # written beside the manifest, row for row
@@ -148,7 +142,8 @@ def prepare_dataset(
 
 
 def _part_summary(where) -> dict:
-    path = Path(where) / "summary.json" if Path(where).is_dir() else Path(where).with_name("summary.json")
+    name = file_name("summary")
+    path = Path(where) / name if Path(where).is_dir() else Path(where).with_name(name)
     return read_json(path) if path.is_file() else {}
 
 

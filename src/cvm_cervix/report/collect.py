@@ -12,6 +12,7 @@ from .._io import read_json
 from ..config import all_runs, dataset_spec, experiment_runs, experiment_seeds, experiment_splits, used_datasets
 from ..labels import abnormal_classes
 from ..models import get_model_spec
+from ..plan import file_name, path
 from ..precisions import recommend
 from ..status import is_complete, plan_status
 from ._common import paper_metrics, paper_results
@@ -44,7 +45,12 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
     ds_sections = [
         _missing_dataset(name, dataset_spec(config, name), status["datasets"][name])
         if name in status["datasets"]
-        else dataset_section(name, dataset_spec(config, name), results / "data" / name, paper_for_dataset.get(name))
+        else dataset_section(
+            name,
+            dataset_spec(config, name),
+            Path(path("manifest", results, dataset=name)).parent,
+            paper_for_dataset.get(name),
+        )
         for name in used_datasets(config)
     ]
     synthetic_sets = {d["name"] for d in ds_sections if d["synthetic"]}
@@ -58,7 +64,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
         split_datasets = experiment_splits(config, exp_name)  # (split seed, prepared dataset), first split first
         splits, first_dataset = [s for s, _ in split_datasets], split_datasets[0][1]
         split_of = {d: s for s, d in split_datasets}
-        stats_file = results / "stats" / f"{exp_name}.json"
+        stats_file = Path(path("stats", results, experiment=exp_name))
         stats_json = read_json(stats_file) if stats_file.is_file() else {"runs": [], "contrasts": []}
         stats = {(e["model"], e["augment"], e["seed"], e.get("split_seed", 0)): e for e in stats_json["runs"]}
 
@@ -86,7 +92,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
                 if gap:
                     compression.append({"experiment": exp_name, "label": label, "missing": gap.as_dict()})
                 else:
-                    rows = compression_rows(results / run.path, exp["compress"])
+                    rows = compression_rows(Path(path("run", results, run)), exp["compress"])
                     compression.append(
                         {
                             "experiment": exp_name,
@@ -102,8 +108,10 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
                         {"label": label, "experiment": exp_name, "missing": status["analysis"][run].as_dict()}
                     )
                 else:
-                    metrics = read_json(results / run.path / "metrics.json")
-                    analyses.append(analysis_section(results / run.path, label, metrics["classes"], exp_name))
+                    metrics = read_json(path("metrics", results, run))
+                    analyses.append(
+                        analysis_section(Path(path("run", results, run)), label, metrics["classes"], exp_name)
+                    )
         groups: dict[tuple, list] = {}
         for run in runs:
             groups.setdefault((run.model, run.recipe), []).append(run)
@@ -125,7 +133,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
             if not present:  # every seed missing: the row stays, marked, with the paper's numbers
                 rows.append({**row, "stats": None, "stats_seeds": [], "diff_val": None, "diff_test": None})
                 continue
-            dirs = [results / r.path for r in present]
+            dirs = [Path(path("run", results, r)) for r in present]
             agg = aggregate_runs(dirs)
             row.update(
                 agg,
@@ -140,7 +148,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
             rows.append(row)
             first = dirs[0]
             key = str(first)
-            metrics = read_json(first / "metrics.json")
+            metrics = read_json(first / file_name("metrics"))
             row["per_class"] = {
                 "seed": metrics["seed"],
                 **{split: metrics[split]["per_class"] for split in ("val", "test")},
@@ -155,7 +163,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
                         "metrics": metrics,
                         "paper_confusions": paper_confusions(metrics) if exp.get("paper") == "combined" else [],
                         "confusion": confusion_figure(metrics, metrics["classes"], f"Confusion matrices: {label}"),
-                        "curves": curves_figure(pd.read_csv(first / "history.csv"), f"Training curves: {label}"),
+                        "curves": curves_figure(pd.read_csv(first / file_name("history")), f"Training curves: {label}"),
                         # calibration per run, from the statistics job (where that job has run)
                         "reliability": reliability_figure(
                             row["stats"]["diagnostics"]["calibration"], f"Reliability (test): {label}"

@@ -6,14 +6,16 @@ from pathlib import Path
 
 from .._io import read_json, read_table
 from ..data import read_manifest, split_counts
+from ..plan import file_name
+from ..plan import path as plan_path
 from ._common import METRICS, _figure_html, _mean_sd, _png_data_uri, _text, paper_results
 from .figures import tsne_figure
 
 
 def aggregate_runs(run_dirs: list[Path]) -> dict:
     """Mean and standard deviation over seeds of each split's metrics (percent) and of the costs."""
-    metrics = [read_json(d / "metrics.json") for d in run_dirs]
-    trains = [read_json(d / "train.json") for d in run_dirs]
+    metrics = [read_json(d / file_name("metrics")) for d in run_dirs]
+    trains = [read_json(d / file_name("train_info")) for d in run_dirs]
     out: dict = {"seeds": [m["seed"] for m in metrics]}
     for split in ("val", "test"):
         out[split] = {name: _mean_sd([100 * m[split][key] for m in metrics]) for name, key in METRICS}
@@ -32,9 +34,9 @@ def aggregate_runs(run_dirs: list[Path]) -> dict:
 
 
 def analysis_section(run_path: Path, label: str, classes: list[str], experiment: str = "") -> dict:
-    analysis = run_path / "analysis"
-    gallery = read_json(analysis / "gallery.json")
-    images = [{**img, "src": _png_data_uri(analysis / img["file"])} for img in gallery["images"]]
+    gallery_json = run_path / file_name("gallery")
+    gallery = read_json(gallery_json)
+    images = [{**img, "src": _png_data_uri(gallery_json.parent / img["file"])} for img in gallery["images"]]
     return {
         "label": label,
         "experiment": experiment,
@@ -43,18 +45,20 @@ def analysis_section(run_path: Path, label: str, classes: list[str], experiment:
         "resolution": gallery.get("cam_resolution"),
         "pairs": gallery["pairs"],
         "images": images,
-        "tsne": tsne_figure(read_table(analysis / "tsne.csv"), classes, f"t-SNE (3-D) of the test features: {label}"),
+        "tsne": tsne_figure(
+            read_table(run_path / file_name("tsne")), classes, f"t-SNE (3-D) of the test features: {label}"
+        ),
     }
 
 
 def compression_rows(run_path: Path, precisions: list[str]) -> list[dict]:
     """float32 (evaluated in float32 by the compress step), then each compressed variant."""
-    rows = [read_json(run_path / "compressed" / p / "metrics.json") for p in precisions]
+    rows = [read_json(run_path / file_name("compressed_metrics", precision=p)) for p in precisions]
     fp32 = rows[0]["fp32"]
     return [
         {
             "precision": "fp32",
-            "size_mib": (run_path / "weights.safetensors").stat().st_size / 2**20,
+            "size_mib": (run_path / file_name("weights")).stat().st_size / 2**20,
             "accuracy": fp32["accuracy"],
             "f1_macro": fp32["f1_macro"],
             "delta_accuracy": 0.0,
@@ -80,9 +84,9 @@ def paper_confusions(metrics: dict) -> list[dict]:
 
 
 def dataset_section(name: str, spec: dict, data_dir: Path, paper_key: str | None) -> dict:
-    manifest = read_manifest(data_dir / "manifest.csv")
-    classes = read_json(data_dir / "classes.json")
-    summary = read_json(data_dir / "summary.json")
+    manifest = read_manifest(data_dir / file_name("manifest"))
+    classes = read_json(data_dir / file_name("classes"))
+    summary = read_json(data_dir / file_name("summary"))
     table = split_counts(manifest, classes)
     paper = (paper_results()["splits"].get(paper_key) or {}) if paper_key else {}
     rows = []
@@ -152,7 +156,7 @@ def failures_table(config: dict, status: dict) -> list[dict]:
 def transfer_section(config: dict, results: Path) -> dict | None:
     """The transfer matrix (rows: trained on, columns: tested on) from ``transfer/matrix.json``."""
     spec = config.get("transfer")
-    path = results / "transfer" / "matrix.json"
+    path = Path(plan_path("transfer_matrix", results))
     if not spec or not path.is_file():
         return None
     import plotly.graph_objects as go
