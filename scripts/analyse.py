@@ -18,7 +18,12 @@ def main(sm):
         weights=sm.input.weights,
         cache=sm.input.cache,
         metrics_json=sm.input.metrics,
-        outputs={key: getattr(sm.output, key) for key in ("features", "tsne", "gallery", "gallery_images")},
+        outputs={
+            "features": sm.output.features,
+            "tsne": sm.output.tsne,
+            "gallery": sm.output.gallery,
+            "gallery_images": sm.output.images,
+        },
         perplexity=a["perplexity"],
         pairs=a["gallery_pairs"],
         per_pair=a["gallery_per_pair"],

@@ -69,8 +69,8 @@ def test_experiment_stats_compares_with_the_reference(tmp_path):
         return str(tmp_path / name)
 
     runs = [
-        {"model": "cvm_cervix", "augment": "none", "seed": 0, "predictions": write("ref.csv", truth)},
-        {"model": "resnet18", "augment": "none", "seed": 0, "predictions": write("r18.csv", ["NILM"] * 8)},
+        {"model": "cvm_cervix", "recipe": "none", "seed": 0, "predictions": write("ref.csv", truth)},
+        {"model": "resnet18", "recipe": "none", "seed": 0, "predictions": write("r18.csv", ["NILM"] * 8)},
     ]
     stats = experiment_stats(runs, "cvm_cervix", ["HSIL"], n_boot=100)
     by_model = {r["model"]: r for r in stats["runs"]}
@@ -98,10 +98,10 @@ def test_the_experiments_own_contrasts_with_holm_and_a_paired_interval(tmp_path)
         return str(tmp_path / name)
 
     runs = [
-        {"model": "cvm_cervix", "augment": a, "seed": s, "predictions": write(f"c{a}{s}.csv", n)}
+        {"model": "cvm_cervix", "recipe": a, "seed": s, "predictions": write(f"c{a}{s}.csv", n)}
         for a, s, n in (("none", 0, 12), ("flip4x", 0, 2), ("none", 1, 10), ("flip4x", 1, 9))
     ]
-    runs.append({"model": "xception", "augment": "none", "seed": 0, "predictions": write("x.csv", 20)})
+    runs.append({"model": "xception", "recipe": "none", "seed": 0, "predictions": write("x.csv", 20)})
     stats = experiment_stats(runs, "cvm_cervix", ["HSIL"], n_boot=500)
     by = {(c["contrast"], c["b"]["model"], c["b"]["seed"]): c for c in stats["contrasts"]}
     assert set(by) == {
@@ -136,17 +136,17 @@ def _all_hsil_predictions(folder, name, n_wrong):
 def test_a_variant_is_compared_with_the_plain_run_of_its_augment(tmp_path):
     write = partial(_all_hsil_predictions, tmp_path)
     runs = [
-        {"model": "cvm_cervix", "augment": a, "seed": 0, "predictions": write(f"{a}.csv", n)}
+        {"model": "cvm_cervix", "recipe": a, "seed": 0, "predictions": write(f"{a}.csv", n)}
         for a, n in (("none", 2), ("none+amp", 5), ("flip4x", 1), ("flip4x+amp", 1))
     ]
     stats = experiment_stats(runs, "cvm_cervix", ["HSIL"], n_boot=100)
-    pairs = {(c["a"]["augment"], c["b"]["augment"]): c["contrast"] for c in stats["contrasts"]}
+    pairs = {(c["a"]["recipe"], c["b"]["recipe"]): c["contrast"] for c in stats["contrasts"]}
     assert pairs == {
         ("none", "none+amp"): "amp vs default",
         ("flip4x", "flip4x+amp"): "amp vs default",
         ("none", "flip4x"): "flip4x vs none",
     }
-    amp = next(c for c in stats["contrasts"] if c["b"]["augment"] == "none+amp")
+    amp = next(c for c in stats["contrasts"] if c["b"]["recipe"] == "none+amp")
     assert amp["accuracy_diff"] == pytest.approx(-3 / 20) and (amp["only_a"], amp["only_b"]) == (3, 0)
 
 
@@ -155,7 +155,7 @@ def test_each_start_is_compared_with_random_weights_at_the_same_fraction(tmp_pat
     runs = [
         {
             "model": "cvm_cervix",
-            "augment": a,
+            "recipe": a,
             "seed": 0,
             "predictions": write(f"{a}.csv", n),
             "start": start,
@@ -169,14 +169,14 @@ def test_each_start_is_compared_with_random_weights_at_the_same_fraction(tmp_pat
         )
     ]
     stats = experiment_stats(runs, "cvm_cervix", ["HSIL"], n_boot=100)
-    pairs = {(c["a"]["augment"], c["b"]["augment"]): c["contrast"] for c in stats["contrasts"]}
+    pairs = {(c["a"]["recipe"], c["b"]["recipe"]): c["contrast"] for c in stats["contrasts"]}
     assert pairs == {
         ("none", "none+random_f25"): "random_f25 vs default",
         ("none", "none+from_main"): "from_main vs default",  # already start against random at 100%: once
         ("none", "none+from_main_f25"): "from_main_f25 vs default",
         ("none+random_f25", "none+from_main_f25"): "from main/cvm_cervix/none vs random weights, 25% of training",
     }
-    at25 = next(c for c in stats["contrasts"] if c["a"]["augment"] == "none+random_f25")
+    at25 = next(c for c in stats["contrasts"] if c["a"]["recipe"] == "none+random_f25")
     assert at25["accuracy_diff"] == pytest.approx(8 / 20) and (at25["only_a"], at25["only_b"]) == (0, 8)
 
 
@@ -313,7 +313,7 @@ def test_contrasts_pair_runs_of_one_split_and_are_tested_over_the_splits(tmp_pat
         runs += [
             {
                 "model": "cvm_cervix",
-                "augment": "none",
+                "recipe": "none",
                 "seed": 0,
                 "split_seed": split,
                 "test_train_ratio": 0.5,
@@ -321,7 +321,7 @@ def test_contrasts_pair_runs_of_one_split_and_are_tested_over_the_splits(tmp_pat
             },
             {
                 "model": "resnet18",
-                "augment": "none",
+                "recipe": "none",
                 "seed": 0,
                 "split_seed": split,
                 "test_train_ratio": 0.5,

@@ -145,7 +145,7 @@ def _fabricate(results, config, seed=0):
                 {
                     "model": run.model,
                     "dataset": run.dataset,
-                    "augment": run.recipe,
+                    "recipe": run.recipe,
                     "seed": run.seed,
                     "classes": classes,
                     "val": split_metrics(),
@@ -228,7 +228,7 @@ def _fabricate(results, config, seed=0):
                     "runs": [
                         {
                             "model": r.model,
-                            "augment": r.recipe,
+                            "recipe": r.recipe,
                             "seed": r.seed,
                             "split_seed": dataset_spec(config, r.dataset).get("split_seed", 0),
                             "bootstrap": {"accuracy": [0.85, 0.9], "f1_macro": [0.84, 0.9]},
@@ -370,7 +370,7 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     assert {"main__roc.html", "main__reliability.html"} <= files
     # a reliability diagram for every run in its section, from its own statistics (fabricated here for
     # every run but the variants')
-    plain = [r for r in context["runs"] if "+" not in r["label"].split(" · augment ")[1]]
+    plain = [r for r in context["runs"] if "+" not in r["label"].split(" · recipe ")[1]]
     assert len(plain) == 28 and all(r["reliability"] for r in plain)  # 37 runs, 9 of them variants
     assert html.count("Reliability (test): ") >= len(plain) + 1
 

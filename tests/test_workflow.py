@@ -201,10 +201,10 @@ def test_split_seeds_repeat_runs_over_splits_and_the_report_separates_the_spread
     for recipe in ("none", "flip4x"):
         assert (finished / f"results/runs/syn.split1/shufflenet_v2_x0_5/{recipe}/seed0/metrics.json").is_file()
     stats = json.loads((finished / "results" / "stats" / "comparison.json").read_text())
-    assert {(r["augment"], r["split_seed"]) for r in stats["runs"] if r["model"] == "shufflenet_v2_x0_5"} == {
+    assert {(r["recipe"], r["split_seed"]) for r in stats["runs"] if r["model"] == "shufflenet_v2_x0_5"} == {
         (a, s) for a in ("none", "flip4x") for s in (0, 1)
     }
-    spread = {e["augment"]: e for e in stats["spread"] if e["model"] == "shufflenet_v2_x0_5"}
+    spread = {e["recipe"]: e for e in stats["spread"] if e["model"] == "shufflenet_v2_x0_5"}
     assert spread["none"]["splits"] == 2 and spread["none"]["accuracy"]["sd_seed"] is None  # one seed per split
     accuracy = {
         s: json.loads((finished / f"results/runs/{d}/shufflenet_v2_x0_5/none/seed0/metrics.json").read_text())["test"][
@@ -265,7 +265,7 @@ def test_a_finetuned_run_starts_from_the_other_runs_weights(finished):
     assert full["train_fraction"] == 1 and half["train_fraction"] == 0.5
     assert full["train_images"] == 8 and half["train_images"] == 4  # 4 training images per class, half of them
     stats = json.loads((finished / "results" / "stats" / "finetune.json").read_text())
-    assert {r["augment"] for r in stats["runs"]} == {"none+from_main", "none+from_main_half"}
+    assert {r["recipe"] for r in stats["runs"]} == {"none+from_main", "none+from_main_half"}
     assert stats["contrasts"] == []  # a variant is compared with its plain run, which this experiment lacks
     html = (finished / "results" / "report.html").read_text()
     assert "Learning curve: finetune" in html and "from main\\u002fcvm_cervix\\u002fnone" in html  # plotly's JSON
@@ -282,7 +282,7 @@ def test_analysis_compression_and_statistics(finished):
     gallery = json.loads((run / "analysis" / "gallery.json").read_text())
     assert all((run / "analysis" / img["file"]).is_file() for img in gallery["images"])
     stats = json.loads((finished / "results" / "stats" / "comparison.json").read_text())
-    by_key = {(r["model"], r["augment"]): r for r in stats["runs"] if r["split_seed"] == 0}
+    by_key = {(r["model"], r["recipe"]): r for r in stats["runs"] if r["split_seed"] == 0}
     # the comparison experiment is compared with cvm_cervix, trained for "main" (on the first split only)
     assert by_key[("shufflenet_v2_x0_5", "none")]["mcnemar"]["reference"] == "cvm_cervix"
     assert by_key[("shufflenet_v2_x0_5", "flip4x")]["mcnemar"] is None  # no flip4x reference run
@@ -304,7 +304,7 @@ def test_analysis_compression_and_statistics(finished):
     assert "To deploy" in html and "smallest <b>" in html
     # the comparison experiment's own contrast: flip4x against none, with Holm's p and a paired interval
     contrast = next(c for c in stats["contrasts"] if c["contrast"] == "flip4x vs none")
-    assert contrast["a"]["augment"] == "none" and contrast["b"]["augment"] == "flip4x"
+    assert contrast["a"]["recipe"] == "none" and contrast["b"]["recipe"] == "flip4x"
     assert "ShuffleNetV2×0.5 · flip4x against ShuffleNetV2×0.5 · none" in html and "Holm p" in html
 
 

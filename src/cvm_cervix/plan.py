@@ -244,7 +244,7 @@ class Plan:
         return [
             {
                 "model": r.model,
-                "augment": r.recipe,
+                "recipe": r.recipe,
                 "seed": r.seed,
                 "dataset": r.dataset,
                 "split_seed": dataset_spec(self.config, r.dataset).get("split_seed", 0),

@@ -109,30 +109,30 @@ def paired_bootstrap_diff(correct_a, correct_b, n_boot: int = 1000, seed: int = 
     return [float(np.percentile(diffs, 100 * (1 - level) / 2)), float(np.percentile(diffs, 100 * (1 + level) / 2))]
 
 
-RUN_KEY = ("model", "augment", "seed", "split_seed")  # what tells an experiment's runs apart in its statistics
+RUN_KEY = ("model", "recipe", "seed", "split_seed")  # what tells an experiment's runs apart in its statistics
 
 
 def _run_key(entry: dict) -> tuple:
-    return entry["model"], entry["augment"], entry["seed"], entry.get("split_seed", 0)
+    return entry["model"], entry["recipe"], entry["seed"], entry.get("split_seed", 0)
 
 
 def spread(scores: dict) -> list[dict]:
     """Where the spread of a model's test scores comes from, over splits and over seeds.
 
-    ``scores``: (model, augment, seed, split seed) -> {"accuracy": .., "f1_macro": ..}. Per model and
-    augment and score: the standard deviation over all its runs, of the split means (between splits:
+    ``scores``: (model, recipe, seed, split seed) -> {"accuracy": .., "f1_macro": ..}. Per model and
+    recipe and score: the standard deviation over all its runs, of the split means (between splits:
     it also holds 1/seeds of the initialisation variance) and pooled over splits of the seeds within
     one split (initialisation: the same split, another seed). None where a source cannot be seen
     (one split, or one seed per split).
     """
     groups: dict[tuple, dict[int, list]] = {}
-    for (model, augment, _seed, split), value in sorted(scores.items()):
-        groups.setdefault((model, augment), {}).setdefault(split, []).append(value)
+    for (model, recipe, _seed, split), value in sorted(scores.items()):
+        groups.setdefault((model, recipe), {}).setdefault(split, []).append(value)
     out = []
-    for (model, augment), by_split in groups.items():
+    for (model, recipe), by_split in groups.items():
         entry = {
             "model": model,
-            "augment": augment,
+            "recipe": recipe,
             "splits": len(by_split),
             "seeds": sorted({len(v) for v in by_split.values()}),
             "runs": sum(map(len, by_split.values())),
@@ -193,7 +193,7 @@ def split_contrasts(pairs: list[dict], ratios: dict) -> list[dict]:
     """
     groups: dict[tuple, dict[int, list]] = {}
     for c in pairs:
-        key = (c["contrast"], *(c[s][k] for s in ("a", "b") for k in ("model", "augment")))
+        key = (c["contrast"], *(c[s][k] for s in ("a", "b") for k in ("model", "recipe")))
         groups.setdefault(key, {}).setdefault(c["b"]["split_seed"], []).append((c["accuracy_diff"], c))
     out = []
     for (kind, a_model, a_augment, b_model, b_augment), by_split in groups.items():
@@ -204,8 +204,8 @@ def split_contrasts(pairs: list[dict], ratios: dict) -> list[dict]:
         out.append(
             {
                 "contrast": kind,
-                "a": {"model": a_model, "augment": a_augment},
-                "b": {"model": b_model, "augment": b_augment},
+                "a": {"model": a_model, "recipe": a_augment},
+                "b": {"model": b_model, "recipe": b_augment},
                 "splits": len(diffs),
                 "seeds": sorted({len(v) for v in by_split.values()}),
                 "accuracy_diff": float(np.mean(list(diffs.values()))),
@@ -231,14 +231,14 @@ def contrasts(frames: dict, reference: str | None, n_boot: int = 1000, starts: d
     from .config import split_recipe
 
     pairs = []
-    for model, augment, seed, split in frames:  # always on the same split and seed: the same test images
-        base, variant = split_recipe(augment)
+    for model, recipe, seed, split in frames:  # always on the same split and seed: the same test images
+        base, variant = split_recipe(recipe)
         if variant != "default" and (model, base, seed, split) in frames:
-            pairs.append(((model, base, seed, split), (model, augment, seed, split), f"{variant} vs default"))
-        elif variant == "default" and augment != "none" and (model, "none", seed, split) in frames:
-            pairs.append(((model, "none", seed, split), (model, augment, seed, split), f"{augment} vs none"))
-        if reference and model != reference and (reference, augment, seed, split) in frames:
-            pairs.append(((reference, augment, seed, split), (model, augment, seed, split), f"vs {reference}"))
+            pairs.append(((model, base, seed, split), (model, recipe, seed, split), f"{variant} vs default"))
+        elif variant == "default" and recipe != "none" and (model, "none", seed, split) in frames:
+            pairs.append(((model, "none", seed, split), (model, recipe, seed, split), f"{recipe} vs none"))
+        if reference and model != reference and (reference, recipe, seed, split) in frames:
+            pairs.append(((reference, recipe, seed, split), (model, recipe, seed, split), f"vs {reference}"))
     starts = starts or {}
     for b, (start, fraction) in starts.items():
         for a, (other, same_fraction) in starts.items():
@@ -286,10 +286,10 @@ def experiment_stats(
 ) -> dict:
     """Statistics of one experiment's runs from their predictions.
 
-    ``runs``: dicts with ``model``, ``augment``, ``seed`` and ``predictions`` (path of
+    ``runs``: dicts with ``model``, ``recipe``, ``seed`` and ``predictions`` (path of
     predictions_test.csv), optionally ``split_seed`` (default 0), ``test_train_ratio``,
     ``predictions_val``, ``start`` and ``train_fraction``; the reference model's runs may be among
-    them. McNemar compares every run with the reference run of the same augment, seed and split on
+    them. McNemar compares every run with the reference run of the same recipe, seed and split on
     the same test images; ``spread`` separates split from initialisation spread and
     ``split_contrasts`` tests each contrast over the splits (:func:`corrected_resampled_t`). Each run also
     gets its ROC/PR, calibration and operating points (``diagnostics``, thresholds chosen on ``predictions_val``).
@@ -297,10 +297,10 @@ def experiment_stats(
     frames = {_run_key(r): read_table(r["predictions"]) for r in runs}
     val_files = {_run_key(r): r.get("predictions_val") for r in runs}
     out, scores = [], {}
-    for (model, augment, seed, split), frame in frames.items():
+    for (model, recipe, seed, split), frame in frames.items():
         classes = sorted(set(frame["label"]) | set(frame["pred"]))
-        val = val_files[(model, augment, seed, split)]
-        scores[(model, augment, seed, split)] = {
+        val = val_files[(model, recipe, seed, split)]
+        scores[(model, recipe, seed, split)] = {
             "accuracy": float(np.mean(frame["label"] == frame["pred"])),
             "f1_macro": float(
                 f1_score(frame["label"], frame["pred"], labels=classes, average="macro", zero_division=0)
@@ -308,7 +308,7 @@ def experiment_stats(
         }
         entry = {
             "model": model,
-            "augment": augment,
+            "recipe": recipe,
             "seed": seed,
             "split_seed": split,
             "bootstrap": bootstrap_ci(frame["label"], frame["pred"], classes, n_boot, seed=seed),
@@ -325,7 +325,7 @@ def experiment_stats(
                 paper_abnormal,
             ),
         }
-        ref = frames.get((reference, augment, seed, split))
+        ref = frames.get((reference, recipe, seed, split))
         if ref is not None and model != reference:
             if not ref["path"].equals(frame["path"]):
                 raise CvmError(f"runs of {model} and {reference} were tested on different images; re-run prepare")

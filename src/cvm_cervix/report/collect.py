@@ -66,7 +66,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
         split_of = {d: s for s, d in split_datasets}
         stats_file = Path(path("stats", results, experiment=exp_name))
         stats_json = read_json(stats_file) if stats_file.is_file() else {"runs": [], "contrasts": []}
-        stats = {(e["model"], e["augment"], e["seed"], e.get("split_seed", 0)): e for e in stats_json["runs"]}
+        stats = {(e["model"], e["recipe"], e["seed"], e.get("split_seed", 0)): e for e in stats_json["runs"]}
 
         def names(c):
             return {
@@ -84,7 +84,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
         for run in runs:
             if run.seed != first_seed or run.dataset != first_dataset:
                 continue
-            label = f"{run.dataset} · {run.model} · augment {run.recipe} · seed {run.seed}"
+            label = f"{run.dataset} · {run.model} · recipe {run.recipe} · seed {run.seed}"
             if exp.get("compress"):
                 gap = next(
                     (status["compress"][(run, p)] for p in exp["compress"] if (run, p) in status["compress"]), None
@@ -116,20 +116,20 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
         for run in runs:
             groups.setdefault((run.model, run.recipe), []).append(run)
         rows = []
-        for (model, augment), group in groups.items():
+        for (model, recipe), group in groups.items():
             present = [r for r in group if r not in status["runs"]]
             absent = [r for r in group if r in status["runs"]]
             row = {
                 "model": model,
                 "paper_name": get_model_spec(model).paper_name,
-                "augment": augment,
+                "recipe": recipe,
                 "missing_seeds": [
                     str(r.seed) if len(splits) == 1 else f"{r.seed} (split {split_of[r.dataset]})" for r in absent
                 ],
                 "missing": status["runs"][absent[0]].as_dict() if absent else None,
             }
             for split in ("val", "test"):
-                row[f"paper_{split}"] = paper_metrics(exp.get("paper"), model, augment, split)
+                row[f"paper_{split}"] = paper_metrics(exp.get("paper"), model, recipe, split)
             if not present:  # every seed missing: the row stays, marked, with the paper's numbers
                 rows.append({**row, "stats": None, "stats_seeds": [], "diff_val": None, "diff_test": None})
                 continue
@@ -137,9 +137,9 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
             agg = aggregate_runs(dirs)
             row.update(
                 agg,
-                stats=stats.get((model, augment, first_seed, splits[0])),
+                stats=stats.get((model, recipe, first_seed, splits[0])),
                 stats_seeds=[
-                    stats[(model, augment, s, p)] for p in splits for s in seeds if (model, augment, s, p) in stats
+                    stats[(model, recipe, s, p)] for p in splits for s in seeds if (model, recipe, s, p) in stats
                 ],
             )
             for split in ("val", "test"):
@@ -155,7 +155,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
             }
             if key not in seen:
                 seen.add(key)
-                label = f"{present[0].dataset} · {model} · augment {augment} · seed {metrics['seed']}"
+                label = f"{present[0].dataset} · {model} · recipe {recipe} · seed {metrics['seed']}"
                 run_details.append(
                     {
                         "label": label,
@@ -200,7 +200,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
                 "screening": screening,
                 "stats_missing": status["stats"][exp_name].as_dict() if exp_name in status["stats"] else None,
                 "not_plotted": [
-                    r["paper_name"] + ("" if r["augment"] == "none" else f" · {r['augment']}")
+                    r["paper_name"] + ("" if r["recipe"] == "none" else f" · {r['recipe']}")
                     for r in rows
                     if "test" not in r
                 ],

@@ -105,7 +105,7 @@ def tsne_figure(tsne: pd.DataFrame, classes: list[str], title: str) -> str:
 
 
 def _row_label(row: dict) -> str:
-    return _text(row["paper_name"] + ("" if row["augment"] == "none" else f" · {row['augment']}"))
+    return _text(row["paper_name"] + ("" if row["recipe"] == "none" else f" · {row['recipe']}"))
 
 
 def learning_curve(config: dict, dataset: str, rows: list[dict], seed: int, title: str) -> str | None:
@@ -115,7 +115,7 @@ def learning_curve(config: dict, dataset: str, rows: list[dict], seed: int, titl
 
     points: dict[str, list] = {}
     for r in rows:
-        run = Run(dataset, r["model"], r["augment"], seed)
+        run = Run(dataset, r["model"], r["recipe"], seed)
         settings, start = run_settings(config, run), start_label(config, run)
         points.setdefault(f"{r['paper_name']}, {start}", []).append((100 * settings.get("train_fraction", 1.0), r))
     if not any(x < 100 for pts in points.values() for x, _ in pts):

@@ -67,7 +67,7 @@ def screening_section(
 ) -> dict | None:
     """ROC/PR, calibration and operating points of the experiment's runs (first seed and split; the
     reference model at every seed and split), and the paper's Sec. 4.4 claim where its abnormal
-    classes are there. ``stats``: (model, augment, seed, split seed) -> the run's statistics."""
+    classes are there. ``stats``: (model, recipe, seed, split seed) -> the run's statistics."""
     splits = splits or [0]
     where = (
         (lambda split, seed: f" · split {split} · seed {seed}")
@@ -78,26 +78,24 @@ def screening_section(
     for r in rows:
         diag = (r.get("stats") or {}).get("diagnostics")
         if diag:
-            table.append({"paper_name": r["paper_name"], "augment": r["augment"], "model": r["model"], **diag})
+            table.append({"paper_name": r["paper_name"], "recipe": r["recipe"], "model": r["model"], **diag})
     if not table:
         return None
     curves = [
         (
-            f"{t['paper_name']}"
-            + ("" if t["augment"] == "none" else f" · {t['augment']}")
-            + where(splits[0], seeds[0]),
+            f"{t['paper_name']}" + ("" if t["recipe"] == "none" else f" · {t['recipe']}") + where(splits[0], seeds[0]),
             t["roc_pr"]["abnormal"],
         )
         for t in table
         if t["roc_pr"]["abnormal"]
     ]
-    for (model, augment, seed, split), entry in sorted(stats.items()):
+    for (model, recipe, seed, split), entry in sorted(stats.items()):
         diag = entry.get("diagnostics")
         if model == reference and (seed, split) != (seeds[0], splits[0]) and diag and diag["roc_pr"]["abnormal"]:
             curves.append(
                 (
                     f"{get_model_spec(model).paper_name}"
-                    + ("" if augment == "none" else f" · {augment}")
+                    + ("" if recipe == "none" else f" · {recipe}")
                     + where(split, seed),
                     diag["roc_pr"]["abnormal"],
                 )

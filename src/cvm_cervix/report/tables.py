@@ -55,7 +55,7 @@ def report_tables(context: dict) -> dict[str, pd.DataFrame]:
             for r in exp["rows"]:
                 row = {
                     "model": r["paper_name"],
-                    "augment": r["augment"],
+                    "recipe": r["recipe"],
                     "seeds": len(r["test"]["accuracy"]["values"]) if "test" in r else 0,
                     "status": _missing_text(r["missing"], r["missing_seeds"] if "test" in r else None)
                     if r["missing"]
@@ -76,7 +76,7 @@ def report_tables(context: dict) -> dict[str, pd.DataFrame]:
         per_class = [
             {
                 "model": r["paper_name"],
-                "augment": r["augment"],
+                "recipe": r["recipe"],
                 "seed": r["per_class"]["seed"],
                 "split": split,
                 "class": cls,
@@ -93,7 +93,7 @@ def report_tables(context: dict) -> dict[str, pd.DataFrame]:
         stats_rows = [
             {
                 "model": r["paper_name"],
-                "augment": r["augment"],
+                "recipe": r["recipe"],
                 "seed": exp["first_seed"],
                 "accuracy 95% CI": " – ".join(f"{100 * v:.2f}" for v in r["stats"]["bootstrap"]["accuracy"]),
                 "f1 95% CI": " – ".join(f"{100 * v:.2f}" for v in r["stats"]["bootstrap"]["f1_macro"]),
@@ -114,8 +114,8 @@ def report_tables(context: dict) -> dict[str, pd.DataFrame]:
             tables[f"{exp['name']}__comparisons"] = pd.DataFrame(
                 [
                     {
-                        "B": f"{c['b_name']} · {c['b']['augment']}",
-                        "A": f"{c['a_name']} · {c['a']['augment']}",
+                        "B": f"{c['b_name']} · {c['b']['recipe']}",
+                        "A": f"{c['a_name']} · {c['a']['recipe']}",
                         "split seed": c["b"].get("split_seed", 0),
                         "seed": c["b"]["seed"],
                         "delta accuracy": round(100 * c["accuracy_diff"], 2),
@@ -133,7 +133,7 @@ def report_tables(context: dict) -> dict[str, pd.DataFrame]:
                 [
                     {
                         "model": e["paper_name"],
-                        "augment": e["augment"],
+                        "recipe": e["recipe"],
                         "splits": e["splits"],
                         "seeds per split": "/".join(map(str, e["seeds"])),
                         "runs": e["runs"],
@@ -151,8 +151,8 @@ def report_tables(context: dict) -> dict[str, pd.DataFrame]:
             tables[f"{exp['name']}__comparisons_over_splits"] = pd.DataFrame(
                 [
                     {
-                        "B": f"{c['b_name']} · {c['b']['augment']}",
-                        "A": f"{c['a_name']} · {c['a']['augment']}",
+                        "B": f"{c['b_name']} · {c['b']['recipe']}",
+                        "A": f"{c['a_name']} · {c['a']['recipe']}",
                         "splits": c["splits"],
                         "delta accuracy": round(100 * c["accuracy_diff"], 2),
                         **{f"delta split {s}": round(100 * d, 2) for s, d in c["split_diffs"].items()},
@@ -171,7 +171,7 @@ def report_tables(context: dict) -> dict[str, pd.DataFrame]:
                 a = t["roc_pr"]["abnormal"] or {}
                 row = {
                     "model": t["paper_name"],
-                    "augment": t["augment"],
+                    "recipe": t["recipe"],
                     "AUC abnormal": a.get("auc"),
                     "AUC 95% CI": a.get("auc_ci"),
                     "AP abnormal": a.get("average_precision"),
