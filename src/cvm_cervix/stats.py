@@ -82,7 +82,8 @@ def clinical_view(labels, preds, abnormal: list[str]) -> dict | None:
         "fn": fn,
         "tn": tn,
         "fp": fp,
-        "abnormal_classes": [c for c, a in zip(sorted(set(labels)), abnormal_in(sorted(set(labels)), abnormal)) if a],
+        # in the order of the abnormal list, each as the dataset names it
+        "abnormal_classes": [c for a in abnormal for c in sorted(set(labels)) if abnormal_in([c], [a])[0]],
     }
 
 
