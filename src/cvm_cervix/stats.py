@@ -83,7 +83,7 @@ def clinical_view(labels, preds, abnormal: list[str]) -> dict | None:
         "tn": tn,
         "fp": fp,
         # in the order of the abnormal list, each as the dataset names it
-        "abnormal_classes": [c for a in abnormal for c in sorted(set(labels)) if abnormal_in([c], [a])[0]],
+        "abnormal_classes": [str(c) for a in abnormal for c in sorted(set(labels)) if abnormal_in([c], [a])[0]],
     }
 
 
