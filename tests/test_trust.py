@@ -283,3 +283,38 @@ def test_a_failed_retraining_leaves_a_report_that_names_it(tmp_path):
     failures = context["incomplete"]["failures"]
     assert failures[0]["what"] == "runs/synthetic_combined/resnet18/none/seed0" and failures[0]["rule"] == "train"
     assert "training diverged" in failures[0]["error"]
+
+
+def test_the_report_reads_only_the_files_its_rule_declares(tmp_path):
+    """Every file of the results folder the report job opens is one of its rule's inputs (or inside a
+    declared folder): a file it read without declaring it would be read before the job that makes it
+    has run, or never noticed missing."""
+    import sys
+
+    from test_report import _fabricate
+
+    from cvm_cervix.plan import Plan, write_plan
+    from cvm_cervix.report import build_report
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    results = tmp_path / "results"
+    _fabricate(results, config)
+    plan = Plan(config)
+    write_plan(config, results / "plan" / f"{plan.digest}.json")
+    inputs = plan.report_inputs(str(results))
+    declared = [Path(f).resolve() for files in inputs.values() for f in files]
+    opened, watching = [], [True]
+
+    def hook(event, args):
+        if watching[0] and event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+            opened.append(Path(os.fsdecode(args[0])).resolve())
+
+    sys.addaudithook(hook)  # audit hooks stay for the process: this one only listens while watching
+    try:
+        build_report(config, tmp_path / "out" / "report.html", results, inputs=inputs)
+    finally:
+        watching[0] = False
+    read = {f for f in opened if results.resolve() in f.parents}
+    assert read, "the report read nothing from the results folder"
+    undeclared = sorted(str(f) for f in read if not any(f == d or d in f.parents for d in declared))
+    assert not undeclared, undeclared

@@ -310,12 +310,15 @@ class Plan:
             "benchmarks": self.benchmark_files(results),
             "stats": [p("stats", experiment=e) for e in self.config["experiments"]],
             "compressed": [p("compressed_metrics", j.run, precision=j.precision) for j in self.compress_jobs()],
-            "analysis": [p(key, r) for r in self.analysis_runs() for key in ("gallery", "tsne")],
+            "analysis": [p(key, r) for r in self.analysis_runs() for key in ("gallery", "gallery_images", "tsne")],
+            # a compressed run's float32 file: its size is the table's float32 row
+            "weights": sorted({p("weights", j.run) for j in self.compress_jobs()}),
             "metrics": [p("metrics", r) for r in self.runs],
             "history": [p("history", r) for r in self.runs],
             "train": [p("train_info", r) for r in self.runs],
             "summaries": [p("summary", dataset=d) for d in self.datasets],
             "manifests": [p("manifest", dataset=d) for d in self.datasets],
+            "classes": [p("classes", dataset=d) for d in self.datasets],
         }
 
 
