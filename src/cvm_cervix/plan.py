@@ -32,7 +32,6 @@ from .config import (
     transfer_pairs,
     used_datasets,
 )
-from .precisions import PRECISIONS
 from .settings import NOT_RUN_SETTINGS
 
 RUN = "runs/{dataset}/{model}/{recipe}/seed{seed}"
@@ -58,6 +57,10 @@ PATHS = {
     "compressed": f"{RUN}/compressed/{{precision}}",
     "compressed_metrics": f"{RUN}/compressed/{{precision}}/metrics.json",
     "compressed_predictions": f"{RUN}/compressed/{{precision}}/predictions_test.csv",
+    # the compressed artifacts, one file name per kind (precisions.py says which precision writes which)
+    "artifact_safetensors": f"{RUN}/compressed/{{precision}}/weights.safetensors",
+    "artifact_onnx": f"{RUN}/compressed/{{precision}}/model.onnx",
+    "artifact_torch": f"{RUN}/compressed/{{precision}}/weights.pt",
     "features": f"{RUN}/analysis/features_test.npy",
     "tsne": f"{RUN}/analysis/tsne.csv",
     "gallery": f"{RUN}/analysis/gallery.json",
@@ -281,6 +284,8 @@ class Plan:
     # -- the report -----------------------------------------------------------------------------------------
     def benchmark_files(self, results: str) -> list[str]:
         """The benchmark file of every job the report depends on (wall time per rule in its provenance)."""
+        from .precisions import PRECISIONS  # precisions.py reads this module's table of paths
+
         size = self.config["train"]["img_size"]
         b = lambda key, **v: path(key, results, table="benchmark", **v)  # noqa: E731
         files = [b("prepare", dataset=d) for d in self.datasets]

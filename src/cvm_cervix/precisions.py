@@ -11,6 +11,9 @@ torch import: Snakemake reads this table while it parses the workflow, and the r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from .plan import PATHS
 
 
 @dataclass(frozen=True)
@@ -41,15 +44,20 @@ class Precision:
         return self.note.format(calibration=calibration, where=where)
 
 
+def _name(key: str) -> str:
+    """An artifact's file name, from the plan's one table of the results folder's paths."""
+    return PurePosixPath(PATHS[key]).name
+
+
 PRECISIONS: dict[str, Precision] = {
     p.name: p
     for p in (
         Precision(
-            "fp32", "weights.safetensors", "compress_half", "run", "safetensors", "torch", "float32 weights, as trained"
+            "fp32", _name("weights"), "compress_half", "run", "safetensors", "torch", "float32 weights, as trained"
         ),
         Precision(
             "fp16",
-            "weights.safetensors",
+            _name("artifact_safetensors"),
             "compress_half",
             "run",
             "safetensors_half",
@@ -59,7 +67,7 @@ PRECISIONS: dict[str, Precision] = {
         ),
         Precision(
             "bf16",
-            "weights.safetensors",
+            _name("artifact_safetensors"),
             "compress_half",
             "run",
             "safetensors_half",
@@ -69,7 +77,7 @@ PRECISIONS: dict[str, Precision] = {
         ),
         Precision(
             "int8",
-            "model.onnx",
+            _name("artifact_onnx"),
             "compress_onnx",
             "cpu",
             "onnx_int8",
@@ -79,7 +87,7 @@ PRECISIONS: dict[str, Precision] = {
         ),
         Precision(
             "int8_dynamic",
-            "weights.pt",
+            _name("artifact_torch"),
             "compress_dynamic",
             "cpu",
             "torch_dynamic",
@@ -88,7 +96,7 @@ PRECISIONS: dict[str, Precision] = {
         ),
         Precision(
             "onnx",
-            "model.onnx",
+            _name("artifact_onnx"),
             "compress_onnx",
             "cpu",
             "onnx",
