@@ -121,8 +121,12 @@ def test_report_inputs_name_every_result_the_report_reads():
         for m in ("resnet18", "cvm_cervix")
         for p in ("int8", "fp16")
     )
-    assert len(inputs["analysis"]) == 4 and all(f.endswith(("gallery.json", "tsne.csv")) for f in inputs["analysis"])
+    assert len(inputs["analysis"]) == 6 and all(
+        f.endswith(("gallery.json", "gallery", "tsne.csv")) for f in inputs["analysis"]
+    )
     assert inputs["manifests"] == ["res/data/syn/manifest.csv"] and "transfer" not in inputs
+    assert inputs["classes"] == ["res/data/syn/classes.json"]
+    assert inputs["weights"] == [f"res/runs/syn/{m}/none/seed3/weights.safetensors" for m in ("cvm_cervix", "resnet18")]
     # each compress job's benchmark file is the one its rule writes
     bench = [f for f in inputs["benchmarks"] if "/compress" in f]
     assert "res/benchmarks/compress_onnx/syn/resnet18_none_seed3_int8.tsv" in bench
