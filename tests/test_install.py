@@ -86,4 +86,24 @@ def test_an_installed_wheel_runs_the_workflow_without_the_checkouts_src(tmp_path
     assert (tmp_path / "run" / "results" / "report.html").is_file()
     # the jobs imported the installed package: Python cached the bytecode of its modules there
     cached = {p.name.split(".")[0] for p in (package / "__pycache__").glob("*.pyc")}
-    assert {"train", "evaluate", "report", "config"} <= cached
+    assert {"train", "evaluate", "config", "jobs"} <= cached
+    assert "collect" in {p.name.split(".")[0] for p in (package / "report" / "__pycache__").glob("*.pyc")}
+
+
+def test_the_version_has_one_owner_and_citation_and_changelog_follow_it(capsys):
+    """`cvm-cervix --version` says the package's version; CITATION.cff cites the workflow at that version
+    and the paper as the preferred citation; CHANGELOG.md has a section for it."""
+    import yaml
+
+    import cvm_cervix
+    from cvm_cervix.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"cvm-cervix {cvm_cervix.__version__}"
+    citation = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0" and str(citation["version"]) == cvm_cervix.__version__
+    assert citation["preferred-citation"]["journal"] == "Pattern Recognition"
+    assert "CVM-Cervix" in citation["preferred-citation"]["title"]
+    assert f"## [{cvm_cervix.__version__}]" in (REPO / "CHANGELOG.md").read_text()
+    assert 'dynamic = ["version"]' in (REPO / "pyproject.toml").read_text()

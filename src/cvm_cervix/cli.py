@@ -192,7 +192,10 @@ def _cmd_check_config(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="cvm-cervix", description="CVM-Cervix workflow tools")
+    parser.add_argument("--version", action="version", version=f"cvm-cervix {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list the registered model names, one per line")
