@@ -360,3 +360,31 @@ def test_a_captured_step_takes_whole_batches_only():
     assert [len(s) for s in data.steps(order, 4)] == [4, 4, 2]
     assert [len(s) for s in data.steps(order, 4, drop_last=True)] == [4, 4]
     assert [len(s) for s in data.steps(torch.arange(9), 4)] == [4, 4]  # a batch of one: BatchNorm cannot train on it
+
+
+def test_the_deterministic_switch_holds_for_the_run_and_is_recorded(tiny_dataset, tmp_path, monkeypatch):
+    """train.deterministic: deterministic algorithms while the run trains (recorded in train.json), the
+    process's setting as it was afterwards; two such runs give the same weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    import cvm_cervix.train as train_module
+
+    seen, real = [], train_module.train_epoch
+
+    def watch(*args, **kwargs):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_epoch", watch)
+    kwargs = dict(img_size=32, epochs=1, batch_size=8, threads=1, progress=False, deterministic=True)
+    info = train_module.train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / "a", **kwargs)
+    train_module.train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / "b", **kwargs)
+    assert seen == [True, True] and not torch.are_deterministic_algorithms_enabled()
+    assert info["deterministic"] is True
+    a, b = load_file(tmp_path / "a" / "weights.safetensors"), load_file(tmp_path / "b" / "weights.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    plain = train_module.train_run(
+        "shufflenet_v2_x0_5", tiny_dataset, tmp_path / "c", **{**kwargs, "deterministic": False}
+    )
+    assert plain["deterministic"] is False and seen[-1] is False

@@ -80,6 +80,7 @@ def run_record(
         ),
         "amp": amp,
         "compile": bool(settings.compile),
+        "deterministic": bool(settings.deterministic),
         "step": step,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

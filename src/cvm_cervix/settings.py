@@ -51,6 +51,7 @@ class TrainSettings:
     init_from: str | None = field(default=None, metadata={"kind": RESULT})
     device: str = _from_schema("device", PLACE)
     compile: bool = _from_schema("compile", PLACE)
+    deterministic: bool = _from_schema("deterministic", PLACE)
     weights_cache: str = _from_schema("weights_cache", PLACE)
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -173,10 +174,15 @@ def train_run(
     job_start, startup = time.perf_counter(), process_age()
     settings = (settings or TrainSettings()).replace(**changes)
     files = _run_outputs(out_dir, outputs)
+    if settings.deterministic:  # cuBLAS reads this when CUDA starts: before any tensor reaches the GPU
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     # Two trainings of one run folder never run at once: after a kill -9 of Snakemake its training job
     # may still run, and a second one would resume from (and race on) the live job's checkpoint.
-    with exclusive_lock(
-        files["weights"].with_name(".train.lock"), f"run folder {files['weights'].parent} is being trained already"
+    with (
+        exclusive_lock(
+            files["weights"].with_name(".train.lock"), f"run folder {files['weights'].parent} is being trained already"
+        ),
+        _deterministic(settings.deterministic),
     ):
         return _train(
             model_name,
@@ -192,6 +198,18 @@ def train_run(
             job_start=job_start,
             startup=startup,
         )
+
+
+@contextlib.contextmanager
+def _deterministic(on: bool):
+    """PyTorch's deterministic algorithms for the block (an operation without one is an error naming it),
+    then the setting as it was: a library call does not leave the process changed."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(on or before)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
 
 
 def _train(
@@ -220,7 +238,7 @@ def _train(
     dev = resolve_device(settings.device)
     use_amp = amp and dev.type == "cuda"
     if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = not settings.deterministic
 
     manifest, cache = dataset_files(dataset_dir, img_size, cache)
     class_names = read_json(classes or manifest.with_name(file_name("classes")))
