@@ -10,6 +10,7 @@ and the data it was written with are the run's own; a run that completes removes
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,3 +151,37 @@ def read_checkpoint(path: Path) -> dict | None:
 def save_checkpoint(path: Path, state: dict) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+
+
+class StopSignals:
+    """Turn SIGTERM and SIGUSR1 into a request to stop after the current step.
+
+    SLURM sends them before a time limit (``--signal``) and on preemption; the training loop then
+    writes its checkpoint and fails, so a retry resumes, losing at most the step in flight.
+    """
+
+    SIGNALS = ("SIGTERM", "SIGUSR1")
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous = {}
+
+    def __call__(self) -> bool:
+        return self.received is not None
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+        log.warning("%s received: stopping after the current step", self.received)
+
+    def __enter__(self):
+        for name in self.SIGNALS:
+            try:
+                self._previous[name] = signal.signal(getattr(signal, name), self._handle)
+            except ValueError:  # not the main thread: signals cannot be caught here
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for name, previous in self._previous.items():
+            signal.signal(getattr(signal, name), previous)
+        return False

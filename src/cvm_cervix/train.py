@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import sys
 import time
 
@@ -16,7 +15,7 @@ from tqdm import tqdm
 from ._io import exclusive_lock, read_json, sha256_file
 from ._run_record import _run_outputs, process_age, run_record
 from ._train_data import TrainData, data_digest, expand_flip4x, fraction_rows  # noqa: F401 (used by tests through this module)
-from .checkpoint import Checkpoint, TrainingState
+from .checkpoint import Checkpoint, StopSignals, TrainingState
 from .engine import predict, resolve_device, seed_everything
 from .errors import CvmError
 from .models import create_model, input_normalizations, load_exact
@@ -72,40 +71,6 @@ def train_epoch(
         if stop is not None and stop():
             break
     return step.loss_sum, step.correct, seen, done, step.first_bad
-
-
-class StopSignals:
-    """Turn SIGTERM and SIGUSR1 into a request to stop after the current step.
-
-    SLURM sends them before a time limit (``--signal``) and on preemption; the training loop then
-    writes its checkpoint and fails, so a retry resumes, losing at most the step in flight.
-    """
-
-    SIGNALS = ("SIGTERM", "SIGUSR1")
-
-    def __init__(self):
-        self.received: str | None = None
-        self._previous = {}
-
-    def __call__(self) -> bool:
-        return self.received is not None
-
-    def _handle(self, signum, frame):
-        self.received = signal.Signals(signum).name
-        log.warning("%s received: stopping after the current step", self.received)
-
-    def __enter__(self):
-        for name in self.SIGNALS:
-            try:
-                self._previous[name] = signal.signal(getattr(signal, name), self._handle)
-            except ValueError:  # not the main thread: signals cannot be caught here
-                pass
-        return self
-
-    def __exit__(self, *exc):
-        for name, previous in self._previous.items():
-            signal.signal(getattr(signal, name), previous)
-        return False
 
 
 def build_model(
