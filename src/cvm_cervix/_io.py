@@ -108,9 +108,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             raise full from None
         raise
     finally:
-        if tmp.is_dir() and not tmp.is_symlink():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists() or tmp.is_symlink():
+        if tmp.exists():
             tmp.unlink()
 
 

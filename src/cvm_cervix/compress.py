@@ -369,7 +369,10 @@ def compress_run(
         "calibration": {"split": "train", "images": int(len(calibration))} if row.export == "onnx_int8" else None,
         "note": describe(precision, str(predictor.device), len(calibration)),
     }
-    inside = lambda key: out_dir / Path(file_name(key, precision=precision)).name  # noqa: E731
-    write_csv(predictions_csv or inside("compressed_predictions"), frame)
-    write_json(metrics_json or inside("compressed_metrics"), metrics)
+    # the files declared by the rule, else the plan's names in out_dir
+    default = {
+        k: out_dir / Path(file_name(f"compressed_{k}", precision=precision)).name for k in ("predictions", "metrics")
+    }
+    write_csv(predictions_csv or default["predictions"], frame)
+    write_json(metrics_json or default["metrics"], metrics)
     return metrics

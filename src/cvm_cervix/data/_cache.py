@@ -130,24 +130,18 @@ def load_cache(path: str | os.PathLike, expected_rows: int | None = None, size: 
         raise CvmError(f"image cache {path} not found; run the workflow's cache step first")
     try:
         array = np.load(path, mmap_mode="r")
-        problem = None
     except (ValueError, OSError, EOFError) as err:
-        array, problem = None, f"cannot be read ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
-    if array is not None:
-        want = (
-            expected_rows if expected_rows is not None else array.shape[0],
-            3,
-            size or (array.shape[2] if array.ndim == 4 else 0),
-            size or (array.shape[2] if array.ndim == 4 else 0),
-        )
-        if array.dtype != np.uint8 or array.shape != want:
-            shape, wanted = "x".join(map(str, array.shape)), "x".join(map(str, want))
-            problem = f"holds {array.dtype} {shape}, not the manifest's uint8 {wanted}"
-    if problem:
+        problem = f"cannot be read ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    else:
+        side = size or (array.shape[-1] if array.ndim == 4 else 0)
+        want = (array.shape[0] if expected_rows is None else expected_rows, 3, side, side)
+        if array.dtype == np.uint8 and array.shape == want:
+            return array
+        shape, wanted = "x".join(map(str, array.shape)), "x".join(map(str, want))
+        problem = f"holds {array.dtype} {shape}, not the manifest's uint8 {wanted}"
         del array
-        path.unlink(missing_ok=True)
-        raise CvmError(
-            f"image cache {path} {problem}: it was cut short or belongs to other data, and has been "
-            "removed; run the same command again to rebuild it"
-        )
-    return array
+    path.unlink(missing_ok=True)
+    raise CvmError(
+        f"image cache {path} {problem}: it was cut short or belongs to other data, and has been "
+        "removed; run the same command again to rebuild it"
+    )

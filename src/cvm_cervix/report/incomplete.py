@@ -33,9 +33,9 @@ def write_incomplete_report(config: dict, results: str, configfiles: list[str], 
             inputs=inputs,
         )
     except Exception as err:  # the report itself failed: say so, and keep the last complete report
+        # the report put back records the files it was made from: the next run sees they have changed
+        # (report_state.stale_reason) and makes it again
         kept = restore_last_complete(out_html, oldest)
-        # the report put back is not this plan's report of these files: without its stamp, the next run remakes it
-        Path(path("plan", results, digest=Plan(config).digest)).unlink(missing_ok=True)
         print(
             f"error: the report could not be written ({type(err).__name__}: {err}); see "
             f"{path('report', results, table='log')}"
