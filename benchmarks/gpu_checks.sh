@@ -102,7 +102,7 @@ YAML
   else
     dry=(); [ "$DEVICE" = cuda ] || dry=(-n)
     start=$SECONDS
-    timeout "$t" $PY -m snakemake "${dry[@]}" -s "$REPO/Snakefile" --directory "$WORK" --cores "$(nproc)" \
+    timeout "$t" $PY -m snakemake "${dry[@]}" -s "$REPO/workflow/Snakefile" --directory "$WORK" --cores "$(nproc)" \
       --resources gpu=4 --workflow-profile "$REPO/profiles/default" \
       --configfile "$REPO/config/config.yaml" "$OUT/cuda.yaml" > "$OUT/workflow.log" 2>&1
     status[workflow]=$?

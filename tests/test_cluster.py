@@ -23,14 +23,22 @@ pytestmark = pytest.mark.cluster
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 REQUIRED = os.environ.get("CVM_CLUSTER_TEST") == "1"
 # The test node has 2 CPUs and little memory: the profile's sizes for real clusters are lowered here,
-# the way a user overrides them on the command line.
+# the way a user overrides them on the command line. Two rules ask for their GPU the way some clusters
+# want it (docs/running.md): train as a generic resource only (--gres, no --gpus), evaluate by GPU
+# model with CPUs per GPU (the test node's fake GPU is of model "fake").
 SMALL_NODE = [
     "--set-resources",
     *[
         f"{rule}:{key}={value}"
-        for rule in ("train", "evaluate", "analyse", "compress_half", "compress_onnx", "cache", "prepare")
+        for rule in ("train", "analyse", "compress_half", "compress_onnx", "cache", "prepare")
         for key, value in (("cpus_per_task", 2), ("mem_mb", 2000))
     ],
+    "train:gres=gpu:1",
+    "train:gpu=0",
+    "evaluate:mem_mb=2000",
+    "evaluate:gpu_model=fake",
+    "evaluate:cpus_per_task=0",
+    "evaluate:cpus_per_gpu=2",
 ]
 FAST_POLL = [
     "--seconds-between-status-checks",
@@ -76,7 +84,7 @@ def run(workdir: Path, *args, timeout=900):
         str(timeout),
         SNAKEMAKE,
         "-s",
-        str(REPO / "Snakefile"),
+        str(REPO / "workflow" / "Snakefile"),
         "--directory",
         str(workdir),
         *args,
@@ -152,11 +160,18 @@ def test_tiny_workflow_through_the_slurm_profile(tmp_path):
         by_rule.setdefault(rule_of(job), []).append(job)
         print(
             f"  {job['JobId']:>5} {job.get('JobState', ''):<10} {job.get('TRES', ''):<34} "
-            f"{job.get('TresPerJob', '-') or '-':<12} {job.get('Comment', '')}"
+            f"{job.get('TresPerJob', '-') or '-':<16} {job.get('TresPerNode', '-') or '-':<12} "
+            f"{job.get('CpusPerTres', '-') or '-':<10} {job.get('Comment', '')}"
         )
     # GPU rules asked SLURM for one GPU each, every other job for none; cheap rules never became jobs
-    for rule in ("train", "evaluate"):
-        assert by_rule[rule] and all("gres:gpu:1" in j.get("TresPerJob", "") for j in by_rule[rule]), rule
+    # train asked by --gres only (per node, not per job), evaluate by model with two CPUs per GPU
+    assert by_rule["train"] and all(
+        "gres/gpu:1" in j.get("TresPerNode", "").replace(":", "/", 1) and "gpu" not in j.get("TresPerJob", "")
+        for j in by_rule["train"]
+    ), [j.get("TresPerNode") for j in by_rule["train"]]
+    assert by_rule["evaluate"] and all(
+        "gpu:fake:1" in j.get("TresPerJob", "") and "gpu:2" in j.get("CpusPerTres", "") for j in by_rule["evaluate"]
+    ), [(j.get("TresPerJob"), j.get("CpusPerTres")) for j in by_rule["evaluate"]]
     assert [("gres:gpu:1" in j.get("TresPerJob", "")) for j in by_rule["compress_half"]] == [True]  # fp16
     assert [("gpu" in j.get("TresPerJob", "")) for j in by_rule["compress_onnx"]] == [False]  # static int8
     for rule in ("synthesize", "prepare", "cache"):

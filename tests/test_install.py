@@ -1,5 +1,6 @@
-"""Installation: the conda environment pins what pyproject.toml pins, and an installed wheel runs the
-workflow without the checkout's src/ (templates, schema and the paper's numbers are package data)."""
+"""Installation: the conda environment pins what pyproject.toml pins, and the workflow runs as a module
+of another folder with an installed wheel, without the checkout's src/ (templates, schema and the
+paper's numbers are package data)."""
 
 import importlib.metadata
 import os
@@ -41,7 +42,11 @@ def _wheel(tmp_path: Path) -> Path:
 
 
 @pytest.mark.workflow
-def test_an_installed_wheel_runs_the_workflow_without_the_checkouts_src(tmp_path):
+def test_the_workflow_as_a_module_of_another_folder_with_the_installed_package(tmp_path):
+    """As catalog users deploy it (`snakedeploy deploy-workflow`): their own folder, their own Snakefile
+    with `module cvm_cervix: snakefile: ...; config: config` and `use rule * from cvm_cervix`, the
+    workflow's files elsewhere and without src/, the package imported from the environment (an
+    installed wheel: templates, schema and the paper's numbers are package data)."""
     wheel = _wheel(tmp_path)
     site = tmp_path / "site"
     subprocess.run(
@@ -53,41 +58,47 @@ def test_an_installed_wheel_runs_the_workflow_without_the_checkouts_src(tmp_path
     for data in ("templates/report.html.j2", "config.schema.yaml", "paper_results.yaml"):
         assert (package / data).is_file(), data
 
-    workflow = tmp_path / "workflow"  # the workflow files without src/
-    workflow.mkdir()
-    for item in ("Snakefile", "workflow", "scripts", "envs", "profiles", "report"):
-        copy = shutil.copytree if (REPO / item).is_dir() else shutil.copy
-        copy(REPO / item, workflow / item)
-    assert not (workflow / "src").exists()
+    deployed = tmp_path / "cvm-cervix"  # the workflow's files without src/
+    deployed.mkdir()
+    for item in ("workflow", "scripts", "envs", "profiles", "report", "config"):
+        shutil.copytree(REPO / item, deployed / item)
+    assert not (deployed / "src").exists()
+    user = tmp_path / "my-screening-study"
+    user.mkdir()
     config = {
         "datasets": {"syn": {"kind": "synthetic", "classes": "herlev", "per_class": 6, "image_size": 32}},
         "train": {"img_size": 32, "epochs": 1, "batch_size": 8},
         "experiments": {"e": {"dataset": "syn", "models": ["shufflenet_v2_x0_5"]}},
     }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (user / "config").mkdir()
+    (user / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    (user / "Snakefile").write_text(MODULE_SNAKEFILE.replace("{snakefile}", str(deployed / "workflow" / "Snakefile")))
     env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            SNAKEMAKE,
-            "-s",
-            str(workflow / "Snakefile"),
-            "--directory",
-            str(tmp_path / "run"),
-            "--cores",
-            "2",
-            "--configfile",
-            str(tmp_path / "config.yaml"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    proc = subprocess.run([SNAKEMAKE, "--cores", "2"], cwd=user, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    assert (tmp_path / "run" / "results" / "report.html").is_file()
+    report = (user / "results" / "report.html").read_text()
+    assert "shufflenet_v2_x0_5" in report and "synthetic" in report.lower()
+    assert (user / "results" / "runs" / "syn" / "shufflenet_v2_x0_5" / "none" / "seed0" / "metrics.json").is_file()
+    assert not (deployed / "results").exists()  # results land in the user's folder, never the workflow's
     # the jobs imported the installed package: Python cached the bytecode of its modules there
     cached = {p.name.split(".")[0] for p in (package / "__pycache__").glob("*.pyc")}
     assert {"train", "evaluate", "config", "jobs"} <= cached
     assert "collect" in {p.name.split(".")[0] for p in (package / "report" / "__pycache__").glob("*.pyc")}
+
+
+# The usage text of README.md ("Use it as a module"), with the path of a local copy in place of github(...)
+MODULE_SNAKEFILE = """configfile: "config/config.yaml"
+
+
+module cvm_cervix:
+    snakefile:
+        "{snakefile}"
+    config:
+        config
+
+
+use rule * from cvm_cervix
+"""
 
 
 def test_the_version_has_one_owner_and_citation_and_changelog_follow_it(capsys):

@@ -31,7 +31,7 @@ def snakemake(workdir: Path, *args: str, check=True, env=None) -> subprocess.Com
         SNAKEMAKE,
         *([] if "--set-threads" in args else ["--set-threads", *ONE_THREAD]),
         "-s",
-        str(REPO / "Snakefile"),
+        str(REPO / "workflow" / "Snakefile"),
         "--directory",
         str(workdir),
         "--cores",
@@ -494,7 +494,7 @@ def test_paper_config_plans_without_roots_and_stops_before_training(tmp_path):
 
 def test_lint_is_clean():
     proc = subprocess.run(
-        [SNAKEMAKE, "--lint", "-s", str(REPO / "Snakefile")], cwd=REPO, capture_output=True, text=True
+        [SNAKEMAKE, "--lint", "-s", str(REPO / "workflow" / "Snakefile")], cwd=REPO, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Congratulations" in proc.stdout + proc.stderr

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A real one-node SLURM cluster on this machine, for the cluster tests: Debian's slurmctld, slurmd
-# and munge, a fake GPU (gres gpu:1 on /dev/null), no accounting database (the workflow's profile
+# and munge, a fake GPU (gres gpu:fake:1 on /dev/null; its model name lets the tests ask for it by
+# gpu_model), no accounting database (the workflow's profile
 # asks the executor plugin for squeue-based status). Needs root.
 #   tests/cluster/slurm.sh up     install if needed, configure, start, wait until the node is idle
 #   tests/cluster/slurm.sh down   stop the daemons and remove the state
@@ -47,12 +48,12 @@ ReturnToService=2
 MinJobAge=3600
 KillWait=30
 SlurmdTimeout=60
-NodeName=$HOST CPUs=$cpus RealMemory=$mem Gres=gpu:1 State=UNKNOWN
+NodeName=$HOST CPUs=$cpus RealMemory=$mem Gres=gpu:fake:1 State=UNKNOWN
 PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
   cat > /etc/slurm/gres.conf <<CONF
 AutoDetect=off
-Name=gpu File=/dev/null
+Name=gpu Type=fake File=/dev/null
 CONF
   chown munge:munge /run/munge
   [ -s /etc/munge/munge.key ] || { dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none; }

@@ -15,6 +15,8 @@ rule analyse:
     threads: 4
     resources:
         gpu=1,
+        mem_mb=16000,
+        runtime=minutes(60),
     params:
         analysis=as_dict(config["analysis"]),
     script:

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 if importlib.util.find_spec("cvm_cervix") is None:  # a checkout used without `pip install .`
-    sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+    sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 
 from snakemake.exceptions import WorkflowError
 
@@ -76,6 +76,13 @@ if workflow.is_main_process:
 def P(key, **fixed):
     """A path of the plan's table under the results folder; names not fixed stay wildcards."""
     return pattern(key, RESULTS, **fixed)
+
+
+def minutes(base):
+    """A job's time limit (the `runtime` resource, minutes): longer on each retry, so a job killed by a
+    cluster's time limit comes back with more time. Memory and time live in each rule's `resources:`,
+    so every executor sees them; profiles/slurm adds only the CPUs and the partition."""
+    return lambda wildcards, attempt: base * attempt
 
 
 def LOG(rule, **fixed):

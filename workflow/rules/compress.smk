@@ -18,6 +18,8 @@ rule compress_half:
     threads: 4
     resources:
         gpu=1,
+        mem_mb=16000,
+        runtime=minutes(60),
     params:
         batch_size=max(TRAIN["batch_size"], 64),
     script:
@@ -36,6 +38,8 @@ use rule compress_half as compress_onnx with:
         precision="|".join(rule_precisions("compress_onnx")),
     resources:
         gpu=0,
+        mem_mb=16000,
+        runtime=minutes(60),
 
 
 use rule compress_half as compress_dynamic with:
@@ -49,3 +53,5 @@ use rule compress_half as compress_dynamic with:
         precision="|".join(rule_precisions("compress_dynamic")),
     resources:
         gpu=0,
+        mem_mb=16000,
+        runtime=minutes(60),

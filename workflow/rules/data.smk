@@ -29,6 +29,9 @@ rule prepare:
     conda:
         "../../envs/cvm_cervix.yaml"
     threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=minutes(60),
     params:
         spec=prepare_spec,
         root=dataset_root,
@@ -52,5 +55,8 @@ rule cache:
     conda:
         "../../envs/cvm_cervix.yaml"
     threads: 4
+    resources:
+        mem_mb=16000,
+        runtime=minutes(60),
     script:
         "../../scripts/cache.py"

@@ -14,6 +14,8 @@ rule evaluate:
     threads: 4
     resources:
         gpu=1,
+        mem_mb=16000,
+        runtime=minutes(30),
     params:
         batch_size=max(TRAIN["batch_size"], 64),
     script:

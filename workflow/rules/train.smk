@@ -14,6 +14,8 @@ rule train:
     threads: 4
     resources:
         gpu=1,
+        mem_mb=32000,
+        runtime=minutes(360),
     params:
         train=train_settings,
         weights=train_weights,

@@ -14,6 +14,8 @@ rule transfer_predict:
     threads: 2
     resources:
         gpu=1,
+        mem_mb=16000,
+        runtime=minutes(20),
     params:
         mapping=lambda w: transfer_mapping(),
         mapping_name=lambda w: config["transfer"]["mapping"],
