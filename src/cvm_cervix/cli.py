@@ -169,6 +169,17 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from .export import export_run
+
+    out = export_run(args.run, args.output, onnx=args.onnx, abnormal=args.abnormal)
+    print(
+        f"{shown_path(args.run)} exported to {shown_path(out)} (model.safetensors, config.json, README.md"
+        f"{', model.onnx' if args.onnx else ''})"
+    )
+    return 0
+
+
 def _cmd_check_config(args) -> int:
     from .config import all_runs, read_config_file, validate_config
 
@@ -228,7 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify images with a trained run")
     p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
-    p.add_argument("--run", required=True, help="a run folder: results/runs/<dataset>/<model>/<recipe>/seed<N>")
+    p.add_argument(
+        "--run",
+        required=True,
+        help="a run folder (results/runs/<dataset>/<model>/<recipe>/seed<N>) or a folder cvm-cervix export wrote",
+    )
     p.add_argument(
         "--precision",
         choices=list(PRECISIONS),
@@ -240,6 +255,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_whole(1), default=64)
     p.add_argument("--threads", type=_whole(0), default=0, help="CPU threads (0: PyTorch's default)")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("export", help="write a trained run as a folder to share: weights, config.json, model card")
+    p.add_argument("run", help="a run folder: results/runs/<dataset>/<model>/<recipe>/seed<N> (evaluated)")
+    p.add_argument("-o", "--output", required=True, help="the folder to write (must not exist, or be empty)")
+    p.add_argument("--onnx", action="store_true", help="also model.onnx (float32, ONNX Runtime)")
+    p.add_argument(
+        "--abnormal",
+        nargs="+",
+        metavar="CLASS",
+        help="classes counted abnormal for the card's sensitivity (default: analysis.abnormal_classes' default)",
+    )
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("check-config", help="check config files as the workflow would (YAML, schema, datasets)")
     p.add_argument("configfiles", nargs="+", help="one or more config files, merged in order like --configfile")

@@ -33,7 +33,7 @@ from .engine import predict, resolve_device, scale, to_device_images
 from .errors import CvmError
 from .plan import file_name
 from .precisions import PRECISIONS, Precision
-from .run import Images, TrainedRun, check_weights_metadata, save_weights, weights_metadata
+from .run import EXPORTED, Images, TrainedRun, check_weights_metadata, save_weights, weights_metadata
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +244,13 @@ class Predictor:
         self.classes, self.img_size = trained.classes, trained.img_size
         self.device = torch.device("cpu") if row.device == "cpu" else resolve_device(device)
         self.session = None
+        if artifact is None and trained.exported:  # an exported folder holds model.onnx at most
+            if row.export == "onnx_int8":
+                raise CvmError(
+                    f"{trained.dir} is an exported folder: static int8 needs the run's training images to "
+                    "calibrate; use --precision onnx, fp16, bf16 or int8_dynamic, or the run folder itself"
+                )
+            artifact = trained.dir / EXPORTED["onnx"] if row.export == "onnx" else None
         stored = Path(artifact or trained.dir / file_name("compressed", precision=precision) / row.artifact)
         if row.load == "onnxruntime":
             if stored.is_file():

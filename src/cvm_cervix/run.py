@@ -25,6 +25,9 @@ from .errors import CvmError
 from .models import IMAGENET, create_model, input_normalizations, load_exact
 from .plan import file_name
 
+# An exported run's folder (cvm_cervix.export), laid out as timm and Hugging Face lay out a model.
+EXPORTED = {"weights": "model.safetensors", "config": "config.json", "card": "README.md", "onnx": "model.onnx"}
+
 # What train.json must hold to rebuild its model: key -> type.
 _INFO_KEYS = {"model": str, "num_classes": int, "img_size": int, "classes": list, "seed": int, "augment": str}
 
@@ -39,25 +42,40 @@ def read_train_info(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise CvmError(
             f"{run_dir} is not a training run folder (no {path.name}); "
-            "pass results/runs/<dataset>/<model>/<recipe>/seed<N>"
+            "pass results/runs/<dataset>/<model>/<recipe>/seed<N>, or a folder cvm-cervix export wrote"
         )
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
         raise CvmError(f"{path} is not valid JSON ({err}); delete the run folder and train it again") from None
+    return check_info(info, path)
+
+
+def check_info(info, path: Path, fix: str = "delete the run folder and train it again") -> dict:
+    """A run's record (``train.json``, or ``config.json`` of an exported folder) holds what rebuilding
+    its model needs: each key of ``_INFO_KEYS`` of its type, and as many classes as ``num_classes``."""
     if not isinstance(info, dict):
-        raise CvmError(f"{path} does not hold a JSON object; delete the run folder and train it again")
+        raise CvmError(f"{path} does not hold a JSON object; {fix}")
     for key, kind in _INFO_KEYS.items():
         if not isinstance(info.get(key), kind) or isinstance(info.get(key), bool):
-            raise CvmError(
-                f"{path} lacks key {key!r} (or it is not a {kind.__name__}); delete the run folder and train it again"
-            )
+            raise CvmError(f"{path} lacks key {key!r} (or it is not a {kind.__name__}); {fix}")
     if len(info["classes"]) != info["num_classes"]:
-        raise CvmError(
-            f"{path}: {len(info['classes'])} classes listed but num_classes is {info['num_classes']}; "
-            "delete the run folder and train it again"
-        )
+        raise CvmError(f"{path}: {len(info['classes'])} classes listed but num_classes is {info['num_classes']}; {fix}")
     return info
+
+
+def _read_exported(path: Path) -> dict:
+    """The run's record kept in an exported folder's ``config.json`` (under ``cvm_cervix.run``)."""
+    fix = "export the run again (cvm-cervix export RUN -o DIR)"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CvmError(f"{path} is not valid JSON ({err}); {fix}") from None
+    record = config.get("cvm_cervix", {}) if isinstance(config, dict) else {}
+    info = dict(record.get("run") or {}) if isinstance(record, dict) else {}
+    if isinstance(record, dict) and isinstance(record.get("normalization"), dict):
+        info["normalization"] = record["normalization"]
+    return check_info(info, path, fix)
 
 
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -150,9 +168,18 @@ class TrainedRun:
         if isinstance(run, TrainedRun):
             return run if weights is None else cls.open(run.info_path, weights)
         path = Path(run)
+        if path.is_dir() and not (path / file_name("train_info")).is_file() and (path / EXPORTED["config"]).is_file():
+            info_path = path / EXPORTED["config"]
+            config = _read_exported(info_path)
+            return cls(info_path, Path(weights) if weights else path / EXPORTED["weights"], config)
         info_path = path / file_name("train_info") if path.is_dir() or not path.suffix else path
         info = read_train_info(info_path)
         return cls(info_path, Path(weights) if weights else info_path.parent / file_name("weights"), info)
+
+    @property
+    def exported(self) -> bool:
+        """Opened from a folder ``cvm-cervix export`` wrote, not from a run folder of the workflow."""
+        return self.info_path.name == EXPORTED["config"]
 
     @property
     def dir(self) -> Path:

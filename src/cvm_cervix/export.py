@@ -1,0 +1,260 @@
+"""A trained run as a folder to share: ``cvm-cervix export RUN -o DIR``.
+
+The folder is laid out as timm and Hugging Face lay out a model: ``model.safetensors`` (the run's
+weights, with their metadata), ``config.json`` (architecture, classes, input size and normalisation;
+the run's record under ``cvm_cervix``), ``README.md`` (the model card: data and split, metrics with
+intervals, calibration, intended use and limitations) and, asked for, ``model.onnx``.
+``cvm-cervix predict --run DIR`` reads it like a run folder, to the same predictions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from ._io import partial_path, read_json, read_table, shown_path
+from .errors import CvmError, disk_full
+from .intended_use import INTENDED_USE, LIMITATIONS, SYNTHETIC
+from .plan import file_name, path
+from .run import EXPORTED, TrainedRun
+
+# What config.json keeps of train.json: what rebuilds the model, and how it was trained.
+_RECORD = (
+    "model",
+    "num_classes",
+    "img_size",
+    "classes",
+    "seed",
+    "augment",
+    "normalization",
+    "amp",
+    "dataset",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "optimizer",
+    "loss",
+    "pretrained",
+    "init_from",
+    "train_fraction",
+    "best_epoch",
+    "best_val_acc",
+    "params",
+    "train_images",
+    "val_images",
+    "data_digest",
+    "torch",
+)
+
+
+def _run_files(run: TrainedRun) -> dict[str, Path]:
+    """The evaluated run's files the card is made from; a run not evaluated yet is one line."""
+    files = {key: run.dir / file_name(key) for key in ("metrics", "predictions_test", "predictions_val")}
+    missing = [p.name for p in files.values() if not p.is_file()]
+    if missing:
+        raise CvmError(
+            f"{shown_path(run.dir)} has no {', '.join(missing)}: the card reports the run's test metrics; "
+            "run the workflow's evaluate step for this run first"
+        )
+    return files
+
+
+def _summary(run: TrainedRun) -> dict:
+    """The prepared dataset's summary (kind, synthetic or not, split, counts), found above the run folder."""
+    relative = path("summary", dataset=run.info["dataset"])
+    for parent in run.dir.parents:
+        if (parent / relative).is_file():
+            return read_json(parent / relative)
+    raise CvmError(
+        f"no {relative} above {shown_path(run.dir)}: export a run inside the results folder that trained it "
+        "(results/runs/<dataset>/<model>/<recipe>/seed<N>)"
+    )
+
+
+def _default_abnormal() -> list[str]:
+    from .config import load_schema
+
+    return list(load_schema()["properties"]["analysis"]["properties"]["abnormal_classes"]["default"])
+
+
+def card_numbers(run: TrainedRun, abnormal: list[str] | None = None, n_boot: int = 1000) -> dict:
+    """What the model card states, computed from the run's prediction files: test accuracy and macro F1
+    with 95% bootstrap intervals, per-class recall, calibration (ECE) and, where the classes have both,
+    abnormal-vs-normal sensitivity and specificity."""
+    from .diagnostics import calibration, class_codes, probabilities
+    from .stats import bootstrap_ci, clinical_view
+
+    files = _run_files(run)
+    metrics = read_json(files["metrics"])["test"]
+    test = read_table(files["predictions_test"])
+    probs, classes = probabilities(test)
+    if classes != run.classes:
+        raise CvmError(
+            f"{shown_path(files['predictions_test'])} has classes {classes} but the run has {run.classes}: "
+            "the two files belong to different runs; evaluate the run again"
+        )
+    labels = class_codes(test["label"], classes)
+    interval = bootstrap_ci(test["label"], test["pred"], classes, n_boot, seed=run.info["seed"])  # as the report
+    clinical = clinical_view(test["label"].to_numpy(), test["pred"].to_numpy(), abnormal or _default_abnormal())
+    return {
+        "test_images": int(len(test)),
+        "accuracy": float(np.mean(test["label"].to_numpy() == test["pred"].to_numpy())),
+        "f1_macro": float(metrics["f1_macro"]),
+        "interval": interval,
+        "per_class": metrics["per_class"],
+        "ece": calibration(labels, probs)["ece"],
+        "clinical": clinical,
+    }
+
+
+def model_card(run: TrainedRun, summary: dict, numbers: dict) -> str:
+    """The model card (README.md of an exported folder), Markdown."""
+    info, lo_hi = run.info, numbers["interval"]
+
+    def pct(x: float) -> str:
+        return f"{100 * x:.1f}%"
+
+    synthetic = bool(summary.get("synthetic"))
+    lines = [
+        # the front matter model hubs read (Hugging Face's model card metadata)
+        "---",
+        "license: mit",
+        "pipeline_tag: image-classification",
+        "tags: [image-classification, cervical-cytology, cvm-cervix" + (", synthetic-data]" if synthetic else "]"),
+        "---",
+        f"# {info['model']} on {info['dataset']}" + (" (SYNTHETIC data)" if synthetic else ""),
+        "",
+        f"Exported by the CVM-Cervix workflow {__version__} from `{info['dataset']}/{info['model']}/"
+        f"{info['augment']}/seed{info['seed']}`. Every number below is computed from the run's own files.",
+        "",
+        "## Intended use",
+        "",
+        INTENDED_USE,
+        "",
+    ]
+    if synthetic:
+        lines += [f"**{SYNTHETIC}**", ""]
+    lines += ["## Limitations", "", *[f"- {text}" for text in LIMITATIONS], ""]
+    counts = summary.get("counts", {})
+    split_total = {s: sum(c.get(s, 0) for c in counts.values()) for s in ("train", "val", "test")}
+    lines += [
+        "## Data",
+        "",
+        f"- dataset: `{info['dataset']}` (kind `{summary.get('kind', '?')}`), {summary.get('images', '?')} images, "
+        f"{info['num_classes']} classes: {', '.join(info['classes'])}",
+        f"- split: `{summary.get('split', '?')}` (split seed {summary.get('split_seed', 0)}): "
+        f"{split_total['train']} training, {split_total['val']} validation, {split_total['test']} test images",
+        f"- digest of the training data (manifest and decoded images): `{info.get('data_digest', '?')}`",
+        f"- input: RGB, resized to {info['img_size']}×{info['img_size']} px (bilinear, both sides), scaled to "
+        "[0, 1]; the model normalises its input itself (`config.json`, `cvm_cervix.normalization`)",
+        "",
+        "## Training",
+        "",
+        f"- epochs: {info.get('epochs', '?')}, batch {info.get('batch_size', '?')}, {info.get('optimizer', '?')} "
+        f"at learning rate {info.get('lr', '?')}, augmentation `{info['augment']}`, seed {info['seed']}; "
+        f"ImageNet weights: {'yes' if info.get('pretrained') else 'no'}",
+        f"- best validation accuracy {pct(info['best_val_acc'])} at epoch {info.get('best_epoch', '?')}"
+        if isinstance(info.get("best_val_acc"), float)
+        else "- best validation accuracy: not recorded",
+        "",
+        f"## Test results ({numbers['test_images']} images)",
+        "",
+        "| metric | value | 95% bootstrap interval |",
+        "|---|---|---|",
+        f"| accuracy | {pct(numbers['accuracy'])} | {pct(lo_hi['accuracy'][0])} to {pct(lo_hi['accuracy'][1])} |",
+        f"| macro F1 | {pct(numbers['f1_macro'])} | {pct(lo_hi['f1_macro'][0])} to {pct(lo_hi['f1_macro'][1])} |",
+        f"| expected calibration error (15 bins) | {numbers['ece']:.3f} | |",
+    ]
+    clinical = numbers["clinical"]
+    if clinical:
+        lines += [
+            f"| abnormal sensitivity ({', '.join(clinical['abnormal_classes'])}) | {pct(clinical['sensitivity'])} | |",
+            f"| specificity | {pct(clinical['specificity'])} | |",
+        ]
+    lines += ["", "| class | precision | recall | F1 | test images |", "|---|---|---|---|---|"]
+    for name, row in numbers["per_class"].items():
+        lines.append(
+            f"| {name} | {pct(row['precision'])} | {pct(row['recall'])} | {pct(row['f1'])} | {row['support']} |"
+        )
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```bash",
+        "cvm-cervix predict my_cells/ --run THIS_FOLDER -o predictions.csv",
+        "```",
+        "",
+        "Or load `model.safetensors` into `cvm_cervix.models.create_model(config['architecture'], "
+        "config['num_classes'], config['pretrained_cfg']['input_size'][-1], "
+        "normalization=config['cvm_cervix']['normalization'])`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def export_run(
+    run: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    onnx: bool = False,
+    abnormal: list[str] | None = None,
+) -> Path:
+    """Write the run folder ``run`` as a shareable folder ``out`` (which must not exist, or be empty):
+    built beside it under a temporary name and renamed into place whole, so a failure leaves nothing."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CvmError(f"{shown_path(out)} exists and is not an empty folder; choose another -o or remove it")
+    trained = TrainedRun.open(run)
+    if trained.exported:
+        raise CvmError(f"{shown_path(trained.dir)} is an exported folder already; export the run folder it came from")
+    trained.tensors()  # the weights are checked against train.json before anything is written
+    numbers = card_numbers(trained, abnormal)
+    summary = _summary(trained)
+    info = trained.info
+    config = {
+        "architecture": info["model"],
+        "num_classes": info["num_classes"],
+        "label_names": list(info["classes"]),
+        "pretrained_cfg": {
+            "input_size": [3, info["img_size"], info["img_size"]],
+            "interpolation": "bilinear",
+            "crop_pct": 1.0,
+            # the model takes [0, 1] and normalises per branch itself: no normalisation outside it
+            "mean": [0.0, 0.0, 0.0],
+            "std": [1.0, 1.0, 1.0],
+        },
+        "cvm_cervix": {
+            "version": __version__,
+            "run": {k: info[k] for k in _RECORD if k in info},
+            "normalization": trained.normalization(),
+            "synthetic": bool(summary.get("synthetic")),
+            "test": {k: numbers[k] for k in ("test_images", "accuracy", "f1_macro", "ece")},
+        },
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_path(out)
+    tmp.mkdir()
+    try:
+        shutil.copyfile(trained.weights_path, tmp / EXPORTED["weights"])
+        (tmp / EXPORTED["config"]).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / EXPORTED["card"]).write_text(model_card(trained, summary, numbers), encoding="utf-8")
+        if onnx:
+            from .compress import export
+
+            export(trained, "onnx", tmp, artifact=tmp / EXPORTED["onnx"])
+        if out.is_dir():
+            out.rmdir()  # empty, checked above
+        os.replace(tmp, out)
+    except Exception as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        full = disk_full(err, out)
+        if full is not None:
+            raise full from None
+        raise
+    return out

@@ -1,0 +1,123 @@
+"""`cvm-cervix export`: a trained run as a folder to share, which `predict` reads to the same predictions."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import prepared_synthetic, write_image
+
+from cvm_cervix.cli import main as cli
+from cvm_cervix.errors import CvmError
+from cvm_cervix.export import export_run
+from cvm_cervix.intended_use import INTENDED_USE, SYNTHETIC
+from cvm_cervix.stats import bootstrap_ci
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """A results folder as the workflow lays it out: a prepared synthetic set and one evaluated run."""
+    from cvm_cervix.evaluate import evaluate_run
+    from cvm_cervix.train import train_run
+
+    base = tmp_path_factory.mktemp("export")
+    data = prepared_synthetic(base / "prep", "herlev", 12)
+    results = base / "results"
+    shutil.copytree(data, results / "data" / "syn")
+    run = results / "runs" / "syn" / "shufflenet_v2_x0_5" / "none" / "seed0"
+    train_run(
+        "shufflenet_v2_x0_5",
+        results / "data" / "syn",
+        run,
+        img_size=32,
+        epochs=2,
+        batch_size=8,
+        threads=2,
+        progress=False,
+    )
+    evaluate_run(run, results / "data" / "syn", threads=2)
+    return results, run
+
+
+def test_an_exported_folder_predicts_what_its_run_predicts(results, tmp_path):
+    _, run = results
+    out = tmp_path / "shared" / "model"
+    assert cli(["export", str(run), "-o", str(out), "--onnx"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.onnx", "model.safetensors"]
+    assert not list(out.parent.glob(".*partial*"))  # written whole, under a temporary name
+
+    config = json.loads((out / "config.json").read_text())
+    train = json.loads((run / "train.json").read_text())
+    assert config["architecture"] == "shufflenet_v2_x0_5" and config["num_classes"] == 2
+    assert config["label_names"] == train["classes"] == ["Normal", "Abnormal"]
+    assert config["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    assert config["cvm_cervix"]["normalization"] == train["normalization"]
+    assert config["cvm_cervix"]["run"]["data_digest"] == train["data_digest"]
+    assert config["cvm_cervix"]["synthetic"] is True
+    assert (out / "model.safetensors").read_bytes() == (run / "weights.safetensors").read_bytes()
+
+    images = tmp_path / "cells"
+    for i in range(5):
+        write_image(images / f"cell{i}.png", seed=i, size=(40, 30))
+    csv = {}
+    for name, source, precision in (("run", run, "fp32"), ("export", out, "fp32"), ("onnx", out, "onnx")):
+        csv[name] = tmp_path / f"{name}.csv"
+        cli(["predict", str(images), "--run", str(source), "--precision", precision, "-o", str(csv[name])])
+    run_preds, exported = pd.read_csv(csv["run"]), pd.read_csv(csv["export"])
+    pd.testing.assert_frame_equal(run_preds, exported)  # the same file, the same model: the same numbers
+    onnx = pd.read_csv(csv["onnx"])
+    assert (onnx["pred"] == run_preds["pred"]).all()
+    assert np.abs(onnx.filter(like="prob_").to_numpy() - run_preds.filter(like="prob_").to_numpy()).max() < 1e-4
+
+
+def test_the_model_card_states_the_runs_own_numbers(results, tmp_path):
+    _, run = results
+    out = export_run(run, tmp_path / "card")
+    card = (out / "README.md").read_text()
+    test = pd.read_csv(run / "predictions_test.csv")
+    accuracy = (test["label"] == test["pred"]).mean()
+    lo, hi = bootstrap_ci(test["label"], test["pred"], ["Normal", "Abnormal"], 1000, seed=0)["accuracy"]
+    assert f"| accuracy | {100 * accuracy:.1f}% | {100 * lo:.1f}% to {100 * hi:.1f}% |" in card
+    assert f"Test results ({len(test)} images)" in card
+    assert "(SYNTHETIC data)" in card.splitlines()[card.splitlines().index("---", 1) + 1]
+    assert SYNTHETIC in card and INTENDED_USE in card
+    abnormal = test["label"] == "Abnormal"
+    sensitivity = ((test["pred"] == "Abnormal") & abnormal).sum() / abnormal.sum()
+    assert f"| abnormal sensitivity (Abnormal) | {100 * sensitivity:.1f}% |" in card
+    split = json.loads((run.parents[4] / "data" / "syn" / "summary.json").read_text())["split"]
+    assert f"split: `{split}`" in card
+
+
+def test_export_refuses_what_it_cannot_finish_and_writes_nothing(results, tmp_path):
+    _, run = results
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    with pytest.raises(CvmError, match="exists and is not an empty folder"):
+        export_run(run, taken)
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+
+    lone = tmp_path / "lone"  # a run folder outside its results folder: no dataset summary to describe
+    shutil.copytree(run, lone)
+    with pytest.raises(CvmError, match="no data/syn/summary.json above"):
+        export_run(lone, tmp_path / "out1")
+    (lone / "metrics.json").unlink()
+    with pytest.raises(CvmError, match="has no metrics.json: .*run the workflow's evaluate step"):
+        export_run(lone, tmp_path / "out2")
+    assert not (tmp_path / "out1").exists() and not (tmp_path / "out2").exists()
+
+    exported = export_run(run, tmp_path / "once")
+    with pytest.raises(CvmError, match="is an exported folder already"):
+        export_run(exported, tmp_path / "twice")
+    with pytest.raises(CvmError, match="static int8 needs the run's training images"):
+        from cvm_cervix.compress import Predictor
+
+        Predictor(exported, "int8")
+    config = json.loads((exported / "config.json").read_text())
+    del config["cvm_cervix"]["run"]["classes"]
+    (exported / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CvmError, match="config.json lacks key 'classes'.*export the run again"):
+        from cvm_cervix.run import TrainedRun
+
+        TrainedRun.open(exported)
