@@ -349,7 +349,7 @@ def test_a_runs_settings_are_one_object_tied_to_the_schema():
         assert getattr(defaults, key) == train[key]["default"], key
     variant_keys = set(schema["properties"]["variants"]["additionalProperties"]["properties"])
     assert variant_keys <= fields, variant_keys - fields
-    assert set(TrainSettings.names(PLACE)) == {"device", "compile", "deterministic", "weights_cache"}
+    assert set(TrainSettings.names(PLACE)) == {"device", "compile", "deterministic", "tensorboard", "weights_cache"}
     assert set(TrainSettings.names(RESULT)) | set(TrainSettings.names(PLACE)) == fields
     # the rule's params are the fields that decide the result: a place field never retrains a run
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())

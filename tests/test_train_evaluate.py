@@ -388,3 +388,43 @@ def test_the_deterministic_switch_holds_for_the_run_and_is_recorded(tiny_dataset
         "shufflenet_v2_x0_5", tiny_dataset, tmp_path / "c", **{**kwargs, "deterministic": False}
     )
     assert plain["deterministic"] is False and seen[-1] is False
+
+
+def test_tensorboard_events_are_the_history_of_each_epoch(tiny_dataset, tmp_path, monkeypatch):
+    """train.tensorboard: loss, accuracy and learning rate per epoch in the run folder's tensorboard/,
+    the same numbers as history.csv; off by default (no folder); a missing package is one line."""
+    import builtins
+
+    import pandas as pd
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from cvm_cervix.errors import CvmError
+    from cvm_cervix.train import train_run
+
+    kwargs = dict(img_size=32, epochs=2, batch_size=8, lr=3e-4, threads=1, progress=False)
+    info = train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / "on", tensorboard=True, **kwargs)
+    assert info["tensorboard"] is True
+    events = EventAccumulator(str(tmp_path / "on" / "tensorboard"))
+    events.Reload()
+    history = pd.read_csv(tmp_path / "on" / "history.csv")
+    assert set(events.Tags()["scalars"]) == {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "learning_rate"}
+    for column, tag in (("train_loss", "loss/train"), ("val_acc", "accuracy/val"), ("train_acc", "accuracy/train")):
+        scalars = events.Scalars(tag)
+        assert [s.step for s in scalars] == [1, 2]
+        assert [s.value for s in scalars] == pytest.approx(history[column].tolist(), rel=1e-6), tag
+    assert [s.value for s in events.Scalars("learning_rate")] == pytest.approx([3e-4, 3e-4])
+
+    train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / "off", **{**kwargs, "epochs": 1})
+    assert not (tmp_path / "off" / "tensorboard").exists()
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kw):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError(name)
+        return real_import(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    with pytest.raises(CvmError, match=r"needs the tensorboard package.*pip install 'cvm-cervix\[tensorboard\]'"):
+        train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / "missing", tensorboard=True, **kwargs)
+    assert not (tmp_path / "missing" / "weights.safetensors").exists()

@@ -81,6 +81,7 @@ def run_record(
         "amp": amp,
         "compile": bool(settings.compile),
         "deterministic": bool(settings.deterministic),
+        "tensorboard": bool(settings.tensorboard),
         "step": step,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -4,7 +4,7 @@ The defaults are the config schema's (``config.schema.yaml``, ``train``), read h
 ``tests/test_config.py`` ties every field to the schema and every schema key of ``train`` to a
 field. A field marked ``result`` decides the run's result: the rule's params hold those fields, so
 changing one retrains the run. A field marked ``place`` only says where and how the run is computed
-(device, ``torch.compile``, the weights cache): changing it never retrains a finished run.
+(device, ``torch.compile``, the weights cache, TensorBoard events): changing it never retrains a finished run.
 ``train_run`` takes the object whole, and ``train.json`` records it with what was measured.
 No torch: Snakemake's own process builds these while it plans.
 """
@@ -52,6 +52,7 @@ class TrainSettings:
     device: str = _from_schema("device", PLACE)
     compile: bool = _from_schema("compile", PLACE)
     deterministic: bool = _from_schema("deterministic", PLACE)
+    tensorboard: bool = _from_schema("tensorboard", PLACE)
     weights_cache: str = _from_schema("weights_cache", PLACE)
 
     @classmethod

@@ -23,6 +23,7 @@ from .plan import file_name
 from .run import TrainedRun, dataset_files, write_run
 from .settings import TrainSettings
 from .step import TrainStep, flip4x, make_step, virtual_batch, why_not_captured  # noqa: F401 (used by tests through this module)
+from .tracking import epoch_events
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ def _train(
             first_step["seconds"] = time.perf_counter() - job_start
 
     stop = StopSignals()
-    with stop:
+    with stop, epoch_events(settings.tensorboard, files["weights"].parent) as events:
         for epoch in range(state.epoch + 1, epochs + 1):
             t0 = time.perf_counter()
             model.train()
@@ -347,6 +348,8 @@ def _train(
                 "train_seconds": train_seconds,
             }
             state.record(row)
+            if events:
+                events.epoch(row, optimizer.param_groups[0]["lr"])
             log.info(
                 "epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.1fs",
                 epoch,
