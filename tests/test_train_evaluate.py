@@ -407,7 +407,8 @@ def test_tensorboard_events_are_the_history_of_each_epoch(tiny_dataset, tmp_path
     events = EventAccumulator(str(tmp_path / "on" / "tensorboard"))
     events.Reload()
     history = pd.read_csv(tmp_path / "on" / "history.csv")
-    assert set(events.Tags()["scalars"]) == {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "learning_rate"}
+    tags = {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "learning_rate"}
+    assert set(events.Tags()["scalars"]) == tags
     for column, tag in (("train_loss", "loss/train"), ("val_acc", "accuracy/val"), ("train_acc", "accuracy/train")):
         scalars = events.Scalars(tag)
         assert [s.step for s in scalars] == [1, 2]
