@@ -46,6 +46,41 @@ def test_training_on_cuda_in_float32_and_mixed_precision(tiny_dataset, tmp_path)
         history = (out / "history.csv").read_text().splitlines()
         assert len(history) == 3 and "nan" not in history[-1].lower()
     assert infos[False]["amp"] is False and infos[True]["amp"] is True
+    assert infos[False]["amp_dtype"] is None and infos[True]["amp_dtype"] in ("bfloat16", "float16")
+
+
+def test_float16_mixed_precision_trains_with_a_loss_scaler_as_the_paper_did(tiny_dataset, tmp_path, monkeypatch):
+    """train.amp_dtype: float16 (the paper's card had no bfloat16): autocast in float16 with the loss
+    scaler on, recorded in train.json, and evaluated in float16 autocast too."""
+    import cvm_cervix.train as train_module
+    from cvm_cervix.evaluate import evaluate_run
+
+    scalers = []
+    real = train_module.loss_scaler
+
+    def watch(dtype):
+        scalers.append(real(dtype))
+        return scalers[-1]
+
+    monkeypatch.setattr(train_module, "loss_scaler", watch)
+    out = tmp_path / "fp16"
+    info = train_module.train_run(
+        "cvm_cervix",
+        tiny_dataset,
+        out,
+        img_size=32,
+        epochs=2,
+        batch_size=8,
+        device="cuda",
+        amp=True,
+        amp_dtype="float16",
+        progress=False,
+    )
+    assert info["amp"] is True and info["amp_dtype"] == "float16"
+    assert scalers[0].is_enabled() and scalers[0].get_scale() > 0
+    assert evaluate_run(out, tiny_dataset, device="cuda")["precision"] == "float16 autocast"
+    history = (out / "history.csv").read_text().splitlines()
+    assert len(history) == 3 and "nan" not in history[-1].lower()
 
 
 def test_mixed_precision_inference_agrees_with_float32(tiny_dataset):

@@ -286,3 +286,48 @@ def test_a_missing_file_is_traced_to_the_first_job_of_its_chain(tmp_path):
         failure = missing_because(plan, tmp_path, "compressed_metrics", precision="int8", **run)
         assert failure.rule == rule, (made, failure)
     assert needs(plan, "compress", precision="int8", **run)[0].key == "weights"
+
+
+def test_the_16_bit_type_is_a_setting_of_mixed_precision_runs_only():
+    """amp_dtype decides a run's result only where mixed precision is on; "auto" (what every run did
+    before the key existed) stays out of the params, so neither case retrains a finished run."""
+    cfg = config(
+        variants={"amp": {"amp": True}, "fp16": {"amp": True, "amp_dtype": "float16"}, "fp32": {"amp": False}},
+        main={"dataset": "syn", "models": ["cvm_cervix"], "variants": ["default", "amp", "fp16", "fp32"]},
+    )
+    plan = Plan(cfg)
+    params = {
+        v: plan.train_params(Run("syn", "cvm_cervix", v, 0)) for v in ("none", "none+amp", "none+fp16", "none+fp32")
+    }
+    assert params["none+fp16"]["amp_dtype"] == "float16" and params["none+fp16"]["amp"] is True
+    assert "amp_dtype" not in params["none+amp"] and "amp_dtype" not in params["none+fp32"]
+    assert params["none"]["amp"] is True and "amp_dtype" not in params["none"]  # train.amp's default: on
+
+
+def test_the_16_bit_type_follows_the_gpu_and_the_key(monkeypatch):
+    import pytest
+    import torch
+
+    from cvm_cervix.engine import amp_dtype, loss_scaler, precision_name
+    from cvm_cervix.errors import CvmError
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert amp_dtype(cpu, True, "float16") is None  # float32 on the CPU, whatever the keys say
+    assert amp_dtype(cuda, False, "float16") is None
+    for bf16, auto in ((True, "bfloat16"), (False, "float16")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Quadro RTX 4000")
+        assert amp_dtype(cuda, True, "auto") == auto
+        assert amp_dtype(cuda, True, "float16") == "float16"
+        assert precision_name(cuda, True) == f"{auto} autocast"  # a run recorded before amp_dtype
+        assert precision_name(cuda, "float16") == "float16 autocast" and precision_name(cpu, "float16") == "float32"
+    with pytest.raises(CvmError, match="amp_dtype is bfloat16 but Quadro RTX 4000 has no bfloat16; use float16"):
+        amp_dtype(cuda, True, "bfloat16")
+    with pytest.raises(CvmError, match="use one of auto, float16, bfloat16"):
+        amp_dtype(cuda, True, "fp8")
+    # the loss scaler is asked for exactly when the type is float16 (the scaler turns itself off without CUDA)
+    asked = []
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda device, enabled: asked.append((device, enabled)))
+    for dtype in ("float16", "bfloat16", None):
+        loss_scaler(dtype)
+    assert asked == [("cuda", True), ("cuda", False), ("cuda", False)]

@@ -40,7 +40,7 @@ def run_record(
     data: TrainData,
     init,
     dev: torch.device,
-    amp: bool,
+    amp: str | None,
     total: float,
     step: str = "eager",
     first_step: float | None = None,
@@ -78,7 +78,8 @@ def run_record(
             if dev.type == "cuda"
             else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
         ),
-        "amp": amp,
+        "amp": bool(amp),
+        "amp_dtype": amp,  # float16 or bfloat16 where mixed precision ran, else None (float32)
         "compile": bool(settings.compile),
         "deterministic": bool(settings.deterministic),
         "tensorboard": bool(settings.tensorboard),

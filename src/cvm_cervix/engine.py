@@ -45,19 +45,50 @@ def scale(batch_uint8: torch.Tensor) -> torch.Tensor:
     return batch_uint8.float().div_(255)
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """Mixed precision on CUDA (bfloat16 where supported); a no-op on the CPU."""
-    if device.type != "cuda" or not enabled:
+AMP_DTYPES = ("auto", "float16", "bfloat16")
+
+
+def amp_dtype(device: torch.device, amp: bool, requested: str = "auto") -> str | None:
+    """The 16-bit type mixed precision uses (``train.amp``, ``train.amp_dtype``), or None for float32.
+
+    Mixed precision runs on CUDA only (on the CPU a run is float32 whatever the keys say). ``auto``:
+    bfloat16 where the GPU has it, else float16; ``float16`` is the paper's (its Quadro RTX 4000 has no
+    bfloat16) and trains with a loss scaler; ``bfloat16`` on a GPU without it is one error.
+    """
+    if requested not in AMP_DTYPES:
+        raise CvmError(f"train.amp_dtype is {requested!r}; use one of {', '.join(AMP_DTYPES)}")
+    if not amp or device.type != "cuda":
+        return None
+    if requested == "auto":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if requested == "bfloat16" and not torch.cuda.is_bf16_supported():
+        raise CvmError(
+            f"train.amp_dtype is bfloat16 but {torch.cuda.get_device_name(device)} has no bfloat16; "
+            "use float16 (with a loss scaler) or auto"
+        )
+    return requested
+
+
+def loss_scaler(dtype: str | None) -> torch.amp.GradScaler:
+    """The loss scaler of a training run: on for float16 (whose small gradients underflow), else off."""
+    return torch.amp.GradScaler("cuda", enabled=dtype == "float16")
+
+
+def autocast(device: torch.device, amp: bool | str | None = True):
+    """Mixed precision on CUDA: ``amp`` is the 16-bit type's name (``float16``, ``bfloat16``), True for
+    bfloat16 where supported (a run recorded before ``amp_dtype`` existed), or off; a no-op on the CPU."""
+    if device.type != "cuda" or not amp:
         return nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    name = amp if isinstance(amp, str) else ("bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+    return torch.autocast("cuda", dtype=getattr(torch, name))
 
 
-def precision_name(device: torch.device, amp: bool) -> str:
+def precision_name(device: torch.device, amp: bool | str | None) -> str:
     """What arithmetic a pass with :func:`autocast` ``amp`` on ``device`` uses: recorded with every metric."""
     if device.type != "cuda" or not amp:
         return "float32"
-    return "bfloat16 autocast" if torch.cuda.is_bf16_supported() else "float16 autocast"
+    name = amp if isinstance(amp, str) else ("bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+    return f"{name} autocast"
 
 
 def to_device_images(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -75,7 +106,7 @@ def predict(
     images: torch.Tensor,
     batch_size: int,
     device: torch.device,
-    amp: bool = False,
+    amp: bool | str | None = False,
     features: bool = False,
 ) -> dict[str, np.ndarray | float]:
     """Class probabilities (and optionally pooled features) for uint8 ``images``, in order.

@@ -206,7 +206,12 @@ class Plan:
         nor how the step is compiled or where weights are cached (the training script reads those
         from the config, so they never trigger a rerun).
         """
-        return run_settings(self.config, run, exclude=NOT_RUN_SETTINGS)
+        params = run_settings(self.config, run, exclude=NOT_RUN_SETTINGS)
+        # amp_dtype decides nothing without mixed precision, and "auto" is what every run did before
+        # the key existed: out of the params then, so neither retrains a finished run
+        if not params.get("amp") or params.get("amp_dtype") == "auto":
+            params.pop("amp_dtype", None)
+        return params
 
     def needs_pretrained(self, run: Run) -> bool:
         """Whether the run waits for the weights step: ImageNet weights, not a local file or another run."""

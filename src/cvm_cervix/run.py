@@ -234,9 +234,13 @@ class TrainedRun:
         )
         return model.to(device).eval()
 
-    def amp(self, device: torch.device) -> bool:
-        """One rule for training and every pass over a run: float32, unless it trained with AMP on CUDA."""
-        return bool(self.info.get("amp")) and device.type == "cuda"
+    def amp(self, device: torch.device) -> str | bool:
+        """One rule for training and every pass over a run: float32 (False), unless it trained with mixed
+        precision and runs on CUDA: then the 16-bit type it trained in (True for a run recorded before
+        ``amp_dtype``: bfloat16 where the GPU has it)."""
+        if not self.info.get("amp") or device.type != "cuda":
+            return False
+        return self.info.get("amp_dtype") or True
 
     def precision(self, device: torch.device) -> str:
         return precision_name(device, self.amp(device))

@@ -42,6 +42,7 @@ class TrainSettings:
     lr: float = _from_schema("lr", RESULT)
     weight_decay: float = _from_schema("weight_decay", RESULT)
     amp: bool = _from_schema("amp", RESULT)
+    amp_dtype: str = _from_schema("amp_dtype", RESULT)
     pretrained: bool = _from_schema("pretrained", RESULT)
     step: str = _from_schema("step", RESULT)
     # a local weights file this model starts from (the model's entry of train.weights), else ""

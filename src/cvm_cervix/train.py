@@ -16,7 +16,7 @@ from ._io import exclusive_lock, read_json, sha256_file
 from ._run_record import _run_outputs, process_age, run_record
 from ._train_data import TrainData, data_digest, expand_flip4x, fraction_rows  # noqa: F401 (used by tests through this module)
 from .checkpoint import Checkpoint, StopSignals, TrainingState
-from .engine import predict, resolve_device, seed_everything
+from .engine import amp_dtype, loss_scaler, predict, resolve_device, seed_everything
 from .errors import CvmError
 from .models import create_model, input_normalizations, load_exact
 from .plan import file_name
@@ -37,7 +37,7 @@ def train_epoch(
     steps,
     copies: int,
     device: torch.device,
-    amp: bool,
+    amp: str | None,
     on_progress=None,
     progress_every: float = 5.0,
     stop=None,
@@ -100,7 +100,7 @@ def build_model(
 
 
 def validate(
-    model: torch.nn.Module, data: TrainData, batch_size: int, dev: torch.device, amp: bool
+    model: torch.nn.Module, data: TrainData, batch_size: int, dev: torch.device, amp: str | None
 ) -> tuple[float, float]:
     """(loss, accuracy) on the validation split."""
     out = predict(model, data.x_val, max(batch_size, 64), dev, amp)
@@ -202,7 +202,7 @@ def _train(
         torch.set_num_threads(threads)
     seed_everything(seed)
     dev = resolve_device(settings.device)
-    use_amp = amp and dev.type == "cuda"
+    use_amp = amp_dtype(dev, amp, settings.amp_dtype)  # "float16", "bfloat16" or None (float32)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = not settings.deterministic
 
@@ -219,7 +219,7 @@ def _train(
         cache_dir=settings.weights_cache or None,
         init_from=init_from,
     )
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
+    scaler = loss_scaler(use_amp)
     captured = step == "cuda_graph" and why_not_captured(dev, scaler, data.x_train) is None
     # capturable: AdamW keeps its step count on the device, as a graph replay needs
     optimizer = torch.optim.AdamW(
@@ -256,7 +256,7 @@ def _train(
         "device": dev.type,
         "data": data.digest,
         "normalization": input_normalizations(model),
-        "amp": use_amp,
+        "amp": use_amp,  # the 16-bit type: a checkpoint of float16 never resumes as bfloat16
         "train_fraction": train_fraction,
         "init_from": init,
         **({"step": "cuda_graph"} if run_step.captured else {}),
