@@ -315,7 +315,7 @@ def test_the_16_bit_type_follows_the_gpu_and_the_key(monkeypatch):
     assert amp_dtype(cpu, True, "float16") is None  # float32 on the CPU, whatever the keys say
     assert amp_dtype(cuda, False, "float16") is None
     for bf16, auto in ((True, "bfloat16"), (False, "float16")):
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, _bf16=bf16, **k: _bf16)
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Quadro RTX 4000")
         assert amp_dtype(cuda, True, "auto") == auto
         assert amp_dtype(cuda, True, "float16") == "float16"
