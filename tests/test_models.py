@@ -197,3 +197,23 @@ def test_a_trained_run_is_rebuilt_with_the_normalisation_it_recorded(tiny_datase
     (tmp_path / "train.json").write_text(json.dumps(saved))
     legacy, _ = load_trained(tmp_path)
     assert input_normalizations(legacy) == {"cnn": IMAGENET, "vt": IMAGENET}
+
+
+def test_the_fusion_heads_open_choices_are_keys_with_todays_defaults():
+    """Sec. 3 says GELU, Sec. 5.2 ReLU; the width 2,240 and no dropout are inferred: each is a key, and
+    the defaults build the head the workflow always built (so earlier runs load unchanged)."""
+    import torch.nn as nn
+
+    from cvm_cervix.errors import CvmError
+    from cvm_cervix.models import create_model
+
+    default = create_model("cvm_cervix", 11, 32).head
+    assert isinstance(default.act, nn.GELU) and default.fc1.out_features == 2240 == default.fc1.in_features
+    assert default.drop1.p == 0.0
+    chosen = create_model("cvm_cervix", 11, 32, head={"activation": "relu", "hidden": 512, "dropout": 0.25}).head
+    assert isinstance(chosen.act, nn.ReLU) and chosen.fc1.out_features == 512 and chosen.fc2.in_features == 512
+    assert chosen.drop1.p == 0.25 and chosen.drop2.p == 0.0  # never on the logits
+    with pytest.raises(CvmError, match="activations: gelu, relu"):
+        create_model("cvm_cervix", 11, 32, head={"activation": "tanh"})
+    with pytest.raises(CvmError, match="has a linear head"):
+        create_model("resnet18", 11, 32, head={"activation": "relu"})

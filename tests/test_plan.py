@@ -331,3 +331,17 @@ def test_the_16_bit_type_follows_the_gpu_and_the_key(monkeypatch):
     for dtype in ("float16", "bfloat16", None):
         loss_scaler(dtype)
     assert asked == [("cuda", True), ("cuda", False), ("cuda", False)]
+
+
+def test_the_fusion_heads_keys_decide_only_mlp_head_runs_and_only_when_set():
+    cfg = config(
+        variants={"relu": {"head_activation": "relu", "head_hidden": 512}},
+        main={"dataset": "syn", "models": ["cvm_cervix", "resnet18"], "variants": ["default", "relu"]},
+    )
+    plan = Plan(cfg)
+    assert not {"head_activation", "head_hidden", "head_dropout"} & set(
+        plan.train_params(Run("syn", "cvm_cervix", "none", 0))
+    )
+    relu = plan.train_params(Run("syn", "cvm_cervix", "none+relu", 0))
+    assert (relu["head_activation"], relu["head_hidden"]) == ("relu", 512) and "head_dropout" not in relu
+    assert "head_activation" not in plan.train_params(Run("syn", "resnet18", "none+relu", 0))

@@ -334,9 +334,22 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     config["train"]["seeds"] = [0, 1, 2]  # 3 seeds of every one of the 37 runs
     results = tmp_path / "results"
     _fabricate(results, config)
+    # the public CRIC release holds fewer SCC and ASC-US cells than Table 1 asks (short_classes: take_all)
+    cric = results / "data" / "cric" / "summary.json"
+    summary = json.loads(cric.read_text())
+    summary["class_limits"] = {
+        "SCC": {"asked": 687, "found": 161, "kept": 161},
+        "ASC-US": {"asked": 742, "found": 606, "kept": 606},
+        "NILM": {"asked": 862, "found": 6779, "kept": 862},
+    }
+    cric.write_text(json.dumps(summary))
     context = build_report(config, tmp_path / "report.html", results, files_dir=tmp_path / "files")
     html = (tmp_path / "report.html").read_text()
     size = (tmp_path / "report.html").stat().st_size
+    text = " ".join(html.split())
+    assert "its part cric holds SCC 161 of the 687 asked, ASC-US 606 of the 742 asked" in text
+    assert "this set has 662 image(s) fewer than its parts' limits ask (8838 against 9500)" in text
+    assert "SCC (161 of 687), ASC-US (606 of 742) than the limits ask" in text  # in cric's own section
     assert len(context["runs"]) == 37 and len(context["experiments"]) == 8
     assert context["incomplete"] is None and "INCOMPLETE REPORT" not in html
     assert size < 12 * 2**20, f"{size / 2**20:.1f} MiB"  # plotly.js (4.6 MiB) once, and the figures' data

@@ -429,3 +429,71 @@ def test_tensorboard_events_are_the_history_of_each_epoch(tiny_dataset, tmp_path
     with pytest.raises(CvmError, match=r"needs the tensorboard package.*pip install 'cvm-cervix\[tensorboard\]'"):
         train_run("shufflenet_v2_x0_5", tiny_dataset, tmp_path / "missing", tensorboard=True, **kwargs)
     assert not (tmp_path / "missing" / "weights.safetensors").exists()
+
+
+def test_a_run_with_its_own_fusion_head_is_recorded_and_loads_as_it_trained(tiny_dataset, tmp_path):
+    from cvm_cervix.run import TrainedRun
+    from cvm_cervix.train import train_run
+
+    info = train_run(
+        "cvm_cervix",
+        tiny_dataset,
+        tmp_path / "relu",
+        img_size=32,
+        epochs=1,
+        batch_size=8,
+        threads=2,
+        progress=False,
+        head_activation="relu",
+        head_hidden=64,
+        head_dropout=0.2,
+    )
+    assert info["fusion_head"] == {"activation": "relu", "hidden": 64, "dropout": 0.2}
+    model = TrainedRun.open(tmp_path / "relu").model()
+    assert isinstance(model.head.act, torch.nn.ReLU) and model.head.fc1.out_features == 64
+    plain = train_run(
+        "resnet18", tiny_dataset, tmp_path / "linear", img_size=32, epochs=1, batch_size=8, progress=False
+    )
+    assert plain["fusion_head"] is None
+
+
+def test_the_cosine_schedule_is_pytorchs_per_epoch_and_none_keeps_the_rate(tiny_dataset, tmp_path, monkeypatch):
+    from cvm_cervix.errors import CvmError
+    from cvm_cervix.train import epoch_lr, train_run
+
+    epochs, lr = 5, 1e-3
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    reference = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    expected = []
+    for _ in range(epochs):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        reference.step()
+    assert [epoch_lr(lr, "cosine", e, epochs) for e in range(1, epochs + 1)] == pytest.approx(expected, rel=1e-9)
+    assert {epoch_lr(lr, "none", e, epochs) for e in range(1, epochs + 1)} == {lr}
+    with pytest.raises(CvmError, match="use none or cosine"):
+        epoch_lr(lr, "step", 1, epochs)
+
+    seen = []
+    real_step = torch.optim.AdamW.step
+
+    def watch(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", watch)
+    info = train_run(
+        "shufflenet_v2_x0_5",
+        tiny_dataset,
+        tmp_path / "cos",
+        img_size=32,
+        epochs=3,
+        batch_size=64,
+        lr=lr,
+        lr_schedule="cosine",
+        threads=1,
+        progress=False,
+    )
+    assert info["lr_schedule"] == "cosine"
+    steps = len(seen) // 3
+    assert seen[::steps] == pytest.approx([epoch_lr(lr, "cosine", e, 3) for e in (1, 2, 3)])

@@ -10,7 +10,7 @@ import torch
 
 from ._train_data import TrainData
 from .checkpoint import TrainingState
-from .models import input_normalizations
+from .models import fusion_head, get_model_spec, input_normalizations
 from .plan import file_name
 from .settings import TrainSettings
 
@@ -25,6 +25,14 @@ def process_age() -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def fusion_head_record(model_name: str, settings: TrainSettings, model: torch.nn.Module) -> dict | None:
+    """The fusion MLP as built (its hidden width resolved), rebuilt from it when the run is loaded; None
+    for a model with a linear head."""
+    if not get_model_spec(model_name).mlp_head:
+        return None
+    return fusion_head(settings.fusion_head(), model.num_features)
 
 
 def run_record(
@@ -58,6 +66,7 @@ def run_record(
         "epochs": settings.epochs,
         "batch_size": settings.batch_size,
         "lr": settings.lr,
+        "lr_schedule": settings.lr_schedule,
         "weight_decay": settings.weight_decay,
         "optimizer": "AdamW",
         "loss": "cross-entropy",
@@ -65,6 +74,7 @@ def run_record(
         "weights_init": settings.weights or None,
         # where and with what statistics the model normalises its input: rebuilt exactly when loaded
         "normalization": input_normalizations(model),
+        "fusion_head": fusion_head_record(model_name, settings, model),
         "train_images": int(data.n),
         "val_images": int(len(data.x_val)),
         "train_fraction": settings.train_fraction,

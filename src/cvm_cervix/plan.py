@@ -32,7 +32,8 @@ from .config import (
     transfer_pairs,
     used_datasets,
 )
-from .settings import NOT_RUN_SETTINGS
+from .models import get_model_spec
+from .settings import HEAD_KEYS, NOT_RUN_SETTINGS, schema_defaults
 
 RUN = "runs/{dataset}/{model}/{recipe}/seed{seed}"
 DATA = "data/{dataset}"
@@ -207,10 +208,18 @@ class Plan:
         from the config, so they never trigger a rerun).
         """
         params = run_settings(self.config, run, exclude=NOT_RUN_SETTINGS)
-        # amp_dtype decides nothing without mixed precision, and "auto" is what every run did before
-        # the key existed: out of the params then, so neither retrains a finished run
-        if not params.get("amp") or params.get("amp_dtype") == "auto":
+        # Keys added after runs existed stay out of the params where they decide nothing (amp_dtype
+        # without mixed precision, the fusion head's keys for a model with a linear head) and at the
+        # value every earlier run had (lr_schedule none too), so adding them retrained no finished run.
+        defaults = schema_defaults()
+        if not params.get("amp") or params.get("amp_dtype") == defaults["amp_dtype"]:
             params.pop("amp_dtype", None)
+        if params.get("lr_schedule") == defaults["lr_schedule"]:
+            params.pop("lr_schedule", None)
+        mlp_head = get_model_spec(run.model).mlp_head
+        for key in HEAD_KEYS:
+            if not mlp_head or params.get(key) == defaults[key]:
+                params.pop(key, None)
         return params
 
     def needs_pretrained(self, run: Run) -> bool:

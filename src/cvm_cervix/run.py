@@ -222,7 +222,14 @@ class TrainedRun:
             return TrainedRun.open(self.info_path, weights).model(device)
         state, path = self.tensors(), self.weights_path
         info = self.info
-        model = create_model(info["model"], info["num_classes"], self.img_size, normalization=self.normalization())
+        # the fusion head as it was built (a run recorded before the key: the defaults it was built with)
+        model = create_model(
+            info["model"],
+            info["num_classes"],
+            self.img_size,
+            normalization=self.normalization(),
+            head=info.get("fusion_head"),
+        )
         dtype = next(iter(state.values())).dtype if state else torch.float32
         if dtype in (torch.float16, torch.bfloat16):
             model = model.to(dtype)

@@ -41,10 +41,15 @@ class TrainSettings:
     batch_size: int = _from_schema("batch_size", RESULT)
     lr: float = _from_schema("lr", RESULT)
     weight_decay: float = _from_schema("weight_decay", RESULT)
+    lr_schedule: str = _from_schema("lr_schedule", RESULT)
     amp: bool = _from_schema("amp", RESULT)
     amp_dtype: str = _from_schema("amp_dtype", RESULT)
     pretrained: bool = _from_schema("pretrained", RESULT)
     step: str = _from_schema("step", RESULT)
+    # the fusion MLP's open choices (models with an MLP head: cvm_cervix, cvm_cervix_distilled)
+    head_activation: str = _from_schema("head_activation", RESULT)
+    head_hidden: int = _from_schema("head_hidden", RESULT)
+    head_dropout: float = _from_schema("head_dropout", RESULT)
     # a local weights file this model starts from (the model's entry of train.weights), else ""
     weights: str = field(default="", metadata={"kind": RESULT})
     # a variant's keys: the share of the training split, and the run (folder or train.json) it starts from
@@ -73,10 +78,17 @@ class TrainSettings:
                 merged[key] = ""
         return cls(**merged)
 
+    def fusion_head(self) -> dict:
+        """The fusion head's settings, as ``models.create_model`` takes them."""
+        return {"activation": self.head_activation, "hidden": self.head_hidden, "dropout": self.head_dropout}
+
     def replace(self, **changes) -> TrainSettings:
         """A copy with ``changes`` (unknown names are a TypeError naming them)."""
         return dataclasses.replace(self, **changes)
 
+
+# The fusion MLP head's keys (``TrainSettings.fusion_head``), which models with a linear head ignore.
+HEAD_KEYS = ("head_activation", "head_hidden", "head_dropout")
 
 # Keys of the config's ``train`` section that are not one run's settings: which seeds make runs, and the
 # local weights of every model (a run takes its own model's entry, as ``weights``).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sys
 import time
@@ -12,15 +13,16 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ._io import exclusive_lock, read_json, sha256_file
+from ._io import exclusive_lock, read_json
 from ._run_record import _run_outputs, process_age, run_record
 from ._train_data import TrainData, data_digest, expand_flip4x, fraction_rows  # noqa: F401 (used by tests through this module)
+from ._train_model import build_model
 from .checkpoint import Checkpoint, StopSignals, TrainingState
 from .engine import amp_dtype, loss_scaler, predict, resolve_device, seed_everything
 from .errors import CvmError
-from .models import create_model, input_normalizations, load_exact
+from .models import get_model_spec, input_normalizations
 from .plan import file_name
-from .run import TrainedRun, dataset_files, write_run
+from .run import dataset_files, write_run
 from .settings import TrainSettings
 from .step import TrainStep, flip4x, make_step, virtual_batch, why_not_captured  # noqa: F401 (used by tests through this module)
 from .tracking import epoch_events
@@ -74,29 +76,15 @@ def train_epoch(
     return step.loss_sum, step.correct, seen, done, step.first_bad
 
 
-def build_model(
-    model_name: str,
-    classes: list[str],
-    img_size: int,
-    dev: torch.device,
-    *,
-    pretrained: bool,
-    weights: str | None,
-    cache_dir: str | None,
-    init_from,
-) -> tuple[torch.nn.Module, dict | None]:
-    """The model a run starts from (ImageNet, a local file, another run or random), on ``dev``."""
-    init = None
-    if init_from:  # the other run's weights, not ImageNet's or a file's
-        model, init = start_from_run(model_name, classes, img_size, init_from)
-    else:
-        model = create_model(
-            model_name, len(classes), img_size, pretrained=pretrained, weights=weights, cache_dir=cache_dir
-        )
-    model = model.to(dev)
-    if dev.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model, init
+def epoch_lr(lr: float, schedule: str, epoch: int, epochs: int) -> float:
+    """The learning rate of ``epoch`` (from 1): ``none`` keeps ``lr``; ``cosine`` is PyTorch's
+    CosineAnnealingLR stepped once per epoch (``T_max`` = epochs, ``eta_min`` 0). Its closed form here, not
+    the scheduler object: a run resumed from a checkpoint at any epoch gets its lr with no state to keep."""
+    if schedule == "none":
+        return lr
+    if schedule == "cosine":
+        return lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / epochs))
+    raise CvmError(f"train.lr_schedule is {schedule!r}; use none or cosine")
 
 
 def validate(
@@ -206,6 +194,7 @@ def _train(
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = not settings.deterministic
 
+    head = settings.fusion_head() if get_model_spec(model_name).mlp_head else None
     manifest, cache = dataset_files(dataset_dir, img_size, cache)
     class_names = read_json(classes or manifest.with_name(file_name("classes")))
     data = TrainData.load(manifest, cache, img_size, augment, train_fraction, seed, dev)
@@ -218,8 +207,14 @@ def _train(
         weights=weights,
         cache_dir=settings.weights_cache or None,
         init_from=init_from,
+        head=head,
     )
     scaler = loss_scaler(use_amp)
+    if step == "cuda_graph" and settings.lr_schedule != "none":  # a graph replays the lr it was captured with
+        log.warning(
+            "train.step cuda_graph: train.lr_schedule %s changes the lr; the step runs eagerly", settings.lr_schedule
+        )
+        step = "eager"
     captured = step == "cuda_graph" and why_not_captured(dev, scaler, data.x_train) is None
     # capturable: AdamW keeps its step count on the device, as a graph replay needs
     optimizer = torch.optim.AdamW(
@@ -257,6 +252,8 @@ def _train(
         "data": data.digest,
         "normalization": input_normalizations(model),
         "amp": use_amp,  # the 16-bit type: a checkpoint of float16 never resumes as bfloat16
+        "lr_schedule": settings.lr_schedule,
+        "fusion_head": head,
         "train_fraction": train_fraction,
         "init_from": init,
         **({"step": "cuda_graph"} if run_step.captured else {}),
@@ -277,6 +274,8 @@ def _train(
     with stop, epoch_events(settings.tensorboard, files["weights"].parent) as events:
         for epoch in range(state.epoch + 1, epochs + 1):
             t0 = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = epoch_lr(lr, settings.lr_schedule, epoch, epochs)
             model.train()
             partial = state.partial if state.partial and state.partial["epoch"] == epoch else None
             if partial:  # resumed mid-epoch: the same order, from the next step
@@ -398,29 +397,3 @@ def _train(
     )
     checkpoint.remove()
     return info
-
-
-def start_from_run(model_name: str, classes: list[str], img_size: int, source: str | os.PathLike):
-    """``model_name`` initialised from the trained run ``source`` (its folder or ``train.json``); returns the
-    model and a record of it."""
-    trained = TrainedRun.open(source)  # every check a trained run gets: metadata, shapes, normalisation
-    info = trained.info
-    if info["model"] != model_name or int(info["img_size"]) != img_size:
-        raise CvmError(
-            f"{trained.info_path}: that run is {info['model']} at {info['img_size']} px, so it cannot "
-            f"start {model_name} at {img_size} px; point init_from at a run of the same model and size"
-        )
-    state = trained.model("cpu").state_dict()  # built first: the new model's random head is the second draw
-    model = create_model(model_name, len(classes), img_size, normalization=trained.normalization())
-    same_classes = list(info["classes"]) == list(classes)
-    if not same_classes:  # another label space: the backbone carries over, the head starts fresh
-        state.update({k: v for k, v in model.state_dict().items() if k.startswith("head.")})
-    load_exact(model, state, f"{trained.weights_path} (init_from)")
-    record = {
-        "run": str(trained.dir),
-        "weights_sha256": sha256_file(trained.weights_path),
-        "classes": list(info["classes"]),
-        "head": "kept" if same_classes else "replaced (other classes)",
-    }
-    log.info("starting from %s (head %s)", trained.dir, record["head"])
-    return model, record

@@ -18,6 +18,7 @@ _ON_FIRST_USE = {
             "WeightsDoNotFit",
             "create_model",
             "fit_position_tables",
+            "fusion_head",
             "input_normalizations",
             "load_exact",
             "load_weights",

@@ -66,6 +66,25 @@ def input_normalizations(model: nn.Module) -> dict[str, dict]:
     }
 
 
+# The fusion MLP's open choices (the paper: GELU in Sec. 3, ReLU in Sec. 5.2; the hidden width and no
+# dropout are not stated, 2,240 = the fused width and none are what it implies). Defaults as the
+# workflow has always built it; train.head_activation, head_hidden and head_dropout set them.
+FUSION_HEAD = {"activation": "gelu", "hidden": 0, "dropout": 0.0}
+_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
+
+
+def fusion_head(head: dict | None, dim: int) -> dict:
+    """The fusion head's settings with its defaults filled in and the hidden width resolved (0: ``dim``)."""
+    h = {**FUSION_HEAD, **(head or {})}
+    unknown = set(h) - set(FUSION_HEAD)
+    if unknown or h["activation"] not in _ACTIVATIONS:
+        raise CvmError(
+            f"fusion head settings {sorted(unknown) or h['activation']!r} unknown; "
+            f"keys: {', '.join(FUSION_HEAD)}; activations: {', '.join(_ACTIVATIONS)}"
+        )
+    return {**h, "hidden": int(h["hidden"]) or dim, "dropout": float(h["dropout"])}
+
+
 def create_model(
     name: str,
     num_classes: int,
@@ -74,6 +93,7 @@ def create_model(
     weights: str | os.PathLike | None = None,
     normalization: dict | None = None,
     cache_dir: str | os.PathLike | None = None,
+    head: dict | None = None,
 ) -> ImageClassifier:
     """Build model ``name`` for ``num_classes`` classes at ``img_size`` pixels; it takes images in [0, 1].
 
@@ -83,7 +103,8 @@ def create_model(
     in a run's train.json, see :func:`input_normalizations`) sets them instead. ``cache_dir`` is
     where pretrained files are looked for (and downloaded to): ``<cache_dir>/timm`` for timm (a Hugging
     Face hub cache, or the file itself for weights timm has only as a URL), ``<cache_dir>/torch/checkpoints``
-    for torchvision; default the libraries' own caches.
+    for torchvision; default the libraries' own caches. ``head``: the fusion MLP's ``activation``,
+    ``hidden`` width (0: the input's) and ``dropout`` (:data:`FUSION_HEAD`; models with an MLP head only).
     """
     spec = get_model_spec(name)
     if img_size < spec.min_img_size:
@@ -99,10 +120,16 @@ def create_model(
     if spec.mlp_head:
         from timm.layers import Mlp
 
-        head = Mlp(dim, hidden_features=dim, out_features=num_classes, act_layer=nn.GELU)
+        h = fusion_head(head, dim)
+        # dropout after the activation only: timm's second dropout would act on the logits
+        classifier = Mlp(
+            dim, h["hidden"], num_classes, act_layer=_ACTIVATIONS[h["activation"]], drop=(h["dropout"], 0.0)
+        )
     else:
-        head = nn.Linear(dim, num_classes)
-    model = ImageClassifier(backbone, dim, head)
+        if head:
+            raise CvmError(f"model {name!r} has a linear head: the fusion head's settings apply to MLP heads only")
+        classifier = nn.Linear(dim, num_classes)
+    model = ImageClassifier(backbone, dim, classifier)
     for path, norm in (normalization or {}).items():
         target = backbone.get_submodule(path) if path else backbone
         if not getattr(target, "input_normalization", None):

@@ -103,6 +103,7 @@ def dataset_section(name: str, spec: dict, data_dir: Path, paper_key: str | None
         )
     totals = table.sum()
     return {
+        "short_parts": _short_parts(spec, data_dir),
         "name": name,
         "kind": spec["kind"],
         "synthetic": bool(summary.get("synthetic")),
@@ -118,6 +119,19 @@ def dataset_section(name: str, spec: dict, data_dir: Path, paper_key: str | None
         "paper_key": paper_key,
         "paper_note": paper_results().get("split_notes", {}).get(paper_key) if paper_key else None,
     }
+
+
+def _short_parts(spec: dict, data_dir: Path) -> list[dict]:
+    """A combined set's parts that hold fewer images of a class than their limits ask: the classes,
+    asked against kept, and how many images the combined set is short by for it."""
+    short = []
+    for part in spec.get("parts") or []:
+        limits = read_json(data_dir.parent / part / file_name("summary")).get("class_limits") or {}
+        classes = {c: v for c, v in limits.items() if v["kept"] < v["asked"]}
+        if classes:
+            missing = sum(v["asked"] - v["kept"] for v in classes.values())
+            short.append({"part": part, "classes": classes, "missing": missing})
+    return short
 
 
 def _missing_dataset(name: str, spec: dict, failure) -> dict:
