@@ -1,7 +1,9 @@
 import json
+from pathlib import Path
 
 import pytest
 
+from cvm_cervix.data import COMBINED_CLASSES
 from cvm_cervix.models import PAPER_MODELS, model_names
 from cvm_cervix.report import aggregate_runs, paper_metrics, paper_results
 
@@ -18,10 +20,41 @@ def test_paper_numbers_are_well_formed():
                 for numbers in splits.values():
                     assert set(numbers) == {"precision", "recall", "f1", "accuracy"}
                     assert all(isinstance(v, float) and 50 < v <= 100 for v in numbers.values())
-    for item in paper["confusions"]:
-        assert isinstance(item["label"], str) and isinstance(item["pred"], str) and item["count"] > 0
+    assert set(paper["confusions"]) == {"val", "test"}  # Fig. 6: both matrices
+    for item in paper["confusions"]["val"] + paper["confusions"]["test"]:
+        assert item["label"] in COMBINED_CLASSES and item["pred"] in COMBINED_CLASSES and item["count"] > 0
     assert sum(v[0] for v in paper["splits"]["combined"].values()) == 5308  # Table 1 totals
     assert sum(v[2] for v in paper["splits"]["pbc"].values()) == 3415
+
+
+def test_no_paper_number_is_typed_into_the_report_template():
+    """The paper's numbers live in paper_results.yaml only: the template's own text (outside Jinja's
+    expressions and statements, and outside tags) holds none of them, in figures or in words."""
+    import re
+
+    import cvm_cervix
+
+    template = (Path(cvm_cervix.__file__).parent / "templates" / "report.html.j2").read_text()
+    text = re.sub(r"{{.*?}}|{%.*?%}|{#.*?#}", " ", template, flags=re.S)
+    text = re.sub(r"<style.*?</style>|<script.*?</script>|<[^>]*>", " ", text, flags=re.S)
+
+    def numbers(node):
+        if isinstance(node, dict):
+            return {n for v in node.values() for n in numbers(v)}
+        if isinstance(node, list):
+            return {n for v in node for n in numbers(v)}
+        if isinstance(node, (int, float)) and not isinstance(node, bool):
+            return {f"{node:g}", f"{node:.2f}" if isinstance(node, float) else str(node)}
+        return set()
+
+    paper = {n for n in numbers(paper_results()) if len(n.replace(".", "").lstrip("-")) >= 2 or "." in n}
+    typed = set(re.findall(r"(?<![\w.])-?\d+(?:[.,]\d+)?(?![\w.])", text))
+    assert not typed & paper, sorted(typed & paper)
+    words = re.findall(r"about (?:one|two|an?) (?:point|hour)|\b\d+ ?h (?:faster|shorter|less)", text)
+    assert not words, words
+    # and the template does show the paper's cost and 16-bit figures, through the data file
+    for key in ("fp16_accuracy_delta_points", "fp16_training_hours_saved", "size_mb_fp16"):
+        assert f"paper.cost.{key}" in template, key
 
 
 def test_paper_lookup():
@@ -138,6 +171,8 @@ def _fabricate(results, config, seed=0):
                 },
                 "confusion": cm.tolist(),
                 "ms_per_image": 1.5,
+                "end_to_end_seconds": 31.0 + seed,
+                "end_to_end_ms_per_image": 17.25,
             }
 
         (folder / "metrics.json").write_text(
@@ -324,6 +359,7 @@ def _fabricate(results, config, seed=0):
 
 
 def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path):
+    import numpy as np
     import pandas as pd
     import yaml
     from conftest import REPO
@@ -350,6 +386,30 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     assert "its part cric holds SCC 161 of the 687 asked, ASC-US 606 of the 742 asked" in text
     assert "this set has 662 image(s) fewer than its parts' limits ask (8838 against 9500)" in text
     assert "SCC (161 of 687), ASC-US (606 of 742) than the limits ask" in text  # in cric's own section
+    # the precision experiment: mixed precision against float32, from the two runs' train.json, beside
+    # the paper's Sec. 4.6 figures from its data file
+    precision = next(e for e in context["experiments"] if e["name"] == "precision")
+    (contrast,) = precision["mixed_precision"]
+    total = {
+        recipe: np.mean(
+            [
+                json.loads((results / f"runs/combined/cvm_cervix/{recipe}/seed{s}/train.json").read_text())[
+                    "total_seconds"
+                ]
+                for s in (0, 1, 2)
+            ]
+        )
+        for recipe in ("none", "none+amp")
+    }
+    assert contrast["recipe"] == "none+amp"
+    assert contrast["seconds_saved"] == pytest.approx(total["none"] - total["none+amp"])
+    assert "precision: mixed precision against float32" in text
+    # the test time from files beside the inference time, labelled
+    assert "test ms / image, from files" in text and "<td>17.25</td>" in html
+    assert (
+        f"{paper_results()['cost']['fp16_training_hours_saved']} h of {paper_results()['cost']['total_hours']} h"
+        in text
+    )
     assert len(context["runs"]) == 37 and len(context["experiments"]) == 8
     assert context["incomplete"] is None and "INCOMPLETE REPORT" not in html
     assert size < 12 * 2**20, f"{size / 2**20:.1f} MiB"  # plotly.js (4.6 MiB) once, and the figures' data

@@ -128,7 +128,7 @@ def test_training_is_reproducible_for_a_seed(tiny_dataset, tmp_path):
     assert infos[0]["seed"] == 3 and infos[2]["seed"] == 4
 
 
-def test_evaluation_outputs_and_metrics(trained, tiny_dataset):
+def test_evaluation_outputs_and_metrics(trained, tiny_dataset, monkeypatch):
     out, info = trained
     metrics = evaluate_run(out, tiny_dataset, threads=2)
     classes = info["classes"]
@@ -158,6 +158,18 @@ def test_evaluation_outputs_and_metrics(trained, tiny_dataset):
     assert saved["params"] == info["params"] and metrics["test"] == saved["test"]
     model, _ = load_trained(out)
     assert model.head.out_features == 11
+    # the test split timed from its image files too (decode, resize, inference), as the paper timed it
+    e2e = saved["test"]
+    assert e2e["end_to_end_seconds"] > 0 and "end_to_end_seconds" not in saved["val"]
+    assert e2e["end_to_end_ms_per_image"] == pytest.approx(1000 * e2e["end_to_end_seconds"] / len(test))
+    import cvm_cervix.evaluate as evaluate_module
+
+    opened = []
+
+    real = evaluate_module.load_image
+    monkeypatch.setattr(evaluate_module, "load_image", lambda path, size: opened.append(path) or real(path, size))
+    evaluate_run(out, tiny_dataset, threads=2)
+    assert opened == test["path"].tolist()  # every test image, from its file, in order
 
 
 def test_metrics_match_hand_counts():

@@ -319,10 +319,12 @@ def test_report_is_self_contained_and_labelled_synthetic(finished):
     metrics = json.loads((finished / "results/runs/syn/cvm_cervix/none/seed0/metrics.json").read_text())
     assert f"{100 * metrics['test']['accuracy']:.2f}" in html
     assert "ShuffleNetV2×0.5" in html and "flip4x" in html
-    # the paper's Fig. 6 confusions beside this run's counts of the same pairs
-    classes, cm = metrics["classes"], metrics["test"]["confusion"]
-    ours = cm[classes.index("ASC-US")][classes.index("LSIL")]
-    assert f'<td class="l">ASC-US → LSIL</td><td class="paper">21</td><td>{ours}</td>' in html
+    # the paper's Fig. 6 confusions (validation and test) beside this run's counts of the same pairs
+    classes = metrics["classes"]
+    for split, name, count in (("test", "test", 21), ("val", "validation", 15)):
+        ours = metrics[split]["confusion"][classes.index("ASC-US")][classes.index("LSIL")]
+        row = f'<td class="l">ASC-US → LSIL</td><td class="l">{name}</td><td class="paper">{count}</td><td>{ours}</td>'
+        assert row in html, split
     # data table: per-class counts per split from the manifest, with the paper's Table 1 beside
     assert '<td class="paper">484</td>' in html
 

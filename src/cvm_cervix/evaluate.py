@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from ._io import write_csv, write_json
+from .data import load_image
 from .engine import predict, to_device_images
 from .plan import file_name
 from .run import Inference
@@ -42,6 +45,16 @@ def compute_metrics(frame: pd.DataFrame, classes: list[str]) -> dict:
         },
         "confusion": confusion_matrix(y_true, y_pred, labels=classes).tolist(),
     }
+
+
+def end_to_end_seconds(model, paths: list[str], img_size: int, batch_size: int, dev, amp) -> float:
+    """Seconds from image files to class probabilities: decode, resize (as the cache does) and
+    inference, batch by batch, as a lab's test of new images would run."""
+    start = time.perf_counter()
+    for i in range(0, len(paths), batch_size):
+        batch = np.stack([load_image(p, img_size) for p in paths[i : i + batch_size]])
+        predict(model, torch.from_numpy(batch), batch_size, dev, amp)
+    return time.perf_counter() - start
 
 
 def evaluate_run(
@@ -92,6 +105,11 @@ def evaluate_run(
         frames[split] = predictions_frame(rows["path"], y, out["probs"], classes)
         metrics[split] = compute_metrics(frames[split], classes)
         metrics[split]["ms_per_image"] = 1000 * out["seconds"] / max(len(x), 1)
+    # The paper's test time (1,763 images in 31 s) is from files on disk; ms_per_image above is inference
+    # on the decoded cache alone. Both are kept, each named for what it measures.
+    seconds = end_to_end_seconds(model, frames["test"]["path"].tolist(), trained.img_size, batch_size, dev, amp)
+    metrics["test"]["end_to_end_seconds"] = seconds
+    metrics["test"]["end_to_end_ms_per_image"] = 1000 * seconds / max(len(frames["test"]), 1)
     size = trained.weights_path.stat().st_size
     metrics["size_mb"] = size / 1e6
     metrics["size_mib"] = size / 2**20

@@ -25,6 +25,7 @@ from .sections import (
     compression_rows,
     dataset_section,
     failures_table,
+    mixed_precision_contrasts,
     paper_confusions,
     transfer_section,
 )
@@ -149,6 +150,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
             first = dirs[0]
             key = str(first)
             metrics = read_json(first / file_name("metrics"))
+            row["precision"] = metrics.get("precision")
             row["per_class"] = {
                 "seed": metrics["seed"],
                 **{split: metrics[split]["per_class"] for split in ("val", "test")},
@@ -194,6 +196,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
                 "first_seed": first_seed,
                 "splits": splits,
                 "rows": rows,
+                "mixed_precision": mixed_precision_contrasts(rows, config.get("variants") or {}),
                 "comparisons": comparisons,
                 "split_comparisons": split_comparisons,
                 "spread": spread,
