@@ -139,6 +139,9 @@ def _fabricate(results, config, seed=0):
             }
         ).to_csv(folder / "manifest.csv", index=False)
         (folder / "classes.json").write_text(json.dumps(classes))
+        size = config["train"]["img_size"]
+        if size <= 64:  # the decoded images (the data section's examples), where small enough to write
+            np.save(folder / f"cache_{size}.npy", rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8))
         (folder / "summary.json").write_text(
             json.dumps(
                 {
@@ -440,7 +443,11 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     assert md[0].startswith("| model") and set(md[1]) <= set("|:- ") and len(md) == 2 + 23
     per_class = pd.read_csv(tmp_path / "files" / "main__per_class.csv")
     assert set(per_class["split"]) == {"val", "test"} and len(set(per_class["class"])) == 11
-    assert {"main__roc.html", "main__reliability.html"} <= files
+    assert {"main__roc.html", "main__pr.html", "main__reliability.html"} <= files
+    # the precision-recall curves drawn, from the statistics' curve points, each AP in the legend
+    abnormal = main["screening"]["rows"][0]["roc_pr"]["abnormal"]
+    assert "Precision-recall, abnormal against normal (test): main" in html
+    assert f"(AP {abnormal['average_precision']:.3f})" in main["screening"]["pr"]
     # a reliability diagram for every run in its section, from its own statistics (fabricated here for
     # every run but the variants')
     plain = [r for r in context["runs"] if "+" not in r["label"].split(" · recipe ")[1]]
@@ -542,3 +549,37 @@ def test_a_truncated_metrics_file_is_one_line_naming_it(tmp_path):
     assert (tmp_path / "report.html").read_text() == complete
     assert (tmp_path / "report.html").stat().st_mtime == 1_000_000
     assert not restore_last_complete(tmp_path / "report.html")  # never over a report that is there
+
+
+def test_the_data_section_shows_example_images_of_each_class_from_the_cache(tmp_path):
+    """The paper's Figs 4, 8 and 10: the first images of each class, as the network sees them (the
+    decoded cache), each a thumbnail in the report; a set no run trains on has no cache and shows none."""
+    import base64
+    import io
+
+    import numpy as np
+    import pandas as pd
+    import yaml
+    from conftest import REPO
+    from PIL import Image
+
+    from cvm_cervix.report import build_report
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    results = tmp_path / "results"
+    _fabricate(results, config)
+    context = build_report(config, tmp_path / "report.html", results, files_dir=tmp_path / "files")
+    sections = {d["name"]: d for d in context["datasets"]}
+    name = "synthetic_combined"
+    manifest = pd.read_csv(results / "data" / name / "manifest.csv")
+    cache = np.load(results / "data" / name / "cache_32.npy")
+    examples = sections[name]["examples"]
+    assert [e["class"] for e in examples] == json.loads((results / "data" / name / "classes.json").read_text())
+    first = examples[0]
+    rows = manifest.index[manifest["class"] == first["class"]][:4]
+    assert len(first["images"]) == len(rows) == 4
+    for uri, row in zip(first["images"], rows, strict=True):
+        png = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+        assert np.array_equal(np.asarray(png), cache[row].transpose(1, 2, 0))
+    html = (tmp_path / "report.html").read_text()
+    assert "Example images per class" in html and first["images"][0] in html

@@ -316,5 +316,6 @@ def test_the_report_reads_only_the_files_its_rule_declares(tmp_path):
         watching[0] = False
     read = {f for f in opened if results.resolve() in f.parents}
     assert read, "the report read nothing from the results folder"
+    assert any(f.name.startswith("cache_") for f in read)  # the example images, from a declared cache
     undeclared = sorted(str(f) for f in read if not any(f == d or d in f.parents for d in declared))
     assert not undeclared, undeclared

@@ -338,7 +338,13 @@ class Plan:
             "summaries": [p("summary", dataset=d) for d in self.datasets],
             "manifests": [p("manifest", dataset=d) for d in self.datasets],
             "classes": [p("classes", dataset=d) for d in self.datasets],
+            # the decoded images of each trained-on set: the data section's example images per class
+            "caches": [p("cache", dataset=d, size=self.config["train"]["img_size"]) for d in self.cached_datasets()],
         }
+
+    def cached_datasets(self) -> list[str]:
+        """The datasets whose images are decoded into a cache: those runs train on."""
+        return sorted({r.dataset for r in self.runs})
 
 
 def write_plan(config: dict, out: str | Path, configfiles: list[str] | None = None, why: str | None = None) -> dict:

@@ -43,6 +43,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
     for exp in config["experiments"].values():
         if exp.get("paper"):  # the first experiment of the dataset that reproduces a table of the paper
             paper_for_dataset.setdefault(exp["dataset"], exp["paper"])
+    cached = {r.dataset for r in all_runs(config)}
     ds_sections = [
         _missing_dataset(name, dataset_spec(config, name), status["datasets"][name])
         if name in status["datasets"]
@@ -51,6 +52,9 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
             dataset_spec(config, name),
             Path(path("manifest", results, dataset=name)).parent,
             paper_for_dataset.get(name),
+            cache=Path(path("cache", results, dataset=name, size=config["train"]["img_size"]))
+            if name in cached
+            else None,
         )
         for name in used_datasets(config)
     ]

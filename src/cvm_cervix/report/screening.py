@@ -26,6 +26,38 @@ def roc_figure(curves: list[tuple[str, dict]], title: str) -> str:
     return _figure_html(fig)
 
 
+def pr_figure(curves: list[tuple[str, dict]], title: str) -> str:
+    """Abnormal-against-normal precision-recall curves, one per run, overlaid, each average precision in
+    the legend; the dotted line is the share of abnormal test images (a model that guesses)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for label, c in curves:
+        fig.add_trace(
+            go.Scatter(
+                x=c["pr"]["recall"],
+                y=c["pr"]["precision"],
+                mode="lines",
+                name=f"{label} (AP {c['average_precision']:.3f})",
+            )
+        )
+    if curves:
+        base = curves[0][1]["positives"] / curves[0][1]["n"]
+        fig.add_trace(
+            go.Scatter(x=[0, 1], y=[base, base], mode="lines", line={"dash": "dot", "color": "grey"}, name="chance")
+        )
+    fig.update_layout(
+        title=title,
+        xaxis_title="recall = sensitivity (abnormal test images found)",
+        yaxis_title="precision (called abnormal that are)",
+        height=460,
+        xaxis_range=[0, 1],
+        yaxis_range=[0, 1.02],
+        legend={"font": {"size": 10}},
+    )
+    return _figure_html(fig)
+
+
 def reliability_figure(calibration: dict, title: str) -> str:
     """Accuracy against confidence per bin (bars sized by images), the diagonal a calibrated model follows."""
     import plotly.graph_objects as go
@@ -106,6 +138,7 @@ def screening_section(
         "rows": table,
         "points": table[0]["operating_points"],
         "roc": roc_figure(curves, f"ROC, abnormal against normal (test): {exp_name}") if curves else "",
+        "pr": pr_figure(curves, f"Precision-recall, abnormal against normal (test): {exp_name}") if curves else "",
         "reliability": reliability_figure(ref["calibration"], f"Reliability (test): {ref['paper_name']}"),
         "reliability_of": ref["paper_name"],
         "claim": claim,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from .._io import read_json, read_table
 from ..data import read_manifest, split_counts
 from ..plan import file_name
@@ -123,7 +125,39 @@ def mixed_precision_contrasts(rows: list[dict], variants: dict) -> list[dict]:
     return out
 
 
-def dataset_section(name: str, spec: dict, data_dir: Path, paper_key: str | None) -> dict:
+EXAMPLES_PER_CLASS, EXAMPLE_PX = 4, 64
+
+
+def example_images(manifest, cache: Path, classes: list[str]) -> list[dict]:
+    """The first few images of each class in the manifest's order (the paper's Figs 4, 8 and 10), from
+    the decoded cache, as small PNG thumbnails: ``[{"class", "images": [data URI, ...]}]``."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    try:  # read only: the report never removes a cache (load_cache does, for the jobs that train on it)
+        pixels = np.load(cache, mmap_mode="r")
+    except (ValueError, OSError, EOFError):
+        pixels = None
+    if pixels is None or pixels.dtype != np.uint8 or pixels.ndim != 4 or len(pixels) != len(manifest):
+        return []  # unreadable or not this manifest's: the jobs that read it fail, and the report says so
+    out = []
+    for cls in classes:
+        rows = manifest.index[manifest["class"] == cls][:EXAMPLES_PER_CLASS]
+        uris = []
+        for row in rows:
+            image = Image.fromarray(np.ascontiguousarray(pixels[row].transpose(1, 2, 0)))
+            if image.width > EXAMPLE_PX:
+                image = image.resize((EXAMPLE_PX, EXAMPLE_PX), Image.BILINEAR)
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            uris.append("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"))
+        out.append({"class": cls, "images": uris})
+    return out
+
+
+def dataset_section(name: str, spec: dict, data_dir: Path, paper_key: str | None, cache: Path | None = None) -> dict:
     manifest = read_manifest(data_dir / file_name("manifest"))
     classes = read_json(data_dir / file_name("classes"))
     summary = read_json(data_dir / file_name("summary"))
@@ -143,6 +177,8 @@ def dataset_section(name: str, spec: dict, data_dir: Path, paper_key: str | None
         )
     totals = table.sum()
     return {
+        # a cache that is missing (its job failed: the report says so elsewhere) gives no examples
+        "examples": example_images(manifest, cache, classes) if cache is not None and cache.is_file() else [],
         "short_parts": _short_parts(spec, data_dir),
         "name": name,
         "kind": spec["kind"],

@@ -284,6 +284,7 @@ def write_report_files(context: dict, folder: Path) -> list[Path]:
             files[f"{exp['name']}__learning_curve.html"] = _standalone(exp["curve"], context["plotly_js"])
         if exp.get("screening") and exp["screening"]["roc"]:
             files[f"{exp['name']}__roc.html"] = _standalone(exp["screening"]["roc"], context["plotly_js"])
+            files[f"{exp['name']}__pr.html"] = _standalone(exp["screening"]["pr"], context["plotly_js"])
             files[f"{exp['name']}__reliability.html"] = _standalone(
                 exp["screening"]["reliability"], context["plotly_js"]
             )
