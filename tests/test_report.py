@@ -52,6 +52,12 @@ def test_no_paper_number_is_typed_into_the_report_template():
     assert not typed & paper, sorted(typed & paper)
     words = re.findall(r"about (?:one|two|an?) (?:point|hour)|\b\d+ ?h (?:faster|shorter|less)", text)
     assert not words, words
+    # nor do the shipped configs' titles and notes, which the report shows too
+    from conftest import REPO
+
+    for config in ("config.yaml", "paper.yaml"):
+        shown = (REPO / "config" / config).read_text()
+        assert not re.findall(r"about (?:one|two|an?) (?:point|hour)|\b\d+ ?h (?:faster|shorter|less)", shown), config
     # and the template does show the paper's cost and 16-bit figures, through the data file
     for key in ("fp16_accuracy_delta_points", "fp16_training_hours_saved", "size_mb_fp16"):
         assert f"paper.cost.{key}" in template, key
