@@ -22,6 +22,7 @@ def main(sm):
         operating_points=a["operating_points"],
         calibration_bins=a["calibration_bins"],
         paper_abnormal=paper_abnormal_classes(),
+        referral_coverages=a["referral"]["coverages"],
     )
     write_json(sm.output.stats, stats)
 

@@ -261,6 +261,7 @@ def _fabricate(results, config, seed=0):
             30,
             0,
             paper_abnormal_classes(),
+            [0.9, 0.95],
         )
     for name, exp in config["experiments"].items():
         runs = [r for r in experiment_runs(config, name) if r.recipe in exp["augment"]]
@@ -413,6 +414,13 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     assert contrast["recipe"] == "none+amp"
     assert contrast["seconds_saved"] == pytest.approx(total["none"] - total["none+amp"])
     assert "precision: mixed precision against float32" in text
+    # referral: the conformal table and the risk-coverage curve of each run, from its statistics
+    referral = next(e for e in context["experiments"] if e["name"] == "main")["screening"]["referral"][0]
+    assert [r["target"] for r in referral["rows"]] == [0.9, 0.95]
+    assert "Referral: which cells a person must still see" in html and "Risk against coverage (test): main" in html
+    row = referral["rows"][0]
+    assert f'{100 * row["coverage"]:.2f}% <span class="note">[{100 * row["coverage_ci"][0]:.2f}' in text
+    assert f"{row['abnormal_missed']} of {row['abnormal_images']}" in text
     # the test time from files beside the inference time, labelled
     assert "test ms / image, from files" in text and "<td>17.25</td>" in html
     assert (

@@ -17,6 +17,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from .labels import abnormal_in
+from .referral import referral, risk_coverage
 
 CURVE_POINTS = 101  # a curve is kept at most this many points (the report draws it; the AUC uses all)
 
@@ -346,8 +347,9 @@ def diagnose(
     n_boot: int = 1000,
     seed: int = 0,
     paper_abnormal: list[str] | None = None,
+    coverages: list[float] | None = None,
 ) -> dict | None:
-    """ROC/PR, calibration and operating points of one run from its predictions files' frames.
+    """ROC/PR, calibration, operating points and referral of one run from its predictions files' frames.
 
     ``test``/``val``: frames of ``predictions_{test,val}.csv``; the intervals are over test images;
     validation gives only the operating points' thresholds. ``paper_abnormal``: the paper's abnormal
@@ -369,6 +371,8 @@ def diagnose(
         "operating_points": [],
         "paper_claim": None,
         "temperature": None,
+        "referral": None,
+        "risk_coverage": risk_coverage(labels, probs),
     }
     if val is not None:
         val_probs, val_classes = probabilities(val)
@@ -376,6 +380,11 @@ def diagnose(
             raise ValueError(f"the validation predictions have classes {val_classes}, the test ones {classes}")
         val_labels = np.array([index[c] for c in val["label"]], dtype=int)
         out["temperature"] = temperature_scaling(val_labels, val_probs, labels, probs, bins)
+        if coverages:
+            flags = np.array(abnormal_in(classes, abnormal or []), dtype=bool)
+            out["referral"] = referral(
+                val_labels, val_probs, labels, probs, coverages, flags if flags.any() and not flags.all() else None
+            )
     if abnormal and val is not None:
         val_truth = np.array(abnormal_in(val["label"].to_numpy(), abnormal), dtype=bool)
         test_truth = np.array(abnormal_in(test["label"].to_numpy(), abnormal), dtype=bool)

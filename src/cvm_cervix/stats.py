@@ -284,6 +284,7 @@ def experiment_stats(
     operating_points: list[dict] | None = None,
     calibration_bins: int = 15,
     paper_abnormal: list[str] | None = None,
+    referral_coverages: list[float] | None = None,
 ) -> dict:
     """Statistics of one experiment's runs from their predictions.
 
@@ -324,6 +325,7 @@ def experiment_stats(
                 n_boot,
                 seed,
                 paper_abnormal,
+                referral_coverages,
             ),
         }
         ref = frames.get((reference, recipe, seed, split))

@@ -58,6 +58,24 @@ def pr_figure(curves: list[tuple[str, dict]], title: str) -> str:
     return _figure_html(fig)
 
 
+def risk_coverage_figure(curves: list[tuple[str, dict]], title: str) -> str:
+    """Error among the test images kept against the share kept (the most confident first), one per run."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for label, c in curves:
+        fig.add_trace(go.Scatter(x=c["coverage"], y=c["risk"], mode="lines", name=label))
+    fig.update_layout(
+        title=title,
+        xaxis_title="share of test images the model decides (the most confident first)",
+        yaxis_title="error among them",
+        height=420,
+        xaxis_range=[0, 1],
+        legend={"font": {"size": 10}},
+    )
+    return _figure_html(fig)
+
+
 def reliability_figure(calibration: dict, title: str) -> str:
     """Accuracy against confidence per bin (bars sized by images), the diagonal a calibrated model follows."""
     import plotly.graph_objects as go
@@ -133,6 +151,9 @@ def screening_section(
                 )
             )
     ref = next((t for t in table if t["model"] == reference), table[0])
+    name = lambda t: t["paper_name"] + ("" if t["recipe"] == "none" else f" · {t['recipe']}")  # noqa: E731
+    referral = [{"label": name(t), **t["referral"]} for t in table if t.get("referral")]
+    risk = [(name(t), t["risk_coverage"]) for t in table if t.get("risk_coverage")]
     claim = ref["paper_claim"] if paper == "combined" else None
     return {
         "rows": table,
@@ -141,6 +162,8 @@ def screening_section(
         "pr": pr_figure(curves, f"Precision-recall, abnormal against normal (test): {exp_name}") if curves else "",
         "reliability": reliability_figure(ref["calibration"], f"Reliability (test): {ref['paper_name']}"),
         "reliability_of": ref["paper_name"],
+        "referral": referral,
+        "risk_coverage": risk_coverage_figure(risk, f"Risk against coverage (test): {exp_name}") if risk else "",
         "claim": claim,
     }
 
