@@ -8,7 +8,7 @@ SNAKEMAKE_ARGS ?=
 # The embedded default's jobs are small (32 px): on a CPU two one-thread jobs at once get through them
 # about 30% faster than one two-thread job (BENCHMARKS.md), so `make run` gives every job one thread
 # (the tests' snakemake helper reads this list).
-ONE_THREAD := $(foreach r,prepare cache train evaluate analyse compress_half compress_onnx compress_dynamic transfer_predict,$(r)=1)
+ONE_THREAD := $(foreach r,prepare cache train evaluate analyse robustness compress_half compress_onnx compress_dynamic transfer_predict,$(r)=1)
 
 .PHONY: run test test-fast test-cluster lint dry-run-paper clean env
 

@@ -228,6 +228,22 @@ def _fabricate(results, config, seed=0):
         (folder / "weights.safetensors").write_bytes(b"\0" * 1000)
         for split in ("val", "test"):  # an evaluated run has its predictions (their content is the stats job's)
             (folder / f"predictions_{split}.csv").write_text("path,label,pred\n")
+        (folder / "analysis").mkdir(exist_ok=True)  # robustness (read where an experiment asks for it)
+        severities = {str(s): {"accuracy": 0.8 - 0.1 * s, "abnormal_auc": 0.9 - 0.05 * s} for s in range(1, 6)}
+        (folder / "analysis" / "robustness.json").write_text(
+            json.dumps(
+                {
+                    "model": run.model,
+                    "dataset": run.dataset,
+                    "seed": run.seed,
+                    "test_images": 400,
+                    "img_size": config["train"]["img_size"],
+                    "clean": {"accuracy": 0.85, "abnormal_auc": 0.95},
+                    "corruptions": {c: severities for c in ("stain", "blur", "jpeg", "brightness_contrast", "scale")},
+                    "mean": severities,
+                }
+            )
+        )
     diagnostics = {}  # one run's ROC/PR, calibration and operating points per dataset, from random predictions
     for name, classes in classes_of.items():
         from cvm_cervix.diagnostics import diagnose
@@ -421,6 +437,10 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     row = referral["rows"][0]
     assert f'{100 * row["coverage"]:.2f}% <span class="note">[{100 * row["coverage_ci"][0]:.2f}' in text
     assert f"{row['abnormal_missed']} of {row['abnormal_images']}" in text
+    # robustness of main's runs, from their robustness.json: each corruption and the mean per severity
+    assert "Robustness to slide variation" in html and "Test accuracy under slide variation" in html
+    assert context["robustness"] and context["robustness"][0]["mean"][4]["accuracy"] == pytest.approx(0.3)
+    assert "<th>30.00 <span class=\"note\">AUC 0.650</span></th>" in text
     # the test time from files beside the inference time, labelled
     assert "test ms / image, from files" in text and "<td>17.25</td>" in html
     assert (

@@ -66,6 +66,7 @@ PATHS = {
     "tsne": f"{RUN}/analysis/tsne.csv",
     "gallery": f"{RUN}/analysis/gallery.json",
     "gallery_images": f"{RUN}/analysis/gallery",
+    "robustness": f"{RUN}/analysis/robustness.json",
     "transfer_predictions": f"{RUN}/transfer/{{target}}.csv",
     "transfer_matrix": "transfer/matrix.json",
     "stats": "stats/{experiment}.json",
@@ -83,6 +84,7 @@ LOGS = {
     "train": f"logs/train/{JOB}.log",
     "evaluate": f"logs/evaluate/{JOB}.log",
     "analyse": f"logs/analyse/{JOB}.log",
+    "robustness": f"logs/robustness/{JOB}.log",
     "compress": f"logs/compress/{JOB}_{{precision}}.log",
     "transfer_predict": f"logs/transfer/{JOB}_on_{{target}}.log",
     "transfer_matrix": "logs/transfer/matrix.log",
@@ -98,6 +100,7 @@ BENCHMARKS = {
     "train": f"benchmarks/train/{JOB}.tsv",
     "evaluate": f"benchmarks/evaluate/{JOB}.tsv",
     "analyse": f"benchmarks/analyse/{JOB}.tsv",
+    "robustness": f"benchmarks/robustness/{JOB}.tsv",
     "compress_half": f"benchmarks/compress_half/{JOB}_{{precision}}.tsv",
     "compress_onnx": f"benchmarks/compress_onnx/{JOB}_{{precision}}.tsv",
     "compress_dynamic": f"benchmarks/compress_dynamic/{JOB}_{{precision}}.tsv",
@@ -245,6 +248,9 @@ class Plan:
     def analysis_runs(self) -> list[Run]:
         return self.flagged_runs("analysis")
 
+    def robustness_runs(self) -> list[Run]:
+        return self.flagged_runs("robustness")
+
     def stats_runs(self, experiment: str) -> list[Run]:
         """The experiment's runs plus the reference model's runs they are compared with."""
         reference = self.config["analysis"]["reference"]
@@ -311,6 +317,7 @@ class Plan:
         files += [b("cache", dataset=d, size=size) for d in sorted({r.dataset for r in self.runs})]
         files += [b(rule, **run_values(r)) for r in self.runs for rule in ("train", "evaluate")]
         files += [b("analyse", **run_values(r)) for r in self.analysis_runs()]
+        files += [b("robustness", **run_values(r)) for r in self.robustness_runs()]
         files += [b("stats", experiment=e) for e in self.config["experiments"]]
         files += [
             b(PRECISIONS[j.precision].rule, precision=j.precision, **run_values(j.run)) for j in self.compress_jobs()
@@ -330,6 +337,7 @@ class Plan:
             "stats": [p("stats", experiment=e) for e in self.config["experiments"]],
             "compressed": [p("compressed_metrics", j.run, precision=j.precision) for j in self.compress_jobs()],
             "analysis": [p(key, r) for r in self.analysis_runs() for key in ("gallery", "gallery_images", "tsne")],
+            "robustness": [p("robustness", r) for r in self.robustness_runs()],
             # a compressed run's float32 file: its size is the table's float32 row
             "weights": sorted({p("weights", j.run) for j in self.compress_jobs()}),
             "metrics": [p("metrics", r) for r in self.runs],

@@ -89,7 +89,15 @@ def plan_status(config: dict, results: str | Path) -> dict:
     ``compress``: (Run, precision) -> Failure; ``analysis``: Run -> Failure; ``transfer``: Failure or None.
     """
     results, plan = Path(results), Plan(config)
-    status: dict = {"datasets": {}, "runs": {}, "stats": {}, "compress": {}, "analysis": {}, "transfer": None}
+    status: dict = {
+        "datasets": {},
+        "runs": {},
+        "stats": {},
+        "compress": {},
+        "analysis": {},
+        "robustness": {},
+        "transfer": None,
+    }
     for name in plan.datasets:
         failure = missing_because(plan, results, "manifest", dataset=name)
         if failure:
@@ -112,10 +120,14 @@ def plan_status(config: dict, results: str | Path) -> dict:
         )
         if failure:
             status["analysis"][run] = failure
+    for run in plan.robustness_runs():
+        failure = missing_because(plan, results, "robustness", **run_values(run))
+        if failure:
+            status["robustness"][run] = failure
     if config.get("transfer"):
         status["transfer"] = missing_because(plan, results, "transfer_matrix")
     return status
 
 
 def is_complete(status: dict) -> bool:
-    return not any(status[k] for k in ("datasets", "runs", "stats", "compress", "analysis", "transfer"))
+    return not any(status[k] for k in ("datasets", "runs", "stats", "compress", "analysis", "robustness", "transfer"))

@@ -27,6 +27,7 @@ from .sections import (
     failures_table,
     mixed_precision_contrasts,
     paper_confusions,
+    robustness_section,
     transfer_section,
 )
 
@@ -61,7 +62,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
     synthetic_sets = {d["name"] for d in ds_sections if d["synthetic"]}
 
     experiments, run_details, seen = [], [], set()
-    compression, analyses = [], []
+    compression, analyses, robustness = [], [], []
     for exp_name, exp in config["experiments"].items():
         runs = experiment_runs(config, exp_name)
         seeds = experiment_seeds(config, exp_name)
@@ -107,6 +108,13 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
                             "figure": compression_figure(rows, f"Compression: {label}"),
                         }
                     )
+            if exp.get("robustness"):
+                if run in status["robustness"]:
+                    robustness.append(
+                        {"label": label, "experiment": exp_name, "missing": status["robustness"][run].as_dict()}
+                    )
+                else:
+                    robustness.append(robustness_section(read_json(path("robustness", results, run)), label, exp_name))
             if exp.get("analysis"):
                 if run in status["analysis"]:
                     analyses.append(
@@ -245,6 +253,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
         "runs": run_details,
         "compression": compression,
         "analyses": analyses,
+        "robustness": robustness,
         "transfer": transfer_section(config, results),
         "transfer_missing": status["transfer"].as_dict() if status["transfer"] else None,
         "reference": get_model_spec(config.get("analysis", {}).get("reference", "cvm_cervix")).paper_name,

@@ -47,6 +47,53 @@ def aggregate_runs(run_dirs: list[Path]) -> dict:
     return out
 
 
+def robustness_section(result: dict, label: str, experiment: str) -> dict:
+    """One run's robustness: accuracy (and abnormal AUC) per corruption and severity, clean at 0, the
+    mean over corruptions, and a plot of accuracy against severity."""
+    import plotly.graph_objects as go
+
+    severities = sorted(int(s) for s in result["mean"])
+    fig = go.Figure()
+    for name, by_severity in result["corruptions"].items():
+        fig.add_trace(
+            go.Scatter(
+                x=[0, *severities],
+                y=[result["clean"]["accuracy"], *(by_severity[str(s)]["accuracy"] for s in severities)],
+                mode="lines+markers",
+                name=name,
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=[0, *severities],
+            y=[result["clean"]["accuracy"], *(result["mean"][str(s)]["accuracy"] for s in severities)],
+            mode="lines",
+            line={"dash": "dash", "color": "black", "width": 3},
+            name="mean over corruptions",
+        )
+    )
+    fig.update_layout(
+        title=_text(f"Test accuracy under slide variation: {label}"),
+        xaxis_title="severity (0: clean)",
+        yaxis_title="accuracy",
+        yaxis_range=[0, 1],
+        height=420,
+    )
+    return {
+        "label": label,
+        "experiment": experiment,
+        "severities": severities,
+        "clean": result["clean"],
+        "mean": [result["mean"][str(s)] for s in severities],
+        "corruptions": {
+            name: [by_severity[str(s)] for s in severities] for name, by_severity in result["corruptions"].items()
+        },
+        "test_images": result["test_images"],
+        "img_size": result["img_size"],
+        "figure": _figure_html(fig),
+    }
+
+
 def analysis_section(run_path: Path, label: str, classes: list[str], experiment: str = "") -> dict:
     gallery_json = run_path / file_name("gallery")
     gallery = read_json(gallery_json)
@@ -236,6 +283,11 @@ def failures_table(config: dict, status: dict) -> list[dict]:
     rows += [
         {"what": f"{run.path} analysis", **f.as_dict()}
         for run, f in sorted(status["analysis"].items())
+        if f not in caused
+    ]
+    rows += [
+        {"what": f"{run.path} robustness", **f.as_dict()}
+        for run, f in sorted(status.get("robustness", {}).items())
         if f not in caused
     ]
     if status["transfer"] and status["transfer"] not in caused:
