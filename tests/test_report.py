@@ -440,7 +440,7 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     # robustness of main's runs, from their robustness.json: each corruption and the mean per severity
     assert "Robustness to slide variation" in html and "Test accuracy under slide variation" in html
     assert context["robustness"] and context["robustness"][0]["mean"][4]["accuracy"] == pytest.approx(0.3)
-    assert "<th>30.00 <span class=\"note\">AUC 0.650</span></th>" in text
+    assert '<th>30.00 <span class="note">AUC 0.650</span></th>' in text
     # the test time from files beside the inference time, labelled
     assert "test ms / image, from files" in text and "<td>17.25</td>" in html
     assert (
