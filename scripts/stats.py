@@ -23,6 +23,7 @@ def main(sm):
         calibration_bins=a["calibration_bins"],
         paper_abnormal=paper_abnormal_classes(),
         referral_coverages=a["referral"]["coverages"],
+        subgroups=a["subgroups"],
     )
     write_json(sm.output.stats, stats)
 

@@ -9,6 +9,7 @@ from PIL import Image
 from sklearn.metrics import f1_score
 
 from cvm_cervix.analysis import analyse_run, grad_cam, top_confusions, tsne_3d
+from cvm_cervix.errors import CvmError
 from cvm_cervix.models import create_model
 from cvm_cervix.stats import bootstrap_ci, clinical_view, experiment_stats, macro_f1_resampled, mcnemar_exact
 
@@ -339,3 +340,46 @@ def test_contrasts_pair_runs_of_one_split_and_are_tested_over_the_splits(tmp_pat
     assert over["test_train_ratio"] == 0.5 and over["p_holm"] == pytest.approx(over["p_value"])
     by_model = {e["model"]: e for e in stats["spread"]}
     assert by_model["resnet18"]["accuracy"]["split_means"] == pytest.approx({"0": 0.7, "1": 0.75, "2": 0.65})
+
+
+def test_a_combined_sets_test_metrics_per_source_and_per_configured_column(tmp_path):
+    """Per source dataset (SIPaKMeD, CRIC) and per subgroup column, from the manifest, by hand."""
+    paths = [f"img{i}.png" for i in range(8)]
+    truth = ["HSIL", "NILM", "HSIL", "NILM", "Dyskeratotic", "Metaplastic", "Dyskeratotic", "Metaplastic"]
+    preds = ["HSIL", "NILM", "NILM", "NILM", "Dyskeratotic", "Dyskeratotic", "Metaplastic", "Metaplastic"]
+    pd.DataFrame({"path": paths, "label": truth, "pred": preds}).to_csv(tmp_path / "p.csv", index=False)
+    classes = sorted(set(truth))
+    manifest = pd.DataFrame(
+        {
+            "path": paths,
+            "class": truth,
+            "label": [classes.index(c) for c in truth],
+            "sha256": [f"{i:064x}" for i in range(8)],
+            "group": range(8),
+            "dataset": ["cric"] * 4 + ["sipakmed"] * 4,
+            "split": "test",
+            "stain": ["pap", "pap", "pap", "hema", "pap", "pap", "hema", "hema"],
+        }
+    )
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    run = {
+        "model": "cvm_cervix",
+        "recipe": "none",
+        "seed": 0,
+        "predictions": str(tmp_path / "p.csv"),
+        "manifest": str(tmp_path / "manifest.csv"),
+    }
+    abnormal = ["HSIL", "Dyskeratotic"]
+    stats = experiment_stats([run], "cvm_cervix", abnormal, n_boot=200, subgroups=["stain"])
+    groups = stats["runs"][0]["subgroups"]
+    cric, sipakmed = groups["dataset"]
+    assert (cric["value"], cric["n"], cric["accuracy"]) == ("cric", 4, 0.75)
+    assert (sipakmed["value"], sipakmed["n"], sipakmed["accuracy"]) == ("sipakmed", 4, 0.5)
+    assert cric["sensitivity"] == 0.5 and cric["specificity"] == 1.0  # one HSIL of two called NILM
+    assert sipakmed["sensitivity"] == 0.5 and sipakmed["specificity"] == 0.5
+    assert cric["accuracy_ci"][0] <= 0.75 <= cric["accuracy_ci"][1]
+    hema, pap = groups["stain"]
+    assert (hema["value"], hema["n"], hema["accuracy"]) == ("hema", 3, 2 / 3)
+    assert (pap["value"], pap["n"], pap["accuracy"]) == ("pap", 5, 3 / 5)
+    with pytest.raises(CvmError, match="analysis.subgroups names column 'scanner'.*remove it or add the column"):
+        experiment_stats([run], "cvm_cervix", abnormal, n_boot=50, subgroups=["scanner"])

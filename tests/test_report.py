@@ -296,6 +296,23 @@ def _fabricate(results, config, seed=0):
                             "clinical": None,
                             "mcnemar": None,
                             "diagnostics": diagnostics[r.dataset],
+                            "subgroups": {
+                                "dataset": [
+                                    {
+                                        "value": part,
+                                        "n": 800 + i,
+                                        "accuracy": 0.9 - 0.1 * i,
+                                        "accuracy_ci": [0.85 - 0.1 * i, 0.93 - 0.1 * i],
+                                        "f1_macro": 0.88,
+                                        "f1_macro_ci": [0.84, 0.91],
+                                        "sensitivity": 0.9,
+                                        "specificity": None,
+                                    }
+                                    for i, part in enumerate(("cric", "sipakmed"))
+                                ]
+                            }
+                            if r.dataset == "combined"
+                            else {},
                         }
                         for r in runs
                     ],
@@ -437,6 +454,9 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     row = referral["rows"][0]
     assert f'{100 * row["coverage"]:.2f}% <span class="note">[{100 * row["coverage_ci"][0]:.2f}' in text
     assert f"{row['abnormal_missed']} of {row['abnormal_images']}" in text
+    # per source dataset of the combined set, from the statistics
+    assert "By source dataset and subgroup" in html
+    assert '<td class="l">sipakmed</td><td>801</td> <td>80.00 <span class="note">[75.00–83.00]</span></td>' in text
     # robustness of main's runs, from their robustness.json: each corruption and the mean per severity
     assert "Robustness to slide variation" in html and "Test accuracy under slide variation" in html
     assert context["robustness"] and context["robustness"][0]["mean"][4]["accuracy"] == pytest.approx(0.3)

@@ -133,6 +133,7 @@ def _stats(plan: Plan, v: dict) -> list[Need]:
     return [
         *(Need("predictions", "predictions_test", run_values(r), many=True) for r in runs),
         *(Need("predictions_val", "predictions_val", run_values(r), many=True) for r in runs),
+        *(Need("manifests", "manifest", {"dataset": d}, many=True) for d in sorted({r.dataset for r in runs})),
         _plan_stamp(plan),
     ]
 

@@ -275,6 +275,8 @@ class Plan:
                 "test_train_ratio": self._test_train_ratio(r),
                 "predictions": path("predictions_test", results, r),
                 "predictions_val": path("predictions_val", results, r),
+                # its test images' source dataset and other columns: the per-source metrics
+                "manifest": path("manifest", results, dataset=r.dataset),
                 # where its weights start and on how much of the training split: start-vs-start contrasts
                 "start": start_label(self.config, r),
                 "train_fraction": run_settings(self.config, r).get("train_fraction", 1.0),

@@ -276,6 +276,52 @@ def contrasts(frames: dict, reference: str | None, n_boot: int = 1000, starts: d
     return out
 
 
+def subgroup_metrics(
+    frame, manifest: tuple, classes: list[str], abnormal: list[str], columns: list[str], n_boot: int, seed: int
+) -> dict:
+    """Test metrics of each value of the manifest's ``columns`` (a combined set's source ``dataset`` always,
+    where it has several): images, accuracy and macro F1 with bootstrap intervals, abnormal sensitivity
+    and specificity. ``manifest``: (its path, the frame)."""
+    where, rows = manifest
+    for column in columns:
+        if column not in rows.columns:
+            raise CvmError(
+                f"analysis.subgroups names column {column!r}, which {where} does not have "
+                f"(its columns: {', '.join(rows.columns)}); remove it or add the column to the dataset's manifest"
+            )
+    values = rows.set_index("path")
+    missing = frame.loc[~frame["path"].isin(values.index), "path"]
+    if len(missing):
+        raise CvmError(f"{missing.iloc[0]} is in the predictions but not in {where}; evaluate the run again")
+    out = {}
+    for column in dict.fromkeys(["dataset", *columns]):
+        if column not in values.columns:
+            continue
+        groups = values.loc[frame["path"], column].astype(str).to_numpy()
+        if column == "dataset" and len(set(groups)) < 2:
+            continue  # one source: the whole test split is that source
+        out[column] = []
+        for value in sorted(set(groups)):
+            part = frame[groups == value]
+            interval = bootstrap_ci(part["label"], part["pred"], classes, n_boot, seed=seed)
+            clinical = clinical_view(part["label"], part["pred"], abnormal)
+            out[column].append(
+                {
+                    "value": value,
+                    "n": int(len(part)),
+                    "accuracy": float(np.mean(part["label"].to_numpy() == part["pred"].to_numpy())),
+                    "accuracy_ci": interval["accuracy"],
+                    "f1_macro": float(
+                        f1_score(part["label"], part["pred"], labels=classes, average="macro", zero_division=0)
+                    ),
+                    "f1_macro_ci": interval["f1_macro"],
+                    "sensitivity": clinical["sensitivity"] if clinical else None,
+                    "specificity": clinical["specificity"] if clinical else None,
+                }
+            )
+    return out
+
+
 def experiment_stats(
     runs: list[dict],
     reference: str | None,
@@ -285,6 +331,7 @@ def experiment_stats(
     calibration_bins: int = 15,
     paper_abnormal: list[str] | None = None,
     referral_coverages: list[float] | None = None,
+    subgroups: list[str] | None = None,
 ) -> dict:
     """Statistics of one experiment's runs from their predictions.
 
@@ -297,6 +344,10 @@ def experiment_stats(
     gets its ROC/PR, calibration and operating points (``diagnostics``, thresholds chosen on ``predictions_val``).
     """
     frames = {_run_key(r): read_table(r["predictions"]) for r in runs}
+    from .data import read_manifest
+
+    read = {m: read_manifest(m) for m in {r["manifest"] for r in runs if r.get("manifest")}}
+    manifests = {_run_key(r): (r["manifest"], read[r["manifest"]]) for r in runs if r.get("manifest")}
     val_files = {_run_key(r): r.get("predictions_val") for r in runs}
     out, scores = [], {}
     for (model, recipe, seed, split), frame in frames.items():
@@ -328,6 +379,9 @@ def experiment_stats(
                 referral_coverages,
             ),
         }
+        manifest = manifests.get((model, recipe, seed, split))
+        if manifest is not None:
+            entry["subgroups"] = subgroup_metrics(frame, manifest, classes, abnormal, subgroups or [], n_boot, seed)
         ref = frames.get((reference, recipe, seed, split))
         if ref is not None and model != reference:
             if not ref["path"].equals(frame["path"]):

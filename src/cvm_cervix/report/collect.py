@@ -209,6 +209,17 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
                 "splits": splits,
                 "rows": rows,
                 "mixed_precision": mixed_precision_contrasts(rows, config.get("variants") or {}),
+                # test metrics per source dataset (a combined set) and per configured subgroup column
+                "subgroups": [
+                    {
+                        "label": r["paper_name"] + ("" if r["recipe"] == "none" else f" · {r['recipe']}"),
+                        "column": column,
+                        "rows": values,
+                    }
+                    for r in rows
+                    if r.get("stats")
+                    for column, values in (r["stats"].get("subgroups") or {}).items()
+                ],
                 "comparisons": comparisons,
                 "split_comparisons": split_comparisons,
                 "spread": spread,
