@@ -637,3 +637,38 @@ def test_the_data_section_shows_example_images_of_each_class_from_the_cache(tmp_
         assert np.array_equal(np.asarray(png), cache[row].transpose(1, 2, 0))
     html = (tmp_path / "report.html").read_text()
     assert "Example images per class" in html and first["images"][0] in html
+
+
+def test_intended_use_leads_the_report_and_every_checklist_item_is_answered_or_explained(tmp_path):
+    import re
+
+    import yaml
+    from conftest import REPO
+
+    from cvm_cervix._io import package_yaml
+    from cvm_cervix.intended_use import INTENDED_USE, LIMITATIONS
+    from cvm_cervix.report import build_report
+    from cvm_cervix.report.sections import SECTION_TITLES
+
+    checklist = package_yaml("reporting_checklists.yaml")
+    assert set(checklist) == {"CLAIM", "TRIPOD+AI"} and len(checklist["CLAIM"]["items"]) == 42
+    for name, c in checklist.items():
+        for item in c["items"]:
+            assert bool(item.get("where")) != bool(item.get("why")), (name, item["topic"])  # one, not both
+            assert set(item.get("where", [])) <= set(SECTION_TITLES), (name, item["topic"])
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    del config["transfer"]  # a report without a transfer section says so where an item points to it
+    results = tmp_path / "results"
+    _fabricate(results, config)
+    build_report(config, tmp_path / "report.html", results, files_dir=tmp_path / "files")
+    html = (tmp_path / "report.html").read_text()
+    from html import unescape
+
+    head = unescape(html[: html.index('<h2 id="data">')])
+    assert INTENDED_USE in head and all(limit in head for limit in LIMITATIONS)  # on the first screen
+    ids = set(re.findall(r'id="([^"]+)"', html))
+    links = set(re.findall(r'<a href="#([^"]+)">', html.split('id="checklists"', 1)[1]))
+    assert links and links <= ids, links - ids
+    assert 'Validation or testing on external data</td><td class="l">Transfer <span class="note">(not in this' in html
+    assert html.count("research use only, not for diagnosis") >= 1

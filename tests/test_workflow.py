@@ -68,6 +68,7 @@ def tiny_config(**train) -> dict:
                 "models": ["cvm_cervix"],
                 "paper": "combined",
                 "analysis": True,
+                "robustness": True,
                 "compress": ["fp16", "int8", "onnx"],
             },
             "comparison": {
@@ -327,6 +328,25 @@ def test_report_is_self_contained_and_labelled_synthetic(finished):
         assert row in html, split
     # data table: per-class counts per split from the manifest, with the paper's Table 1 beside
     assert '<td class="paper">484</td>' in html
+
+
+def test_the_report_answers_a_screening_lab(finished):
+    """Referral, robustness and per-source metrics of the tiny workflow, each from its own files."""
+    html = (finished / "results" / "report.html").read_text()
+    stats = json.loads((finished / "results" / "stats" / "main.json").read_text())
+    (entry,) = stats["runs"]
+    sources = {row["value"]: row for row in entry["subgroups"]["dataset"]}
+    assert set(sources) == {"synthetic CRIC", "synthetic SIPaKMeD"}  # the two datasets the set imitates
+    test = pd.read_csv(finished / "results/runs/syn/cvm_cervix/none/seed0/predictions_test.csv")
+    assert sum(row["n"] for row in sources.values()) == len(test)
+    assert "By source dataset and subgroup" in html and "synthetic SIPaKMeD" in html
+    assert [row["target"] for row in entry["diagnostics"]["referral"]["rows"]] == [0.9, 0.95]
+    assert "Referral: which cells a person must still see" in html
+    robustness = json.loads((finished / "results/runs/syn/cvm_cervix/none/seed0/analysis/robustness.json").read_text())
+    metrics = json.loads((finished / "results/runs/syn/cvm_cervix/none/seed0/metrics.json").read_text())
+    assert robustness["clean"]["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    assert set(robustness["corruptions"]) == {"stain", "blur", "jpeg", "brightness_contrast", "scale"}
+    assert "Robustness to slide variation" in html
 
 
 def test_rerun_has_nothing_to_do(finished):

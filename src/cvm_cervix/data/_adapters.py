@@ -229,9 +229,15 @@ def _imagefolder(root: Path, spec: dict, workdir: Path) -> Listing:
 def _synthetic(root: Path, spec: dict, workdir: Path) -> Listing:
     from ._synthetic import class_names
 
+    from ._synthetic import SOURCES
+
     listing = _imagefolder(root, spec, workdir)
     order = class_names(spec.get("classes", "combined"))
     listing.classes = [c for c in order if c in listing.classes]
+    sources = SOURCES.get(spec.get("classes", "combined"), {})
+    for record in listing.records:  # the dataset each class imitates, where the class set pools several
+        if record["class"] in sources:
+            record["source"] = sources[record["class"]]
     return listing
 
 

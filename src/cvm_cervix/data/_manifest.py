@@ -37,14 +37,15 @@ def records_frame(listing: Listing, dataset: str, threads: int = 4) -> pd.DataFr
     A ``converted`` column notes images that were not plain 8-bit RGB or grey (see :func:`to_rgb`);
     :func:`conversions` turns it into the summary's list before the split drops it.
     """
-    frame = pd.DataFrame(listing.records, columns=["path", "class", "group"])
+    frame = pd.DataFrame(listing.records, columns=["path", "class", "group", "source"])
     with ThreadPoolExecutor(max(1, threads)) as pool:
         checked = list(pool.map(_check_image, frame["path"]))
     frame["sha256"] = [sha for sha, _ in checked]
     frame["converted"] = [note or "" for _, note in checked]
     index = {c: i for i, c in enumerate(listing.classes)}
     frame["label"] = frame["class"].map(index)
-    frame["dataset"] = dataset
+    # the dataset an image comes from: this one, or the source a synthetic set's class imitates
+    frame["dataset"] = frame.pop("source").fillna(dataset).astype(str)
     frame["group"] = frame["group"].astype(str)
     return frame
 

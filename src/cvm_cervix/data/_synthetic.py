@@ -241,6 +241,19 @@ def class_names(class_set: str) -> list[str]:
     return list(CLASS_SETS[class_set])
 
 
+# The source each class of a class set imitates: the combined set's classes come from two datasets, so
+# its synthetic imitation has two sources too (the manifest's ``dataset`` column; per-source metrics).
+SOURCES = {
+    "combined": {
+        **dict.fromkeys(["ASC-H", "ASC-US", "SCC", "HSIL", "LSIL", "NILM"], "synthetic CRIC"),
+        **dict.fromkeys(
+            ["Dyskeratotic", "Koilocytotic", "Metaplastic", "Parabasal", "Superficial-Intermediate"],
+            "synthetic SIPaKMeD",
+        ),
+    }
+}
+
+
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     """Band-limited noise in [-1, 1]: a random ``cells``×``cells`` grid upsampled bicubically."""
     grid = rng.uniform(-1, 1, (cells, cells)).astype(np.float32)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from .._io import read_json
 from ..config import all_runs, dataset_spec, experiment_runs, experiment_seeds, experiment_splits, used_datasets
+from ..intended_use import INTENDED_USE, LIMITATIONS, SYNTHETIC
 from ..labels import abnormal_classes
 from ..models import get_model_spec
 from ..plan import file_name, path
@@ -20,6 +21,7 @@ from .figures import confusion_figure, curves_figure, experiment_figure, learnin
 from .screening import compression_figure, reliability_figure, screening_section
 from .sections import (
     _missing_dataset,
+    checklists,
     aggregate_runs,
     analysis_section,
     compression_rows,
@@ -265,6 +267,15 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
         "compression": compression,
         "analyses": analyses,
         "robustness": robustness,
+        "intended_use": {"text": INTENDED_USE, "limitations": LIMITATIONS, "synthetic": SYNTHETIC},
+        "checklists": checklists(
+            {
+                "transfer": bool(config.get("transfer")),
+                "compression": bool(compression),
+                "robustness": bool(robustness),
+                "analysis": bool(analyses),
+            }
+        ),
         "transfer": transfer_section(config, results),
         "transfer_missing": status["transfer"].as_dict() if status["transfer"] else None,
         "reference": get_model_spec(config.get("analysis", {}).get("reference", "cvm_cervix")).paper_name,

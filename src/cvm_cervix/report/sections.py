@@ -47,6 +47,43 @@ def aggregate_runs(run_dirs: list[Path]) -> dict:
     return out
 
 
+SECTION_TITLES = {
+    "intended-use": "Intended use",
+    "data": "Data",
+    "results": "Results",
+    "transfer": "Transfer",
+    "compression": "Compression",
+    "robustness": "Robustness",
+    "analysis": "Features and misclassifications",
+    "cost": "Cost",
+    "runs": "Runs",
+    "provenance": "Provenance",
+}
+
+
+def checklists(optional: dict[str, bool]) -> list[dict]:
+    """CLAIM and TRIPOD+AI, each item with the report's sections that answer it (``optional``: whether
+    each section that only some configs have is in this report) or why none can."""
+    from .._io import package_yaml
+
+    out = []
+    for name, checklist in package_yaml("reporting_checklists.yaml").items():
+        items = [
+            {
+                "topic": item["topic"],
+                "note": item.get("note"),
+                "why": item.get("why"),
+                "sections": [
+                    {"id": sec, "title": SECTION_TITLES[sec], "present": optional.get(sec, True)}
+                    for sec in item.get("where", [])
+                ],
+            }
+            for item in checklist["items"]
+        ]
+        out.append({"name": name, "source": checklist["source"], "items": items})
+    return out
+
+
 def robustness_section(result: dict, label: str, experiment: str) -> dict:
     """One run's robustness: accuracy (and abnormal AUC) per corruption and severity, clean at 0, the
     mean over corruptions, and a plot of accuracy against severity."""
