@@ -227,9 +227,7 @@ def _imagefolder(root: Path, spec: dict, workdir: Path) -> Listing:
 
 @register_adapter("synthetic")
 def _synthetic(root: Path, spec: dict, workdir: Path) -> Listing:
-    from ._synthetic import class_names
-
-    from ._synthetic import SOURCES
+    from ._synthetic import SOURCES, class_names
 
     listing = _imagefolder(root, spec, workdir)
     order = class_names(spec.get("classes", "combined"))
