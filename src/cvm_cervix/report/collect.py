@@ -21,9 +21,9 @@ from .figures import confusion_figure, curves_figure, experiment_figure, learnin
 from .screening import compression_figure, reliability_figure, screening_section
 from .sections import (
     _missing_dataset,
-    checklists,
     aggregate_runs,
     analysis_section,
+    checklists,
     compression_rows,
     dataset_section,
     failures_table,
