@@ -265,6 +265,14 @@ def test_papers_cric_limits_are_its_table_1():
             "'train.batch_size' in the config: a batch of one image cannot train",
         ),
         (lambda c: c.update(results=str(REPO / "README.md")), "is a file, not a folder"),
+        (
+            lambda c: c["experiments"]["main"].update(baseline="main"),
+            "'experiments.main.baseline' in the config: 'main' is not another experiment",
+        ),
+        (
+            lambda c: c["experiments"]["main"].update(baseline="mian"),
+            "'experiments.main.baseline' in the config: 'mian' is not another experiment",
+        ),
     ],
 )
 def test_values_that_would_be_quietly_wrong_or_a_traceback_are_one_line(mutate, words):

@@ -410,7 +410,7 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     from cvm_cervix.report import build_report
 
     config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
-    config["train"]["seeds"] = [0, 1, 2]  # 3 seeds of every one of the 37 runs
+    config["train"]["seeds"] = [0, 1, 2]  # 3 seeds of every one of the 38 runs
     results = tmp_path / "results"
     _fabricate(results, config)
     # the public CRIC release holds fewer SCC and ASC-US cells than Table 1 asks (short_classes: take_all)
@@ -454,6 +454,14 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     row = referral["rows"][0]
     assert f'{100 * row["coverage"]:.2f}% <span class="note">[{100 * row["coverage_ci"][0]:.2f}' in text
     assert f"{row['abnormal_missed']} of {row['abnormal_images']}" in text
+    # the grouped split against the paper's random one: the gap with its interval, from both runs' metrics
+    leakage = next(e for e in context["experiments"] if e["name"] == "leakage")
+    (gap,) = leakage["gaps"]
+    grouped = json.loads((results / "runs/combined_grouped/cvm_cervix/none/seed0/metrics.json").read_text())["test"]
+    random = json.loads((results / "runs/combined/cvm_cervix/none/seed0/metrics.json").read_text())["test"]
+    assert gap["gap"] == pytest.approx(grouped["accuracy"] - random["accuracy"])
+    assert gap["gap_ci"][0] < gap["gap"] < gap["gap_ci"][1]
+    assert "Against main: the same cells, split another way" in html
     # per source dataset of the combined set, from the statistics
     assert "By source dataset and subgroup" in html
     assert '<td class="l">sipakmed</td><td>801</td> <td>80.00 <span class="note">[75.00–83.00]</span></td>' in text
@@ -467,7 +475,7 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
         f"{paper_results()['cost']['fp16_training_hours_saved']} h of {paper_results()['cost']['total_hours']} h"
         in text
     )
-    assert len(context["runs"]) == 37 and len(context["experiments"]) == 8
+    assert len(context["runs"]) == 38 and len(context["experiments"]) == 9
     assert context["incomplete"] is None and "INCOMPLETE REPORT" not in html
     assert size < 12 * 2**20, f"{size / 2**20:.1f} MiB"  # plotly.js (4.6 MiB) once, and the figures' data
     assert html.count('<script type="text/javascript">/**') == 1  # plotly.js inlined exactly once
@@ -505,7 +513,7 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     # a reliability diagram for every run in its section, from its own statistics (fabricated here for
     # every run but the variants')
     plain = [r for r in context["runs"] if "+" not in r["label"].split(" · recipe ")[1]]
-    assert len(plain) == 28 and all(r["reliability"] for r in plain)  # 37 runs, 9 of them variants
+    assert len(plain) == 29 and all(r["reliability"] for r in plain)  # 38 runs, 9 of them variants
     assert html.count("Reliability (test): ") >= len(plain) + 1
 
 
@@ -540,7 +548,7 @@ def test_a_failed_job_is_named_and_marked_wherever_its_result_is_needed(tmp_path
 
     context = build_report(config, tmp_path / "report.html", results, files_dir=tmp_path / "files")
     gap = context["incomplete"]
-    assert gap["runs_missing"] == 1 and gap["runs_total"] == 37
+    assert gap["runs_missing"] == 1 and gap["runs_total"] == 38
     assert gap["failures"] == [
         {
             "what": "runs/combined/vgg19/none/seed0",

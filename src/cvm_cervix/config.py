@@ -294,6 +294,12 @@ def check_config(config: dict, source: str = "the config", require_roots: bool =
                     "or drop the model"
                 )
         used.add(exp["dataset"])
+        baseline = exp.get("baseline")
+        if baseline is not None and (baseline not in config["experiments"] or baseline == name):
+            raise CvmError(
+                f"config key 'experiments.{name}.baseline' in {source}: {baseline!r} is not another experiment "
+                f"(experiments: {', '.join(e for e in config['experiments'] if e != name)})"
+            )
     for model, path in config.get("train", {}).get("weights", {}).items():
         if model not in known:
             raise CvmError(f"config key 'train.weights.{model}' in {source}: unknown model {model!r}")

@@ -23,6 +23,7 @@ from .sections import (
     _missing_dataset,
     aggregate_runs,
     analysis_section,
+    baseline_gaps,
     checklists,
     compression_rows,
     dataset_section,
@@ -245,6 +246,13 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
                 else None,
             }
         )
+
+    # an experiment on another split of the same cells (the grouped split), against its baseline's runs
+    by_name = {e["name"]: e for e in experiments}
+    for e in experiments:
+        e["baseline"] = config["experiments"][e["name"]].get("baseline")
+        base = by_name.get(e["baseline"])
+        e["gaps"] = baseline_gaps(e["rows"], base["rows"]) if base else []
 
     import plotly.offline
 

@@ -183,6 +183,44 @@ def paper_confusions(metrics: dict) -> list[dict]:
     return rows
 
 
+def baseline_gaps(rows: list[dict], baseline_rows: list[dict]) -> list[dict]:
+    """Test accuracy of each run (first seed) against the same model and recipe in the baseline
+    experiment, another split of the same cells (the grouped split against the paper's random one): the
+    gap in points with a 95% interval, the normal approximation for two independent test splits."""
+    import math
+
+    def first_seed(row: dict) -> tuple[float, int] | None:
+        per_class = (row.get("per_class") or {}).get("test")
+        if not per_class:
+            return None
+        n = sum(c["support"] for c in per_class.values())
+        correct = sum(c["recall"] * c["support"] for c in per_class.values())
+        return (correct / n, n) if n else None
+
+    base = {(r["model"], r["recipe"]): first_seed(r) for r in baseline_rows}
+    out = []
+    for row in rows:
+        ours, theirs = first_seed(row), base.get((row["model"], row["recipe"]))
+        if ours is None or theirs is None:
+            continue
+        (p1, n1), (p0, n0) = ours, theirs
+        gap = p1 - p0
+        half = 1.96 * math.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0)
+        out.append(
+            {
+                "model": row["paper_name"],
+                "recipe": row["recipe"],
+                "accuracy": p1,
+                "baseline_accuracy": p0,
+                "n": n1,
+                "baseline_n": n0,
+                "gap": gap,
+                "gap_ci": [gap - half, gap + half],
+            }
+        )
+    return out
+
+
 def mixed_precision_contrasts(rows: list[dict], variants: dict) -> list[dict]:
     """Each run trained with mixed precision (a variant with ``amp: true``) against the same model and
     augmentation in the config's own arithmetic: training time saved (seconds, and as a share) and the
