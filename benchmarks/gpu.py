@@ -426,6 +426,12 @@ def paper_plan_hours(rates: dict[str, float], infer: float) -> tuple[float, int]
     for e in config["experiments"].values():
         if e.get("paper"):
             key_of.setdefault(e["dataset"], e["paper"])
+    for name, spec in config["datasets"].items():  # the same cells split another way (the grouped split)
+        twin = next(
+            (d for d in key_of if spec.get("parts") and config["datasets"][d].get("parts") == spec["parts"]), None
+        )
+        if name not in key_of and twin:
+            key_of[name] = key_of[twin]
     seconds = 0.0
     for run in runs:
         key = key_of[run.dataset]

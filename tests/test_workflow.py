@@ -469,13 +469,13 @@ def test_paper_config_plans_one_training_job_per_model(tmp_path):
     out = proc.stdout + proc.stderr
     counts = job_counts(out)
     # 23 models on combined, + cvm_cervix flip4x, + the distilled-DeiT fusion, + Herlev and blood cells,
-    # + mixed precision, + Herlev from 3 starts at 3 training-set sizes
-    assert counts["train"] == 23 + 1 + 1 + 1 + 1 + 1 + 9
+    # + mixed precision, + Herlev from 3 starts at 3 training-set sizes, + the grouped split
+    assert counts["train"] == 23 + 1 + 1 + 1 + 1 + 1 + 9 + 1
     assert counts["evaluate"] == counts["train"]
-    assert counts["prepare"] == 5 and counts["cache"] == 3
+    assert counts["prepare"] == 6 and counts["cache"] == 4
     assert counts["compress_half"] == 2 and counts["compress_onnx"] == 2 and counts["compress_dynamic"] == 1
-    assert counts["analyse"] == 1
-    assert counts["stats"] == len(cfg["experiments"]) == 8
+    assert counts["analyse"] == 1 and counts["robustness"] == 1
+    assert counts["stats"] == len(cfg["experiments"]) == 9
     assert counts["transfer_predict"] == 4 and counts["transfer_matrix"] == 1
     assert cfg["train"]["pretrained"] is True
     assert counts["weights"] == 24  # 23 models of Table 3 and the distilled-DeiT fusion, one job each
@@ -604,7 +604,18 @@ def test_report_in_a_real_browser(finished, browser, tmp_path):
     anchors = browser.execute_script(
         "return Array.from(document.querySelectorAll('nav a')).map(a => a.getAttribute('href'))"
     )
-    assert anchors == ["#data", "#results", "#transfer", "#compression", "#analysis", "#cost", "#runs", "#provenance"]
+    assert anchors == [
+        "#data",
+        "#results",
+        "#transfer",
+        "#compression",
+        "#robustness",
+        "#analysis",
+        "#cost",
+        "#runs",
+        "#provenance",
+        "#checklists",
+    ]
     assert browser.execute_script(
         "return Array.from(document.querySelectorAll('nav a'))"
         ".every(a => document.querySelector(a.getAttribute('href')))"
