@@ -378,6 +378,8 @@ def test_a_combined_sets_test_metrics_per_source_and_per_configured_column(tmp_p
     assert cric["sensitivity"] == 0.5 and cric["specificity"] == 1.0  # one HSIL of two called NILM
     assert sipakmed["sensitivity"] == 0.5 and sipakmed["specificity"] == 0.5
     assert cric["accuracy_ci"][0] <= 0.75 <= cric["accuracy_ci"][1]
+    # macro F1 over CRIC's own two classes here: HSIL 2/3 (one of two found), NILM 4/5 (one false alarm)
+    assert cric["f1_macro"] == pytest.approx((2 / 3 + 4 / 5) / 2)
     hema, pap = groups["stain"]
     assert (hema["value"], hema["n"], hema["accuracy"]) == ("hema", 3, 2 / 3)
     assert (pap["value"], pap["n"], pap["accuracy"]) == ("pap", 5, 3 / 5)

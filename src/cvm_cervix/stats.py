@@ -280,8 +280,8 @@ def subgroup_metrics(
     frame, manifest: tuple, classes: list[str], abnormal: list[str], columns: list[str], n_boot: int, seed: int
 ) -> dict:
     """Test metrics of each value of the manifest's ``columns`` (a combined set's source ``dataset`` always,
-    where it has several): images, accuracy and macro F1 with bootstrap intervals, abnormal sensitivity
-    and specificity. ``manifest``: (its path, the frame)."""
+    where it has several): images, accuracy and macro F1 (over the classes that value holds) with
+    bootstrap intervals, abnormal sensitivity and specificity. ``manifest``: (its path, the frame)."""
     where, rows = manifest
     for column in columns:
         if column not in rows.columns:
@@ -303,7 +303,9 @@ def subgroup_metrics(
         out[column] = []
         for value in sorted(set(groups)):
             part = frame[groups == value]
-            interval = bootstrap_ci(part["label"], part["pred"], classes, n_boot, seed=seed)
+            # macro F1 over the classes this value holds: a source's F1 is not halved by the other source's classes
+            present = [c for c in classes if c in set(part["label"])]
+            interval = bootstrap_ci(part["label"], part["pred"], present, n_boot, seed=seed)
             clinical = clinical_view(part["label"], part["pred"], abnormal)
             out[column].append(
                 {
@@ -312,7 +314,7 @@ def subgroup_metrics(
                     "accuracy": float(np.mean(part["label"].to_numpy() == part["pred"].to_numpy())),
                     "accuracy_ci": interval["accuracy"],
                     "f1_macro": float(
-                        f1_score(part["label"], part["pred"], labels=classes, average="macro", zero_division=0)
+                        f1_score(part["label"], part["pred"], labels=present, average="macro", zero_division=0)
                     ),
                     "f1_macro_ci": interval["f1_macro"],
                     "sensitivity": clinical["sensitivity"] if clinical else None,
