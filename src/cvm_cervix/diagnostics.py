@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-from .labels import abnormal_in
+from .labels import abnormal_flags, abnormal_in
 from .referral import referral, risk_coverage
 
 CURVE_POINTS = 101  # a curve is kept at most this many points (the report draws it; the AUC uses all)
@@ -381,9 +381,8 @@ def diagnose(
         val_labels = np.array([index[c] for c in val["label"]], dtype=int)
         out["temperature"] = temperature_scaling(val_labels, val_probs, labels, probs, bins)
         if coverages:
-            flags = np.array(abnormal_in(classes, abnormal or []), dtype=bool)
             out["referral"] = referral(
-                val_labels, val_probs, labels, probs, coverages, flags if flags.any() and not flags.all() else None
+                val_labels, val_probs, labels, probs, coverages, abnormal_flags(classes, abnormal)
             )
     if abnormal and val is not None:
         val_truth = np.array(abnormal_in(val["label"].to_numpy(), abnormal), dtype=bool)

@@ -48,6 +48,11 @@ def scale(batch_uint8: torch.Tensor) -> torch.Tensor:
 AMP_DTYPES = ("auto", "float16", "bfloat16")
 
 
+def _auto_dtype() -> str:
+    """What ``auto`` (and a run recorded before ``amp_dtype``) means: bfloat16 where the GPU has it."""
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
 def amp_dtype(device: torch.device, amp: bool, requested: str = "auto") -> str | None:
     """The 16-bit type mixed precision uses (``train.amp``, ``train.amp_dtype``), or None for float32.
 
@@ -60,7 +65,7 @@ def amp_dtype(device: torch.device, amp: bool, requested: str = "auto") -> str |
     if not amp or device.type != "cuda":
         return None
     if requested == "auto":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        return _auto_dtype()
     if requested == "bfloat16" and not torch.cuda.is_bf16_supported():
         raise CvmError(
             f"train.amp_dtype is bfloat16 but {torch.cuda.get_device_name(device)} has no bfloat16; "
@@ -79,7 +84,7 @@ def autocast(device: torch.device, amp: bool | str | None = True):
     bfloat16 where supported (a run recorded before ``amp_dtype`` existed), or off; a no-op on the CPU."""
     if device.type != "cuda" or not amp:
         return nullcontext()
-    name = amp if isinstance(amp, str) else ("bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+    name = amp if isinstance(amp, str) else _auto_dtype()
     return torch.autocast("cuda", dtype=getattr(torch, name))
 
 
@@ -87,7 +92,7 @@ def precision_name(device: torch.device, amp: bool | str | None) -> str:
     """What arithmetic a pass with :func:`autocast` ``amp`` on ``device`` uses: recorded with every metric."""
     if device.type != "cuda" or not amp:
         return "float32"
-    name = amp if isinstance(amp, str) else ("bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+    name = amp if isinstance(amp, str) else _auto_dtype()
     return f"{name} autocast"
 
 

@@ -23,7 +23,8 @@ from .intended_use import INTENDED_USE, LIMITATIONS, SYNTHETIC
 from .plan import file_name, path
 from .run import EXPORTED, TrainedRun
 
-# What config.json keeps of train.json: what rebuilds the model, and how it was trained.
+# What config.json keeps of train.json under cvm_cervix.run: what rebuilds the model (with
+# cvm_cervix.normalization beside it), and how it was trained.
 _RECORD = (
     "model",
     "num_classes",
@@ -31,7 +32,6 @@ _RECORD = (
     "classes",
     "seed",
     "augment",
-    "normalization",
     "fusion_head",
     "amp",
     "amp_dtype",

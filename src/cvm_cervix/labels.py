@@ -108,6 +108,15 @@ def abnormal_in(classes, abnormal) -> list[bool]:
     return [class_key(c) in keys for c in classes]
 
 
+def abnormal_flags(classes, abnormal):
+    """Per class, whether it is abnormal (a numpy bool array); None where the classes are all abnormal or
+    all normal, so that nothing can be counted or ranked as abnormal against normal."""
+    import numpy as np
+
+    flags = np.array(abnormal_in(classes, abnormal or []), dtype=bool)
+    return flags if flags.any() and not flags.all() else None
+
+
 def check_distinct_classes(classes, where: str) -> None:
     """Two class names that are one name but for case or Unicode normalisation would be two classes that
     every reader takes for one: one line naming both and the fix."""

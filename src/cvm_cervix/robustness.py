@@ -118,14 +118,13 @@ def robustness_run(
 ) -> dict:
     """The run's test split clean and under each corruption and severity: ``robustness.json``."""
     from .engine import predict
-    from .labels import abnormal_in
+    from .labels import abnormal_flags
 
     inference = Inference.open(run, data, weights=weights, cache=cache, device=device, threads=threads)
     x, y, _ = inference.images.split("test")
     classes = inference.run.classes
     labels = np.asarray(y, int)
-    flags = np.array(abnormal_in(classes, abnormal or []), dtype=bool)
-    flags = flags if flags.any() and not flags.all() else None
+    flags = abnormal_flags(classes, abnormal)
     images = torch.from_numpy(np.ascontiguousarray(x))
 
     def scores(batch: torch.Tensor) -> dict:

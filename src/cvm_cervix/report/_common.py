@@ -49,3 +49,8 @@ def _png_data_uri(path: Path) -> str:
     import base64
 
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def row_name(row: dict) -> str:
+    """A row's model as the paper names it, with its recipe unless that is the plain one: "CVM-Cervix · flip4x"."""
+    return row["paper_name"] + ("" if row["recipe"] == "none" else f" · {row['recipe']}")

@@ -13,10 +13,10 @@ from ..config import all_runs, dataset_spec, experiment_runs, experiment_seeds, 
 from ..intended_use import INTENDED_USE, LIMITATIONS, SYNTHETIC
 from ..labels import abnormal_classes
 from ..models import get_model_spec
-from ..plan import file_name, path
+from ..plan import Plan, file_name, path
 from ..precisions import recommend
 from ..status import is_complete, plan_status
-from ._common import paper_metrics, paper_results
+from ._common import paper_metrics, paper_results, row_name
 from .figures import confusion_figure, curves_figure, experiment_figure, learning_curve
 from .screening import compression_figure, reliability_figure, screening_section
 from .sections import (
@@ -47,7 +47,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
     for exp in config["experiments"].values():
         if exp.get("paper"):  # the first experiment of the dataset that reproduces a table of the paper
             paper_for_dataset.setdefault(exp["dataset"], exp["paper"])
-    cached = {r.dataset for r in all_runs(config)}
+    cached = set(Plan(config).cached_datasets())
     ds_sections = [
         _missing_dataset(name, dataset_spec(config, name), status["datasets"][name])
         if name in status["datasets"]
@@ -215,7 +215,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
                 # test metrics per source dataset (a combined set) and per configured subgroup column
                 "subgroups": [
                     {
-                        "label": r["paper_name"] + ("" if r["recipe"] == "none" else f" · {r['recipe']}"),
+                        "label": row_name(r),
                         "column": column,
                         "rows": values,
                     }
@@ -228,11 +228,7 @@ def collect(config: dict, results: str | os.PathLike | None = None) -> dict:
                 "spread": spread,
                 "screening": screening,
                 "stats_missing": status["stats"][exp_name].as_dict() if exp_name in status["stats"] else None,
-                "not_plotted": [
-                    r["paper_name"] + ("" if r["recipe"] == "none" else f" · {r['recipe']}")
-                    for r in rows
-                    if "test" not in r
-                ],
+                "not_plotted": [row_name(r) for r in rows if "test" not in r],
                 "figure": experiment_figure(
                     done,
                     f"Test accuracy: {title}",

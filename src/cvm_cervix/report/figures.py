@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._common import _figure_html, _text
+from ._common import _figure_html, _text, row_name
 
 
 def confusion_figure(metrics: dict, classes: list[str], title: str) -> str:
@@ -105,7 +105,7 @@ def tsne_figure(tsne: pd.DataFrame, classes: list[str], title: str) -> str:
 
 
 def _row_label(row: dict) -> str:
-    return _text(row["paper_name"] + ("" if row["recipe"] == "none" else f" · {row['recipe']}"))
+    return _text(row_name(row))
 
 
 def learning_curve(config: dict, dataset: str, rows: list[dict], seed: int, title: str) -> str | None:

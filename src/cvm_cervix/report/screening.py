@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..models import get_model_spec
-from ._common import _figure_html, _text
+from ._common import _figure_html, _text, row_name
 
 
 def roc_figure(curves: list[tuple[str, dict]], title: str) -> str:
@@ -133,7 +133,7 @@ def screening_section(
         return None
     curves = [
         (
-            f"{t['paper_name']}" + ("" if t["recipe"] == "none" else f" · {t['recipe']}") + where(splits[0], seeds[0]),
+            row_name(t) + where(splits[0], seeds[0]),
             t["roc_pr"]["abnormal"],
         )
         for t in table
@@ -151,9 +151,8 @@ def screening_section(
                 )
             )
     ref = next((t for t in table if t["model"] == reference), table[0])
-    name = lambda t: t["paper_name"] + ("" if t["recipe"] == "none" else f" · {t['recipe']}")  # noqa: E731
-    referral = [{"label": name(t), **t["referral"]} for t in table if t.get("referral")]
-    risk = [(name(t), t["risk_coverage"]) for t in table if t.get("risk_coverage")]
+    referral = [{"label": row_name(t), **t["referral"]} for t in table if t.get("referral")]
+    risk = [(row_name(t), t["risk_coverage"]) for t in table if t.get("risk_coverage")]
     claim = ref["paper_claim"] if paper == "combined" else None
     return {
         "rows": table,

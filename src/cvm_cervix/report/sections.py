@@ -362,7 +362,7 @@ def failures_table(config: dict, status: dict) -> list[dict]:
     ]
     rows += [
         {"what": f"{run.path} robustness", **f.as_dict()}
-        for run, f in sorted(status.get("robustness", {}).items())
+        for run, f in sorted(status["robustness"].items())
         if f not in caused
     ]
     if status["transfer"] and status["transfer"] not in caused:
