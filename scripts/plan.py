@@ -11,7 +11,7 @@ from cvm_cervix.plan import write_plan
 
 
 def main(sm):
-    write_plan(sm.params.config, sm.output.plan, sm.params.configfiles)
+    write_plan(sm.params.config, sm.output.plan, sm.params.configfiles, why=sm.params.why)
 
 
 run_script(snakemake, main)

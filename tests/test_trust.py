@@ -1,8 +1,11 @@
 """A result always belongs to what made it: stale and foreign reports, changed inputs, full disks, locked runs."""
 
+import json
 import os
 import subprocess
 import sys
+import threading
+import time
 import unicodedata
 from pathlib import Path
 
@@ -19,9 +22,13 @@ from cvm_cervix.errors import CvmError
 # --- one training per run folder ------------------------------------------------------------------------------
 
 
-def test_a_run_folder_being_trained_is_not_trained_again(tiny_dataset, tmp_path):
-    """After a kill -9 of Snakemake its training job may live on; a second training of the same folder
-    would resume from that live job's checkpoint. It stops with one line naming the holder."""
+TRAIN_ARGS = dict(img_size=32, epochs=1, batch_size=8, threads=2, progress=False)
+
+
+def test_a_run_folder_being_trained_waits_and_takes_the_other_trainings_result(tiny_dataset, tmp_path, caplog):
+    """After a kill -9 of Snakemake its training job may live on. A second training of the same folder
+    neither resumes from that live job's checkpoint nor fails (Snakemake would then remove the outputs,
+    the first one's files): it waits, then uses the first one's result, which is this very run."""
     from cvm_cervix.train import train_run
 
     out = tmp_path / "run"
@@ -30,32 +37,120 @@ def test_a_run_folder_being_trained_is_not_trained_again(tiny_dataset, tmp_path)
             sys.executable,
             "-c",
             (
-                "import sys, time; sys.path.insert(0, sys.argv[1]); from cvm_cervix._io import exclusive_lock\n"
-                "with exclusive_lock(sys.argv[2], 'x'):\n    print('held', flush=True); time.sleep(60)"
+                "import sys; sys.path.insert(0, sys.argv[1]); import cvm_cervix.train as t\n"
+                "train = t._train\n"
+                "def held(*a, **k):\n"
+                "    print('held', flush=True); sys.stdin.readline(); return train(*a, **k)\n"
+                "t._train = held\n"
+                "t.train_run('shufflenet_v2_x0_5', sys.argv[3], sys.argv[2], img_size=32, epochs=1, batch_size=8,"
+                " threads=1, progress=False)"
             ),
             str(REPO / "src"),
-            str(out / ".train.lock"),
+            str(out),
+            str(tiny_dataset),
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(CvmError) as err:
-            train_run(
-                "shufflenet_v2_x0_5", tiny_dataset, out, img_size=32, epochs=1, batch_size=8, threads=2, progress=False
-            )
-        message = str(err.value)
-        assert f"run folder {out} is being trained already by pid {holder.pid}" in message and "\n" not in message
-        assert not (out / "weights.safetensors").exists() and not (out / "checkpoint.pt").exists()
+
+        def go_once_waiting():  # the holder trains only once this training waits for it
+            while not any("waiting for it to end" in r.getMessage() for r in caplog.records):
+                time.sleep(0.05)
+            holder.stdin.write("go\n")
+            holder.stdin.flush()
+
+        threading.Thread(target=go_once_waiting, daemon=True).start()
+        with caplog.at_level("WARNING"):
+            info = train_run("shufflenet_v2_x0_5", tiny_dataset, out, **TRAIN_ARGS)
+        assert holder.wait(timeout=120) == 0
     finally:
         holder.kill()
-        holder.wait()
-    # the operating system released the lock with the process (kill -9 included): the run trains now
-    info = train_run(
-        "shufflenet_v2_x0_5", tiny_dataset, out, img_size=32, epochs=1, batch_size=8, threads=2, progress=False
-    )
-    assert info["epochs"] == 1 and (out / "weights.safetensors").is_file()
+    waited = [r.getMessage() for r in caplog.records if "waiting for it to end" in r.getMessage()]
+    assert waited and f"run folder {out} is being trained already by pid {holder.pid}" in waited[0]
+    # the holder's own record, not a second training (a second one would have its own times)
+    assert info == json.loads((out / "train.json").read_text()) and "used as it is" in caplog.text
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_a_training_that_outlived_its_workflow_is_not_trained_again(tiny_dataset, tmp_path, monkeypatch):
+    """The README's kill -9 scenario: the orphaned training finishes and writes its files; Snakemake,
+    which never saw it finish, removes them before it runs the job again. The run is not trained again:
+    the orphan kept a second name for its files, taken back when the settings and data are the same."""
+    import socket
+
+    from cvm_cervix.owner import ORPHANED, WORKFLOW_ENV
+    from cvm_cervix.train import train_run
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a Snakemake process that has ended
+    monkeypatch.setenv(WORKFLOW_ENV, f"{socket.gethostname()} {gone.pid}")
+    out = tmp_path / "run"
+    first = train_run("shufflenet_v2_x0_5", tiny_dataset, out, **TRAIN_ARGS)
+    assert (out / ORPHANED / "weights.safetensors").samefile(out / "weights.safetensors")
+    monkeypatch.setenv(WORKFLOW_ENV, f"{socket.gethostname()} {os.getpid()}")  # the next, live workflow
+    weights = (out / "weights.safetensors").read_bytes()
+    for name in ("weights.safetensors", "history.csv", "train.json"):  # as Snakemake removes a job's outputs
+        (out / name).unlink()
+    again = train_run("shufflenet_v2_x0_5", tiny_dataset, out, **TRAIN_ARGS)
+    assert again == first and (out / "weights.safetensors").read_bytes() == weights
+    assert not (out / ORPHANED).exists()
+    # kept files of other settings are never used: the run is trained, and they are gone
+    train_run("shufflenet_v2_x0_5", tiny_dataset, out, **TRAIN_ARGS)  # live workflow: nothing kept
+    assert not (out / ORPHANED).exists()
+    monkeypatch.setenv(WORKFLOW_ENV, f"{socket.gethostname()} {gone.pid}")
+    train_run("shufflenet_v2_x0_5", tiny_dataset, out, **TRAIN_ARGS)
+    monkeypatch.setenv(WORKFLOW_ENV, f"{socket.gethostname()} {os.getpid()}")
+    other = train_run("shufflenet_v2_x0_5", tiny_dataset, out, **{**TRAIN_ARGS, "lr": 1e-3})
+    assert other["lr"] == 1e-3 and other["identity"]["lr"] == 1e-3 and not (out / ORPHANED).exists()
+
+
+def test_a_lock_file_that_is_a_link_is_refused_not_followed(tiny_dataset, tmp_path):
+    from cvm_cervix.train import train_run
+
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".train.lock").symlink_to(victim)
+    with pytest.raises(CvmError, match=r"\.train\.lock is a symbolic link; a lock file is never followed"):
+        train_run("shufflenet_v2_x0_5", tiny_dataset, out, **TRAIN_ARGS)
+    assert victim.read_text() == "keep me" and not (out / "weights.safetensors").exists()
+
+
+def test_a_checkpoint_of_another_epoch_count_resumes_only_where_the_schedule_ignores_it(tiny_dataset, tmp_path):
+    """A cosine schedule is shaped by the epoch count: its checkpoint never resumes under another one."""
+    from cvm_cervix.checkpoint import read_checkpoint
+    from cvm_cervix.train import train_run
+
+    def stopped_after_one(out, **kw):
+        import cvm_cervix.checkpoint as ckpt
+
+        calls = {"n": 0}
+        original = ckpt.Checkpoint.save
+
+        def save_then_stop(self, *a, **k):
+            original(self, *a, **k)
+            calls["n"] += 1
+            raise KeyboardInterrupt
+
+        ckpt.Checkpoint.save = save_then_stop
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                train_run("shufflenet_v2_x0_5", tiny_dataset, out, **{**TRAIN_ARGS, "epochs": 3, **kw})
+        finally:
+            ckpt.Checkpoint.save = original
+        return read_checkpoint(out / "checkpoint.pt")
+
+    for schedule, resumes in (("cosine", False), ("none", True)):
+        out = tmp_path / schedule
+        assert stopped_after_one(out, lr_schedule=schedule)["epoch"] == 1
+        info = train_run(
+            "shufflenet_v2_x0_5", tiny_dataset, out, **{**TRAIN_ARGS, "epochs": 2, "lr_schedule": schedule}
+        )
+        assert bool(info["resumed"]) is resumes, (schedule, info["resumed"])
 
 
 def test_a_lock_is_released_when_its_block_ends(tmp_path):

@@ -775,3 +775,59 @@ def test_a_file_someone_put_in_report_files_stops_the_run_before_it_is_lost(resu
     assert proc.returncode != 0
     assert "report_files/ holds 1 file(s) the report job did not write (my_notes.txt)" in proc.stdout + proc.stderr
     assert notes.read_text() == "keep me"
+
+
+def _tree(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under ``folder``: size and modification time."""
+    return {str(p.relative_to(folder)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_a_dry_run_writes_nothing_even_where_the_report_is_made_again(results_copy):
+    cfg = str(results_copy / "config.yaml")
+    metrics = next((results_copy / "results" / "runs").glob("syn/cvm_cervix/none/seed0/metrics.json"))
+    os.utime(metrics, (metrics.stat().st_atime, metrics.stat().st_mtime + 5))  # the report is not current
+    before = _tree(results_copy / "results")
+    out = snakemake(results_copy, "-n", "--configfile", cfg)
+    counts = job_counts(out.stdout + out.stderr)
+    assert counts["plan"] == 1 and counts["report"] == 1 and "train" not in counts, counts
+    snakemake(results_copy, "--list-rules", "--configfile", cfg)
+    assert _tree(results_copy / "results") == before
+    # planned twice, the same stamp name: the refresh is fixed by the inputs, not by the time
+    again = snakemake(results_copy, "-n", "--configfile", cfg)
+    stamps = set(re.findall(r"plan/[0-9a-f]{16}-refresh-[0-9a-f]{8}\.json", out.stdout + out.stderr))
+    assert len(stamps) == 1 and stamps == set(re.findall(r"plan/\S+-refresh-\S+\.json", again.stdout + again.stderr))
+
+
+def test_a_second_workflow_on_a_busy_results_folder_stops_before_any_job(results_copy):
+    """Two workflows from two working folders on one results folder: Snakemake's own lock is per working
+    folder. The second one stops before its first job, naming the owner, and changes nothing."""
+    cfg = str(results_copy / "config.yaml")
+    results = results_copy / "results"
+    metrics = next((results / "runs").glob("syn/cvm_cervix/none/seed0/metrics.json"))
+    os.utime(metrics, (metrics.stat().st_atime, metrics.stat().st_mtime + 5))  # work to do: the report
+    owner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from cvm_cervix.owner import hold_results\n"
+            "hold_results(sys.argv[1]); print('held', flush=True); time.sleep(120)",
+            str(results),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout.readline().strip() == "held"
+        before = _tree(results)
+        proc = snakemake(results_copy, "--configfile", cfg, check=False)
+        text = proc.stdout + proc.stderr
+        assert proc.returncode != 0
+        assert (
+            f"results folder results is in use by pid {owner.pid} on " in text and "another workflow runs on it" in text
+        )
+        assert "Removing output files" not in text and _tree(results) == before
+    finally:
+        owner.kill()
+        owner.wait()
+    done = snakemake(results_copy, "--configfile", cfg)  # the owner has ended: this one runs
+    assert "report" in job_counts(done.stdout + done.stderr)

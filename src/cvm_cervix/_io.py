@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import glob
 import hashlib
@@ -10,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,34 +114,54 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-@contextlib.contextmanager
-def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` while the block runs; one line naming the holder if another
-    process has it.
+def take_lock(path: str | os.PathLike, what: str, clear: str = "wait for it to end or stop it, then run again"):
+    """An exclusive ``flock`` on ``path``, held while the returned file stays open; one line naming the
+    holder (pid, host, since when) and ``clear`` if another process has it.
 
-    The operating system releases the lock when this process ends in any way (``kill -9`` included), so
-    it is never left taken; the file itself stays (removing it would let two processes lock two files).
-    ``what`` names the thing locked in the error (``run folder X is being trained``).
+    The operating system releases the lock when the holder ends in any way (``kill -9`` included), so it
+    is never left taken; the file itself stays (removing it would let two processes lock two files). A
+    ``path`` that is a symbolic link is refused, never followed: the holder's line would be written into
+    whatever it points to. ``what`` names the thing locked in the error (``run folder X is being trained``).
     """
     import fcntl
     import time
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")
     try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except OSError as err:
+        if path.is_symlink() or err.errno == errno.ELOOP:
+            raise CvmError(
+                f"{path} is a symbolic link; a lock file is never followed (it would write over what it points "
+                "to): remove the link, then run again"
+            ) from None
+        raise
+    handle = os.fdopen(fd, "r+")
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CvmError(f"{path} is not a plain file; remove it, then run again")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise CvmError(
-                f"{what} by {holder} ({path} is locked); wait for it to end or stop it, then run again"
-            ) from None
+            holder = handle.read(200).strip() or "another process"
+            raise CvmError(f"{what} by {holder} ({path} is locked); {clear}") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
         handle.flush()
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold :func:`take_lock`'s lock on ``path`` while the block runs."""
+    handle = take_lock(path, what)
+    try:
         yield
     finally:
         handle.close()  # closing the file releases the lock

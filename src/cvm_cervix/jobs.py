@@ -125,7 +125,7 @@ def _transfer_predict(plan: Plan, v: dict) -> list[Need]:
 
 def _plan_stamp(plan: Plan) -> Need:
     """The plan's stamp: the aggregations read it, so a new plan (or a stale report) makes them again."""
-    return Need("plan", "plan", {"digest": plan.digest})
+    return Need("plan", "plan", {"digest": plan.stamp})
 
 
 def _stats(plan: Plan, v: dict) -> list[Need]:

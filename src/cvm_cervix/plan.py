@@ -184,6 +184,18 @@ class Plan:
         # images, so the base is one even where no run uses its own split
         self.dataset_names: list[str] = sorted(set(self.datasets) | {base_dataset(config, d) for d in self.datasets})
         self.digest = plan_digest(config)
+        # the name of the plan's stamp file (plan/<stamp>.json): the digest, or with a refresh token after it
+        # when the report on disk is not this plan's report of the current files (see :meth:`refresh`)
+        self.stamp = self.digest
+
+    def refresh(self, why: str, fingerprint: str) -> None:
+        """Name the stamp ``<digest>-refresh-<token>``, a file that does not exist yet, so that its rule, and
+        the report, statistics and transfer matrix that read it, run again. Nothing is written here: a dry
+        run plans the same jobs and leaves the results folder as it was. The token is fixed by ``why`` and
+        the current inputs' ``fingerprint``, so planning twice gives one name, and a report made from those
+        inputs is current at the next planning (the stamp is back to the digest alone)."""
+        token = hashlib.sha256(f"{why}\n{fingerprint}".encode()).hexdigest()[:8]
+        self.stamp = f"{self.digest}-refresh-{token}"
 
     # -- runs ----------------------------------------------------------------------------------------
     def experiment_runs(self, experiment: str) -> list[Run]:
@@ -333,7 +345,7 @@ class Plan:
         p = lambda key, run=None, **v: path(key, results, run, **v)  # noqa: E731
         extra = {"transfer": [p("transfer_matrix")]} if self.config.get("transfer") else {}
         return {
-            "plan": [p("plan", digest=self.digest)],
+            "plan": [p("plan", digest=self.stamp)],
             **extra,
             "benchmarks": self.benchmark_files(results),
             "stats": [p("stats", experiment=e) for e in self.config["experiments"]],

@@ -41,6 +41,12 @@ def inputs_fingerprint(files: Iterable[str | os.PathLike], results: str | os.Pat
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
+def fingerprinted(inputs: dict[str, list[str]]) -> list[str]:
+    """The report's input files that its fingerprint covers: all but the plan's stamp, whose name changes
+    when a report is made again (the plan itself is the report's other mark, its digest)."""
+    return [f for kind, files in inputs.items() if kind != "plan" for f in files]
+
+
 def report_marks(html: str | os.PathLike) -> dict[str, str]:
     """The marks in the ``<head>`` of a report on disk (empty: none, or no report)."""
     try:

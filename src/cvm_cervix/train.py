@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ._io import exclusive_lock, read_json
+from ._io import read_json
 from ._run_record import _run_outputs, process_age, run_record
 from ._train_data import TrainData, data_digest, expand_flip4x, fraction_rows  # noqa: F401 (used by tests through this module)
 from ._train_model import build_model
@@ -21,6 +21,7 @@ from .checkpoint import Checkpoint, StopSignals, TrainingState
 from .engine import amp_dtype, loss_scaler, predict, resolve_device, seed_everything
 from .errors import CvmError
 from .models import get_model_spec, input_normalizations
+from .owner import finished_elsewhere, keep_if_orphaned, run_folder_lock
 from .plan import file_name
 from .run import dataset_files, write_run
 from .settings import TrainSettings
@@ -131,11 +132,11 @@ def train_run(
     if settings.deterministic:  # cuBLAS reads this when CUDA starts: before any tensor reaches the GPU
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     # Two trainings of one run folder never run at once: after a kill -9 of Snakemake its training job
-    # may still run, and a second one would resume from (and race on) the live job's checkpoint.
+    # may still run, and a second one would resume from (and race on) the live job's checkpoint. The
+    # second one waits for the first instead of failing: a failed job's outputs are removed by Snakemake,
+    # and here they are the very files the first one is about to write.
     with (
-        exclusive_lock(
-            files["weights"].with_name(".train.lock"), f"run folder {files['weights'].parent} is being trained already"
-        ),
+        run_folder_lock(files["weights"].with_name(".train.lock"), files["weights"].parent) as waited,
         _deterministic(settings.deterministic),
     ):
         return _train(
@@ -151,6 +152,7 @@ def train_run(
             classes=classes,
             job_start=job_start,
             startup=startup,
+            waited=waited,
         )
 
 
@@ -180,6 +182,7 @@ def _train(
     classes,
     job_start,
     startup,
+    waited=False,
 ) -> dict:
     if settings.init_from:  # a run that starts from another run's weights starts from nothing else
         settings = settings.replace(pretrained=False, weights="")
@@ -256,8 +259,13 @@ def _train(
         "fusion_head": head,
         "train_fraction": train_fraction,
         "init_from": init,
+        # a schedule over the epochs shapes every epoch's lr: another epoch count is another run
+        **({"epochs": epochs} if settings.lr_schedule != "none" else {}),
         **({"step": "cuda_graph"} if run_step.captured else {}),
     }
+    finished = finished_elsewhere(files, resumable, epochs, waited)
+    if finished is not None:
+        return finished
     checkpoint = Checkpoint(files["checkpoint"], resumable)
     checkpoint.resume(state, epochs)
     started = time.perf_counter() - state.elapsed
@@ -387,6 +395,7 @@ def _train(
         first_step=first_step.get("seconds"),
         startup=startup,
     )
+    info["identity"] = resumable  # what a checkpoint, or a result finished elsewhere, must match to be used
     write_run(
         model,
         info,
@@ -396,4 +405,5 @@ def _train(
         info_json=files["info"],
     )
     checkpoint.remove()
+    keep_if_orphaned(files)
     return info

@@ -35,6 +35,11 @@ for warning in caught:
     print(f"warning: {warning.message}", file=sys.stderr)
 
 RESULTS = config["results"]
+if workflow.is_main_process:  # its jobs tell whether it still runs when they finish (train.keep_if_orphaned)
+    import os
+    import socket
+
+    os.environ["CVM_CERVIX_WORKFLOW"] = f"{socket.gethostname()} {os.getpid()}"
 TRAIN = config["train"]
 IMG = TRAIN["img_size"]
 PLAN = Plan(config)
@@ -42,14 +47,14 @@ DATASETS = PLAN.dataset_names
 
 
 def check_report_state():
-    """Before Snakemake plans (its own process only, not each job's): a file someone put into
-    report_files/ stops the run before the report job replaces that folder; a report on disk that is
-    not this plan's report of these files (another plan, another results folder's, one put back after a
-    failed report job) gets its plan stamp written anew, newer than it, so that the report (and the
-    statistics and transfer matrix, which read the stamp too) are made again. Snakemake alone would
-    not: it never reruns an existing output for an input that is missing, only for one that is newer."""
-    from cvm_cervix.plan import write_plan
-    from cvm_cervix.report_state import foreign_report_files, inputs_fingerprint, stale_reason
+    """When Snakemake plans (its own process only, not each job's), with nothing written: a file someone
+    put into report_files/ stops the run before the report job replaces that folder; a report on disk
+    that is not this plan's report of these files (another plan, another results folder's, one put back
+    after a failed report job) gets a plan stamp of a new name (Plan.refresh), which does not exist, so
+    that the report (and the statistics and transfer matrix, which read the stamp too) are made again.
+    Snakemake alone would not: it never reruns an existing output for an input that is missing, only for
+    one that is newer. Returns why the report is made again (None: it is current or missing)."""
+    from cvm_cervix.report_state import fingerprinted, foreign_report_files, inputs_fingerprint, stale_reason
 
     files_dir = pattern("report_files", RESULTS)
     foreign = foreign_report_files(files_dir)
@@ -59,18 +64,28 @@ def check_report_state():
             f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); the report job replaces that "
             "folder whole: move them elsewhere and run again"
         )
-    inputs = [f for files in PLAN.report_inputs(RESULTS).values() for f in files]
+    fingerprint = inputs_fingerprint(fingerprinted(PLAN.report_inputs(RESULTS)), RESULTS)
     html = pattern("report", RESULTS)
-    why = stale_reason(html, PLAN.digest, inputs_fingerprint(inputs, RESULTS))
+    why = stale_reason(html, PLAN.digest, fingerprint)
     if why:
         print(f"note: {html} is not up to date ({why}); the report will be made again", file=sys.stderr)
-        write_plan(
-            as_dict(config), pattern("plan", RESULTS, digest=PLAN.digest), list(map(str, workflow.configfiles)), why=why
-        )
+        PLAN.refresh(why, fingerprint)
+    return why
 
 
-if workflow.is_main_process:
-    check_report_state()
+STALE_REPORT = check_report_state() if workflow.is_main_process else None
+
+
+def hold_results_folder():
+    """Before the first job (onstart: never in a dry run): the results folder gets one owner, this
+    Snakemake process, until it ends. A second workflow on the same folder stops here, before any job,
+    with one line naming the owner, instead of failing jobs whose outputs Snakemake would then remove."""
+    from cvm_cervix.owner import hold_results
+
+    try:
+        hold_results(RESULTS)
+    except CvmError as err:
+        raise WorkflowError(f"error: {err}") from None
 
 
 def P(key, **fixed):

@@ -2,14 +2,15 @@
 # made from other files, gets it written anew when Snakemake plans (common.smk), so the report runs again.
 rule plan:
     output:
-        plan=P("plan", digest=PLAN.digest),
+        plan=P("plan", digest=PLAN.stamp),
     log:
-        LOG("plan", digest=PLAN.digest),
+        LOG("plan", digest=PLAN.stamp),
     conda:
         "../../envs/cvm_cervix.yaml"
     params:
         config=as_dict(config),
         configfiles=[str(f) for f in workflow.configfiles],
+        why=STALE_REPORT,
     script:
         "../../scripts/plan.py"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .._io import atomic_path
 from ..plan import Plan
-from ..report_state import head_marks, inputs_fingerprint
+from ..report_state import fingerprinted, head_marks, inputs_fingerprint
 from ._common import TEMPLATES
 from .collect import collect
 from .tables import write_report_files
@@ -63,7 +63,7 @@ def build_report(
         "experiments": len(config["experiments"]),
         "stamp": os.path.relpath(stamp, results) if stamp else None,
     }
-    context["marks"] = head_marks(plan.digest, inputs_fingerprint([f for fs in inputs.values() for f in fs], results))
+    context["marks"] = head_marks(plan.digest, inputs_fingerprint(fingerprinted(inputs), results))
     html = render(context)
     with atomic_path(out_html) as tmp:
         tmp.write_text(html, encoding="utf-8")
