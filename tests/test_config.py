@@ -270,6 +270,10 @@ def test_papers_cric_limits_are_its_table_1():
             "'experiments.main.baseline' in the config: 'main' is not another experiment",
         ),
         (
+            lambda c: c["train"].update(head_hidden=2_000_000_000),
+            "'train.head_hidden' in the config: 2000000000 is above the maximum 65536",
+        ),
+        (
             lambda c: c["experiments"]["main"].update(baseline="mian"),
             "'experiments.main.baseline' in the config: 'mian' is not another experiment",
         ),

@@ -315,6 +315,49 @@ def test_a_yaml_tag_is_named_with_its_file_and_line(tmp_path, capsys):
     assert "valid; 7 experiments, 17 training runs" in capsys.readouterr().out
 
 
+def test_a_key_given_twice_is_named_with_its_file_and_lines(tmp_path, capsys):
+    """PyYAML (and so Snakemake) keeps the last of a key given twice: the first one would vanish unread."""
+    bad = tmp_path / "twice.yaml"
+    bad.write_text(
+        "train:\n  lr: 0.1\nanalysis:\n  referral:\n    coverages: [0.9]\n  referral: {}\ntrain:\n  epochs: 2\n"
+    )
+    assert cli(["check-config", str(bad)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: config file {bad}, line 7: key 'train' is given twice in one mapping (first on line 1); "
+        "YAML keeps only the last, so the first would be ignored: merge them into one"
+    )
+    bad.write_text("train:\n  lr: 0.1\nanalysis:\n  referral:\n    coverages: [0.9]\n  referral: {}\n")
+    assert cli(["check-config", str(bad)]) == 1
+    assert "line 6: key 'referral' is given twice in one mapping (first on line 4)" in capsys.readouterr().err
+
+
+def test_an_alias_bomb_is_one_short_line_at_once(tmp_path, capsys):
+    """Nine levels of nested aliases (a billion laughs) expand to 9^9 values: refused by size before
+    anything walks them, in a message that writes none of them out."""
+    lines = ['a0: &a0 ["lol"]'] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\ntrain:\n  lr: *a9\n")
+    assert cli(["check-config", str(bomb)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: config file {bomb} holds more than 100,000 values once its YAML aliases")
+    assert len(err) < 400
+    # a config Snakemake read itself (the dict it hands the workflow) is checked the same way
+
+    shared = ["x"] * 10
+    for _ in range(6):
+        shared = [shared] * 10
+    with pytest.raises(CvmError, match="the config holds more than 100,000 values"):
+        validate_config({"train": {"lr": shared}}, source="the config")
+
+
+def test_a_message_about_a_large_value_shows_an_excerpt():
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["train"]["lr"] = ["x" * 10_000] * 1000
+    with pytest.raises(CvmError) as err:
+        validate_config(config)
+    assert len(str(err.value)) < 300 and "'train.lr' in the config" in str(err.value)
+
+
 # --- which report is current ---------------------------------------------------------------------------------
 
 

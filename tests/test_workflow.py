@@ -378,6 +378,12 @@ def test_bad_config_stops_with_one_line(tmp_path):
     cfg["experiments"]["main"]["models"] = ["cvm_cervics"]
     proc = snakemake(tmp_path, "--configfile", str(write_config(tmp_path, cfg)), "-n", check=False)
     assert proc.returncode != 0 and "unknown model 'cvm_cervics'" in proc.stdout + proc.stderr
+    # a key given twice in a file Snakemake was given (Snakemake itself keeps the last one)
+    twice = write_config(tmp_path, tiny_config())
+    twice.write_text(twice.read_text() + "train:\n  epochs: 3\n")
+    proc = snakemake(tmp_path, "--configfile", str(twice), "-n", check=False)
+    assert proc.returncode != 0 and f"error: config file {twice}, line" in proc.stdout + proc.stderr
+    assert "key 'train' is given twice in one mapping" in proc.stdout + proc.stderr
 
 
 def test_unreadable_image_fails_the_prepare_job_naming_the_file(tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from .configfile import count_values, excerpt
 from .errors import CvmError
 from .runs import (  # noqa: F401 (re-exported: the runs a config asks for are read through this module too)
     SPLIT_MARK,
@@ -62,37 +63,6 @@ def _with_defaults(cls):
     return jsonschema.validators.extend(cls, {"properties": fill}, type_checker=types)
 
 
-def read_config_file(path: str | os.PathLike) -> dict:
-    """A config file as Snakemake reads it (JSON or plain YAML), or one line naming the file, the line and
-    what is wrong. Snakemake reads ``--configfile`` itself, before the workflow starts, and refuses a YAML
-    tag (``!!python/object``) with a message that names neither: ``cvm-cervix check-config`` names both."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CvmError(f"config file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise CvmError(f"config file {path} cannot be read ({err}); save it as UTF-8 text") from None
-    try:
-        value = yaml.safe_load(text)
-    except yaml.constructor.ConstructorError as err:
-        mark = err.problem_mark
-        tag = err.problem.split()[-1].strip("'").replace("tag:yaml.org,2002:", "!!")
-        raise CvmError(
-            f"config file {path}, line {mark.line + 1 if mark else '?'}: the YAML tag {tag} "
-            "is not allowed (plain values only: text, numbers, true/false, lists, mappings); remove "
-            "it"
-        ) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise CvmError(
-            f"config file {path}, line {mark.line + 1 if mark else '?'}: not valid YAML "
-            f"({getattr(err, 'problem', None) or err}); a tab in the indentation is a common cause"
-        ) from None
-    if not isinstance(value, dict):
-        raise CvmError(f"config file {path} must be a mapping of keys at its top level, not {type(value).__name__}")
-    return value
-
-
 def load_schema(path: str | os.PathLike = SCHEMA) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
@@ -106,6 +76,7 @@ def validate_config(
     dataset root is only warned about, so a plan can be made before the data is there.
     Returns ``config``.
     """
+    count_values(config, source)  # before anything walks the values: an alias bomb stops here
     schema = load_schema(schema_path)
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.path), list(map(str, e.path))))
@@ -200,19 +171,19 @@ def _why(err: jsonschema.ValidationError) -> str:
     if err.validator == "required":
         return "is required but missing (see config/README.md)"
     if err.validator == "enum":
-        return f"{err.instance!r} is not one of {', '.join(map(str, err.validator_value))}"
+        return f"{excerpt(err.instance)} is not one of {', '.join(map(str, err.validator_value))}"
     if err.validator == "type":
         whole = " (a whole number without a decimal point)" if err.validator_value == "integer" else ""
-        return f"{err.instance!r} should be of type {err.validator_value}{whole}"
+        return f"{excerpt(err.instance)} should be of type {err.validator_value}{whole}"
     if err.validator == "pattern" and err.validator_value == NAME_PATTERN:
         return (
-            f"name {err.instance!r} is not allowed: it becomes a folder and a wildcard, so use letters, digits, "
+            f"name {excerpt(err.instance)} is not allowed: it becomes a folder and a wildcard, so use letters, digits, "
             "'_' and '-' (at most 64, starting with a letter or digit)"
         )
     if err.validator == "minimum":
-        return f"{err.instance!r} is below the minimum {err.validator_value}"
+        return f"{excerpt(err.instance)} is below the minimum {err.validator_value}"
     if err.validator == "maximum":
-        return f"{err.instance!r} is above the maximum {err.validator_value}"
+        return f"{excerpt(err.instance)} is above the maximum {err.validator_value}"
     if err.validator == "uniqueItems":
         seen, twice = [], None
         for item in err.instance:
@@ -220,8 +191,8 @@ def _why(err: jsonschema.ValidationError) -> str:
                 twice = item
                 break
             seen.append(item)
-        return f"lists {twice!r} twice; give each entry once (a run counted twice would pass as two seeds)"
-    return err.message
+        return f"lists {excerpt(twice)} twice; give each entry once (a run counted twice would pass as two seeds)"
+    return excerpt(err.message, 300)
 
 
 def _non_finite(value, key: str = ""):

@@ -10,6 +10,7 @@ if importlib.util.find_spec("cvm_cervix") is None:  # a checkout used without `p
 from snakemake.exceptions import WorkflowError
 
 from cvm_cervix.config import Run, as_dict, dataset_spec, validate_config
+from cvm_cervix.configfile import read_config_file
 from cvm_cervix.data import listing_digest
 from cvm_cervix.errors import CvmError
 from cvm_cervix.jobs import inputs as job_inputs
@@ -20,6 +21,8 @@ from cvm_cervix.precisions import PRECISIONS, rule_artifact, rule_precisions
 import warnings
 
 try:
+    for configfile in workflow.configfiles:  # Snakemake read them already, keeping the last of a key given twice
+        read_config_file(configfile)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         validate_config(
