@@ -1,5 +1,6 @@
 """The plan as code: which jobs a config asks for and the one table of paths the rules and the library share."""
 
+import copy
 import re
 import string
 
@@ -345,3 +346,18 @@ def test_the_fusion_heads_keys_decide_only_mlp_head_runs_and_only_when_set():
     relu = plan.train_params(Run("syn", "cvm_cervix", "none+relu", 0))
     assert (relu["head_activation"], relu["head_hidden"]) == ("relu", 512) and "head_dropout" not in relu
     assert "head_activation" not in plan.train_params(Run("syn", "resnet18", "none+relu", 0))
+
+
+def test_the_same_settings_in_another_order_are_the_same_run():
+    """Snakemake compares a rule's params by their repr: a dict in another key order would retrain every run."""
+    cfg = config(main={"dataset": "syn", "models": ["cvm_cervix"]})
+    validate_config(cfg)
+    reordered = copy.deepcopy(cfg)
+    reordered["train"] = dict(reversed(list(cfg["train"].items())))
+    run = Run("syn", "cvm_cervix", "none", 0)
+    params = Plan(cfg).train_params(run)
+    assert list(reordered["train"]) != list(cfg["train"])
+    assert repr(Plan(reordered).train_params(run)) == repr(params) and list(params) == sorted(params)
+    changed = copy.deepcopy(cfg)
+    changed["train"]["lr"] = cfg["train"]["lr"] * 2
+    assert repr(Plan(changed).train_params(run)) != repr(params)

@@ -167,6 +167,14 @@ def path(key: str, results: str | Path = "", run: Run | None = None, table: str 
     return f"{results}/{text}" if str(results) else text
 
 
+def _sorted_keys(value):
+    if isinstance(value, dict):
+        return {k: _sorted_keys(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [_sorted_keys(v) for v in value]
+    return value
+
+
 @dataclass(frozen=True)
 class CompressJob:
     run: Run
@@ -235,7 +243,9 @@ class Plan:
         for key in HEAD_KEYS:
             if not mlp_head or params.get(key) == defaults[key]:
                 params.pop(key, None)
-        return params
+        # Snakemake compares a param by its repr, which keeps a dict's order: sorted, the same settings
+        # written in another order are the same run
+        return _sorted_keys(params)
 
     def needs_pretrained(self, run: Run) -> bool:
         """Whether the run waits for the weights step: ImageNet weights, not a local file or another run."""
