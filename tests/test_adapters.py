@@ -386,6 +386,24 @@ def test_a_split_file_reproduces_a_split_elsewhere_and_a_mismatch_is_refused_by_
     assert not (tmp_path / "d" / "manifest.csv").exists()
 
 
+def test_a_split_file_that_leaves_a_class_without_validation_images_is_refused(tmp_path, imagefolder):
+    """A drawn split gives every class an image in each split; so must a split file (with no validation
+    image of a class, the run's operating points would be undefined and the report show '-')."""
+    first = tmp_path / "a"
+    prepare_dataset("folder", {"kind": "imagefolder"}, first, root=imagefolder)
+    splits = pd.read_csv(first / "splits.csv")
+    splits.loc[(splits["class"] == "beta") & (splits["split"] == "val"), "split"] = "train"
+    edited = tmp_path / "edited.csv"
+    splits.to_csv(edited, index=False)
+    with pytest.raises(CvmError) as err:
+        prepare_dataset("f", {"kind": "imagefolder", "split_file": str(edited)}, tmp_path / "b", root=imagefolder)
+    assert str(err.value) == (
+        f"{edited} puts no image of class 'beta' (dataset 'f') in val; every class needs at least one image in "
+        "each of train, val and test: move some of its 10 images, or remove 'datasets.f.split_file' to draw a split"
+    )
+    assert not (tmp_path / "b" / "manifest.csv").exists()
+
+
 def test_a_combined_sets_split_file_names_its_parts(tmp_path):
     make_sipakmed(tmp_path / "sip", clusters=2, cells=2)
     crops = make_cric_crops(tmp_path / "cric")

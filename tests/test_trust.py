@@ -278,6 +278,16 @@ def test_class_names_equal_but_for_case_or_normalisation_are_refused(tmp_path, n
     assert not (tmp_path / "data" / "manifest.csv").exists()
 
 
+def test_the_manifest_check_refuses_what_prepare_refuses(tmp_path, capsys):
+    """`cvm-cervix manifest` is the check before any GPU hour: it must not pass what the workflow refuses."""
+    root = _folder(tmp_path / "images", classes=("HSIL", "hsil", "NILM"))
+    out = tmp_path / "m.csv"
+    assert cli(["manifest", "--kind", "imagefolder", str(root), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "differ only in letter case or Unicode normalisation" in err and "'HSIL'" in err and "'hsil'" in err
+    assert not out.exists()
+
+
 def test_the_clinical_view_matches_abnormal_classes_as_the_report_names_them():
     from cvm_cervix.stats import clinical_view
 

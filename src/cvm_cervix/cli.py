@@ -47,6 +47,10 @@ def _cmd_manifest(args) -> int:
     finally:
         if scratch is not None:
             scratch.cleanup()
+    from .labels import check_distinct_classes
+
+    # as the workflow's prepare step checks them: HSIL and hsil would be two classes every reader takes for one
+    check_distinct_classes(list(dict.fromkeys([*listing.classes, *frame["class"]])), f"dataset at {args.root}")
     converted = conversions(frame)
     frame = assign_splits(frame, args.fractions, args.seed, args.split, dataset=str(args.root))
     summary = summarize(frame, listing.classes, listing.skipped, converted)

@@ -122,4 +122,16 @@ def apply_split_file(
         )
     frame = frame.reset_index(drop=True).copy()
     frame["split"] = [listed[(d, r)].split for d, r in zip(parts, relative)]
+    # as a drawn split is: every class in every split (a class with no validation image leaves the run's
+    # operating points undefined, one with no test image its per-class metrics)
+    counts = frame.groupby(["class", "split"]).size()
+    for cls in sorted(frame["class"].unique(), key=str):
+        empty = [s for s in ("train", "val", "test") if counts.get((cls, s), 0) == 0]
+        if empty:
+            n = int((frame["class"] == cls).sum())
+            raise CvmError(
+                f"{split_file} puts no image of class {cls!r} (dataset {name!r}) in {' or '.join(empty)}; every "
+                f"class needs at least one image in each of train, val and test: move some of its {n} images, "
+                f"or remove 'datasets.{name}.split_file' to draw a split"
+            )
     return frame
