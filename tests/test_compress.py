@@ -91,6 +91,23 @@ def test_predict_cli_errors(deit_run, tmp_path, capsys):
     assert "not a training run folder" in capsys.readouterr().err
 
 
+def test_predict_never_writes_over_what_it_reads(deit_run, tiny_dataset, tmp_path, capsys):
+    """-o naming the run's own weights (or any file of the run), through a link too, or an input image."""
+    weights = (deit_run / "weights.safetensors").read_bytes()
+    image = next((tiny_dataset.parent).rglob("*.png"))
+    link = tmp_path / "out.csv"
+    link.symlink_to(deit_run / "weights.safetensors")
+    for out in (deit_run / "weights.safetensors", link, deit_run / "new.csv"):
+        assert cli(["predict", str(image), "--run", str(deit_run), "-o", str(out)]) == 1
+        assert "the run it predicts with: writing there could replace the model it reads" in capsys.readouterr().err
+    copy = tmp_path / "cell.png"
+    copy.write_bytes(image.read_bytes())
+    assert cli(["predict", str(copy), "--run", str(deit_run), "-o", str(copy)]) == 1
+    assert "is one of the images to predict" in capsys.readouterr().err
+    assert (deit_run / "weights.safetensors").read_bytes() == weights and not (deit_run / "new.csv").exists()
+    assert copy.read_bytes() == image.read_bytes()
+
+
 @pytest.fixture(scope="module")
 def conv_run(tiny_dataset, tmp_path_factory):
     """A convolutional model, trained long enough for confident predictions."""

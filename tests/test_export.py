@@ -121,3 +121,79 @@ def test_export_refuses_what_it_cannot_finish_and_writes_nothing(results, tmp_pa
         from cvm_cervix.run import TrainedRun
 
         TrainedRun.open(exported)
+
+
+def test_an_export_is_checked_like_a_run_folder(results, tmp_path):
+    """Its weights' digest is in config.json (weights swapped between two exports are refused), and a
+    hand-edited config.json with an impossible normalisation or a class named twice is refused by name."""
+    from cvm_cervix.compress import Predictor
+
+    _, run = results
+    first, second = export_run(run, tmp_path / "first"), tmp_path / "second"
+    config = json.loads((first / "config.json").read_text())
+    from cvm_cervix._io import sha256_file
+
+    assert config["cvm_cervix"]["weights_sha256"] == sha256_file(first / "model.safetensors")
+    shutil.copytree(first, second)
+    weights = second / "model.safetensors"  # another model of the same shape: one tensor changed
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(weights)
+    key = next(iter(tensors))
+    tensors[key] = tensors[key] + 1
+    save_file(
+        tensors, weights, metadata=json.loads(weights.read_bytes()[8:].split(b"}}", 1)[0] + b"}}")["__metadata__"]
+    )
+    with pytest.raises(CvmError, match="is not the weights .*config.json was exported with"):
+        Predictor(second)
+
+    def edited(change) -> CvmError:
+        folder = tmp_path / f"edit{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(first, folder)
+        cfg = json.loads((folder / "config.json").read_text())
+        change(cfg["cvm_cervix"])
+        (folder / "config.json").write_text(json.dumps(cfg))
+        with pytest.raises(CvmError) as err:
+            Predictor(folder)
+        return err.value
+
+    branch = next(iter(config["cvm_cervix"]["normalization"]))
+    err = edited(lambda c: c["normalization"][branch].update(std=[0, 0, 0]))
+    assert f"normalization std of {branch!r} is [0, 0, 0]; it must be three finite numbers, each above 0" in str(err)
+    err = edited(lambda c: c["normalization"][branch].update(mean=["a", 0.5, 0.5]))
+    assert f"normalization mean of {branch!r} is ['a', 0.5, 0.5]; it must be three finite numbers" in str(err)
+    classes = config["cvm_cervix"]["run"]["classes"]
+    err = edited(lambda c: c["run"].update(classes=[classes[0]] * len(classes)))
+    assert f"class {classes[0]!r} is listed twice" in str(err)
+
+
+def test_the_model_card_shows_hostile_class_names_as_text(results):
+    import dataclasses
+
+    from cvm_cervix.export import _summary, card_numbers, model_card
+    from cvm_cervix.run import TrainedRun
+
+    _, run = results
+    trained = TrainedRun.open(run)
+    numbers = card_numbers(trained)
+    hostile = ["a|b", "two\n# lines", "<img src=x onerror=alert(1)>"]
+    names = hostile + trained.classes[len(hostile) :]
+    renamed = dataclasses.replace(trained, info={**trained.info, "classes": names})
+    numbers["per_class"] = {n: row for n, row in zip(names, numbers["per_class"].values())}
+    card = model_card(renamed, _summary(trained), numbers)
+    assert "<img" not in card and "&lt;img src=x onerror=alert(1)&gt;" in card
+    assert "\n# lines" not in card and "| a\\|b |" in card
+    rows = [line for line in card.splitlines() if line.startswith("| ") and line.endswith(" |")]
+    assert all(line.replace("\\|", "").count("|") in (4, 6) for line in rows), rows  # no cell split or added
+
+
+def test_export_to_a_link_or_below_a_file_is_one_line(results, tmp_path):
+    _, run = results
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "empty")
+    with pytest.raises(CvmError, match="link is a symbolic link; give -o a new folder name"):
+        export_run(run, tmp_path / "link")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CvmError, match="file is a file, so .*file/sub cannot be made"):
+        export_run(run, tmp_path / "file" / "sub")
+    assert (tmp_path / "file").read_text() == "x" and not any((tmp_path / "empty").iterdir())

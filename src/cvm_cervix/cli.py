@@ -144,6 +144,25 @@ def _image_files(inputs: list[str]) -> list[Path]:
     return files
 
 
+def _check_not_read(output: str | None, run: str, images: list[Path]) -> None:
+    """``-o`` never names what the command reads: a file of the run or exported folder (its weights, its
+    record), or one of the images (through a link too)."""
+    if not output:
+        return
+    import os
+
+    target = Path(os.path.realpath(output))
+    folder = Path(os.path.realpath(run))
+    folder = folder.parent if folder.is_file() else folder
+    if target == folder or folder in target.parents:
+        raise CvmError(
+            f"-o {shown_path(output)} is inside {shown_path(run)}, the run it predicts with: writing there could "
+            "replace the model it reads; write the predictions elsewhere"
+        )
+    if any(os.path.realpath(f) == str(target) for f in images):
+        raise CvmError(f"-o {shown_path(output)} is one of the images to predict; write the predictions elsewhere")
+
+
 def _cmd_predict(args) -> int:
     import numpy as np
     import torch
@@ -154,12 +173,14 @@ def _cmd_predict(args) -> int:
     from .engine import resolve_device
     from .evaluate import predictions_frame
 
+    _check_not_read(args.output, args.run, [])
     _check_writable(args.output)
     resolve_device(args.device, key="--device")  # a GPU asked for on the command line is named as such
     if args.threads:
         torch.set_num_threads(args.threads)
     predictor = Predictor(args.run, args.precision, args.device)
     files = _image_files(args.images)
+    _check_not_read(args.output, args.run, files)
     images = torch.from_numpy(np.stack([load_image(f, predictor.img_size) for f in files]))
     probs, _ = predictor(images.to(predictor.device), args.batch_size)
     frame = predictions_frame([str(f) for f in files], probs.argmax(1), probs, predictor.classes).drop(columns="label")

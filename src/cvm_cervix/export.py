@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from ._io import partial_path, read_json, read_table, shown_path
+from ._io import partial_path, read_json, read_table, sha256_file, shown_path
 from .errors import CvmError, disk_full
 from .intended_use import INTENDED_USE, LIMITATIONS, SYNTHETIC
 from .plan import file_name, path
@@ -115,8 +115,18 @@ def card_numbers(run: TrainedRun, abnormal: list[str] | None = None, n_boot: int
     }
 
 
+def md(text) -> str:
+    """``text`` as inert Markdown inline text: HTML escaped (a class named ``<img onerror=...>`` is shown,
+    never run), table cells kept whole (``|``) and one line (a newline would start a heading)."""
+    import html
+    import re
+
+    one_line = re.sub(r"\s+", " ", str(text)).strip()
+    return html.escape(one_line, quote=True).replace("|", "\\|").replace("`", "&#96;")
+
+
 def model_card(run: TrainedRun, summary: dict, numbers: dict) -> str:
-    """The model card (README.md of an exported folder), Markdown."""
+    """The model card (README.md of an exported folder), Markdown; every name read from data escaped (:func:`md`)."""
     info, lo_hi = run.info, numbers["interval"]
 
     def pct(x: float) -> str:
@@ -149,7 +159,7 @@ def model_card(run: TrainedRun, summary: dict, numbers: dict) -> str:
         "## Data",
         "",
         f"- dataset: `{info['dataset']}` (kind `{summary.get('kind', '?')}`), {summary.get('images', '?')} images, "
-        f"{info['num_classes']} classes: {', '.join(info['classes'])}",
+        f"{info['num_classes']} classes: {', '.join(md(c) for c in info['classes'])}",
         f"- split: `{summary.get('split', '?')}` (split seed {summary.get('split_seed', 0)}): "
         f"{split_total['train']} training, {split_total['val']} validation, {split_total['test']} test images",
         f"- digest of the training data (manifest and decoded images): `{info.get('data_digest', '?')}`",
@@ -176,13 +186,14 @@ def model_card(run: TrainedRun, summary: dict, numbers: dict) -> str:
     clinical = numbers["clinical"]
     if clinical:
         lines += [
-            f"| abnormal sensitivity ({', '.join(clinical['abnormal_classes'])}) | {pct(clinical['sensitivity'])} | |",
+            f"| abnormal sensitivity ({', '.join(md(c) for c in clinical['abnormal_classes'])}) | "
+            f"{pct(clinical['sensitivity'])} | |",
             f"| specificity | {pct(clinical['specificity'])} | |",
         ]
     lines += ["", "| class | precision | recall | F1 | test images |", "|---|---|---|---|---|"]
     for name, row in numbers["per_class"].items():
         lines.append(
-            f"| {name} | {pct(row['precision'])} | {pct(row['recall'])} | {pct(row['f1'])} | {row['support']} |"
+            f"| {md(name)} | {pct(row['precision'])} | {pct(row['recall'])} | {pct(row['f1'])} | {row['support']} |"
         )
     lines += [
         "",
@@ -210,8 +221,13 @@ def export_run(
     """Write the run folder ``run`` as a shareable folder ``out`` (which must not exist, or be empty):
     built beside it under a temporary name and renamed into place whole, so a failure leaves nothing."""
     out = Path(out)
+    if out.is_symlink():  # renaming onto it would replace the link, or fail on the folder it points to
+        raise CvmError(f"{shown_path(out)} is a symbolic link; give -o a new folder name (or the folder itself)")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CvmError(f"{shown_path(out)} exists and is not an empty folder; choose another -o or remove it")
+    above = next((p for p in out.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise CvmError(f"{shown_path(above)} is a file, so {shown_path(out)} cannot be made; choose another -o")
     trained = TrainedRun.open(run)
     if trained.exported:
         raise CvmError(f"{shown_path(trained.dir)} is an exported folder already; export the run folder it came from")
@@ -235,6 +251,8 @@ def export_run(
             "version": __version__,
             "run": {k: info[k] for k in _RECORD if k in info},
             "normalization": trained.normalization(),
+            # the weights this config and the card describe: checked whenever the folder is loaded
+            "weights_sha256": sha256_file(trained.weights_path),
             "synthetic": bool(summary.get("synthetic")),
             "test": {k: numbers[k] for k in ("test_images", "accuracy", "f1_macro", "ece")},
         },

@@ -9,6 +9,7 @@ gets (the record's keys, the weights' metadata and every tensor's shape) are mad
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,35 @@ def check_info(info, path: Path, fix: str = "delete the run folder and train it 
             raise CvmError(f"{path} lacks key {key!r} (or it is not a {kind.__name__}); {fix}")
     if len(info["classes"]) != info["num_classes"]:
         raise CvmError(f"{path}: {len(info['classes'])} classes listed but num_classes is {info['num_classes']}; {fix}")
+    if not all(isinstance(c, str) and c for c in info["classes"]):
+        raise CvmError(f"{path}: every class name must be a non-empty text; {fix}")
+    twice = next((c for i, c in enumerate(info["classes"]) if c in info["classes"][:i]), None)
+    if twice is not None:  # two probability columns of one name would collapse into one
+        raise CvmError(f"{path}: class {twice!r} is listed twice; {fix}")
+    _check_normalization(info.get("normalization"), path, fix)
     return info
+
+
+def _check_normalization(normalization, path: Path, fix: str) -> None:
+    """Each branch's mean and std: three finite numbers, std above zero (a std of 0 divides by zero and
+    the model answers nothing but NaN)."""
+    if normalization is None:  # a run of an earlier version: ImageNet statistics (TrainedRun.normalization)
+        return
+    if not isinstance(normalization, dict) or not normalization:
+        raise CvmError(f"{path}: 'normalization' must map each input branch to its mean and std; {fix}")
+    for branch, stats in normalization.items():
+        for key in ("mean", "std"):
+            values = stats.get(key) if isinstance(stats, dict) else None
+            ok = (
+                isinstance(values, list)
+                and len(values) == 3
+                and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+            )
+            if not ok or (key == "std" and min(values) <= 0):
+                raise CvmError(
+                    f"{path}: normalization {key} of {branch!r} is {str(values)[:60]}; it must be three finite "
+                    f"numbers{', each above 0' if key == 'std' else ''}; {fix}"
+                )
 
 
 def _read_exported(path: Path) -> dict:
@@ -73,9 +102,32 @@ def _read_exported(path: Path) -> dict:
         raise CvmError(f"{path} is not valid JSON ({err}); {fix}") from None
     record = config.get("cvm_cervix", {}) if isinstance(config, dict) else {}
     info = dict(record.get("run") or {}) if isinstance(record, dict) else {}
-    if isinstance(record, dict) and isinstance(record.get("normalization"), dict):
+    if isinstance(record, dict) and "normalization" in record:
         info["normalization"] = record["normalization"]
+    if isinstance(record, dict) and "weights_sha256" in record:
+        info["weights_sha256"] = record["weights_sha256"]
     return check_info(info, path, fix)
+
+
+def check_exported_digest(weights: Path, info: dict, config: Path) -> None:
+    """An exported folder's weights are the ones its ``config.json`` (and model card) describe: their
+    sha256 is recorded at export. Two exports of one architecture and class count would otherwise load
+    each other's weights, and predict as one model under the other one's card."""
+    from ._io import sha256_file
+
+    recorded = info.get("weights_sha256")
+    if recorded is None:
+        raise CvmError(
+            f"{config} records no weights digest (cvm_cervix.weights_sha256), so {weights.name} cannot be matched "
+            "to it; export the run again (cvm-cervix export RUN -o DIR)"
+        )
+    if not weights.is_file():
+        raise CvmError(f"weights file {weights} not found; export the run again (cvm-cervix export RUN -o DIR)")
+    if sha256_file(weights) != recorded:
+        raise CvmError(
+            f"{weights} is not the weights {config} was exported with (their sha256 differs): the card and the "
+            "model would describe two different models; export the run again (cvm-cervix export RUN -o DIR)"
+        )
 
 
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -196,6 +248,8 @@ class TrainedRun:
     def tensors(self) -> dict[str, torch.Tensor]:
         """The weights file's tensors, read and checked against ``train.json`` once."""
         if self._tensors is None:
+            if self.exported:
+                check_exported_digest(self.weights_path, self.info, self.info_path)
             state, meta = read_weights(self.weights_path)
             check_weights_metadata(meta, self.info, self.weights_path, self.info_path)
             self._tensors = state
