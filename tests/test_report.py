@@ -680,3 +680,30 @@ def test_intended_use_leads_the_report_and_every_checklist_item_is_answered_or_e
     assert links and links <= ids, links - ids
     assert 'Validation or testing on external data</td><td class="l">Transfer <span class="note">(not in this' in html
     assert html.count("research use only, not for diagnosis") >= 1
+
+
+def test_mixed_precision_that_did_not_run_is_no_time_saved():
+    """On a CPU `amp: true` trains in float32 too: two float32 runs differ in time by chance only."""
+    from cvm_cervix.report.sections import mixed_precision_contrasts
+
+    def row(recipe, precision, seconds, acc):
+        return {
+            "model": "cvm_cervix",
+            "paper_name": "CVM-Cervix",
+            "recipe": recipe,
+            "precision": precision,
+            "cost": {"total_seconds": {"mean": seconds}},
+            "test": {"accuracy": {"mean": acc}},
+        }
+
+    variants = {"amp": {"amp": True}}
+    (cpu,) = mixed_precision_contrasts(
+        [row("none", "float32", 100, 0.8), row("none+amp", "float32", 80, 0.8)], variants
+    )
+    assert cpu["seconds_saved"] is None and cpu["share_saved"] is None
+    assert cpu["note"].startswith("both trained in float32: mixed precision did not run on this device")
+    (gpu,) = mixed_precision_contrasts(
+        [row("none", "float32", 100, 0.8), row("none+amp", "float16", 60, 0.79)], variants
+    )
+    assert gpu["seconds_saved"] == 40 and gpu["share_saved"] == 0.4 and gpu["note"] is None
+    assert gpu["delta_accuracy"] == pytest.approx(-0.01)

@@ -233,15 +233,24 @@ def mixed_precision_contrasts(rows: list[dict], variants: dict) -> list[dict]:
         if not variant or not (variants.get(variant) or {}).get("amp") or base is None:
             continue
         before, after = base["cost"]["total_seconds"]["mean"], row["cost"]["total_seconds"]["mean"]
+        # amp asked for where it cannot run (a CPU) trains in float32 too: two float32 runs differ in time
+        # only by chance, and that is no saving
+        same = row.get("precision") == base.get("precision")
         out.append(
             {
                 "model": row["paper_name"],
                 "recipe": recipe,
                 "precision": row.get("precision"),
                 "base_precision": base.get("precision"),
-                "seconds_saved": before - after,
-                "share_saved": (before - after) / before if before else None,
+                "seconds_saved": None if same else before - after,
+                "share_saved": None if same or not before else (before - after) / before,
                 "delta_accuracy": row["test"]["accuracy"]["mean"] - base["test"]["accuracy"]["mean"],
+                "note": (
+                    f"both trained in {row.get('precision')}: mixed precision did not run on this device, so there "
+                    "is no precision contrast (a time difference would be run-to-run variation)"
+                    if same
+                    else None
+                ),
             }
         )
     return out
