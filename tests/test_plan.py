@@ -361,3 +361,29 @@ def test_the_same_settings_in_another_order_are_the_same_run():
     changed = copy.deepcopy(cfg)
     changed["train"]["lr"] = cfg["train"]["lr"] * 2
     assert repr(Plan(changed).train_params(run)) != repr(params)
+
+
+def test_every_gpu_rule_has_its_cluster_resources_and_is_documented():
+    """A GPU rule without a set-resources entry gets the profile's CPU defaults on a cluster."""
+    rules = {}
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        for name, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", smk.read_text(), re.M):
+            rules[name] = re.search(r"^\s+gpu=1,", body, re.M) is not None
+    gpu_rules = sorted(name for name, gpu in rules.items() if gpu)
+    assert {"train", "evaluate", "robustness", "analyse"} <= set(gpu_rules), gpu_rules
+    slurm = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    running = (REPO / "docs" / "running.md").read_text()
+    for name in gpu_rules:
+        assert name in slurm["set-resources"], f"profiles/slurm has no set-resources entry for GPU rule {name}"
+        assert f"`{name}`" in running.split("### Clusters that want")[1], f"docs/running.md omits GPU rule {name}"
+
+
+def test_the_catalog_claims_only_what_holds():
+    """Module use from the catalog has no src/: the conda environment alone cannot run it (it lacks the
+    package), and the catalog adds --cores all itself."""
+    catalog = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())
+    env = yaml.safe_load((REPO / "envs" / "cvm_cervix.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    installs_package = any("cvm-cervix" in p or "cvm_cervix" in p for p in pip)
+    assert catalog["usage"]["software-stack-deployment"]["conda"] is installs_package
+    assert "--cores" not in (catalog["usage"]["mandatory-flags"]["flags"] or "")
