@@ -8,10 +8,11 @@ if importlib.util.find_spec("cvm_cervix") is None:  # a checkout used without `p
     sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
 from cvm_cervix._snakemake import run_script
 from cvm_cervix.plan import write_plan
+from cvm_cervix.report_state import stamp_reason
 
 
 def main(sm):
-    write_plan(sm.params.config, sm.output.plan, sm.params.configfiles, why=sm.params.why)
+    write_plan(sm.params.config, sm.output.plan, sm.params.configfiles, why=stamp_reason())
 
 
 run_script(snakemake, main)

@@ -463,6 +463,23 @@ def test_a_changed_dataset_folder_is_prepared_again(tmp_path):
     assert len(pd.read_csv(tmp_path / manifest)) == 11 and planned() == 0
     (root / "a" / "0.png").unlink()  # an image removed
     assert planned() == 1
+    # without Snakemake's records (.snakemake/ removed: a params change is then invisible to it), the whole
+    # workflow still prepares a changed folder again, and what depends on it
+    import shutil
+
+    snakemake(tmp_path, "--configfile", path)
+    shutil.rmtree(tmp_path / ".snakemake")
+    write_image(root / "a" / "late.png", seed=98)
+    before = _tree(tmp_path / "results")
+    proc = snakemake(tmp_path, "-n", "--configfile", path)
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts.get("listing") == 1 and counts.get("prepare") == 1 and counts.get("train") == 1, counts
+    assert "the folder of dataset my-set_1 changed since it was prepared" in proc.stderr
+    assert _tree(tmp_path / "results") == before  # planned, nothing written
+    snakemake(tmp_path, "--configfile", path)
+    assert len(pd.read_csv(tmp_path / manifest)) == 11
+    proc = snakemake(tmp_path, "-n", "--configfile", path)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
 def test_paper_config_plans_one_training_job_per_model(tmp_path):
@@ -837,3 +854,6 @@ def test_a_second_workflow_on_a_busy_results_folder_stops_before_any_job(results
         owner.wait()
     done = snakemake(results_copy, "--configfile", cfg)  # the owner has ended: this one runs
     assert "report" in job_counts(done.stdout + done.stderr)
+    # the report made again through a stamp of a new name keeps that stamp: the jobs' inputs stay the same
+    again = snakemake(results_copy, "-n", "--configfile", cfg)
+    assert "Nothing to be done" in again.stdout + again.stderr

@@ -34,6 +34,7 @@ class Need:
 # compress rules (one per kind of artifact) are one job here, as they share their inputs and their log.
 OUTPUTS: dict[str, tuple[str, ...]] = {
     "synthesize": ("synthetic",),
+    "listing": ("listing",),
     "prepare": ("manifest", "classes", "summary", "splits", "crops"),
     "cache": ("cache",),
     "weights": ("pretrained",),
@@ -151,6 +152,7 @@ _NEEDS: dict[str, Callable[[Plan, dict], list[Need]]] = {
     "prepare": _prepare,
     "cache": lambda plan, v: [Need("manifest", "manifest", {"dataset": v["dataset"]})],
     "weights": lambda plan, v: [],
+    "listing": lambda plan, v: [],
     "plan": lambda plan, v: [],
     "train": _train,
     "evaluate": lambda plan, v: [*_trained(_run(v)), *_data(plan, v["dataset"])],

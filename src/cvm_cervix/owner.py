@@ -78,6 +78,14 @@ WORKFLOW_ENV = "CVM_CERVIX_WORKFLOW"  # "<host> <pid>" of the Snakemake process 
 ORPHANED = ".orphaned"  # a run folder's copy of a result finished after its workflow ended
 
 
+def announce_workflow() -> None:
+    """Tell this Snakemake process's jobs who started them (they inherit the variable), so that a training
+    can tell, when it finishes, whether its workflow has ended meanwhile."""
+    import socket
+
+    os.environ[WORKFLOW_ENV] = f"{socket.gethostname()} {os.getpid()}"
+
+
 def _workflow_gone() -> bool:
     """Whether the Snakemake process that started this job has ended (killed) while it trained."""
     import socket

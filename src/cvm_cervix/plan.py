@@ -45,6 +45,9 @@ PATHS = {
     "summary": f"{DATA}/summary.json",
     "splits": f"{DATA}/splits.csv",
     "crops": f"{DATA}/crops",
+    # a real dataset's folder changed since it was prepared: this stamp, of the folder's new digest, is
+    # missing, so prepare runs again (see common.smk), also where Snakemake has no records
+    "listing": f"{DATA}/listing/{{digest}}.json",
     "cache": f"{DATA}/cache_{{size}}.npy",
     "pretrained": "weights/{model}.json",
     "run": RUN,
@@ -90,6 +93,7 @@ LOGS = {
     "transfer_matrix": "logs/transfer/matrix.log",
     "stats": "logs/stats/{experiment}.log",
     "plan": "logs/plan/{digest}.log",
+    "listing": "logs/listing/{dataset}_{digest}.log",
     "report": "logs/report/report.log",
 }
 # Each rule's benchmark file (wall time, memory): the report's provenance reads them.

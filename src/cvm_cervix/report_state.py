@@ -77,6 +77,54 @@ def stale_reason(html: str | os.PathLike, digest: str, fingerprint: str) -> str 
     return None
 
 
+STAMP_ENV = "CVM_CERVIX_PLAN_STAMP"  # the stamp name a Snakemake process chose, for its jobs' processes
+
+
+def choose_stamp(plan, results: str, main: bool) -> str | None:
+    """Name ``plan``'s stamp (``plan.stamp``) and return why the report is made again (None: it is not).
+
+    In Snakemake's own process: a file someone put into ``report_files/`` is an error (the report job
+    replaces that folder); a report on disk that is not this plan's report of these files gets a stamp of
+    a new name (:meth:`Plan.refresh`); otherwise the newest stamp of this plan that exists is kept, so the
+    jobs' inputs stay what they were (a changed input list reruns a job). Each job's own process takes
+    the name its Snakemake chose (an inherited variable): it cannot tell, since its outputs are removed."""
+    from .errors import CvmError
+    from .plan import pattern
+
+    if not main:
+        plan.stamp = os.environ.get(STAMP_ENV) or plan.digest
+        return os.environ.get(STAMP_ENV + "_WHY") or None
+    files_dir = pattern("report_files", results)
+    foreign = foreign_report_files(files_dir)
+    if foreign:
+        raise CvmError(
+            f"{files_dir}/ holds {len(foreign)} file(s) the report job did not write "
+            f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); the report job replaces that "
+            "folder whole: move them elsewhere and run again"
+        )
+    fingerprint = inputs_fingerprint(fingerprinted(plan.report_inputs(results)), results)
+    html = pattern("report", results)
+    why = stale_reason(html, plan.digest, fingerprint)
+    if why:
+        import sys
+
+        print(f"note: {html} is not up to date ({why}); the report will be made again", file=sys.stderr)
+        plan.refresh(why, fingerprint)
+    else:
+        stamps = Path(pattern("plan", results, digest=plan.digest)).parent.glob(f"{plan.digest}*.json")
+        newest = max(stamps, key=lambda p: (p.stat().st_mtime_ns, p.name), default=None)
+        plan.stamp = newest.stem if newest is not None else plan.digest
+    os.environ[STAMP_ENV] = plan.stamp
+    os.environ[STAMP_ENV + "_WHY"] = why or ""
+    return why
+
+
+def stamp_reason() -> str | None:
+    """Why the stamp was given a new name, as the job's Snakemake process found (not a param of the plan
+    rule: a reason that came and went would rerun it)."""
+    return os.environ.get(STAMP_ENV + "_WHY") or None
+
+
 def foreign_report_files(folder: str | os.PathLike) -> list[str]:
     """Entries of the report's ``report_files/`` folder that the report job did not write: the job
     replaces the folder whole (and Snakemake removes it before the job runs), so they would be lost.

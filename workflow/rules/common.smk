@@ -1,4 +1,5 @@
 # Config validation, then the plan (cvm_cervix.plan, unit-tested) turned into the file names rules declare.
+import functools
 import importlib.util
 import re
 import sys
@@ -15,7 +16,9 @@ from cvm_cervix.data import listing_digest
 from cvm_cervix.errors import CvmError
 from cvm_cervix.jobs import inputs as job_inputs
 from cvm_cervix.labels import resolve_mapping
+from cvm_cervix.owner import announce_workflow
 from cvm_cervix.plan import Plan, pattern
+from cvm_cervix.report_state import choose_stamp
 from cvm_cervix.precisions import PRECISIONS, rule_artifact, rule_precisions
 
 import warnings
@@ -38,11 +41,8 @@ for warning in caught:
     print(f"warning: {warning.message}", file=sys.stderr)
 
 RESULTS = config["results"]
-if workflow.is_main_process:  # its jobs tell whether it still runs when they finish (train.keep_if_orphaned)
-    import os
-    import socket
-
-    os.environ["CVM_CERVIX_WORKFLOW"] = f"{socket.gethostname()} {os.getpid()}"
+if workflow.is_main_process:  # its jobs tell whether it still runs when they finish (owner.keep_if_orphaned)
+    announce_workflow()
 TRAIN = config["train"]
 IMG = TRAIN["img_size"]
 PLAN = Plan(config)
@@ -50,33 +50,67 @@ DATASETS = PLAN.dataset_names
 
 
 def check_report_state():
-    """When Snakemake plans (its own process only, not each job's), with nothing written: a file someone
-    put into report_files/ stops the run before the report job replaces that folder; a report on disk
-    that is not this plan's report of these files (another plan, another results folder's, one put back
-    after a failed report job) gets a plan stamp of a new name (Plan.refresh), which does not exist, so
-    that the report (and the statistics and transfer matrix, which read the stamp too) are made again.
-    Snakemake alone would not: it never reruns an existing output for an input that is missing, only for
-    one that is newer. Returns why the report is made again (None: it is current or missing)."""
-    from cvm_cervix.report_state import fingerprinted, foreign_report_files, inputs_fingerprint, stale_reason
-
-    files_dir = pattern("report_files", RESULTS)
-    foreign = foreign_report_files(files_dir)
-    if foreign:
-        raise WorkflowError(
-            f"error: {files_dir}/ holds {len(foreign)} file(s) the report job did not write "
-            f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); the report job replaces that "
-            "folder whole: move them elsewhere and run again"
-        )
-    fingerprint = inputs_fingerprint(fingerprinted(PLAN.report_inputs(RESULTS)), RESULTS)
-    html = pattern("report", RESULTS)
-    why = stale_reason(html, PLAN.digest, fingerprint)
-    if why:
-        print(f"note: {html} is not up to date ({why}); the report will be made again", file=sys.stderr)
-        PLAN.refresh(why, fingerprint)
-    return why
+    """The plan's stamp, chosen when Snakemake plans with nothing written (report_state.choose_stamp): a
+    new name when the report on disk is not current, so the report, statistics and transfer matrix are
+    made again; each job's own process takes the name its Snakemake chose."""
+    try:
+        return choose_stamp(PLAN, RESULTS, main=workflow.is_main_process)
+    except CvmError as err:
+        raise WorkflowError(f"error: {err}") from None
 
 
-STALE_REPORT = check_report_state() if workflow.is_main_process else None
+check_report_state()
+
+
+@functools.lru_cache(maxsize=None)
+def folder_digest(root):
+    return listing_digest(root)
+
+
+def changed_dataset_folders():
+    """Real datasets whose folder differs (names, sizes, dates) from the one their prepare step read (the
+    digest in summary.json): each gets a listing stamp of the folder's new digest, which does not exist,
+    so prepare runs again, and what depends on it, also where Snakemake has no records of the results
+    (.snakemake/ removed). Nothing is written while planning. A summary without a digest (an older
+    version) is left to Snakemake's own triggers."""
+    import json
+
+    changed = {}
+    for name in PLAN.datasets:
+        spec = dataset_spec(config, name)
+        if spec["kind"] in ("synthetic", "combined") or not spec.get("root"):
+            continue
+        try:
+            recorded = json.loads(Path(pattern("summary", RESULTS, dataset=name)).read_text()).get("listing_digest")
+        except (OSError, ValueError):
+            continue
+        now = folder_digest(spec["root"]) if recorded else None
+        if recorded and recorded != now:
+            changed[name] = now
+            print(
+                f"note: the folder of dataset {name} changed since it was prepared; it is prepared again",
+                file=sys.stderr,
+            )
+    return changed
+
+
+CHANGED_DATASETS = changed_dataset_folders() if workflow.is_main_process else {}
+
+
+def listing_stamp(wildcards):
+    """The stamp of a real dataset's folder as it is now: an input of its prepare job where the folder
+    changed since it was prepared (changed_dataset_folders), and kept as one once it exists (a stamp that
+    came and went would change the job's list of inputs, which reruns it)."""
+    spec = dataset_spec(config, wildcards.dataset)
+    if spec["kind"] in ("synthetic", "combined") or not spec.get("root"):
+        return []
+    digest = CHANGED_DATASETS.get(wildcards.dataset) or folder_digest(spec["root"])
+    stamp = pattern("listing", RESULTS, dataset=wildcards.dataset, digest=digest)
+    return [stamp] if wildcards.dataset in CHANGED_DATASETS or Path(stamp).is_file() else []
+
+
+def listing_root(wildcards):
+    return dataset_spec(config, wildcards.dataset).get("root", "")
 
 
 def hold_results_folder():
@@ -149,7 +183,7 @@ def dataset_listing(wildcards):
     spec = dataset_spec(config, wildcards.dataset)
     if spec["kind"] in ("synthetic", "combined"):
         return ""
-    return listing_digest(spec.get("root") or "")
+    return folder_digest(spec.get("root") or "")
 
 
 def dataset_root(wildcards, input):

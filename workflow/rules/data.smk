@@ -13,9 +13,26 @@ rule synthesize:
         "../../scripts/synthesize.py"
 
 
+# A dataset folder changed since it was prepared: its stamp, named by the new digest (common.smk).
+rule listing:
+    output:
+        stamp=P("listing"),
+    log:
+        LOG("listing"),
+    wildcard_constraints:
+        digest=r"[0-9a-f]{64}",
+    conda:
+        "../../envs/cvm_cervix.yaml"
+    params:
+        root=listing_root,
+    script:
+        "../../scripts/listing.py"
+
+
 rule prepare:
     input:
         unpack(inputs_of("prepare")),
+        listing=listing_stamp,
     output:
         manifest=P("manifest"),
         classes=P("classes"),

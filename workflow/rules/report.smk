@@ -10,7 +10,6 @@ rule plan:
     params:
         config=as_dict(config),
         configfiles=[str(f) for f in workflow.configfiles],
-        why=STALE_REPORT,
     script:
         "../../scripts/plan.py"
 

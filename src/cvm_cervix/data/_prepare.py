@@ -10,7 +10,7 @@ from .._io import read_json, read_table, write_csv, write_json
 from ..errors import CvmError
 from ..labels import check_distinct_classes
 from ..plan import file_name
-from ._adapters import list_dataset
+from ._adapters import list_dataset, listing_digest
 from ._manifest import (
     assign_splits,
     combine_frames,
@@ -50,6 +50,7 @@ def prepare_dataset(
     files = {
         key: files.get(key, out_dir / file_name(key)) for key in ("manifest", "classes", "summary", "splits", "crops")
     }
+    folder_digest = None
     relative: dict[str, str] = {}  # a combined set's images: path -> path relative to its part's root
     if spec["kind"] == "combined":
         frames = {}
@@ -74,6 +75,8 @@ def prepare_dataset(
                 f"config key 'datasets.{name}.root' is not set; give the folder the {spec['kind']} "
                 "dataset was unpacked into"
             )
+        # the folder as it was read (names, sizes, dates): planning compares it with the folder's digest then
+        folder_digest = listing_digest(root) if spec["kind"] != "synthetic" else None
         listing = list_dataset(spec["kind"], root, spec, out_dir)
         frame, classes, skipped = records_frame(listing, name, threads), listing.classes, listing.skipped
         converted = conversions(frame)
@@ -126,6 +129,7 @@ def prepare_dataset(
         split_file=spec.get("split_file"),
         split_seed=None if spec.get("split_file") else spec.get("split_seed", 0),
         split_of=spec.get("split_of"),
+        listing_digest=folder_digest,
     )
     for path, reason in skipped:
         log.warning("left out %s: %s", path, reason)
