@@ -11,7 +11,9 @@ from cvm_cervix._snakemake import run_script
 
 
 def main(sm):
-    write_json(sm.output.stamp, {"dataset": sm.wildcards.dataset, "root": sm.params.root, "digest": sm.wildcards.digest})
+    write_json(
+        sm.output.stamp, {"dataset": sm.wildcards.dataset, "root": sm.params.root, "digest": sm.wildcards.digest}
+    )
 
 
 run_script(snakemake, main)
