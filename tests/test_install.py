@@ -84,6 +84,20 @@ def test_the_workflow_as_a_module_of_another_folder_with_the_installed_package(t
     cached = {p.name.split(".")[0] for p in (package / "__pycache__").glob("*.pyc")}
     assert {"train", "evaluate", "config", "jobs"} <= cached
     assert "collect" in {p.name.split(".")[0] for p in (package / "report" / "__pycache__").glob("*.pyc")}
+    assert (user / "results" / ".cvm-cervix.owner").is_file()  # the module's onstart ran: one owner
+    # a failed job in module use: the report of what finished, marked INCOMPLETE, as a direct run writes it
+    bad = user / "bad_images"
+    for cls in ("a", "b"):
+        for i in range(4):
+            (bad / cls).mkdir(parents=True, exist_ok=True)
+            (bad / cls / f"{i}.png").write_bytes(b"not an image")
+    config["datasets"]["bad"] = {"kind": "imagefolder", "root": str(bad)}
+    config["experiments"]["broken"] = {"dataset": "bad", "models": ["shufflenet_v2_x0_5"]}
+    (user / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.run([SNAKEMAKE, "--cores", "2"], cwd=user, capture_output=True, text=True, env=env)
+    assert proc.returncode != 0
+    report = (user / "results" / "report.html").read_text()
+    assert "INCOMPLETE" in report and "prepare" in report
 
 
 # The usage text of README.md ("Use it as a module"), with the path of a local copy in place of github(...)

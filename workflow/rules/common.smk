@@ -113,6 +113,21 @@ def listing_root(wildcards):
     return dataset_spec(config, wildcards.dataset).get("root", "")
 
 
+def register_module_handlers():
+    """As a module: this workflow's onstart (one owner for the results folder) and onerror (the INCOMPLETE
+    report) on the importing workflow, each after the handler that workflow set before `use rule`."""
+
+    def chained(previous, ours):
+        def handler(log):
+            ours()
+            previous(log)
+
+        return handler
+
+    workflow._onstart = chained(workflow._onstart, hold_results_folder)
+    workflow._onerror = chained(workflow._onerror, incomplete_report)
+
+
 def hold_results_folder():
     """Before the first job (onstart: never in a dry run): the results folder gets one owner, this
     Snakemake process, until it ends. A second workflow on the same folder stops here, before any job,
