@@ -235,7 +235,7 @@ def mixed_precision_contrasts(rows: list[dict], variants: dict) -> list[dict]:
         before, after = base["cost"]["total_seconds"]["mean"], row["cost"]["total_seconds"]["mean"]
         # amp asked for where it cannot run (a CPU) trains in float32 too: two float32 runs differ in time
         # only by chance, and that is no saving
-        same = row.get("precision") == base.get("precision")
+        same = row.get("precision") is not None and row.get("precision") == base.get("precision")
         out.append(
             {
                 "model": row["paper_name"],
