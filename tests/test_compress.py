@@ -129,7 +129,7 @@ def test_static_int8_quantises_convolutions_and_linear_layers(conv_run, tiny_dat
     inits = {i.name: i for i in graph.initializer}
     producers = {o: n for n in graph.node for o in n.output}
 
-    def weight_dtype(node):  # the weight input of a Conv/Gemm: int8 behind a DequantizeLinear
+    def weight_dtype(node):  # the weight input of a Conv/Gemm: 8-bit behind a DequantizeLinear
         dq = producers.get(node.input[1])
         assert dq is not None and dq.op_type == "DequantizeLinear", node.name
         return inits[dq.input[0]].data_type
@@ -137,14 +137,17 @@ def test_static_int8_quantises_convolutions_and_linear_layers(conv_run, tiny_dat
     layers = [n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and n.input[1] in producers]
     convs = [n for n in layers if n.op_type == "Conv"]
     assert len(convs) == 20 and any(n.op_type in ("Gemm", "MatMul") for n in layers)  # resnet18: 20 convolutions
-    assert {weight_dtype(n) for n in layers} == {TensorProto.INT8}
+    # uint8 weights with uint8 activations (U8U8): no 16-bit saturation on x86 CPUs without VNNI
+    assert {weight_dtype(n) for n in layers} == {TensorProto.UINT8}
     assert not [
         i for i in graph.initializer if i.data_type == TensorProto.FLOAT and numpy_helper.to_array(i).size > 4096
     ]
     fp32 = (conv_run / "weights.safetensors").stat().st_size
     assert metrics["size_mib"] * 2**20 < fp32 / 3
     assert metrics["agreement_with_fp32"] > 0.5  # most test images get float32's class
-    assert metrics["calibration"] == {"split": "train", "images": 44}
+    assert metrics["calibration"]["split"] == "train" and metrics["calibration"]["images"] == 44
+    assert metrics["calibration"]["method"] in ("minmax", "percentile", "entropy") and metrics["kept"] in (True, False)
+    assert metrics["validation"]["images"] > 0 and len(metrics["tried"]) >= 3
     assert "static int8" in metrics["note"] and metrics["device"] == "cpu"
     # the final softmax stays float: its probabilities are a distribution, not steps of 1/255
     softmax = [n for n in graph.node if n.op_type == "Softmax"]
@@ -172,8 +175,9 @@ def test_calibration_is_drawn_from_the_training_split_only(conv_run, tiny_datase
     compress_run(conv_run, tiny_dataset, "int8", threads=2, calibration_images=20)
     cache = np.asarray(load_cache(tiny_dataset / "cache_32.npy"))
     flat = {cache[i].tobytes(): manifest.loc[i, "split"] for i in range(len(cache))}
-    assert len(seen) == 1 and len(seen[0]) == 20
-    assert {flat[image.tobytes()] for image in seen[0]} == {"train"}
+    # one calibration per method tried (compress.CALIBRATION_METHODS), each on the same 20 training images
+    assert len(seen) == len(compress.CALIBRATION_METHODS) and all(len(images) == 20 for images in seen)
+    assert {flat[image.tobytes()] for images in seen for image in images} == {"train"}
 
 
 def test_int8_prediction_needs_the_calibrated_artifact(deit_run, tmp_path, capsys):
@@ -253,16 +257,117 @@ def real_blood_cells(tmp_path_factory):
     return data
 
 
+@pytest.fixture(scope="module")
+def haswell():
+    """An x86 CPU with AVX2 and neither AVX-512 nor VNNI, emulated (qemu-user's Haswell): where ONNX Runtime's
+    U8S8 products saturate. Installed with apt-get when missing and run as root; elsewhere skipped, unless
+    CVM_CPU_EMULATION_TEST is set (CI), where a skip would hide the check."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("qemu-x86_64") is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "qemu-user"], capture_output=True)
+    if shutil.which("qemu-x86_64") is None:
+        if os.environ.get("CVM_CPU_EMULATION_TEST"):
+            pytest.fail("qemu-x86_64 (Debian's qemu-user) is needed to test int8 on an AVX2 CPU without VNNI")
+        pytest.skip("qemu-x86_64 not available: int8 on an AVX2 CPU without VNNI not tested")
+    return ["qemu-x86_64", "-cpu", "Haswell"]
+
+
+ORT_PREDICT = """
+import sys, numpy as np, onnxruntime as ort
+options = ort.SessionOptions(); options.intra_op_num_threads = 1
+session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
+images = np.load(sys.argv[2])
+probs = np.concatenate([session.run(None, {"images": images[i : i + 48]})[0] for i in range(0, len(images), 48)])
+np.save(sys.argv[3], probs.argmax(1))
+"""
+
+
 @pytest.mark.slow
-def test_static_int8_of_cvm_cervix_trained_on_real_cells_stays_within_reach_of_float32(real_blood_cells, tmp_path):
-    """A result that depends on trained weights, on real images: CVM-Cervix trained on 720 real blood
-    cells (8 classes, 32 px, 4 epochs: about 73% test accuracy in float32, far above chance), then
-    static int8 on the same 240 test images."""
+@pytest.mark.parametrize("size, seed", [(32, 0), (48, 1)])
+def test_static_int8_of_cvm_cervix_trained_on_real_cells_stays_within_two_points_of_float32(
+    real_blood_cells, tmp_path, size, seed, haswell
+):
+    """A result that depends on trained weights, on real images: CVM-Cervix trained as the workflow trains it
+    on 720 real blood cells (8 classes, 4 epochs, at two sizes and seeds: about 73-75% test accuracy in
+    float32, far above chance), then static int8 on the same 240 test images: within 2 points of float32,
+    chosen on validation. At 32 px it also runs on an emulated AVX2 CPU without VNNI, where ONNX Runtime's
+    U8S8 products saturate (there, the former int8 lost 10 points): the same predictions to the image."""
+    import subprocess
+    import sys
+
+    from cvm_cervix.data import build_cache
     from cvm_cervix.train import train_run
 
-    train_run("cvm_cervix", real_blood_cells, tmp_path, img_size=32, epochs=4, batch_size=16, threads=2, progress=False)
-    metrics = compress_run(tmp_path, real_blood_cells, "int8", threads=2)
+    cache = real_blood_cells / f"cache_{size}.npy"
+    if not cache.exists():
+        build_cache(read_manifest(real_blood_cells / "manifest.csv")["path"].tolist(), size, cache, threads=2)
+    run = tmp_path / "run"
+    train_run(
+        "cvm_cervix",
+        real_blood_cells,
+        run,
+        img_size=size,
+        epochs=4,
+        batch_size=16,
+        threads=2,
+        progress=False,
+        seed=seed,
+    )
+    metrics = compress_run(run, real_blood_cells, "int8", threads=2)
     assert metrics["n"] == 240 and metrics["fp32"]["accuracy"] > 0.5  # the model learned: chance is 1/8
-    assert metrics["delta_accuracy"] > -0.03, metrics
-    assert metrics["agreement_with_fp32"] >= 0.9, metrics
+    assert metrics["delta_accuracy"] >= -0.02 - 1e-9, metrics
+    assert metrics["agreement_with_fp32"] >= 0.95, metrics
+    assert metrics["kept"] and metrics["calibration"]["images"] == 720  # every training image at these sizes
+    assert metrics["validation"]["fp32_accuracy"] - metrics["validation"]["accuracy"] <= 0.02 + 1e-9
+    assert {r["method"] for r in metrics["tried"]} == {"minmax", "percentile", "entropy"}
     assert metrics["size_mib"] < metrics["fp32_size_mib"] / 3
+    if size != 32:
+        return
+    manifest = read_manifest(real_blood_cells / "manifest.csv")
+    test_images = np.load(cache)[manifest.index[manifest["split"] == "test"].to_numpy()]
+    np.save(tmp_path / "test.npy", test_images)
+    script = tmp_path / "predict.py"
+    script.write_text(ORT_PREDICT)
+    model = run / "compressed" / "int8" / "model.onnx"
+    args = [str(script), str(model), str(tmp_path / "test.npy")]
+    subprocess.run([sys.executable, *args, str(tmp_path / "native.npy")], check=True, capture_output=True)
+    emulated = subprocess.run(
+        [*haswell, sys.executable, *args, str(tmp_path / "avx2.npy")], capture_output=True, text=True
+    )
+    assert emulated.returncode == 0, emulated.stderr[-2000:]
+    native, avx2 = np.load(tmp_path / "native.npy"), np.load(tmp_path / "avx2.npy")
+    assert (native == avx2).all(), f"{int((native != avx2).sum())} of {len(native)} predictions differ on AVX2"
+    labels = manifest.loc[manifest["split"] == "test", "label"].to_numpy()
+    assert np.mean(avx2 == labels) == pytest.approx(metrics["accuracy"])
+
+
+def test_int8_beyond_its_bound_leaves_the_most_sensitive_layers_float_then_is_not_kept(
+    conv_run, tiny_dataset, tmp_path
+):
+    """An impossible bound (int8 must beat float32 by 100 points): the sensitivity pass leaves the layers most hurt
+    by quantisation float, 10% then 25% of them, and int8 is then not kept, with the reason; a precision not
+    kept is never recommended."""
+    from cvm_cervix.compress import FLOAT_SHARES, quantize_int8
+    from cvm_cervix.precisions import recommend
+    from cvm_cervix.run import Images, TrainedRun
+
+    trained = TrainedRun.open(conv_run)
+    images = Images.open(tiny_dataset, 32)
+    x_val, y_val, _ = images.split("val")
+    train = images.manifest.index[images.manifest["split"] == "train"].to_numpy()
+    chosen = quantize_int8(trained, images.cache[train], tmp_path / "int8.onnx", (x_val, y_val), bound=-1.0)
+    floats = [len(r["float_layers"]) for r in chosen["tried"]]
+    assert floats[:3] == [0, 0, 0] and len(floats) == 3 + len(FLOAT_SHARES) and floats[3] < floats[4], floats
+    assert not chosen["kept"] and chosen["why"].startswith("static int8 loses")
+    assert (tmp_path / "int8.onnx").is_file()
+    rows = [
+        {"precision": "fp32", "size_mib": 40, "accuracy": 0.9, "ms_per_image": 5.0, "device": "cpu"},
+        {"precision": "int8", "size_mib": 10, "accuracy": 0.9, "ms_per_image": 1.0, "device": "cpu", "kept": False},
+    ]
+    assert (
+        recommend(rows)["smallest"]["precision"] == "fp32" and recommend(rows)["fastest"]["cpu"]["precision"] == "fp32"
+    )

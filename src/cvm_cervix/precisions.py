@@ -126,7 +126,8 @@ def recommend(rows: list[dict], tolerance: float = 0.01) -> dict:
     """Among ``rows`` (fp32 first) within ``tolerance`` of float32 accuracy: the smallest artifact, and
     the fastest on each device that ran one. Returns ``{"smallest": row, "fastest": {device: row}}``."""
     fp32 = next(r for r in rows if r["precision"] == "fp32")
-    ok = [r for r in rows if r["accuracy"] >= fp32["accuracy"] - tolerance - 1e-12]
+    # an artifact its compress step did not keep (static int8 beyond its bound on validation) is never recommended
+    ok = [r for r in rows if r.get("kept", True) and r["accuracy"] >= fp32["accuracy"] - tolerance - 1e-12]
     fastest: dict = {}
     for r in ok:
         kind = "cuda" if str(r["device"]).startswith("cuda") else "cpu"
