@@ -82,8 +82,8 @@ PRECISIONS: dict[str, Precision] = {
             "cpu",
             "onnx_int8",
             "onnxruntime",
-            "static int8 (QDQ) of every convolution and linear layer, calibrated on {calibration} training "
-            "images; ONNX Runtime on the CPU",
+            "static int8 (QDQ, uint8 weights and activations) of the convolutions and linear layers, calibrated "
+            "on {calibration} training images, chosen on validation; ONNX Runtime on the CPU",
         ),
         Precision(
             "int8_dynamic",
