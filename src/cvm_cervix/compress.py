@@ -231,6 +231,7 @@ def quantize_int8(
     path: Path,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
     bound: float = INT8_BOUND,
+    model: torch.nn.Module | None = None,
 ) -> dict:
     """Static int8 of ``trained`` into ``path`` (ONNX, QDQ, U8U8), chosen on ``validation`` (uint8 images and
     labels) as the field does post-training quantisation when accuracy matters: each calibration method
@@ -238,11 +239,12 @@ def quantize_int8(
     loses more than ``bound`` against float32, the layers a sensitivity pass finds most hurt by
     quantisation are left float (:data:`FLOAT_SHARES` of them, in turn). Returns the record of the choice:
     method, float layers, validation accuracy against float32, every candidate tried, and whether int8
-    is kept (within ``bound``) or why not. Without ``validation``: min-max calibration, nothing chosen."""
+    is kept (within ``bound``) or why not. Without ``validation``: min-max calibration, nothing chosen.
+    ``model``: the run's model on the CPU where the caller built it already."""
     import math
     import shutil
 
-    model, img_size = trained.model("cpu"), trained.img_size
+    model, img_size = model if model is not None else trained.model("cpu"), trained.img_size
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         tmp = Path(tmp)
         fp32, prepared = tmp / "fp32.onnx", tmp / "prepared.onnx"
@@ -354,7 +356,7 @@ def export(
             )
         with atomic_path(path) as tmp:
             if row.export == "onnx_int8":
-                chosen = quantize_int8(trained, calibration, tmp, validation)
+                chosen = quantize_int8(trained, calibration, tmp, validation, model=model)
             else:
                 _export_onnx(model, info["img_size"], tmp)
             _stamp_onnx(tmp, {**meta, "precision": precision})
