@@ -405,7 +405,8 @@ def paper_plan(config: dict | None = None):
 
     import yaml
 
-    from cvm_cervix.config import all_runs, validate_config
+    from cvm_cervix.config import validate_config
+    from cvm_cervix.runs import all_runs
 
     config = config or yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     with warnings.catch_warnings():  # its dataset roots are unset: planning warns of each, as it should
@@ -418,7 +419,7 @@ def paper_plan_hours(rates: dict[str, float], infer: float) -> tuple[float, int]
     """GPU-hours of every run config/paper.yaml plans: epochs × (train / train rate + val / infer rate)."""
     import yaml
 
-    from cvm_cervix.config import run_settings, split_recipe
+    from cvm_cervix.runs import run_settings, split_recipe
 
     config, runs = paper_plan()
     paper = yaml.safe_load((REPO / "src" / "cvm_cervix" / "paper_results.yaml").read_text())

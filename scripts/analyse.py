@@ -1,11 +1,5 @@
 """t-SNE of one run's test features and its Grad-CAM gallery of misclassified images."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
-if importlib.util.find_spec("cvm_cervix") is None:  # a checkout used without `pip install .`
-    sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
 from cvm_cervix._snakemake import run_script
 from cvm_cervix.analysis import analyse_run
 

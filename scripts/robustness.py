@@ -1,11 +1,5 @@
 """One run's test split under slide-to-slide variation (inference only)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
-if importlib.util.find_spec("cvm_cervix") is None:  # a checkout used without `pip install .`
-    sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
 from cvm_cervix._snakemake import run_script
 from cvm_cervix.labels import abnormal_classes
 from cvm_cervix.robustness import robustness_run

@@ -1,12 +1,8 @@
 """Render the synthetic dataset of one config entry into an image folder."""
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
-if importlib.util.find_spec("cvm_cervix") is None:  # a checkout used without `pip install .`
-    sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
 from cvm_cervix._io import partial_path, remove_stale_partials
 from cvm_cervix._snakemake import run_script
 from cvm_cervix.data import make_synthetic_dataset

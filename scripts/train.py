@@ -1,13 +1,7 @@
 """Train one (dataset, model, recipe, seed) run."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
-if importlib.util.find_spec("cvm_cervix") is None:  # a checkout used without `pip install .`
-    sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
 from cvm_cervix._snakemake import run_script
-from cvm_cervix.config import split_recipe
+from cvm_cervix.runs import split_recipe
 from cvm_cervix.settings import TrainSettings
 from cvm_cervix.train import train_run
 

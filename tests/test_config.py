@@ -5,8 +5,9 @@ import pytest
 import yaml
 from conftest import REPO
 
-from cvm_cervix.config import Run, all_runs, experiment_runs, used_datasets, validate_config
+from cvm_cervix.config import validate_config
 from cvm_cervix.errors import CvmError
+from cvm_cervix.runs import Run, all_runs, experiment_runs, used_datasets
 
 
 def minimal(tmp_path):
@@ -348,7 +349,7 @@ print(sorted(m for m in ("torch", "timm", "torchvision", "onnx", "onnxruntime") 
 def test_a_runs_settings_are_one_object_tied_to_the_schema():
     """Every key of the schema's train section is a field of TrainSettings (or names runs: seeds, or
     every model's weights), with the schema's default; every variant key is a field too."""
-    from cvm_cervix.config import load_schema
+    from cvm_cervix.configfile import load_schema
     from cvm_cervix.plan import Plan
     from cvm_cervix.settings import NOT_RUN_SETTINGS, NOT_SETTINGS, PLACE, RESULT, TrainSettings
 

@@ -178,7 +178,7 @@ def test_the_model_card_shows_hostile_class_names_as_text(results):
     numbers = card_numbers(trained)
     hostile = ["a|b", "two\n# lines", "<img src=x onerror=alert(1)>"]
     names = hostile + trained.classes[len(hostile) :]
-    renamed = dataclasses.replace(trained, info={**trained.info, "classes": names})
+    renamed = dataclasses.replace(trained, record=dataclasses.replace(trained.record, classes=tuple(names)))
     numbers["per_class"] = {n: row for n, row in zip(names, numbers["per_class"].values())}
     card = model_card(renamed, _summary(trained), numbers)
     assert "<img" not in card and "&lt;img src=x onerror=alert(1)&gt;" in card

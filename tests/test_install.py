@@ -4,6 +4,7 @@ paper's numbers are package data)."""
 
 import importlib.metadata
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -72,7 +73,7 @@ def test_the_workflow_as_a_module_of_another_folder_with_the_installed_package(t
     }
     (user / "config").mkdir()
     (user / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    (user / "Snakefile").write_text(MODULE_SNAKEFILE.replace("{snakefile}", str(deployed / "workflow" / "Snakefile")))
+    (user / "Snakefile").write_text(module_snakefile(deployed / "workflow" / "Snakefile"))
     env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([SNAKEMAKE, "--cores", "2"], cwd=user, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -100,19 +101,13 @@ def test_the_workflow_as_a_module_of_another_folder_with_the_installed_package(t
     assert "INCOMPLETE" in report and "prepare" in report
 
 
-# The usage text of README.md ("Use it as a module"), with the path of a local copy in place of github(...)
-MODULE_SNAKEFILE = """configfile: "config/config.yaml"
-
-
-module cvm_cervix:
-    snakefile:
-        "{snakefile}"
-    config:
-        config
-
-
-use rule * from cvm_cervix
-"""
+def module_snakefile(snakefile: Path) -> str:
+    """The Snakefile of docs/running.md ("Use it as a module"), with a local copy's path in place of github(...):
+    the test runs what the documentation tells users to write."""
+    text = (REPO / "docs" / "running.md").read_text()
+    block = text[text.index("## Use it as a module") :].split("```python\n", 1)[1].split("```", 1)[0]
+    assert "use rule * from cvm_cervix" in block
+    return re.sub(r"github\([^\n]*\)[^\n]*", f'"{snakefile}"', block)
 
 
 def test_the_version_has_one_owner_and_citation_and_changelog_follow_it(capsys):

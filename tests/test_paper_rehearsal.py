@@ -20,7 +20,8 @@ from conftest import REPO
 from layouts import make_cric_full, make_herlev, make_pbc, make_sipakmed
 from test_workflow import job_counts, snakemake
 
-from cvm_cervix.config import all_runs, validate_config
+from cvm_cervix.config import validate_config
+from cvm_cervix.runs import all_runs
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 

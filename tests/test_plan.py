@@ -8,10 +8,12 @@ import pytest
 import yaml
 from conftest import REPO
 
-from cvm_cervix.config import Run, validate_config
+from cvm_cervix.config import validate_config
 from cvm_cervix.jobs import OUTPUTS, PRODUCER, inputs, needs
-from cvm_cervix.plan import BENCHMARKS, LOGS, PATHS, Plan, path, pattern, run_values
+from cvm_cervix.paths import BENCHMARKS, LOGS, PATHS, path, pattern, run_values
+from cvm_cervix.plan import Plan
 from cvm_cervix.precisions import COMPRESSED, PRECISIONS, rule_artifact, rule_precisions
+from cvm_cervix.runs import Run
 
 WILDCARDS = {"dataset", "model", "recipe", "seed", "size", "precision", "target", "experiment", "digest"}
 
@@ -191,7 +193,7 @@ def test_split_seeds_repeat_every_run_over_splits_of_the_same_images():
     ]
     # another split reads the same synthetic images and draws its split with its own seed
     assert inputs(plan, "prepare", "res", dataset="other.split4") == {"root": "res/synthetic/other"}
-    from cvm_cervix.config import dataset_spec
+    from cvm_cervix.runs import dataset_spec
 
     spec = dataset_spec(plan.config, "other.split4")
     assert (spec["split_seed"], spec["sample_seed"], spec["split_of"], spec["classes"]) == (4, 0, "other", "herlev")
@@ -211,7 +213,7 @@ def test_a_split_seed_other_than_the_datasets_own_names_every_split(tmp_path):
     cfg["datasets"]["other"]["split_seed"] = 3
     plan = Plan(cfg)
     assert sorted({r.dataset for r in plan.runs}) == ["other.split7", "other.split8"]
-    from cvm_cervix.config import dataset_spec
+    from cvm_cervix.runs import dataset_spec
 
     assert dataset_spec(cfg, "other.split7")["sample_seed"] == 3  # the same images the dataset's own seed draws
     # "other" itself is not prepared, but its rendered images are read: a value of the dataset wildcard

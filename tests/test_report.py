@@ -71,24 +71,45 @@ def test_paper_lookup():
     assert paper_metrics(None, "cvm_cervix", "none", "test") is None
 
 
+def train_record(model="resnet18", classes=("a", "b"), epochs=10, seed=0, **measured) -> dict:
+    """A run's train.json as training writes it (the record whole), with ``measured`` put in."""
+    from cvm_cervix.record import RunRecord
+    from cvm_cervix.settings import TrainSettings
+
+    fields = {
+        "device": "cpu",
+        "device_name": "CPU",
+        "amp": False,
+        "amp_dtype": None,
+        "step": "eager",
+        "normalization": None,
+        "fusion_head": None,
+        "init": None,
+        "data_digest": "0" * 16,
+        "train_images": 50,
+        "val_images": 10,
+        "threads": 1,
+        "torch": "2.14.1",
+        "params": 1_000_000,
+        "best_epoch": 1,
+        "best_val_acc": 0.5,
+        "total_seconds": 10.0,
+        "first_step_seconds": None,
+        "startup_seconds": None,
+        **measured,
+    }
+    settings = TrainSettings(epochs=epochs)
+    return RunRecord(
+        model=model, dataset="syn", augment="none", seed=seed, classes=tuple(classes), settings=settings, **fields
+    ).to_json()
+
+
 def _fake_run(path, seed, acc, f1):
     path.mkdir(parents=True)
     split = {"accuracy": acc, "precision_macro": acc, "recall_macro": acc, "f1_macro": f1, "ms_per_image": 2.0}
     (path / "metrics.json").write_text(json.dumps({"seed": seed, "val": split, "test": split, "size_mb": 1.5}))
-    (path / "train.json").write_text(
-        json.dumps(
-            {
-                "params": 2_000_000,
-                "seconds_per_epoch": 10.0 + seed,
-                "total_seconds": 100.0,
-                "device": "cpu",
-                "device_name": "CPU",
-                "epochs": 10,
-                "train_images": 50,
-                "best_epoch": 3,
-            }
-        )
-    )
+    record = train_record(seed=seed, params=2_000_000, total_seconds=10 * (10.0 + seed), train_images=50, best_epoch=3)
+    (path / "train.json").write_text(json.dumps(record))
     return path
 
 
@@ -112,8 +133,9 @@ def _fabricate(results, config, seed=0):
     import numpy as np
     import pandas as pd
 
-    from cvm_cervix.config import all_runs, base_dataset, dataset_spec, experiment_runs, used_datasets, validate_config
+    from cvm_cervix.config import validate_config
     from cvm_cervix.data import COMBINED_CLASSES
+    from cvm_cervix.runs import all_runs, base_dataset, dataset_spec, experiment_runs, used_datasets
 
     validate_config(config, require_roots=False)
     rng = np.random.default_rng(seed)
@@ -202,16 +224,18 @@ def _fabricate(results, config, seed=0):
         )
         (folder / "train.json").write_text(
             json.dumps(
-                {
-                    "params": 31_000_000,
-                    "seconds_per_epoch": 2.0,
-                    "total_seconds": 200.0,
-                    "device": "cuda:0",
-                    "device_name": "NVIDIA H100",
-                    "epochs": 100,
-                    "train_images": 5308,
-                    "best_epoch": 80,
-                }
+                train_record(
+                    model=run.model,
+                    classes=classes,
+                    epochs=100,
+                    seed=run.seed,
+                    params=31_000_000,
+                    total_seconds=200.0,
+                    device="cuda:0",
+                    device_name="NVIDIA H100",
+                    train_images=5308,
+                    best_epoch=80,
+                )
             )
         )
         epochs = np.arange(1, 101)
@@ -369,7 +393,7 @@ def _fabricate(results, config, seed=0):
                 ).to_csv(folder / "tsne.csv", index=False)
 
     if config.get("transfer"):
-        from cvm_cervix.config import transfer_pairs
+        from cvm_cervix.runs import transfer_pairs
 
         cells = [
             {

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from cvm_cervix.evaluate import compute_metrics, evaluate_run, predictions_frame
 from cvm_cervix.run import load_trained
-from cvm_cervix.train import expand_flip4x, process_age, train_run
+from cvm_cervix.train import process_age, train_run
+from cvm_cervix.train_data import expand_flip4x
 
 
 def test_flip4x_is_identity_rot180_hflip_vflip():
@@ -27,7 +28,7 @@ def test_flip4x_is_identity_rot180_hflip_vflip():
 
 
 def test_virtual_flip4x_batches_equal_the_materialised_set():
-    from cvm_cervix.train import virtual_batch
+    from cvm_cervix.step import virtual_batch
 
     x = torch.randint(0, 255, (5, 3, 4, 4), dtype=torch.uint8)
     y = torch.arange(5)
@@ -288,7 +289,7 @@ def test_a_diverged_run_stops_at_its_first_non_finite_loss_and_writes_no_result(
 def _reference_epoch(model, optimizer, images, labels, batches):
     """The training loop as it was written before the step became an object: the eager reference."""
     from cvm_cervix.engine import scale
-    from cvm_cervix.train import virtual_batch
+    from cvm_cervix.step import virtual_batch
 
     loss_fn, loss_sum, correct = torch.nn.CrossEntropyLoss(), torch.zeros(()), torch.zeros((), dtype=torch.long)
     for idx in batches:
@@ -357,7 +358,7 @@ def test_a_step_is_captured_only_where_a_graph_can_replay_it():
 
 
 def test_a_captured_step_takes_whole_batches_only():
-    from cvm_cervix.train import TrainData
+    from cvm_cervix.train_data import TrainData
 
     data = TrainData(
         torch.zeros((10, 3, 4, 4), dtype=torch.uint8),

@@ -9,11 +9,12 @@ import torch
 import yaml
 from conftest import REPO, prepared_synthetic
 
-from cvm_cervix.config import Run, all_runs, init_source, recipe, run_settings, split_recipe, validate_config
+from cvm_cervix.config import validate_config
 from cvm_cervix.data import CLASS_SETS
 from cvm_cervix.data._adapters import CRIC_CLASSES, HERLEV_FOLDERS, PBC_CLASSES, SIPAKMED_CLASSES
 from cvm_cervix.errors import CvmError
 from cvm_cervix.labels import resolve_mapping
+from cvm_cervix.runs import Run, all_runs, init_source, recipe, run_settings, split_recipe
 from cvm_cervix.transfer import transfer_scores
 
 
@@ -186,7 +187,7 @@ def test_the_paper_config_has_the_precision_and_finetuning_experiments():
     assert len(finetune) == 9
     assert run_settings(config, Run("herlev", "cvm_cervix", "none+random_f10", 0))["pretrained"] is False
     assert run_settings(config, Run("herlev", "cvm_cervix", "none+imagenet_f10", 0))["pretrained"] is True
-    from cvm_cervix.config import start_label
+    from cvm_cervix.runs import start_label
 
     starts = {
         v: start_label(config, Run("herlev", "cvm_cervix", recipe("none", v), 0))
@@ -242,7 +243,8 @@ def test_a_run_started_from_another_keeps_its_backbone(two_datasets, tmp_path):
 
 
 def test_a_training_fraction_keeps_that_share_of_each_class(two_datasets, tmp_path):
-    from cvm_cervix.train import fraction_rows, train_run
+    from cvm_cervix.train import train_run
+    from cvm_cervix.train_data import fraction_rows
 
     labels = np.repeat([0, 1, 2], [10, 4, 1])
     rows = fraction_rows(labels, 0.25, seed=3)

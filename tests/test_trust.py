@@ -104,7 +104,7 @@ def test_a_training_that_outlived_its_workflow_is_not_trained_again(tiny_dataset
     train_run("shufflenet_v2_x0_5", tiny_dataset, out, **TRAIN_ARGS)
     monkeypatch.setenv(WORKFLOW_ENV, f"{socket.gethostname()} {os.getpid()}")
     other = train_run("shufflenet_v2_x0_5", tiny_dataset, out, **{**TRAIN_ARGS, "lr": 1e-3})
-    assert other["lr"] == 1e-3 and other["identity"]["lr"] == 1e-3 and not (out / ORPHANED).exists()
+    assert other["lr"] == 1e-3 and other["identity"]["settings"]["lr"] == 1e-3 and not (out / ORPHANED).exists()
 
 
 def test_a_lock_file_that_is_a_link_is_refused_not_followed(tiny_dataset, tmp_path):

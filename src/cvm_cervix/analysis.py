@@ -16,7 +16,7 @@ from ._io import atomic_path, read_json, write_csv, write_json
 from .engine import predict, scale, to_device_images
 from .errors import CvmError
 from .models import get_model_spec
-from .plan import file_name
+from .paths import file_name
 from .run import Inference
 
 log = logging.getLogger(__name__)

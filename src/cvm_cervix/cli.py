@@ -206,8 +206,9 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_check_config(args) -> int:
-    from .config import all_runs, validate_config
+    from .config import validate_config
     from .configfile import read_config_file
+    from .runs import all_runs
 
     config: dict = {}
     for path in args.configfiles:  # merged in order, as Snakemake merges several --configfile files

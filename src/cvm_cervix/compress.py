@@ -32,7 +32,7 @@ from sklearn.metrics import f1_score
 from ._io import atomic_path, write_csv, write_json
 from .engine import predict, resolve_device, scale, to_device_images
 from .errors import CvmError
-from .plan import file_name
+from .paths import file_name
 from .precisions import PRECISIONS, Precision
 from .run import EXPORTED, Images, TrainedRun, check_weights_metadata, save_weights, weights_metadata
 
@@ -503,9 +503,7 @@ def compress_run(
     images_all = Images.open(data, trained.img_size, cache)
     manifest, cache_array = images_all.manifest, images_all.cache
     calibration = (
-        calibration_rows(
-            manifest, calibration_images or calibration_size(trained.img_size), trained.info.get("seed", 0)
-        )
+        calibration_rows(manifest, calibration_images or calibration_size(trained.img_size), trained.record.seed)
         if row.export == "onnx_int8"
         else []
     )

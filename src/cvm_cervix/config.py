@@ -1,4 +1,4 @@
-"""Config validation; the runs a config asks for are in ``runs.py`` and re-exported here.
+"""Config validation: the schema, then what the schema cannot say (the runs a config asks for are in ``runs.py``).
 
 Validation is JSON-schema based like ``snakemake.utils.validate`` (defaults fill missing keys), but
 reports the first problem as one line naming the key, since a user fixes one key at a time.
@@ -12,35 +12,17 @@ import warnings
 from pathlib import Path
 
 import jsonschema
-import yaml
 
-from .configfile import count_values, excerpt
+from .configfile import SCHEMA, count_values, excerpt, load_schema
 from .errors import CvmError
-from .runs import (  # noqa: F401 (re-exported: the runs a config asks for are read through this module too)
-    SPLIT_MARK,
-    Run,
+from .runs import (
     _with_parts,
-    all_runs,
-    as_dict,
-    base_dataset,
     dataset_spec,
-    experiment_dataset,
-    experiment_runs,
-    experiment_seeds,
-    experiment_splits,
-    init_source,
     named_run,
     recipe,
-    run_settings,
-    split_dataset,
     split_recipe,
-    start_label,
-    transfer_pairs,
-    used_datasets,
 )
 
-# Package data (not workflow/schemas/): the library validates the same way from an installed wheel.
-SCHEMA = Path(__file__).resolve().with_name("config.schema.yaml")
 NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # the schema's $defs.name
 
 
@@ -61,10 +43,6 @@ def _with_defaults(cls):
 
     types = cls.TYPE_CHECKER.redefine("integer", _is_strict_integer)
     return jsonschema.validators.extend(cls, {"properties": fill}, type_checker=types)
-
-
-def load_schema(path: str | os.PathLike = SCHEMA) -> dict:
-    return yaml.safe_load(Path(path).read_text())
 
 
 def validate_config(
@@ -333,7 +311,7 @@ def check_config(config: dict, source: str = "the config", require_roots: bool =
                 )
     transfer = config.get("transfer")
     if transfer:
-        from .labels import check_mapped, known_classes, resolve_mapping
+        from .labels import check_mapped, resolve_mapping
 
         mapping = resolve_mapping(config, transfer.get("mapping", "normal_abnormal"))
         for ref in transfer["sources"]:
@@ -393,3 +371,24 @@ def _lookup(config: dict, key: str):
     for part in key.split("."):
         value = value[int(part)] if isinstance(value, list) else value[part]
     return value
+
+
+def known_classes(config: dict, dataset: str) -> list[str] | None:
+    """A dataset's class names where the config alone says them (synthetic sets, the fixed layouts)."""
+    from .data import CLASS_SETS
+    from .data._adapters import CRIC_CLASSES, HERLEV_FOLDERS, PBC_CLASSES, SIPAKMED_CLASSES
+
+    spec = dataset_spec(config, dataset)
+    kind = spec["kind"]
+    if kind == "synthetic":
+        return list(CLASS_SETS[spec["classes"]])
+    if kind == "combined":
+        parts = [known_classes(config, p) for p in spec.get("parts") or []]
+        return None if any(p is None for p in parts) else list(dict.fromkeys(c for p in parts for c in p))
+    fixed = {
+        "sipakmed": SIPAKMED_CLASSES,
+        "cric": CRIC_CLASSES,
+        "pbc": PBC_CLASSES,
+        "herlev": ["Normal", "Abnormal"] if int(spec.get("task", 2)) == 2 else list(HERLEV_FOLDERS),
+    }
+    return list(fixed[kind]) if kind in fixed else None

@@ -1,5 +1,6 @@
 """Config files read as Snakemake reads them, and stricter: a key given twice, a YAML tag and an alias
-bomb are each one line naming the file and the line, and a message never writes out a whole value."""
+bomb are each one line naming the file and the line, and a message never writes out a whole value; and
+the schema they are checked against."""
 
 from __future__ import annotations
 
@@ -13,6 +14,13 @@ from .errors import CvmError
 # A config is a few hundred values; far more through YAML aliases is an "alias bomb" (a billion laughs),
 # which would take memory and time without bound in anything that walks the values (validation, messages).
 MAX_CONFIG_VALUES = 100_000
+# Package data (not workflow/schemas/): the library validates the same way from an installed wheel.
+SCHEMA = Path(__file__).resolve().with_name("config.schema.yaml")
+
+
+def load_schema(path: str | os.PathLike = SCHEMA) -> dict:
+    """The config schema (the package's own file: trusted, read as plain YAML)."""
+    return yaml.safe_load(Path(path).read_text())
 
 
 class _StrictLoader(yaml.SafeLoader):

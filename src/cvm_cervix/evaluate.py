@@ -14,7 +14,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 from ._io import write_csv, write_json
 from .data import load_image
 from .engine import predict, to_device_images
-from .plan import file_name
+from .paths import file_name
 from .run import Inference
 
 

@@ -20,39 +20,8 @@ from . import __version__
 from ._io import partial_path, read_json, read_table, sha256_file, shown_path
 from .errors import CvmError, disk_full
 from .intended_use import INTENDED_USE, LIMITATIONS, SYNTHETIC
-from .plan import file_name, path
+from .paths import file_name, path
 from .run import EXPORTED, TrainedRun
-
-# What config.json keeps of train.json under cvm_cervix.run: what rebuilds the model (with
-# cvm_cervix.normalization beside it), and how it was trained.
-_RECORD = (
-    "model",
-    "num_classes",
-    "img_size",
-    "classes",
-    "seed",
-    "augment",
-    "fusion_head",
-    "amp",
-    "amp_dtype",
-    "dataset",
-    "epochs",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "optimizer",
-    "loss",
-    "pretrained",
-    "init_from",
-    "train_fraction",
-    "best_epoch",
-    "best_val_acc",
-    "params",
-    "train_images",
-    "val_images",
-    "data_digest",
-    "torch",
-)
 
 
 def _run_files(run: TrainedRun) -> dict[str, Path]:
@@ -80,7 +49,7 @@ def _summary(run: TrainedRun) -> dict:
 
 
 def _default_abnormal() -> list[str]:
-    from .config import load_schema
+    from .configfile import load_schema
 
     return list(load_schema()["properties"]["analysis"]["properties"]["abnormal_classes"]["default"])
 
@@ -162,17 +131,17 @@ def model_card(run: TrainedRun, summary: dict, numbers: dict) -> str:
         f"{info['num_classes']} classes: {', '.join(md(c) for c in info['classes'])}",
         f"- split: `{summary.get('split', '?')}` (split seed {summary.get('split_seed', 0)}): "
         f"{split_total['train']} training, {split_total['val']} validation, {split_total['test']} test images",
-        f"- digest of the training data (manifest and decoded images): `{info.get('data_digest', '?')}`",
+        f"- digest of the training data (manifest and decoded images): `{info['data_digest'] or '?'}`",
         f"- input: RGB, resized to {info['img_size']}×{info['img_size']} px (bilinear, both sides), scaled to "
         "[0, 1]; the model normalises its input itself (`config.json`, `cvm_cervix.normalization`)",
         "",
         "## Training",
         "",
-        f"- epochs: {info.get('epochs', '?')}, batch {info.get('batch_size', '?')}, {info.get('optimizer', '?')} "
-        f"at learning rate {info.get('lr', '?')}, augmentation `{info['augment']}`, seed {info['seed']}; "
-        f"ImageNet weights: {'yes' if info.get('pretrained') else 'no'}",
-        f"- best validation accuracy {pct(info['best_val_acc'])} at epoch {info.get('best_epoch', '?')}"
-        if isinstance(info.get("best_val_acc"), float)
+        f"- epochs: {info['epochs']}, batch {info['batch_size']}, {info['optimizer']} "
+        f"at learning rate {info['lr']}, augmentation `{info['augment']}`, seed {info['seed']}; "
+        f"ImageNet weights: {'yes' if info['pretrained'] else 'no'}",
+        f"- best validation accuracy {pct(info['best_val_acc'])} at epoch {info['best_epoch']}"
+        if isinstance(info["best_val_acc"], float)
         else "- best validation accuracy: not recorded",
         "",
         f"## Test results ({numbers['test_images']} images)",
@@ -249,7 +218,9 @@ def export_run(
         },
         "cvm_cervix": {
             "version": __version__,
-            "run": {k: info[k] for k in _RECORD if k in info},
+            # the run's record whole (train.json's layout), read back by the same reader; its input
+            # normalisation once, in the key of its own beside it
+            "run": {k: v for k, v in info.items() if k != "normalization"},
             "normalization": trained.normalization(),
             # the weights this config and the card describe: checked whenever the folder is loaded
             "weights_sha256": sha256_file(trained.weights_path),

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .config import Run, base_dataset, dataset_spec
-from .plan import Plan, path, run_values
+from .paths import path, run_values
+from .plan import Plan
+from .runs import Run, base_dataset, dataset_spec
 
 
 @dataclass(frozen=True)

@@ -46,28 +46,6 @@ def resolve_mapping(config: dict, name: str) -> dict[str, str]:
         ) from None
 
 
-def known_classes(config: dict, dataset: str) -> list[str] | None:
-    """A dataset's class names where the config alone says them (synthetic sets, the fixed layouts)."""
-    from .config import dataset_spec
-    from .data import CLASS_SETS
-    from .data._adapters import CRIC_CLASSES, HERLEV_FOLDERS, PBC_CLASSES, SIPAKMED_CLASSES
-
-    spec = dataset_spec(config, dataset)
-    kind = spec["kind"]
-    if kind == "synthetic":
-        return list(CLASS_SETS[spec["classes"]])
-    if kind == "combined":
-        parts = [known_classes(config, p) for p in spec.get("parts") or []]
-        return None if any(p is None for p in parts) else list(dict.fromkeys(c for p in parts for c in p))
-    fixed = {
-        "sipakmed": SIPAKMED_CLASSES,
-        "cric": CRIC_CLASSES,
-        "pbc": PBC_CLASSES,
-        "herlev": ["Normal", "Abnormal"] if int(spec.get("task", 2)) == 2 else list(HERLEV_FOLDERS),
-    }
-    return list(fixed[kind]) if kind in fixed else None
-
-
 def check_mapped(classes: list[str], mapping: dict[str, str], name: str, where: str) -> None:
     """Every class must have a shared class: one line naming the first that has none and the fix."""
     missing = [c for c in classes if c not in mapping]

@@ -17,7 +17,7 @@ import logging
 import os
 from pathlib import Path
 
-from ._io import read_json, take_lock
+from ._io import take_lock
 from .errors import CvmError
 
 log = logging.getLogger(__name__)
@@ -116,24 +116,24 @@ def finished_elsewhere(files: dict, identity: dict, epochs: int, waited: bool) -
     process: the training this one waited for, or one that outlived its workflow (``.orphaned/``).
     Its files are put in place and used as they are; None when there is none (a result of other settings
     is never used: ``.orphaned/`` is then removed and the run trained)."""
-    import json
     import shutil
 
-    identity = json.loads(json.dumps(identity))  # as train.json holds it (tuples as lists)
+    from .record import RunRecord
+
     keep = files["weights"].parent / ORPHANED
     candidates = ([files] if waited else []) + ([_kept_files(keep, files)] if keep.is_dir() else [])
     for found in candidates:
         try:
-            info = read_json(found["info"])
-        except Exception:
+            record = RunRecord.read(found["info"])
+        except Exception:  # half a file, or not a record: nothing to use
             continue
-        if info.get("identity") == identity and info.get("epochs") == epochs and found["weights"].is_file():
+        if record.identity() == identity and record.settings.epochs == epochs and found["weights"].is_file():
             for key in ("weights", "history", "info"):
                 if found[key] != files[key]:
                     os.replace(found[key], files[key])
             log.warning("%s was trained by another process with these settings and data: used as it is", found["info"])
             shutil.rmtree(keep, ignore_errors=True)
-            return info
+            return record.to_json()
     if keep.is_dir():
         log.warning("%s holds a result of other settings or data: removed, the run is trained", keep)
         shutil.rmtree(keep, ignore_errors=True)

@@ -1,23 +1,20 @@
-"""The workflow's plan: which jobs a config asks for, and the one table of where each reads and writes.
+"""The workflow's plan: which jobs a config asks for.
 
-Every path of the results folder is a template here (``PATHS``, ``LOGS``, ``BENCHMARKS``),
-relative to ``results``, with Snakemake's wildcard names; the rule files take their ``input``,
-``output``, ``log`` and ``benchmark`` patterns from :func:`pattern`, and the library, the status of
-a results folder and the report fill the same templates with :func:`path`. :class:`Plan` decides
-which runs, compress jobs, analyses, statistics, transfer cells and report inputs a config asks
-for; it is plain Python, so it is unit-tested (``tests/test_plan.py``) and the rule files only turn
-it into file names.
+:class:`Plan` decides which runs, compress jobs, analyses, statistics, transfer cells and report inputs
+a config asks for, named by the path table of ``paths.py``; it is plain Python, so it is unit-tested
+(``tests/test_plan.py``) and the rule files only turn it into file names.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import (
+from .models import get_model_spec
+from .paths import path, run_values
+from .runs import (
     Run,
     all_runs,
     as_dict,
@@ -32,89 +29,7 @@ from .config import (
     transfer_pairs,
     used_datasets,
 )
-from .models import get_model_spec
-from .settings import HEAD_KEYS, NOT_RUN_SETTINGS, schema_defaults
-
-RUN = "runs/{dataset}/{model}/{recipe}/seed{seed}"
-DATA = "data/{dataset}"
-
-PATHS = {
-    "synthetic": "synthetic/{dataset}",
-    "manifest": f"{DATA}/manifest.csv",
-    "classes": f"{DATA}/classes.json",
-    "summary": f"{DATA}/summary.json",
-    "splits": f"{DATA}/splits.csv",
-    "crops": f"{DATA}/crops",
-    # a real dataset's folder changed since it was prepared: this stamp, of the folder's new digest, is
-    # missing, so prepare runs again (see common.smk), also where Snakemake has no records
-    "listing": f"{DATA}/listing/{{digest}}.json",
-    "cache": f"{DATA}/cache_{{size}}.npy",
-    "pretrained": "weights/{model}.json",
-    "run": RUN,
-    "weights": f"{RUN}/weights.safetensors",
-    "history": f"{RUN}/history.csv",
-    "train_info": f"{RUN}/train.json",
-    "checkpoint": f"{RUN}/checkpoint.pt",
-    "metrics": f"{RUN}/metrics.json",
-    "predictions_val": f"{RUN}/predictions_val.csv",
-    "predictions_test": f"{RUN}/predictions_test.csv",
-    "compressed": f"{RUN}/compressed/{{precision}}",
-    "compressed_metrics": f"{RUN}/compressed/{{precision}}/metrics.json",
-    "compressed_predictions": f"{RUN}/compressed/{{precision}}/predictions_test.csv",
-    # the compressed artifacts, one file name per kind (precisions.py says which precision writes which)
-    "artifact_safetensors": f"{RUN}/compressed/{{precision}}/weights.safetensors",
-    "artifact_onnx": f"{RUN}/compressed/{{precision}}/model.onnx",
-    "artifact_torch": f"{RUN}/compressed/{{precision}}/weights.pt",
-    "features": f"{RUN}/analysis/features_test.npy",
-    "tsne": f"{RUN}/analysis/tsne.csv",
-    "gallery": f"{RUN}/analysis/gallery.json",
-    "gallery_images": f"{RUN}/analysis/gallery",
-    "robustness": f"{RUN}/analysis/robustness.json",
-    "transfer_predictions": f"{RUN}/transfer/{{target}}.csv",
-    "transfer_matrix": "transfer/matrix.json",
-    "stats": "stats/{experiment}.json",
-    "plan": "plan/{digest}.json",  # the plan a report covers (see report_state.py)
-    "report": "report.html",
-    "report_files": "report_files",
-}
-
-JOB = "{dataset}/{model}_{recipe}_seed{seed}"
-LOGS = {
-    "synthesize": "logs/synthesize/{dataset}.log",
-    "prepare": "logs/prepare/{dataset}.log",
-    "cache": "logs/cache/{dataset}_{size}.log",
-    "weights": "logs/weights/{model}.log",
-    "train": f"logs/train/{JOB}.log",
-    "evaluate": f"logs/evaluate/{JOB}.log",
-    "analyse": f"logs/analyse/{JOB}.log",
-    "robustness": f"logs/robustness/{JOB}.log",
-    "compress": f"logs/compress/{JOB}_{{precision}}.log",
-    "transfer_predict": f"logs/transfer/{JOB}_on_{{target}}.log",
-    "transfer_matrix": "logs/transfer/matrix.log",
-    "stats": "logs/stats/{experiment}.log",
-    "plan": "logs/plan/{digest}.log",
-    "listing": "logs/listing/{dataset}_{digest}.log",
-    "report": "logs/report/report.log",
-}
-# Each rule's benchmark file (wall time, memory): the report's provenance reads them.
-BENCHMARKS = {
-    "synthesize": "benchmarks/synthesize/{dataset}.tsv",
-    "prepare": "benchmarks/prepare/{dataset}.tsv",
-    "cache": "benchmarks/cache/{dataset}_{size}.tsv",
-    "train": f"benchmarks/train/{JOB}.tsv",
-    "evaluate": f"benchmarks/evaluate/{JOB}.tsv",
-    "analyse": f"benchmarks/analyse/{JOB}.tsv",
-    "robustness": f"benchmarks/robustness/{JOB}.tsv",
-    "compress_half": f"benchmarks/compress_half/{JOB}_{{precision}}.tsv",
-    "compress_onnx": f"benchmarks/compress_onnx/{JOB}_{{precision}}.tsv",
-    "compress_dynamic": f"benchmarks/compress_dynamic/{JOB}_{{precision}}.tsv",
-    "stats": "benchmarks/stats/{experiment}.tsv",
-    "transfer_predict": f"benchmarks/transfer_predict/{JOB}_on_{{target}}.tsv",
-    "transfer_matrix": "benchmarks/transfer_matrix/matrix.tsv",
-    "report": "benchmarks/report/report.tsv",
-}
-TABLES = {"path": PATHS, "log": LOGS, "benchmark": BENCHMARKS}
-
+from .settings import NOT_SETTINGS, TrainSettings
 
 # Keys of the config that say where results go and which GPU computes them, not what the report shows.
 NOT_PLAN_KEYS = ("results", "gpu")
@@ -125,58 +40,6 @@ def plan_digest(config: dict) -> str:
     runs: the plan a report covers, named in its stamp file ``plan/<digest>.json`` and in the report."""
     text = json.dumps({k: v for k, v in as_dict(config).items() if k not in NOT_PLAN_KEYS}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def file_name(key: str, **values) -> str:
-    """The name of ``key``'s file inside its run folder or prepared dataset's folder (``metrics`` ->
-    ``metrics.json``, ``tsne`` -> ``analysis/tsne.csv``): for functions given a folder instead of files."""
-    template = _template(key)
-    for folder in (RUN, DATA):
-        if template.startswith(folder + "/"):
-            return template[len(folder) + 1 :].format(**values)
-    raise KeyError(f"path template {key!r} is not a file of a run or a prepared dataset's folder")
-
-
-class _Partial(dict):
-    def __missing__(self, key):
-        return "{" + key + "}"
-
-
-def _template(key: str, table: str = "path") -> str:
-    try:
-        return TABLES[table][key]
-    except KeyError:
-        raise KeyError(f"no {table} template {key!r} (known: {', '.join(TABLES[table])})") from None
-
-
-def run_values(run: Run) -> dict:
-    """The wildcards of a run's paths."""
-    return {"dataset": run.dataset, "model": run.model, "recipe": run.recipe, "seed": run.seed}
-
-
-def pattern(key: str, results: str = "", table: str = "path", **fixed) -> str:
-    """The template ``key`` under ``results``, with ``fixed`` filled in and every other name left as a
-    ``{wildcard}``: what a rule declares (``pattern("cache", RESULTS, size=IMG)``)."""
-    text = string.Formatter().vformat(_template(key, table), (), _Partial(fixed))
-    return f"{results}/{text}" if results else text
-
-
-def path(key: str, results: str | Path = "", run: Run | None = None, table: str = "path", **values) -> str:
-    """The template ``key`` filled in (a run's wildcards from ``run``); a name left unfilled is an error."""
-    values = {**(run_values(run) if run is not None else {}), **values}
-    try:
-        text = _template(key, table).format(**values)
-    except KeyError as err:
-        raise KeyError(f"{table} template {key!r} needs {err.args[0]!r}") from None
-    return f"{results}/{text}" if str(results) else text
-
-
-def _sorted_keys(value):
-    if isinstance(value, dict):
-        return {k: _sorted_keys(value[k]) for k in sorted(value, key=str)}
-    if isinstance(value, list):
-        return [_sorted_keys(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True)
@@ -228,28 +91,12 @@ class Plan:
         return init_source(self.config, run)
 
     def train_params(self, run: Run) -> dict:
-        """The run's settings (its variant's keys put in) that decide its result: changing one retrains it.
-
-        Not among them: the seed list or another model's weights, and neither where it runs (device)
-        nor how the step is compiled or where weights are cached (the training script reads those
-        from the config, so they never trigger a rerun).
-        """
-        params = run_settings(self.config, run, exclude=NOT_RUN_SETTINGS)
-        # Keys added after runs existed stay out of the params where they decide nothing (amp_dtype
-        # without mixed precision, the fusion head's keys for a model with a linear head) and at the
-        # value every earlier run had (lr_schedule none too), so adding them retrained no finished run.
-        defaults = schema_defaults()
-        if not params.get("amp") or params.get("amp_dtype") == defaults["amp_dtype"]:
-            params.pop("amp_dtype", None)
-        if params.get("lr_schedule") == defaults["lr_schedule"]:
-            params.pop("lr_schedule", None)
-        mlp_head = get_model_spec(run.model).mlp_head
-        for key in HEAD_KEYS:
-            if not mlp_head or params.get(key) == defaults[key]:
-                params.pop(key, None)
-        # Snakemake compares a param by its repr, which keeps a dict's order: sorted, the same settings
-        # written in another order are the same run
-        return _sorted_keys(params)
+        """The run's settings (its variant's keys put in) that decide its result: changing one retrains it
+        (``TrainSettings.params``). Not among them: the seed list or another model's weights, and neither
+        where it runs (device) nor how the step is compiled or where weights are cached (the training
+        script reads those from the config, so they never trigger a rerun)."""
+        settings = TrainSettings.of(run_settings(self.config, run, exclude=NOT_SETTINGS))
+        return settings.params(get_model_spec(run.model).mlp_head)
 
     def needs_pretrained(self, run: Run) -> bool:
         """Whether the run waits for the weights step: ImageNet weights, not a local file or another run."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from .plan import PATHS
+from .paths import PATHS
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ._io import read_json, sha256_file
-from .plan import file_name
-from .plan import path as plan_path
+from ._io import sha256_file
+from .paths import file_name
+from .paths import path as plan_path
+from .record import RunRecord
 
 LIBRARIES = (
     "torch",
@@ -91,8 +92,8 @@ def provenance(
     """Everything a reader needs to tell what produced a report, read from what the workflow wrote."""
     devices: dict[str, list[str]] = {}
     for run in run_dirs:
-        info = read_json(run / file_name("train_info"))
-        devices.setdefault(info.get("device_name") or info.get("device", "?"), []).append(str(run.relative_to(results)))
+        record = RunRecord.read(run / file_name("train_info"))
+        devices.setdefault(record.device_name or record.device, []).append(str(run.relative_to(results)))
     manifests = {}
     for name in datasets:
         path = plan_path("manifest", results, dataset=name)

@@ -89,7 +89,7 @@ def choose_stamp(plan, results: str, main: bool) -> str | None:
     jobs' inputs stay what they were (a changed input list reruns a job). Each job's own process takes
     the name its Snakemake chose (an inherited variable): it cannot tell, since its outputs are removed."""
     from .errors import CvmError
-    from .plan import pattern
+    from .paths import pattern
 
     if not main:
         plan.stamp = os.environ.get(STAMP_ENV) or plan.digest

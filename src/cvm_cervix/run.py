@@ -9,7 +9,6 @@ gets (the record's keys, the weights' metadata and every tensor's shape) are mad
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,77 +23,16 @@ from .data import load_cache, read_manifest
 from .engine import precision_name, resolve_device
 from .errors import CvmError
 from .models import IMAGENET, create_model, input_normalizations, load_exact
-from .plan import file_name
+from .paths import file_name
+from .record import RunRecord
 
 # An exported run's folder (cvm_cervix.export), laid out as timm and Hugging Face lay out a model.
 EXPORTED = {"weights": "model.safetensors", "config": "config.json", "card": "README.md", "onnx": "model.onnx"}
 
-# What train.json must hold to rebuild its model: key -> type.
-_INFO_KEYS = {"model": str, "num_classes": int, "img_size": int, "classes": list, "seed": int, "augment": str}
 
-
-def read_train_info(path: str | os.PathLike) -> dict:
-    """A run's ``train.json`` (or the run folder holding it), checked for what rebuilding the model needs."""
-    path = Path(path)
-    if path.is_dir() or not path.suffix:
-        run_dir, path = path, path / file_name("train_info")
-    else:
-        run_dir = path.parent
-    if not path.is_file():
-        raise CvmError(
-            f"{run_dir} is not a training run folder (no {path.name}); "
-            "pass results/runs/<dataset>/<model>/<recipe>/seed<N>, or a folder cvm-cervix export wrote"
-        )
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise CvmError(f"{path} is not valid JSON ({err}); delete the run folder and train it again") from None
-    return check_info(info, path)
-
-
-def check_info(info, path: Path, fix: str = "delete the run folder and train it again") -> dict:
-    """A run's record (``train.json``, or ``config.json`` of an exported folder) holds what rebuilding
-    its model needs: each key of ``_INFO_KEYS`` of its type, and as many classes as ``num_classes``."""
-    if not isinstance(info, dict):
-        raise CvmError(f"{path} does not hold a JSON object; {fix}")
-    for key, kind in _INFO_KEYS.items():
-        if not isinstance(info.get(key), kind) or isinstance(info.get(key), bool):
-            raise CvmError(f"{path} lacks key {key!r} (or it is not a {kind.__name__}); {fix}")
-    if len(info["classes"]) != info["num_classes"]:
-        raise CvmError(f"{path}: {len(info['classes'])} classes listed but num_classes is {info['num_classes']}; {fix}")
-    if not all(isinstance(c, str) and c for c in info["classes"]):
-        raise CvmError(f"{path}: every class name must be a non-empty text; {fix}")
-    twice = next((c for i, c in enumerate(info["classes"]) if c in info["classes"][:i]), None)
-    if twice is not None:  # two probability columns of one name would collapse into one
-        raise CvmError(f"{path}: class {twice!r} is listed twice; {fix}")
-    _check_normalization(info.get("normalization"), path, fix)
-    return info
-
-
-def _check_normalization(normalization, path: Path, fix: str) -> None:
-    """Each branch's mean and std: three finite numbers, std above zero (a std of 0 divides by zero and
-    the model answers nothing but NaN)."""
-    if normalization is None:  # a run of an earlier version: ImageNet statistics (TrainedRun.normalization)
-        return
-    if not isinstance(normalization, dict) or not normalization:
-        raise CvmError(f"{path}: 'normalization' must map each input branch to its mean and std; {fix}")
-    for branch, stats in normalization.items():
-        for key in ("mean", "std"):
-            values = stats.get(key) if isinstance(stats, dict) else None
-            ok = (
-                isinstance(values, list)
-                and len(values) == 3
-                and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values)
-            )
-            if not ok or (key == "std" and min(values) <= 0):
-                raise CvmError(
-                    f"{path}: normalization {key} of {branch!r} is {str(values)[:60]}; it must be three finite "
-                    f"numbers{', each above 0' if key == 'std' else ''}; {fix}"
-                )
-
-
-def _read_exported(path: Path) -> dict:
-    """The run's record kept in an exported folder's ``config.json`` (under ``cvm_cervix.run``)."""
+def _read_exported(path: Path) -> RunRecord:
+    """The run's record kept in an exported folder's ``config.json`` (under ``cvm_cervix.run``), with the
+    weights' digest recorded at export."""
     fix = "export the run again (cvm-cervix export RUN -o DIR)"
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -103,19 +41,23 @@ def _read_exported(path: Path) -> dict:
     record = config.get("cvm_cervix", {}) if isinstance(config, dict) else {}
     info = dict(record.get("run") or {}) if isinstance(record, dict) else {}
     if isinstance(record, dict) and "normalization" in record:
-        info["normalization"] = record["normalization"]
-    if isinstance(record, dict) and "weights_sha256" in record:
-        info["weights_sha256"] = record["weights_sha256"]
-    return check_info(info, path, fix)
+        info["normalization"] = record["normalization"]  # kept once, beside the record
+    return RunRecord.from_json(info, path, fix)
 
 
-def check_exported_digest(weights: Path, info: dict, config: Path) -> None:
+def _exported_digest(config: Path) -> str | None:
+    """The weights' sha256 an exported folder's ``config.json`` recorded (``cvm_cervix.weights_sha256``)."""
+    record = json.loads(config.read_text(encoding="utf-8")).get("cvm_cervix")
+    digest = record.get("weights_sha256") if isinstance(record, dict) else None
+    return digest if isinstance(digest, str) else None
+
+
+def check_exported_digest(weights: Path, recorded: str | None, config: Path) -> None:
     """An exported folder's weights are the ones its ``config.json`` (and model card) describe: their
     sha256 is recorded at export. Two exports of one architecture and class count would otherwise load
     each other's weights, and predict as one model under the other one's card."""
     from ._io import sha256_file
 
-    recorded = info.get("weights_sha256")
     if recorded is None:
         raise CvmError(
             f"{config} records no weights digest (cvm_cervix.weights_sha256), so {weights.name} cannot be matched "
@@ -211,8 +153,14 @@ class TrainedRun:
 
     info_path: Path
     weights_path: Path
-    info: dict
+    record: RunRecord
+    weights_sha256: str | None = None  # an exported folder's: its weights as config.json recorded them
     _tensors: dict | None = field(default=None, repr=False)
+
+    @property
+    def info(self) -> dict:
+        """The record in ``train.json``'s current layout, whatever layout the file has."""
+        return self.record.to_json()
 
     @classmethod
     def open(cls, run: str | os.PathLike | TrainedRun, weights: str | os.PathLike | None = None) -> TrainedRun:
@@ -220,13 +168,18 @@ class TrainedRun:
         if isinstance(run, TrainedRun):
             return run if weights is None else cls.open(run.info_path, weights)
         path = Path(run)
-        if path.is_dir() and not (path / file_name("train_info")).is_file() and (path / EXPORTED["config"]).is_file():
-            info_path = path / EXPORTED["config"]
-            config = _read_exported(info_path)
-            return cls(info_path, Path(weights) if weights else path / EXPORTED["weights"], config)
+        exported = (
+            path.is_dir() and not (path / file_name("train_info")).is_file() and (path / EXPORTED["config"]).is_file()
+        )
+        if exported or (path.name == EXPORTED["config"] and path.is_file()):
+            info_path = path / EXPORTED["config"] if path.is_dir() else path
+            path = info_path.parent
+            record = _read_exported(info_path)
+            digest = _exported_digest(info_path)
+            return cls(info_path, Path(weights) if weights else path / EXPORTED["weights"], record, digest)
         info_path = path / file_name("train_info") if path.is_dir() or not path.suffix else path
-        info = read_train_info(info_path)
-        return cls(info_path, Path(weights) if weights else info_path.parent / file_name("weights"), info)
+        record = RunRecord.read(info_path)
+        return cls(info_path, Path(weights) if weights else info_path.parent / file_name("weights"), record)
 
     @property
     def exported(self) -> bool:
@@ -239,29 +192,29 @@ class TrainedRun:
 
     @property
     def classes(self) -> list[str]:
-        return list(self.info["classes"])
+        return list(self.record.classes)
 
     @property
     def img_size(self) -> int:
-        return int(self.info["img_size"])
+        return int(self.record.settings.img_size)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The weights file's tensors, read and checked against ``train.json`` once."""
         if self._tensors is None:
             if self.exported:
-                check_exported_digest(self.weights_path, self.info, self.info_path)
+                check_exported_digest(self.weights_path, self.weights_sha256, self.info_path)
             state, meta = read_weights(self.weights_path)
             check_weights_metadata(meta, self.info, self.weights_path, self.info_path)
             self._tensors = state
         return self._tensors
 
     def normalization(self) -> dict:
-        normalization = self.info.get("normalization")
-        if normalization is None:  # a run of an earlier version: every network was fed ImageNet statistics
+        normalization = self.record.normalization
+        if normalization is None:  # a format-1 run from before the key: every network was fed ImageNet statistics
             normalization = {
                 path: IMAGENET
                 for path in input_normalizations(
-                    create_model(self.info["model"], self.info["num_classes"], self.img_size)
+                    create_model(self.record.model, self.record.num_classes, self.img_size)
                 )
             }
         return normalization
@@ -282,7 +235,7 @@ class TrainedRun:
             info["num_classes"],
             self.img_size,
             normalization=self.normalization(),
-            head=info.get("fusion_head"),
+            head=info["fusion_head"],
         )
         dtype = next(iter(state.values())).dtype if state else torch.float32
         if dtype in (torch.float16, torch.bfloat16):
@@ -299,9 +252,9 @@ class TrainedRun:
         """One rule for training and every pass over a run: float32 (False), unless it trained with mixed
         precision and runs on CUDA: then the 16-bit type it trained in (True for a run recorded before
         ``amp_dtype``: bfloat16 where the GPU has it)."""
-        if not self.info.get("amp") or device.type != "cuda":
+        if not self.record.amp or device.type != "cuda":
             return False
-        return self.info.get("amp_dtype") or True
+        return self.record.amp_dtype or True
 
     def precision(self, device: torch.device) -> str:
         return precision_name(device, self.amp(device))

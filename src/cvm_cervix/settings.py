@@ -22,7 +22,7 @@ RESULT, PLACE = "result", "place"
 @cache
 def schema_defaults() -> dict[str, Any]:
     """The defaults of the config schema's ``train`` section."""
-    from .config import load_schema
+    from .configfile import load_schema
 
     props = load_schema()["properties"]["train"]["properties"]
     return {key: spec.get("default") for key, spec in props.items()}
@@ -82,6 +82,25 @@ class TrainSettings:
         """The fusion head's settings, as ``models.create_model`` takes them."""
         return {"activation": self.head_activation, "hidden": self.head_hidden, "dropout": self.head_dropout}
 
+    def params(self, mlp_head: bool) -> dict:
+        """The train rule's params: the fields that decide the result (changing one retrains the run), by
+        name, sorted (Snakemake compares params by their repr, which keeps a dict's order).
+
+        Not among them: ``weights`` (a params entry of its own), and the fields added after runs existed
+        at the value every earlier run had (``ADDED_LATER``; ``amp_dtype`` without mixed precision, the
+        fusion head's for a model with a linear head), so adding them retrained no finished run.
+        """
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        chosen = {}
+        for name in self.names(RESULT):
+            value = getattr(self, name)
+            if name == "weights" or (name in ADDED_LATER and value == defaults[name]):
+                continue
+            if (name == "amp_dtype" and not self.amp) or (name in HEAD_KEYS and not mlp_head):
+                continue
+            chosen[name] = value
+        return dict(sorted(chosen.items()))
+
     def replace(self, **changes) -> TrainSettings:
         """A copy with ``changes`` (unknown names are a TypeError naming them)."""
         return dataclasses.replace(self, **changes)
@@ -89,6 +108,8 @@ class TrainSettings:
 
 # The fusion MLP head's keys (``TrainSettings.fusion_head``), which models with a linear head ignore.
 HEAD_KEYS = ("head_activation", "head_hidden", "head_dropout")
+# Result fields added after finished runs existed: at their default they stay out of the rule's params.
+ADDED_LATER = ("amp_dtype", "lr_schedule", *HEAD_KEYS, "train_fraction", "init_from")
 
 # Keys of the config's ``train`` section that are not one run's settings: which seeds make runs, and the
 # local weights of every model (a run takes its own model's entry, as ``weights``).

@@ -229,7 +229,7 @@ def contrasts(frames: dict, reference: str | None, n_boot: int = 1000, starts: d
     where ``starts`` gives runs' (start, training fraction), every start against random weights at
     the same fraction of the training split (the fine-tuning question).
     """
-    from .config import split_recipe
+    from .runs import split_recipe
 
     pairs = []
     for model, recipe, seed, split in frames:  # always on the same split and seed: the same test images

@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import Run
 from .jobs import OUTPUTS, PRODUCER, needs
-from .plan import LOGS, Plan, path, run_values
+from .paths import LOGS, path, run_values
+from .plan import Plan
+from .runs import Run
 
 
 @dataclass(frozen=True)

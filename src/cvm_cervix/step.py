@@ -42,7 +42,7 @@ def virtual_batch(
     """Rows ``idx`` of the training set enlarged ``copies`` times (1, or 4 for flip4x), on ``device``.
 
     Index ``i`` is image ``i % n`` in :func:`flip4x` form ``i // n``: the same order as
-    :func:`cvm_cervix.train.expand_flip4x`, without holding four copies in memory.
+    :func:`cvm_cervix.train_data.expand_flip4x`, without holding four copies in memory.
     """
     n = len(images)
     base = idx % n

@@ -6,27 +6,29 @@ import contextlib
 import logging
 import math
 import os
+import platform
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import torch
 from tqdm import tqdm
 
 from ._io import read_json
-from ._run_record import _run_outputs, process_age, run_record
-from ._train_data import TrainData, data_digest, expand_flip4x, fraction_rows  # noqa: F401 (used by tests through this module)
-from ._train_model import build_model
 from .checkpoint import Checkpoint, StopSignals, TrainingState
 from .engine import amp_dtype, loss_scaler, predict, resolve_device, seed_everything
 from .errors import CvmError
-from .models import get_model_spec, input_normalizations
+from .models import fusion_head, get_model_spec, input_normalizations
 from .owner import finished_elsewhere, keep_if_orphaned, run_folder_lock
-from .plan import file_name
+from .paths import file_name
+from .record import RunRecord, run_identity
 from .run import dataset_files, write_run
 from .settings import TrainSettings
-from .step import TrainStep, flip4x, make_step, virtual_batch, why_not_captured  # noqa: F401 (used by tests through this module)
+from .start import build_model
+from .step import TrainStep, make_step, why_not_captured
 from .tracking import epoch_events
+from .train_data import TrainData
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,37 @@ def validate(
     return loss, float((probs.argmax(1) == y_val).float().mean())
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (Linux's /proc; None elsewhere): what a job spent before
+    training began (the interpreter, imports, waiting for a GPU slot)."""
+    try:
+        # /proc/self/stat: the start time in clock ticks after boot is field 22, the 20th after the name's ")"
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def fusion_head_record(model_name: str, settings: TrainSettings, model: torch.nn.Module) -> dict | None:
+    """The fusion MLP as built (its hidden width resolved), rebuilt from it when the run is loaded; None
+    for a model with a linear head."""
+    if not get_model_spec(model_name).mlp_head:
+        return None
+    return fusion_head(settings.fusion_head(), model.num_features)
+
+
+def run_outputs(out_dir, outputs: dict | None) -> dict[str, Path]:
+    """The run's files: those given (a rule's outputs), else the usual names in ``out_dir``."""
+    given = {k: Path(v) for k, v in (outputs or {}).items()}
+    if out_dir is None and "weights" not in given:
+        raise ValueError("train_run needs out_dir or outputs['weights']")
+    folder = Path(out_dir) if out_dir is not None else given["weights"].parent
+    # the rule's names for the files (info) and the plan's (train_info)
+    keys = {"weights": "weights", "history": "history", "info": "train_info", "checkpoint": "checkpoint"}
+    return {key: given.get(key, folder / file_name(plan_key)) for key, plan_key in keys.items()}
+
+
 def train_run(
     model_name: str,
     dataset_dir: str | os.PathLike,
@@ -128,7 +161,7 @@ def train_run(
     """
     job_start, startup = time.perf_counter(), process_age()
     settings = (settings or TrainSettings()).replace(**changes)
-    files = _run_outputs(out_dir, outputs)
+    files = run_outputs(out_dir, outputs)
     if settings.deterministic:  # cuBLAS reads this when CUDA starts: before any tensor reaches the GPU
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     # Two trainings of one run folder never run at once: after a kill -9 of Snakemake its training job
@@ -185,7 +218,7 @@ def _train(
     waited=False,
 ) -> dict:
     if settings.init_from:  # a run that starts from another run's weights starts from nothing else
-        settings = settings.replace(pretrained=False, weights="")
+        settings = settings.replace(pretrained=False, weights="", init_from=str(settings.init_from))
     img_size, epochs, batch_size, lr = settings.img_size, settings.epochs, settings.batch_size, settings.lr
     amp, pretrained, weights, step = settings.amp, settings.pretrained, settings.weights or None, settings.step
     train_fraction, init_from = settings.train_fraction, settings.init_from
@@ -239,30 +272,22 @@ def _train(
     )
     state = TrainingState(model, optimizer, scaler, torch.Generator(device="cpu").manual_seed(seed), dev)
     # what a checkpoint must match to be resumed: the settings that decide the result, as they took effect
-    resumable = {
-        "model": model_name,
-        "classes": class_names,
-        "img_size": img_size,
-        "batch_size": batch_size,
-        "lr": lr,
-        "weight_decay": settings.weight_decay,
-        "seed": seed,
-        "augment": augment,
-        "pretrained": pretrained,
-        "weights": str(weights or ""),
-        "train_images": int(data.n),
-        "device": dev.type,
-        "data": data.digest,
-        "normalization": input_normalizations(model),
-        "amp": use_amp,  # the 16-bit type: a checkpoint of float16 never resumes as bfloat16
-        "lr_schedule": settings.lr_schedule,
-        "fusion_head": head,
-        "train_fraction": train_fraction,
-        "init_from": init,
-        # a schedule over the epochs shapes every epoch's lr: another epoch count is another run
-        **({"epochs": epochs} if settings.lr_schedule != "none" else {}),
-        **({"step": "cuda_graph"} if run_step.captured else {}),
-    }
+    head_built = fusion_head_record(model_name, settings, model)
+    resumable = run_identity(
+        model=model_name,
+        seed=seed,
+        augment=augment,
+        classes=class_names,
+        settings=settings,
+        device_type=dev.type,
+        amp_dtype=use_amp,  # the 16-bit type: a checkpoint of float16 never resumes as bfloat16
+        captured=run_step.captured,
+        normalization=input_normalizations(model),
+        fusion_head=head_built,
+        init=init,
+        data_digest=data.digest,
+        train_images=data.n,
+    )
     finished = finished_elsewhere(files, resumable, epochs, waited)
     if finished is not None:
         return finished
@@ -377,25 +402,40 @@ def _train(
     total = time.perf_counter() - started
 
     state.load_best()
-    info = run_record(
-        model,
-        state,
-        settings,
-        model_name=model_name,
+    record = RunRecord(
+        model=model_name,
         dataset=manifest.parent.name,
         augment=augment,
         seed=seed,
-        classes=class_names,
-        data=data,
-        init=init,
-        dev=dev,
-        amp=use_amp,
-        total=total,
+        classes=tuple(class_names),
+        settings=settings,
+        device=str(dev),
+        device_name=(
+            torch.cuda.get_device_name(dev)
+            if dev.type == "cuda"
+            else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+        ),
+        amp=bool(use_amp),
+        amp_dtype=use_amp,
         step="cuda_graph" if run_step.captured else "eager",
-        first_step=first_step.get("seconds"),
-        startup=startup,
+        normalization=input_normalizations(model),
+        fusion_head=head_built,
+        init=init,
+        data_digest=data.digest,
+        train_images=int(data.n),
+        val_images=int(len(data.x_val)),
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        params=int(sum(p.numel() for p in model.parameters())),
+        best_epoch=state.best_epoch,
+        best_val_acc=state.best[0],
+        total_seconds=total,
+        first_step_seconds=first_step.get("seconds"),
+        startup_seconds=startup,
+        resumed=tuple(state.resumes),
     )
-    info["identity"] = resumable  # what a checkpoint, or a result finished elsewhere, must match to be used
+    info = record.to_json()
+    assert info["identity"] == resumable  # one definition: the record's identity is what training matched
     write_run(
         model,
         info,

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ._io import read_table
 from .labels import check_mapped
-from .plan import file_name
+from .paths import file_name
 
 
 def transfer_predict(

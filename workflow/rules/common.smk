@@ -1,23 +1,34 @@
 # Config validation, then the plan (cvm_cervix.plan, unit-tested) turned into the file names rules declare.
 import functools
 import importlib.util
+import os
 import re
 import sys
 from pathlib import Path
 
-if importlib.util.find_spec("cvm_cervix") is None:  # a checkout used without `pip install .`
-    sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
+# The one place the package is found for a checkout used without `pip install .` (or with `--sdm conda`,
+# whose environment has the dependencies but not the package): its src/, for this process and, through
+# PYTHONPATH, for every job it starts. Scripts and the library import the package and nothing else.
+# The workflow's own folder (workflow/), wherever the Snakefile that includes it stands: the top-level
+# Snakefile, workflow/Snakefile, or a module's.
+WORKFLOW_DIR = Path(str(workflow.current_basedir)).parent
+if importlib.util.find_spec("cvm_cervix") is None:
+    _SRC = str(WORKFLOW_DIR.parent / "src")
+    sys.path.insert(0, _SRC)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
 
 from snakemake.exceptions import WorkflowError
 
-from cvm_cervix.config import Run, as_dict, dataset_spec, validate_config
+from cvm_cervix.config import validate_config
+from cvm_cervix.runs import Run, as_dict, dataset_spec
 from cvm_cervix.configfile import read_config_file
 from cvm_cervix.data import listing_digest
 from cvm_cervix.errors import CvmError
 from cvm_cervix.jobs import inputs as job_inputs
 from cvm_cervix.labels import resolve_mapping
 from cvm_cervix.owner import announce_workflow
-from cvm_cervix.plan import Plan, pattern
+from cvm_cervix.plan import Plan
+from cvm_cervix.paths import pattern
 from cvm_cervix.report_state import choose_stamp
 from cvm_cervix.precisions import PRECISIONS, rule_artifact, rule_precisions
 
@@ -230,4 +241,4 @@ def report_inputs(wildcards):
 def incomplete_report():
     from cvm_cervix.report import write_incomplete_report
 
-    write_incomplete_report(as_dict(config), RESULTS, [str(f) for f in workflow.configfiles], workflow.basedir)
+    write_incomplete_report(as_dict(config), RESULTS, [str(f) for f in workflow.configfiles], WORKFLOW_DIR)

@@ -40,6 +40,6 @@ rule report:
     params:
         config=as_dict(config),
         configfiles=[str(f) for f in workflow.configfiles],
-        workflow_dir=workflow.basedir,
+        workflow_dir=str(WORKFLOW_DIR),
     script:
         "../../scripts/report.py"

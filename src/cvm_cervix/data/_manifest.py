@@ -13,7 +13,7 @@ import pandas as pd
 
 from .._io import read_table, sha256_file
 from ..errors import CvmError
-from ..plan import file_name
+from ..paths import file_name
 from ._adapters import COMBINED_CLASSES, Listing
 from ._cache import decode_rgb
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from .._io import read_json, read_table, write_csv, write_json
 from ..errors import CvmError
 from ..labels import check_distinct_classes
-from ..plan import file_name
+from ..paths import file_name
 from ._adapters import list_dataset, listing_digest
 from ._manifest import (
     assign_splits,

@@ -11,20 +11,18 @@ import importlib
 from ._catalog import IMAGENET, PAPER_MODELS, Builder, ModelSpec, get_model_spec, model_names, register_model
 
 _ON_FIRST_USE = {
+    **dict.fromkeys(("ImageClassifier", "build_backbone", "create_model", "fusion_head", "load_weights"), "._registry"),
+    **dict.fromkeys(("FusionBackbone",), "._backbones"),
     **dict.fromkeys(
         (
-            "FusionBackbone",
-            "ImageClassifier",
             "WeightsDoNotFit",
-            "create_model",
             "fit_position_tables",
-            "fusion_head",
             "input_normalizations",
             "load_exact",
-            "load_weights",
             "read_state_dict",
+            "set_input_normalization",
         ),
-        "._registry",
+        "._weights",
     ),
     **dict.fromkeys(("fetch_pretrained", "pretrained_sources"), "._pretrained"),
 }

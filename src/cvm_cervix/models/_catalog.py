@@ -19,18 +19,13 @@ IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 @dataclass(frozen=True)
 class Builder:
-    """``_registry.<function>(*args, img_size, pretrained, cache_dir=..., **kwargs)``, imported when called."""
+    """A backbone of ``_backbones``, named: ``_backbones.<function>(*args, img_size, pretrained,
+    cache_dir=..., **kwargs)``, called by ``_registry.create_model``. A name, not the function, so that the
+    catalog is read without torch and imports nothing that builds."""
 
     function: str
     args: tuple = ()
     kwargs: tuple[tuple[str, Any], ...] = ()
-
-    def __call__(self, img_size: int, pretrained: bool, cache_dir=None):
-        from . import _registry
-
-        return getattr(_registry, self.function)(
-            *self.args, img_size, pretrained, cache_dir=cache_dir, **dict(self.kwargs)
-        )
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,9 @@ import torch
 
 from .._io import sha256_file
 from ..errors import CvmError
-from ._registry import WeightsDoNotFit, create_model, get_model_spec
+from ._catalog import get_model_spec
+from ._registry import create_model
+from ._weights import WeightsDoNotFit
 
 
 def pretrained_sources(model: torch.nn.Module) -> list[dict]:

@@ -9,12 +9,13 @@ from pathlib import Path
 import pandas as pd
 
 from .._io import read_json
-from ..config import all_runs, dataset_spec, experiment_runs, experiment_seeds, experiment_splits, used_datasets
 from ..intended_use import INTENDED_USE, LIMITATIONS, SYNTHETIC
 from ..labels import abnormal_classes
 from ..models import get_model_spec
-from ..plan import Plan, file_name, path
+from ..paths import file_name, path
+from ..plan import Plan
 from ..precisions import recommend
+from ..runs import all_runs, dataset_spec, experiment_runs, experiment_seeds, experiment_splits, used_datasets
 from ..status import is_complete, plan_status
 from ._common import paper_metrics, paper_results, row_name
 from .figures import confusion_figure, curves_figure, experiment_figure, learning_curve

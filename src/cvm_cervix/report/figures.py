@@ -111,7 +111,7 @@ def _row_label(row: dict) -> str:
 def learning_curve(config: dict, dataset: str, rows: list[dict], seed: int, title: str) -> str | None:
     """Test accuracy against the share of the training split, one line per start (ImageNet, random,
     another run): drawn when the experiment's variants train on fractions (the fine-tuning question)."""
-    from ..config import Run, run_settings, start_label
+    from ..runs import Run, run_settings, start_label
 
     points: dict[str, list] = {}
     for r in rows:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..plan import Plan, path
+from ..paths import path
+from ..plan import Plan
 from .render import build_report, restore_last_complete
 
 

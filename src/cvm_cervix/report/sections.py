@@ -8,8 +8,9 @@ import numpy as np
 
 from .._io import read_json, read_table
 from ..data import read_manifest, split_counts
-from ..plan import file_name
-from ..plan import path as plan_path
+from ..paths import file_name
+from ..paths import path as plan_path
+from ..record import RunRecord
 from ._common import METRICS, _figure_html, _mean_sd, _png_data_uri, _text, paper_results
 from .figures import tsne_figure
 
@@ -17,7 +18,7 @@ from .figures import tsne_figure
 def aggregate_runs(run_dirs: list[Path]) -> dict:
     """Mean and standard deviation over seeds of each split's metrics (percent) and of the costs."""
     metrics = [read_json(d / file_name("metrics")) for d in run_dirs]
-    trains = [read_json(d / file_name("train_info")) for d in run_dirs]
+    trains = [RunRecord.read(d).to_json() for d in run_dirs]  # every layout of train.json read as one
     out: dict = {"seeds": [m["seed"] for m in metrics]}
     for split in ("val", "test"):
         out[split] = {name: _mean_sd([100 * m[split][key] for m in metrics]) for name, key in METRICS}
