@@ -44,7 +44,7 @@ lint: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[lint]'
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/snakefmt --check workflow/
+	$(BIN)/snakefmt --check Snakefile workflow/
 	$(BIN)/snakemake --lint
 
 ## Plan the paper's experiments without running them (needs dataset roots in config/paper.yaml)

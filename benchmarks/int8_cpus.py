@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-import cvm_cervix.compress as compress
+import cvm_cervix.int8 as int8
 from cvm_cervix.run import Images, TrainedRun
 
 PREDICT = """
@@ -41,11 +41,11 @@ def main() -> None:
     trained = TrainedRun.open(args.run)
     images = Images.open(args.data, trained.img_size)
     x_test, y_test, _ = images.split("test")
-    calibration = images.cache[compress.calibration_rows(images.manifest, compress.calibration_size(trained.img_size))]
+    calibration = images.cache[int8.calibration_rows(images.manifest, int8.calibration_size(trained.img_size))]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         fp32 = tmp / "fp32.onnx"
-        compress._export_onnx(trained.model("cpu"), trained.img_size, fp32)
+        int8.export_onnx(trained.model("cpu"), trained.img_size, fp32)
         graph = onnx.load(str(fp32)).graph
         for name, weights in (("U8S8 (int8 weights)", QuantType.QInt8), ("U8U8 (uint8 weights)", QuantType.QUInt8)):
             model = tmp / f"{weights.name}.onnx"
@@ -54,13 +54,13 @@ def main() -> None:
                 quantize_static(
                     str(fp32),
                     str(model),
-                    compress._Calibration(calibration),
+                    int8._Calibration(calibration),
                     quant_format=QuantFormat.QDQ,
                     per_channel=True,
                     weight_type=weights,
                     activation_type=QuantType.QUInt8,
-                    op_types_to_quantize=list(compress.QUANTISED_OPS),
-                    nodes_to_exclude=compress.float_nodes(graph),
+                    op_types_to_quantize=list(int8.QUANTISED_OPS),
+                    nodes_to_exclude=int8.float_nodes(graph),
                 )
             np.save(tmp / "x.npy", np.ascontiguousarray(x_test))
             (tmp / "predict.py").write_text(PREDICT)

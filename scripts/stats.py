@@ -1,4 +1,4 @@
-"""Bootstrap intervals, McNemar's test against the reference model and the clinical view."""
+"""An experiment's statistics: intervals, McNemar's test against the reference model, the clinical view."""
 
 from cvm_cervix._io import write_json
 from cvm_cervix._snakemake import run_script

@@ -1,4 +1,4 @@
-"""The transfer matrix: accuracy, sensitivity and specificity with bootstrap intervals per cell."""
+"""The transfer matrix: accuracy, sensitivity and specificity with their counts and Wilson intervals per cell."""
 
 from cvm_cervix._io import write_json
 from cvm_cervix._snakemake import run_script
@@ -6,7 +6,7 @@ from cvm_cervix.transfer import transfer_matrix
 
 
 def main(sm):
-    write_json(sm.output.matrix, transfer_matrix(sm.params.entries, sm.params.mapping_name, sm.params.bootstrap))
+    write_json(sm.output.matrix, transfer_matrix(sm.params.entries, sm.params.mapping_name))
 
 
 run_script(snakemake, main)

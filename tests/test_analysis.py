@@ -11,7 +11,7 @@ from sklearn.metrics import f1_score
 from cvm_cervix.analysis import analyse_run, grad_cam, top_confusions, tsne_3d
 from cvm_cervix.errors import CvmError
 from cvm_cervix.models import create_model
-from cvm_cervix.stats import bootstrap_ci, clinical_view, experiment_stats, macro_f1_resampled, mcnemar_exact
+from cvm_cervix.stats import accuracy_f1_intervals, clinical_view, experiment_stats, macro_f1_resampled, mcnemar_exact
 
 
 def test_mcnemar_exact_against_the_binomial_table():
@@ -25,18 +25,46 @@ def test_mcnemar_exact_against_the_binomial_table():
     assert mcnemar_exact([1] * 10 + [0] * 0, [0] * 10)["p_value"] == pytest.approx(2 / 1024)
 
 
-def test_bootstrap_is_seeded_and_brackets_the_estimate():
+def test_difference_of_two_proportions_is_newcombes_interval_and_never_collapses():
+    """Newcombe (1998), Table II, example (a): 56/70 - 48/80 = 0.2000, method 10: 0.0524 to 0.3339."""
+    from cvm_cervix.stats import proportion_difference, wilson
+
+    gap = proportion_difference(56, 70, 48, 80)
+    assert gap["difference"] == pytest.approx(0.2)
+    assert gap["interval"] == pytest.approx([0.0524, 0.3339], abs=5e-5)
+    assert (gap["correct"], gap["n"], gap["base_correct"], gap["base_n"]) == (56, 70, 48, 80)
+    # both at 100%: the Wald interval would be [0, 0]; this one keeps a width, inside [-1, 1]
+    lo, hi = proportion_difference(10, 10, 10, 10)["interval"]
+    assert -1 < lo < 0 < hi < 1
+    assert wilson(0, 20)[0] == 0 and wilson(0, 20)[1] > 0.1  # Wilson at 0 of 20: [0, 0.161]
+    with pytest.raises(CvmError, match="needs images on both sides"):
+        proportion_difference(0, 0, 3, 4)
+
+
+def test_accuracy_has_wilsons_interval_and_macro_f1_a_seeded_bootstrap_never_of_zero_width():
     labels = np.array(["a", "b"] * 50)
     preds = labels.copy()
     preds[:30] = np.where(labels[:30] == "a", "b", "a")  # 70% right
-    ci = bootstrap_ci(labels, preds, ["a", "b"], n_boot=500, seed=7)
-    assert ci == bootstrap_ci(labels, preds, ["a", "b"], n_boot=500, seed=7)
-    assert ci != bootstrap_ci(labels, preds, ["a", "b"], n_boot=500, seed=8)
-    lo, hi = ci["accuracy"]
-    assert 0.58 < lo < 0.7 < hi < 0.8  # binomial sd at n=100: 4.6 points
+    ci = accuracy_f1_intervals(labels, preds, ["a", "b"], n_boot=500, seed=7)
+    assert ci == accuracy_f1_intervals(labels, preds, ["a", "b"], n_boot=500, seed=7)
+    assert ci["f1_macro"] != accuracy_f1_intervals(labels, preds, ["a", "b"], n_boot=500, seed=8)["f1_macro"]
+    assert (ci["correct"], ci["n"]) == (70, 100)
+    # Wilson's score interval for 70 of 100 (Agresti and Coull 1998, their formula): 0.6041 to 0.7811
+    assert ci["accuracy"] == pytest.approx([0.6041, 0.7811], abs=1e-4)
     assert ci["f1_macro"][0] < 0.7 < ci["f1_macro"][1]
-    perfect = bootstrap_ci(labels, labels, ["a", "b"], n_boot=200)
-    assert perfect["accuracy"] == [1.0, 1.0] and perfect["f1_macro"] == [1.0, 1.0]
+    perfect = accuracy_f1_intervals(labels[:24], labels[:24], ["a", "b"], n_boot=200)
+    # 24 of 24: Wilson keeps a width ([86.2%, 100%]); every bootstrap resample's F1 is 1, so no interval
+    assert perfect["accuracy"][0] == pytest.approx(0.8620, abs=1e-4) and perfect["accuracy"][1] == 1.0
+    assert perfect["f1_macro"] is None
+
+
+def test_sensitivity_and_specificity_come_with_counts_and_wilson_intervals():
+    labels = np.array(["HSIL"] * 56 + ["NILM"] * 32)
+    preds = labels.copy()
+    clinical = clinical_view(labels, preds, ["HSIL"])
+    assert (clinical["tp"], clinical["fn"], clinical["tn"], clinical["fp"]) == (56, 0, 32, 0)
+    # 32 of 32: [89.3%, 100%], not [100, 100]
+    assert clinical["specificity_ci"][0] == pytest.approx(0.8928, abs=1e-4) and clinical["specificity_ci"][1] == 1
 
 
 def test_resampled_macro_f1_is_sklearns_on_each_resample():

@@ -161,22 +161,22 @@ def test_static_int8_quantises_convolutions_and_linear_layers(conv_run, tiny_dat
 
 
 def test_calibration_is_drawn_from_the_training_split_only(conv_run, tiny_dataset, monkeypatch):
-    import cvm_cervix.compress as compress
-    from cvm_cervix.compress import calibration_rows
+    import cvm_cervix.int8 as int8
     from cvm_cervix.data import load_cache
+    from cvm_cervix.int8 import calibration_rows
 
     manifest = read_manifest(tiny_dataset / "manifest.csv")
     rows = calibration_rows(manifest, 30, seed=3)
     assert len(rows) == 30 and len(set(rows)) == 30 and (manifest.loc[rows, "split"] == "train").all()
     assert (calibration_rows(manifest, 10_000) == manifest.index[manifest["split"] == "train"]).all()
     seen = []
-    real = compress._Calibration
-    monkeypatch.setattr(compress, "_Calibration", lambda images: seen.append(np.asarray(images)) or real(images))
+    real = int8._Calibration
+    monkeypatch.setattr(int8, "_Calibration", lambda images: seen.append(np.asarray(images)) or real(images))
     compress_run(conv_run, tiny_dataset, "int8", threads=2, calibration_images=20)
     cache = np.asarray(load_cache(tiny_dataset / "cache_32.npy"))
     flat = {cache[i].tobytes(): manifest.loc[i, "split"] for i in range(len(cache))}
-    # one calibration per method tried (compress.CALIBRATION_METHODS), each on the same 20 training images
-    assert len(seen) == len(compress.CALIBRATION_METHODS) and all(len(images) == 20 for images in seen)
+    # one calibration per method tried (int8.CALIBRATION_METHODS), each on the same 20 training images
+    assert len(seen) == len(int8.CALIBRATION_METHODS) and all(len(images) == 20 for images in seen)
     assert {flat[image.tobytes()] for images in seen for image in images} == {"train"}
 
 
@@ -351,7 +351,7 @@ def test_int8_beyond_its_bound_leaves_the_most_sensitive_layers_float_then_is_no
     """An impossible bound (int8 must beat float32 by 100 points): the sensitivity pass leaves the layers most hurt
     by quantisation float, 10% then 25% of them, and int8 is then not kept, with the reason; a precision not
     kept is never recommended."""
-    from cvm_cervix.compress import FLOAT_SHARES, quantize_int8
+    from cvm_cervix.int8 import FLOAT_SHARES, quantize_int8
     from cvm_cervix.precisions import recommend
     from cvm_cervix.run import Images, TrainedRun
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from cvm_cervix.diagnostics import binary_curves, calibration, operating_point, roc_pr, threshold_for
+from cvm_cervix.calibration import calibration
+from cvm_cervix.diagnostics import binary_curves, operating_point, roc_pr, threshold_for
 
 
 def test_auc_and_average_precision_of_four_images():
@@ -69,12 +70,14 @@ def test_the_threshold_is_chosen_on_validation_and_reported_on_test():
     assert threshold_for(val_truth, val_score, 1.0, "sensitivity") == pytest.approx(0.5)
     test_truth = np.array([0, 0, 1, 1])
     test_score = np.array([0.2, 0.7, 0.65, 0.4])
-    out = operating_point(val_truth, val_score, test_truth, test_score, 0.75, "specificity", n_boot=100)
+    out = operating_point(val_truth, val_score, test_truth, test_score, 0.75, "specificity")
     assert out["threshold"] == pytest.approx(0.5)
     assert out["val"] == {"sensitivity": 1.0, "specificity": 0.75}
     # on test at 0.5: abnormal 0.65 found, 0.4 missed -> sensitivity 1/2; normal 0.2 kept, 0.7 flagged -> 1/2
     assert out["test"]["sensitivity"] == 0.5 and out["test"]["specificity"] == 0.5
-    assert len(out["test"]["sensitivity_ci"]) == 2
+    assert (out["test"]["tp"], out["test"]["fn"], out["test"]["tn"], out["test"]["fp"]) == (1, 1, 1, 1)
+    # Wilson for 1 of 2: [9.45%, 90.55%]
+    assert out["test"]["sensitivity_ci"] == pytest.approx([0.0945, 0.9055], abs=1e-4)
 
 
 def test_the_bootstrap_draws_equal_scikit_learn_on_the_resampled_images():
@@ -97,7 +100,7 @@ def test_the_bootstrap_draws_equal_scikit_learn_on_the_resampled_images():
 
 
 def test_temperature_scaling_is_fitted_on_validation_and_keeps_every_prediction():
-    from cvm_cervix.diagnostics import fit_temperature, scale_temperature, temperature_scaling
+    from cvm_cervix.calibration import fit_temperature, scale_temperature, temperature_scaling
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(400, 3)) * 3
@@ -113,3 +116,34 @@ def test_temperature_scaling_is_fitted_on_validation_and_keeps_every_prediction(
     assert out["test_ece"]["scaled"] < out["test_ece"]["raw"]  # the raw number is kept beside it
     calibrated = np.exp(logits / 3) / np.exp(logits / 3).sum(1, keepdims=True)
     assert fit_temperature(labels, calibrated) == pytest.approx(1.0, rel=0.25)
+    assert out["temperature"] == pytest.approx(3.0, rel=0.3) and out["not_estimable"] is None
+    assert out["worse"] is False and out["test_brier"]["scaled"] < out["test_brier"]["raw"]
+
+
+def test_a_temperature_is_not_estimated_where_the_validation_split_cannot_say_it():
+    """A perfectly separated validation split (every top class right) fits better at any smaller T, a
+    chance-level one at any larger: the fit would stop at a bound of its search, which is no estimate."""
+    from cvm_cervix.calibration import brier, fit_temperature, temperature_scaling
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 60)
+    right = np.full((60, 3), 0.1)
+    right[np.arange(60), labels] = 0.8
+    assert fit_temperature(labels, right) == pytest.approx(0.05, rel=0.1)  # the bound, not an estimate
+    out = temperature_scaling(labels[:30], right[:30], labels[30:], right[30:])
+    assert (
+        out["temperature"] is None
+        and "every one of the 30 validation images is classified right" in out["not_estimable"]
+    )
+    assert out["test_ece"]["scaled"] is None and out["test_ece"]["raw"] == pytest.approx(0.2)
+    wrong = np.roll(right, 1, axis=1)  # every top class wrong
+    out = temperature_scaling(labels[:30], wrong[:30], labels[30:], wrong[30:])
+    assert out["temperature"] is None and "none of the 30 validation images" in out["not_estimable"]
+    assert brier(labels, right) == pytest.approx(0.2**2 + 2 * 0.1**2)
+    # scaling can make the test ECE worse: validation overconfident, test underconfident
+    val = np.tile([0.9, 0.05, 0.05], (40, 1))
+    val_labels = np.array([0] * 28 + [1] * 12)  # 70% right at confidence 0.9: T > 1
+    test = np.tile([0.6, 0.2, 0.2], (40, 1))
+    test_labels = np.array([0] * 36 + [1] * 4)  # 90% right at confidence 0.6: already underconfident
+    out = temperature_scaling(val_labels, val, test_labels, test)
+    assert out["temperature"] > 1 and out["worse"] is True

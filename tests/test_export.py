@@ -12,7 +12,7 @@ from cvm_cervix.cli import main as cli
 from cvm_cervix.errors import CvmError
 from cvm_cervix.export import export_run
 from cvm_cervix.intended_use import INTENDED_USE, SYNTHETIC
-from cvm_cervix.stats import bootstrap_ci
+from cvm_cervix.stats import accuracy_f1_intervals
 
 
 @pytest.fixture(scope="module")
@@ -77,14 +77,19 @@ def test_the_model_card_states_the_runs_own_numbers(results, tmp_path):
     card = (out / "README.md").read_text()
     test = pd.read_csv(run / "predictions_test.csv")
     accuracy = (test["label"] == test["pred"]).mean()
-    lo, hi = bootstrap_ci(test["label"], test["pred"], ["Normal", "Abnormal"], 1000, seed=0)["accuracy"]
-    assert f"| accuracy | {100 * accuracy:.1f}% | {100 * lo:.1f}% to {100 * hi:.1f}% |" in card
+    lo, hi = accuracy_f1_intervals(test["label"], test["pred"], ["Normal", "Abnormal"], 1000, seed=0)["accuracy"]
+    correct = int((test["label"] == test["pred"]).sum())
+    assert (
+        f"| accuracy ({correct} of {len(test)}) | {100 * accuracy:.1f}% | {100 * lo:.1f}% to {100 * hi:.1f}% (Wilson) |"
+        in card
+    )
     assert f"Test results ({len(test)} images)" in card
     assert "(SYNTHETIC data)" in card.splitlines()[card.splitlines().index("---", 1) + 1]
     assert SYNTHETIC in card and INTENDED_USE in card
     abnormal = test["label"] == "Abnormal"
     sensitivity = ((test["pred"] == "Abnormal") & abnormal).sum() / abnormal.sum()
-    assert f"| abnormal sensitivity (Abnormal) | {100 * sensitivity:.1f}% |" in card
+    found = ((test["pred"] == "Abnormal") & abnormal).sum()
+    assert f"| abnormal sensitivity (Abnormal; {found} of {abnormal.sum()}) | {100 * sensitivity:.1f}% |" in card
     split = json.loads((run.parents[4] / "data" / "syn" / "summary.json").read_text())["split"]
     assert f"split: `{split}`" in card
 

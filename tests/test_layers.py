@@ -95,3 +95,11 @@ def test_every_module_has_a_layer_and_imports_only_its_own_or_lower_layers():
 
 def test_the_path_table_imports_nothing_of_the_package():
     assert import_graph()["cvm_cervix.paths"] == set()
+
+
+def test_no_module_of_the_report_names_a_results_file():
+    """The report reads what its rule hands it (report_inputs.ReportInputs): no module of report/ imports
+    the path table, so none can build a results path of its own."""
+    graph = import_graph()
+    naming = sorted(m for m in graph if m.startswith("cvm_cervix.report.") and "cvm_cervix.paths" in graph[m])
+    assert naming == []

@@ -39,6 +39,8 @@ def test_coverage_set_size_referral_and_missed_abnormal_cells_by_hand():
     # too few calibration images for 90%: every set is every class, every cell referred, none missed
     assert at90["threshold"] is None and at90["coverage"] == 1.0 and at90["mean_set_size"] == 3.0
     assert at90["referred"] == 1.0 and at90["abnormal_missed"] == 0
+    # none missed of 2 still has an upper bound (Wilson: 65.8%), never "0 to 0"
+    assert at90["abnormal_missed_ci"][0] == 0 and at90["abnormal_missed_ci"][1] == pytest.approx(0.6576, abs=1e-4)
 
 
 def test_risk_coverage_keeps_the_most_confident_first():

@@ -114,8 +114,15 @@ def _fake_run(path, seed, acc, f1):
 
 
 def test_seeds_aggregate_to_mean_and_sample_sd(tmp_path):
-    runs = [
+    from cvm_cervix.report_inputs import RunFiles
+    from cvm_cervix.runs import Run
+
+    folders = [
         _fake_run(tmp_path / f"s{i}", i, acc, f1) for i, (acc, f1) in enumerate([(0.80, 0.7), (0.90, 0.8), (0.85, 0.9)])
+    ]
+    runs = [
+        RunFiles(Run("syn", "resnet18", "none", i), train_info=f / "train.json", metrics=f / "metrics.json")
+        for i, f in enumerate(folders)
     ]
     agg = aggregate_runs(runs)
     assert agg["seeds"] == [0, 1, 2]
@@ -275,7 +282,8 @@ def _fabricate(results, config, seed=0):
 
         def frame(n, classes=classes):
             labels = rng.integers(0, len(classes), n)
-            probs = rng.dirichlet(np.ones(len(classes)), n) * 0.5 + 0.5 * np.eye(len(classes))[labels]
+            # mostly right, not separable: every interval of the screening view has a width
+            probs = rng.dirichlet(np.ones(len(classes)), n) * 0.8 + 0.2 * np.eye(len(classes))[labels]
             out = pd.DataFrame(
                 {
                     "path": [f"{i}.png" for i in range(n)],
@@ -309,6 +317,7 @@ def _fabricate(results, config, seed=0):
         (results / "stats" / f"{name}.json").write_text(
             json.dumps(
                 {
+                    "format": 2,
                     "reference": "cvm_cervix",
                     "runs": [
                         {
@@ -316,7 +325,7 @@ def _fabricate(results, config, seed=0):
                             "recipe": r.recipe,
                             "seed": r.seed,
                             "split_seed": dataset_spec(config, r.dataset).get("split_seed", 0),
-                            "bootstrap": {"accuracy": [0.85, 0.9], "f1_macro": [0.84, 0.9]},
+                            "intervals": {"accuracy": [0.85, 0.9], "f1_macro": [0.84, 0.9], "correct": 87, "n": 100},
                             "clinical": None,
                             "mcnemar": None,
                             "diagnostics": diagnostics[r.dataset],
@@ -329,8 +338,20 @@ def _fabricate(results, config, seed=0):
                                         "accuracy_ci": [0.85 - 0.1 * i, 0.93 - 0.1 * i],
                                         "f1_macro": 0.88,
                                         "f1_macro_ci": [0.84, 0.91],
-                                        "sensitivity": 0.9,
-                                        "specificity": None,
+                                        "clinical": {
+                                            "sensitivity": 0.9,
+                                            "sensitivity_ci": [0.79, 0.96],
+                                            "tp": 45,
+                                            "fn": 5,
+                                            "specificity": 0.5,
+                                            "specificity_ci": [0.3, 0.7],
+                                            "tn": 10,
+                                            "fp": 10,
+                                        }
+                                        if part == "cric"
+                                        else None,
+                                        "sensitivity": 0.9 if part == "cric" else None,
+                                        "specificity": 0.5 if part == "cric" else None,
                                     }
                                     for i, part in enumerate(("cric", "sipakmed"))
                                 ]
@@ -394,6 +415,7 @@ def _fabricate(results, config, seed=0):
 
     if config.get("transfer"):
         from cvm_cervix.runs import transfer_pairs
+        from cvm_cervix.transfer import transfer_scores
 
         cells = [
             {
@@ -401,14 +423,15 @@ def _fabricate(results, config, seed=0):
                 "source_dataset": run.dataset,
                 "target": target,
                 "in_domain": run.dataset == target,
-                "n": 100,
-                "n_abnormal": 50,
-                "accuracy": 0.8,
-                "accuracy_ci": [0.7, 0.9],
-                "sensitivity": 0.8,
-                "sensitivity_ci": [0.7, 0.9],
-                "specificity": 0.8,
-                "specificity_ci": [0.7, 0.9],
+                # as transfer_scores writes them: the counts beside each proportion and its interval
+                **transfer_scores(
+                    pd.DataFrame(
+                        {
+                            "label_shared": ["abnormal"] * 50 + ["normal"] * 50,
+                            "pred_shared": ["abnormal"] * 40 + ["normal"] * 50 + ["abnormal"] * 10,
+                        }
+                    )
+                ),
             }
             for name, run, target in transfer_pairs(config)
         ]
@@ -489,6 +512,9 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     # per source dataset of the combined set, from the statistics
     assert "By source dataset and subgroup" in html
     assert '<td class="l">sipakmed</td><td>801</td> <td>80.00 <span class="note">[75.00–83.00]</span></td>' in text
+    # per source: sensitivity and specificity with their counts and Wilson intervals, "–" where undefined
+    assert '<td>90.00 <span class="note">(45 of 50; [79.00–96.00])</span></td>' in text
+    assert '<td>50.00 <span class="note">(10 of 20; [30.00–70.00])</span></td>' in text
     # robustness of main's runs, from their robustness.json: each corruption and the mean per severity
     assert "Robustness to slide variation" in html and "Test accuracy under slide variation" in html
     assert context["robustness"] and context["robustness"][0]["mean"][4]["accuracy"] == pytest.approx(0.3)

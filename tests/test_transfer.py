@@ -138,14 +138,17 @@ def test_transfer_scores_count_as_a_clinician_would():
             "pred_shared": ["abnormal", "abnormal", "abnormal", "normal"] + ["normal"] * 5 + ["abnormal"],
         }
     )
-    scores = transfer_scores(frame, n_boot=200)
+    scores = transfer_scores(frame)
     assert scores["n"] == 10 and scores["n_abnormal"] == 4
     assert scores["accuracy"] == pytest.approx(0.8)
     assert scores["sensitivity"] == pytest.approx(0.75) and scores["specificity"] == pytest.approx(5 / 6)
     for key in ("accuracy", "sensitivity", "specificity"):
         low, high = scores[f"{key}_ci"]
-        assert 0 <= low <= scores[key] <= high <= 1
-    finer = transfer_scores(pd.DataFrame({"label_shared": ["a", "b"], "pred_shared": ["a", "a"]}), n_boot=10)
+        assert 0 <= low < scores[key] < high <= 1
+    assert scores["sensitivity_count"] == [3, 4] and scores["specificity_count"] == [5, 6]
+    # Wilson for 8 of 10: [49.0%, 94.3%]
+    assert scores["accuracy_ci"] == pytest.approx([0.4902, 0.9433], abs=1e-4)
+    finer = transfer_scores(pd.DataFrame({"label_shared": ["a", "b"], "pred_shared": ["a", "a"]}))
     assert finer["accuracy"] == 0.5 and "sensitivity" not in finer  # no abnormal class: accuracy only
 
 

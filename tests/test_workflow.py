@@ -865,3 +865,16 @@ def test_a_second_workflow_on_a_busy_results_folder_stops_before_any_job(results
     # the report made again through a stamp of a new name keeps that stamp: the jobs' inputs stay the same
     again = snakemake(results_copy, "-n", "--configfile", cfg)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_no_interval_in_the_report_has_zero_width(finished):
+    """Every interval the report shows has a width ([a–b], "a – b", "a to b"): where a method would give
+    one of zero width the report shows none."""
+    html = (finished / "results" / "report.html").read_text()
+    text = re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S))
+    number = r"[-+]?\d+(?:\.\d+)?"
+    pairs = re.findall(rf"\[({number})–({number})\]", text)
+    pairs += re.findall(rf"(?<![\d.])({number}) – ({number})(?![\d.])", text)
+    pairs += re.findall(rf"(?<![\d.])({number}) to ({number})(?![\d.])", text)
+    assert len(pairs) > 20
+    assert [p for p in pairs if float(p[0]) >= float(p[1])] == []

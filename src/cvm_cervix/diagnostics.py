@@ -14,8 +14,10 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from scipy.stats import binomtest
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
+from .calibration import calibration, temperature_scaling
 from .labels import abnormal_flags, abnormal_in
 from .referral import referral, risk_coverage
 
@@ -23,10 +25,14 @@ CURVE_POINTS = 101  # a curve is kept at most this many points (the report draws
 
 
 def _interval(values: np.ndarray, level: float) -> list[float] | None:
+    """The percentile interval of bootstrap draws; None where there are none, or where every draw gives one
+    value (a perfectly separated AUC of 1 in every resample): such a spread says nothing, and the report
+    shows no interval rather than one of zero width."""
     values = values[np.isfinite(values)]
     if not len(values):
         return None
-    return [float(np.percentile(values, 100 * (1 - level) / 2)), float(np.percentile(values, 100 * (1 + level) / 2))]
+    lo, hi = float(np.percentile(values, 100 * (1 - level) / 2)), float(np.percentile(values, 100 * (1 + level) / 2))
+    return [lo, hi] if hi > lo else None
 
 
 def _thin(*arrays: np.ndarray, points: int = CURVE_POINTS) -> list[list[float]]:
@@ -143,90 +149,6 @@ def roc_pr(
     return out
 
 
-def calibration(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict:
-    """Expected calibration error of the top-class confidence over ``bins`` equal-width bins of (0, 1].
-
-    ECE = sum over bins of (images in bin / all images) × |accuracy in bin − mean confidence in bin|.
-    A bin holds confidences in (lo, hi]; the first also takes 0.
-    """
-    labels, probs = np.asarray(labels, int), np.asarray(probs, float)
-    confidence, correct = probs.max(1), (probs.argmax(1) == labels).astype(float)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
-    rows, ece, n = [], 0.0, max(len(labels), 1)
-    for b in range(bins):
-        mask = which == b
-        count = int(mask.sum())
-        acc = float(correct[mask].mean()) if count else None
-        conf = float(confidence[mask].mean()) if count else None
-        if count:
-            ece += count / n * abs(acc - conf)
-        rows.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": count, "accuracy": acc, "confidence": conf})
-    return {
-        "ece": float(ece),
-        "bins": bins,
-        "binning": f"{bins} equal-width bins of the top-class confidence",
-        "mean_confidence": float(confidence.mean()) if len(labels) else None,
-        "accuracy": float(correct.mean()) if len(labels) else None,
-        "table": rows,
-    }
-
-
-def _log_probs(probs: np.ndarray) -> np.ndarray:
-    return np.log(np.clip(np.asarray(probs, float), 1e-12, 1.0))  # logits up to a constant per image
-
-
-def scale_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log p / T): the probabilities a model with its logits divided by ``temperature`` gives.
-
-    log p differs from the logits by a constant per image, which softmax ignores, so the saved
-    probabilities are enough; the top class, and so every prediction, stays the same.
-    """
-    z = _log_probs(probs) / temperature
-    z -= z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
-
-
-def _nll(labels: np.ndarray, probs: np.ndarray) -> float:
-    return float(-_log_probs(probs)[np.arange(len(labels)), labels].mean())
-
-
-def fit_temperature(labels: np.ndarray, probs: np.ndarray) -> float:
-    """The temperature minimising the negative log-likelihood of ``probs`` (Guo et al., 2017).
-
-    One scalar fitted by scipy's bounded scalar search (on log T in [1/20, 20]): no library of the
-    project's dependencies offers temperature scaling, and these few lines are all it is.
-    """
-    from scipy.optimize import minimize_scalar
-
-    labels = np.asarray(labels, int)
-    found = minimize_scalar(
-        lambda log_t: _nll(labels, scale_temperature(probs, float(np.exp(log_t)))),
-        bounds=(np.log(0.05), np.log(20.0)),
-        method="bounded",
-        options={"xatol": 1e-4},
-    )
-    return float(np.exp(found.x))
-
-
-def temperature_scaling(val_labels, val_probs, test_labels, test_probs, bins: int = 15) -> dict:
-    """Temperature scaling fitted on validation only, and what it does on test, beside the raw numbers."""
-    val_labels, test_labels = np.asarray(val_labels, int), np.asarray(test_labels, int)
-    t = fit_temperature(val_labels, val_probs)
-    scaled = scale_temperature(test_probs, t)
-    return {
-        "temperature": t,
-        "fitted_on": "validation",
-        "val_nll": {"raw": _nll(val_labels, val_probs), "scaled": _nll(val_labels, scale_temperature(val_probs, t))},
-        "test_nll": {"raw": _nll(test_labels, test_probs), "scaled": _nll(test_labels, scaled)},
-        "test_ece": {
-            "raw": calibration(test_labels, test_probs, bins)["ece"],
-            "scaled": calibration(test_labels, scaled, bins)["ece"],
-        },
-    }
-
-
 def threshold_for(truth: np.ndarray, score: np.ndarray, target: float, kind: str) -> float | None:
     """The threshold (abnormal when score ≥ it) that reaches ``target`` specificity (the lowest such
     threshold: the most sensitive one) or ``target`` sensitivity (the highest such: the most specific)."""
@@ -252,25 +174,17 @@ def operating_point(
     test_score,
     target: float,
     kind: str,
-    n_boot: int = 1000,
-    seed: int = 0,
     level: float = 0.95,
 ) -> dict | None:
-    """Chosen on validation, reported on test: sensitivity and specificity at the validation threshold."""
+    """Chosen on validation, reported on test: sensitivity and specificity at the validation threshold,
+    with their counts and Wilson intervals."""
     threshold = threshold_for(val_truth, val_score, target, kind)
     test_truth, test_score = np.asarray(test_truth, bool), np.asarray(test_score, float)
     if threshold is None or test_truth.all() or not test_truth.any():
         return None
     pred = test_score >= threshold
-
-    def rates(idx):  # sensitivity and specificity of each row of image indices; nan without that class
-        t, p = test_truth[idx], pred[idx]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (p & t).sum(-1) / t.sum(-1), (~p & ~t).sum(-1) / (~t).sum(-1)
-
-    sens, spec = (float(x) for x in rates(np.arange(len(test_truth))))
-    rng = np.random.default_rng(seed)
-    draws = np.stack(rates(rng.integers(0, len(test_truth), (n_boot, len(test_truth)))), axis=1)
+    tp, fn = int((pred & test_truth).sum()), int((~pred & test_truth).sum())
+    tn, fp = int((~pred & ~test_truth).sum()), int((pred & ~test_truth).sum())
     val_pred = np.asarray(val_score, float) >= threshold
     val_truth = np.asarray(val_truth, bool)
     return {
@@ -282,12 +196,22 @@ def operating_point(
             "specificity": float(np.mean(~val_pred[~val_truth])),
         },
         "test": {
-            "sensitivity": sens,
-            "specificity": spec,
-            "sensitivity_ci": _interval(draws[:, 0], level),
-            "specificity_ci": _interval(draws[:, 1], level),
+            "sensitivity": tp / (tp + fn),
+            "specificity": tn / (tn + fp),
+            # proportions with their counts: Wilson's score interval, never of zero width
+            "sensitivity_ci": _wilson(tp, tp + fn, level),
+            "specificity_ci": _wilson(tn, tn + fp, level),
+            "tp": tp,
+            "fn": fn,
+            "tn": tn,
+            "fp": fp,
         },
     }
+
+
+def _wilson(k: int, n: int, level: float) -> list[float]:
+    interval = binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
+    return [float(interval.low), float(interval.high)]
 
 
 def class_accuracy_gap(
@@ -390,7 +314,7 @@ def diagnose(
         val_score, test_score = abnormal_score(val_probs, classes, abnormal), abnormal_score(probs, classes, abnormal)
         for point in operating_points or []:
             ((kind, target),) = point.items()
-            found = operating_point(val_truth, val_score, test_truth, test_score, float(target), kind, n_boot, seed)
+            found = operating_point(val_truth, val_score, test_truth, test_score, float(target), kind)
             out["operating_points"].append(
                 found if found is not None else {"kind": kind, "target": target, "threshold": None}
             )

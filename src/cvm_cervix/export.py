@@ -56,10 +56,11 @@ def _default_abnormal() -> list[str]:
 
 def card_numbers(run: TrainedRun, abnormal: list[str] | None = None, n_boot: int = 1000) -> dict:
     """What the model card states, computed from the run's prediction files: test accuracy and macro F1
-    with 95% bootstrap intervals, per-class recall, calibration (ECE) and, where the classes have both,
-    abnormal-vs-normal sensitivity and specificity."""
-    from .diagnostics import calibration, class_codes, probabilities
-    from .stats import bootstrap_ci, clinical_view
+    with 95% intervals (Wilson for proportions, a bootstrap for macro F1), per-class recall, calibration
+    (ECE) and, where the classes have both, abnormal-vs-normal sensitivity and specificity."""
+    from .calibration import calibration
+    from .diagnostics import class_codes, probabilities
+    from .stats import accuracy_f1_intervals, clinical_view
 
     files = _run_files(run)
     metrics = read_json(files["metrics"])["test"]
@@ -71,7 +72,7 @@ def card_numbers(run: TrainedRun, abnormal: list[str] | None = None, n_boot: int
             "the two files belong to different runs; evaluate the run again"
         )
     labels = class_codes(test["label"], classes)
-    interval = bootstrap_ci(test["label"], test["pred"], classes, n_boot, seed=run.info["seed"])  # as the report
+    interval = accuracy_f1_intervals(test["label"], test["pred"], classes, n_boot, seed=run.info["seed"])
     clinical = clinical_view(test["label"].to_numpy(), test["pred"].to_numpy(), abnormal or _default_abnormal())
     return {
         "test_images": int(len(test)),
@@ -146,18 +147,26 @@ def model_card(run: TrainedRun, summary: dict, numbers: dict) -> str:
         "",
         f"## Test results ({numbers['test_images']} images)",
         "",
-        "| metric | value | 95% bootstrap interval |",
+        "| metric | value | 95% interval |",
         "|---|---|---|",
-        f"| accuracy | {pct(numbers['accuracy'])} | {pct(lo_hi['accuracy'][0])} to {pct(lo_hi['accuracy'][1])} |",
-        f"| macro F1 | {pct(numbers['f1_macro'])} | {pct(lo_hi['f1_macro'][0])} to {pct(lo_hi['f1_macro'][1])} |",
+        f"| accuracy ({lo_hi['correct']} of {lo_hi['n']}) | {pct(numbers['accuracy'])} | "
+        f"{pct(lo_hi['accuracy'][0])} to {pct(lo_hi['accuracy'][1])} (Wilson) |",
+        f"| macro F1 | {pct(numbers['f1_macro'])} | "
+        + (
+            f"{pct(lo_hi['f1_macro'][0])} to {pct(lo_hi['f1_macro'][1])} (bootstrap) |"
+            if lo_hi["f1_macro"]
+            else "none: every bootstrap resample gives the same value |"
+        ),
         f"| expected calibration error (15 bins) | {numbers['ece']:.3f} | |",
     ]
     clinical = numbers["clinical"]
     if clinical:
         lines += [
-            f"| abnormal sensitivity ({', '.join(md(c) for c in clinical['abnormal_classes'])}) | "
-            f"{pct(clinical['sensitivity'])} | |",
-            f"| specificity | {pct(clinical['specificity'])} | |",
+            f"| abnormal sensitivity ({', '.join(md(c) for c in clinical['abnormal_classes'])}; "
+            f"{clinical['tp']} of {clinical['tp'] + clinical['fn']}) | {pct(clinical['sensitivity'])} | "
+            f"{pct(clinical['sensitivity_ci'][0])} to {pct(clinical['sensitivity_ci'][1])} (Wilson) |",
+            f"| specificity ({clinical['tn']} of {clinical['tn'] + clinical['fp']}) | {pct(clinical['specificity'])} | "
+            f"{pct(clinical['specificity_ci'][0])} to {pct(clinical['specificity_ci'][1])} (Wilson) |",
         ]
     lines += ["", "| class | precision | recall | F1 | test images |", "|---|---|---|---|---|"]
     for name, row in numbers["per_class"].items():

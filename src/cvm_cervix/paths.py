@@ -9,6 +9,8 @@ with :func:`file_name`. This module imports nothing of the package: every layer 
 
 from __future__ import annotations
 
+import os
+import re
 import string
 from pathlib import Path
 from typing import Any
@@ -136,3 +138,24 @@ def path(key: str, results: str | Path = "", run: Any = None, table: str = "path
     except KeyError as err:
         raise KeyError(f"{table} template {key!r} needs {err.args[0]!r}") from None
     return f"{results}/{text}" if str(results) else text
+
+
+def parse(key: str, text: str | Path, results: str | Path = "") -> dict[str, str] | None:
+    """The wildcards of ``text`` read back through the template ``key`` (the inverse of :func:`path`), or
+    None where it is not a file of that template. A value never spans a folder, as Snakemake's wildcards
+    in these templates never do (their constraints in common.smk)."""
+    relative = Path(text)
+    if str(results):
+        try:
+            relative = Path(os.path.abspath(text)).relative_to(os.path.abspath(results))
+        except ValueError:
+            return None
+    regex, names = "", []
+    for literal, name, _, _ in string.Formatter().parse(_template(key)):
+        regex += re.escape(literal)
+        if name is not None:
+            # a name used twice must read the same value both times
+            regex += f"(?P={name})" if name in names else f"(?P<{name}>[^/]+)"
+            names.append(name)
+    found = re.fullmatch(regex, relative.as_posix())
+    return found.groupdict() if found else None

@@ -14,9 +14,8 @@ import pandas as pd
 import yaml
 
 from ._io import sha256_file
-from .paths import file_name
-from .paths import path as plan_path
 from .record import RunRecord
+from .report_inputs import ReportInputs
 
 LIBRARIES = (
     "torch",
@@ -82,21 +81,21 @@ def _bench_root(path: Path) -> Path:
 
 def provenance(
     config: dict,
-    results: Path,
+    inputs: ReportInputs,
     datasets: list[str],
-    run_dirs: list[Path],
     configfiles: list[str] | None = None,
     workflow_dir: str | os.PathLike | None = None,
-    benchmarks: list[str | os.PathLike] | None = None,
 ) -> dict:
-    """Everything a reader needs to tell what produced a report, read from what the workflow wrote."""
+    """Everything a reader needs to tell what produced a report, read from the report rule's ``inputs``
+    (the training records that exist, the manifests of ``datasets``, the benchmark files)."""
     devices: dict[str, list[str]] = {}
-    for run in run_dirs:
-        record = RunRecord.read(run / file_name("train_info"))
-        devices.setdefault(record.device_name or record.device, []).append(str(run.relative_to(results)))
+    for run, files in sorted(inputs.runs.items()):
+        if files.train_info is not None and files.train_info.is_file():
+            record = RunRecord.read(files.train_info)
+            devices.setdefault(record.device_name or record.device, []).append(run.path)
     manifests = {}
     for name in datasets:
-        path = plan_path("manifest", results, dataset=name)
+        path = inputs.datasets[name].manifest
         manifests[name] = {"sha256": sha256_file(path), "images": int(sum(1 for _ in open(path)) - 1)}
     return {
         "generated": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -109,5 +108,5 @@ def provenance(
         "libraries": {name: _version(name) for name in LIBRARIES},
         "devices": [{"device": d, "runs": runs} for d, runs in devices.items()],
         "manifests": manifests,
-        "rule_times": rule_times(benchmarks or []),
+        "rule_times": rule_times(inputs.benchmarks),
     }

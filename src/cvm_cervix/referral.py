@@ -101,8 +101,14 @@ def referral(
                     "abnormal_images": int(truly.sum()),
                     "abnormal_decided": int((decided & truly).sum()),
                     "abnormal_missed": int(missed.sum()),
-                    # of every abnormal test cell, the share the model alone called normal
+                    # of every abnormal test cell, the share the model alone called normal, with Wilson's
+                    # interval (0 of 56 missed is at most 6.4%, not "none")
                     "abnormal_missed_share": float(missed.sum() / truly.sum()) if truly.any() else None,
+                    "abnormal_missed_ci": list(
+                        binomtest(int(missed.sum()), int(truly.sum())).proportion_ci(level, method="wilson")
+                    )
+                    if truly.any()
+                    else None,
                 }
             )
         rows.append(row)

@@ -1,4 +1,4 @@
-"""The statistics of an experiment's runs, from their prediction files: bootstrap intervals, McNemar's
+"""The statistics of an experiment's runs, from their prediction files: Wilson and bootstrap intervals, McNemar's
 test against the reference model, the clinical view, contrasts over seeds and splits, and each run's
 screening diagnostics.
 
@@ -17,25 +17,36 @@ from ._io import read_table
 from .diagnostics import class_codes, diagnose, resample_counts
 from .errors import CvmError
 from .labels import abnormal_in
+from .plan import STATS_FORMAT
 
 
-def bootstrap_ci(labels, preds, classes, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
-    """Percentile bootstrap intervals for accuracy and macro F1 over resampled test images."""
+def accuracy_f1_intervals(labels, preds, classes, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """95% intervals of a run's accuracy and macro F1 over its test images, with the counts.
+
+    Accuracy is a proportion, ``correct`` of ``n``: Wilson's score interval, which keeps a width at 0 and
+    100% (a percentile bootstrap of 24 of 24 gives [100, 100]). Macro F1 is no proportion: a percentile
+    bootstrap over test images, None where every resample gives one value (no interval of zero width).
+    """
     labels, preds = np.asarray(labels), np.asarray(preds)
     rng = np.random.default_rng(seed)
     n = len(labels)
+    correct = int(np.sum(labels == preds))
     # Every resample at once (the same draws as one rng.integers(0, n, n) per resample): 1,000 calls of
     # sklearn's f1_score cost about 4 s per run in input checks alone, the paper's comparison 100 s.
     idx = rng.integers(0, n, (n_boot, n))
-    accs = np.mean(labels[idx] == preds[idx], axis=1) if n else np.full(n_boot, np.nan)
     f1s = macro_f1_resampled(labels, preds, classes, idx)
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    f1 = [float(np.percentile(f1s, lo)), float(np.percentile(f1s, hi))] if n else None
     return {
         "level": level,
+        "correct": correct,
+        "n": int(n),
+        "accuracy": wilson(correct, n, level) if n else None,
+        "accuracy_method": "Wilson score",
+        "f1_macro": f1 if f1 and f1[1] > f1[0] else None,
+        "f1_macro_method": "percentile bootstrap over test images",
         "n_boot": n_boot,
         "seed": seed,
-        "accuracy": [float(np.percentile(accs, lo)), float(np.percentile(accs, hi))],
-        "f1_macro": [float(np.percentile(f1s, lo)), float(np.percentile(f1s, hi))],
     }
 
 
@@ -66,8 +77,9 @@ def mcnemar_exact(correct_a, correct_b) -> dict:
     return {"only_a": b, "only_b": c, "p_value": min(1.0, p)}
 
 
-def clinical_view(labels, preds, abnormal: list[str]) -> dict | None:
-    """Sensitivity and specificity of abnormal (any abnormal class) versus normal; None if undefined."""
+def clinical_view(labels, preds, abnormal: list[str], level: float = 0.95) -> dict | None:
+    """Sensitivity and specificity of abnormal (any abnormal class) versus normal, each with its counts and
+    Wilson's 95% interval; None if undefined (the images are all abnormal or all normal)."""
     labels, preds = np.asarray(labels), np.asarray(preds)
     true_abn = np.array(abnormal_in(labels, abnormal), dtype=bool)
     pred_abn = np.array(abnormal_in(preds, abnormal), dtype=bool)
@@ -77,7 +89,9 @@ def clinical_view(labels, preds, abnormal: list[str]) -> dict | None:
     tn, fp = int(np.sum(~true_abn & ~pred_abn)), int(np.sum(~true_abn & pred_abn))
     return {
         "sensitivity": tp / (tp + fn),
+        "sensitivity_ci": wilson(tp, tp + fn, level),
         "specificity": tn / (tn + fp),
+        "specificity_ci": wilson(tn, tn + fp, level),
         "tp": tp,
         "fn": fn,
         "tn": tn,
@@ -101,13 +115,46 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted.tolist()
 
 
-def paired_bootstrap_diff(correct_a, correct_b, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[float]:
-    """Percentile interval of accuracy(B) − accuracy(A), resampling the same test images for both."""
+def wilson(correct: int, n: int, level: float = 0.95) -> list[float]:
+    """Wilson's score interval for a proportion ``correct`` of ``n`` (scipy's), never of zero width."""
+    interval = binomtest(int(correct), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return [float(interval.low), float(interval.high)]
+
+
+def proportion_difference(correct: int, n: int, base_correct: int, base_n: int, level: float = 0.95) -> dict:
+    """The difference of two independent proportions, ``correct / n`` minus ``base_correct / base_n``, with
+    Newcombe's hybrid score interval (Newcombe 1998, method 10: from each proportion's Wilson interval).
+    Unlike the normal (Wald) approximation it stays inside [-1, 1] and keeps a width at 0 or 100%.
+
+    Written here from scipy's Wilson intervals (a few lines) rather than adding statsmodels for it.
+    """
+    if not n or not base_n:
+        raise CvmError(f"a difference of proportions needs images on both sides (got {n} and {base_n})")
+    p1, p0 = correct / n, base_correct / base_n
+    (l1, u1), (l0, u0) = wilson(correct, n, level), wilson(base_correct, base_n, level)
+    d = p1 - p0
+    return {
+        "correct": int(correct),
+        "n": int(n),
+        "base_correct": int(base_correct),
+        "base_n": int(base_n),
+        "difference": d,
+        "interval": [d - float(np.hypot(p1 - l1, u0 - p0)), d + float(np.hypot(u1 - p1, p0 - l0))],
+        "method": "Newcombe hybrid score (Wilson), two independent samples",
+    }
+
+
+def paired_bootstrap_diff(
+    correct_a, correct_b, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> list[float] | None:
+    """Percentile interval of accuracy(B) − accuracy(A), resampling the same test images for both; None
+    where the two are right on the very same images (every resample's difference is 0: no spread to show)."""
     a, b = np.asarray(correct_a, float), np.asarray(correct_b, float)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(a), (n_boot, len(a)))
     diffs = b[idx].mean(1) - a[idx].mean(1)
-    return [float(np.percentile(diffs, 100 * (1 - level) / 2)), float(np.percentile(diffs, 100 * (1 + level) / 2))]
+    lo, hi = float(np.percentile(diffs, 100 * (1 - level) / 2)), float(np.percentile(diffs, 100 * (1 + level) / 2))
+    return [lo, hi] if hi > lo else None
 
 
 RUN_KEY = ("model", "recipe", "seed", "split_seed")  # what tells an experiment's runs apart in its statistics
@@ -305,18 +352,22 @@ def subgroup_metrics(
             part = frame[groups == value]
             # macro F1 over the classes this value holds: a source's F1 is not halved by the other source's classes
             present = [c for c in classes if c in set(part["label"])]
-            interval = bootstrap_ci(part["label"], part["pred"], present, n_boot, seed=seed)
+            interval = accuracy_f1_intervals(part["label"], part["pred"], present, n_boot, seed=seed)
             clinical = clinical_view(part["label"], part["pred"], abnormal)
             out[column].append(
                 {
                     "value": value,
                     "n": int(len(part)),
+                    "correct": interval["correct"],
                     "accuracy": float(np.mean(part["label"].to_numpy() == part["pred"].to_numpy())),
                     "accuracy_ci": interval["accuracy"],
                     "f1_macro": float(
                         f1_score(part["label"], part["pred"], labels=present, average="macro", zero_division=0)
                     ),
                     "f1_macro_ci": interval["f1_macro"],
+                    # with their counts and intervals, as the run's own; None where the value's images are
+                    # all abnormal or all normal
+                    "clinical": clinical,
                     "sensitivity": clinical["sensitivity"] if clinical else None,
                     "specificity": clinical["specificity"] if clinical else None,
                 }
@@ -366,7 +417,7 @@ def experiment_stats(
             "recipe": recipe,
             "seed": seed,
             "split_seed": split,
-            "bootstrap": bootstrap_ci(frame["label"], frame["pred"], classes, n_boot, seed=seed),
+            "intervals": accuracy_f1_intervals(frame["label"], frame["pred"], classes, n_boot, seed=seed),
             "clinical": clinical_view(frame["label"], frame["pred"], abnormal),
             "mcnemar": None,
             "diagnostics": diagnose(
@@ -401,6 +452,7 @@ def experiment_stats(
     )
     ratios = {_run_key(r): r.get("test_train_ratio", 0.2 / 0.6) for r in runs}
     return {
+        "format": STATS_FORMAT,
         "reference": reference,
         "abnormal_classes": abnormal,
         "runs": out,

@@ -68,40 +68,27 @@ def transfer_predict(
     return frame
 
 
-def transfer_scores(frame: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
-    """Accuracy in the shared space and, when it has an ``abnormal`` class, sensitivity (abnormal
-    found) and specificity (normal kept), each with a percentile bootstrap interval over test images."""
+def transfer_scores(frame: pd.DataFrame, level: float = 0.95) -> dict:
+    """Accuracy in the shared space and, when it has an ``abnormal`` class, sensitivity (abnormal found)
+    and specificity (normal kept): each a proportion, with its counts and Wilson's score interval."""
+    from scipy.stats import binomtest
+
     truth, pred = frame["label_shared"].to_numpy(), frame["pred_shared"].to_numpy()
-    binary = "abnormal" in set(truth) | set(pred)
-
-    def scores(idx):
-        t, p = truth[idx], pred[idx]
-        out = {"accuracy": float(np.mean(t == p)) if len(t) else float("nan")}
-        if binary:
-            pos, neg = t == "abnormal", t != "abnormal"
-            out["sensitivity"] = float(np.mean(p[pos] == "abnormal")) if pos.any() else float("nan")
-            out["specificity"] = float(np.mean(p[neg] != "abnormal")) if neg.any() else float("nan")
-        return out
-
-    n = len(truth)
-    point = scores(np.arange(n))
-    rng = np.random.default_rng(seed)
-    draws = [scores(rng.integers(0, n, n)) for _ in range(n_boot)] if n else []
-    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
-    out = {"n": int(n), "n_abnormal": int(np.sum(truth == "abnormal")), "level": level, "n_boot": n_boot}
-    for key, value in point.items():
-        values = np.array([d[key] for d in draws], dtype=float)
-        values = values[~np.isnan(values)]
-        out[key] = None if np.isnan(value) else value
-        out[f"{key}_ci"] = (
-            [float(np.percentile(values, lo)), float(np.percentile(values, hi))]
-            if out[key] is not None and len(values)
-            else None
-        )
+    counts = {"accuracy": (int(np.sum(truth == pred)), len(truth))}
+    if "abnormal" in set(truth) | set(pred):
+        pos, neg = truth == "abnormal", truth != "abnormal"
+        counts["sensitivity"] = (int(np.sum(pred[pos] == "abnormal")), int(pos.sum()))
+        counts["specificity"] = (int(np.sum(pred[neg] != "abnormal")), int(neg.sum()))
+    out = {"n": int(len(truth)), "n_abnormal": int(np.sum(truth == "abnormal")), "level": level}
+    for key, (k, n) in counts.items():
+        out[key] = k / n if n else None
+        out[f"{key}_count"] = [k, n]
+        interval = binomtest(k, n).proportion_ci(level, method="wilson") if n else None
+        out[f"{key}_ci"] = [float(interval.low), float(interval.high)] if n else None
     return out
 
 
-def transfer_matrix(entries: list[dict], mapping_name: str, n_boot: int = 1000) -> dict:
+def transfer_matrix(entries: list[dict], mapping_name: str) -> dict:
     """``entries``: dicts with ``source`` (run label), ``source_dataset``, ``target`` (dataset) and
     ``predictions`` (a file of :func:`transfer_predict`). Rows: trained on; columns: tested on."""
     cells = []
@@ -114,7 +101,7 @@ def transfer_matrix(entries: list[dict], mapping_name: str, n_boot: int = 1000) 
                 "target": e["target"],
                 "in_domain": e["source_dataset"] == e["target"],
                 "predictions": str(e["predictions"]),
-                **transfer_scores(frame, n_boot),
+                **transfer_scores(frame),
             }
         )
     return {

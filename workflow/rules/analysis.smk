@@ -61,5 +61,6 @@ rule stats:
     params:
         runs=stats_params,
         analysis=as_dict(config["analysis"]),
+        format=STATS_FORMAT,
     script:
         "../../scripts/stats.py"

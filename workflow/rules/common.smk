@@ -15,7 +15,7 @@ WORKFLOW_DIR = Path(str(workflow.current_basedir)).parent
 if importlib.util.find_spec("cvm_cervix") is None:
     _SRC = str(WORKFLOW_DIR.parent / "src")
     sys.path.insert(0, _SRC)
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
+    os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p))
 
 from snakemake.exceptions import WorkflowError
 
@@ -27,7 +27,7 @@ from cvm_cervix.errors import CvmError
 from cvm_cervix.jobs import inputs as job_inputs
 from cvm_cervix.labels import resolve_mapping
 from cvm_cervix.owner import announce_workflow
-from cvm_cervix.plan import Plan
+from cvm_cervix.plan import STATS_FORMAT, Plan
 from cvm_cervix.paths import pattern
 from cvm_cervix.report_state import choose_stamp
 from cvm_cervix.precisions import PRECISIONS, rule_artifact, rule_precisions
@@ -241,4 +241,11 @@ def report_inputs(wildcards):
 def incomplete_report():
     from cvm_cervix.report import write_incomplete_report
 
-    write_incomplete_report(as_dict(config), RESULTS, [str(f) for f in workflow.configfiles], WORKFLOW_DIR)
+    write_incomplete_report(
+        as_dict(config),
+        RESULTS,
+        report_inputs(None),
+        {"html": P("report"), "files": P("report_files"), "log": LOG("report")},
+        [str(f) for f in workflow.configfiles],
+        WORKFLOW_DIR,
+    )

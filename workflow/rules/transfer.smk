@@ -38,6 +38,5 @@ rule transfer_matrix:
     params:
         entries=PLAN.transfer_entries(RESULTS),
         mapping_name=lambda w: config["transfer"]["mapping"],
-        bootstrap=config["analysis"]["bootstrap"],
     script:
         "../../scripts/transfer_matrix.py"

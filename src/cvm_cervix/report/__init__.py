@@ -1,9 +1,10 @@
 """The HTML report: every table and plot computed from files the workflow wrote.
 
-One module per job of the report: ``sections`` and ``collect`` read the workflow's files into the
-template's context, ``figures`` and ``screening`` draw, ``tables`` turns the context into tables and
-writes the report's files (CSV, LaTeX, Markdown, standalone figures), ``render`` writes the report,
-``incomplete`` the report after a failed job. The paper's numbers come only from
+One module per job of the report: ``collect`` and ``sections`` read the files the report rule hands
+it (``report_inputs.ReportInputs``; no module here names a results file) into the template's context,
+``screening`` the screening view's rows, ``figures`` draws every plot, ``tables`` turns the context into
+tables and writes the report's files (CSV, LaTeX, Markdown, standalone figures), ``render`` writes the
+report, ``incomplete`` the report after a failed job. The paper's numbers come only from
 ``paper_results.yaml`` and are labelled as the paper's.
 """
 

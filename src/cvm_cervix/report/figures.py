@@ -1,4 +1,5 @@
-"""The report's plots of results: confusion matrices, training curves, t-SNE, accuracy and learning curves."""
+"""Every plot of the report: confusion matrices, training and learning curves, t-SNE, accuracy per model,
+ROC/PR, reliability and risk-coverage, compression, robustness and the transfer matrix."""
 
 from __future__ import annotations
 
@@ -108,25 +109,16 @@ def _row_label(row: dict) -> str:
     return _text(row_name(row))
 
 
-def learning_curve(config: dict, dataset: str, rows: list[dict], seed: int, title: str) -> str | None:
+def learning_curve(points: dict[str, list[tuple[float, dict]]], title: str) -> str:
     """Test accuracy against the share of the training split, one line per start (ImageNet, random,
-    another run): drawn when the experiment's variants train on fractions (the fine-tuning question)."""
-    from ..runs import Run, run_settings, start_label
-
-    points: dict[str, list] = {}
-    for r in rows:
-        run = Run(dataset, r["model"], r["recipe"], seed)
-        settings, start = run_settings(config, run), start_label(config, run)
-        points.setdefault(f"{r['paper_name']}, {start}", []).append((100 * settings.get("train_fraction", 1.0), r))
-    if not any(x < 100 for pts in points.values() for x, _ in pts):
-        return None
+    another run): ``points`` maps each line's name to (percent of the training split, report row) pairs."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
     for name, pts in points.items():
         pts.sort(key=lambda p: p[0])
         mean = [r["test"]["accuracy"]["mean"] for _, r in pts]
-        ci = [r["stats"]["bootstrap"]["accuracy"] if r.get("stats") else None for _, r in pts]
+        ci = [r["stats"]["intervals"]["accuracy"] if r.get("stats") else None for _, r in pts]
         fig.add_trace(
             go.Scatter(
                 x=[x for x, _ in pts],
@@ -166,7 +158,7 @@ def experiment_figure(rows: list[dict], title: str, paper: bool, each: str = "se
     mean = [r["test"]["accuracy"]["mean"] for r in rows]
     # a bootstrap interval belongs to one run: around a mean over several runs the bars are ± their sd
     several = [r["test"]["accuracy"]["sd"] is not None for r in rows]
-    ci = [r["stats"]["bootstrap"]["accuracy"] if r.get("stats") else None for r in rows]
+    ci = [r["stats"]["intervals"]["accuracy"] if r.get("stats") else None for r in rows]
     lo = [
         r["test"]["accuracy"]["sd"] if many_runs else (m - 100 * c[0] if c else 0)
         for m, r, c, many_runs in zip(mean, rows, ci, several)
@@ -255,4 +247,204 @@ def experiment_figure(rows: list[dict], title: str, paper: bool, each: str = "se
             )
         fig.update_layout(height=360, barmode="group", yaxis_title="test accuracy (%)")
     fig.update_layout(title=_text(title), margin=dict(t=50, b=40, l=10, r=10), legend=dict(orientation="h", y=-0.2))
+    return _figure_html(fig)
+
+
+def roc_figure(curves: list[tuple[str, dict]], title: str) -> str:
+    """Abnormal-against-normal ROC curves, one per run, overlaid, with each AUC in the legend."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for label, c in curves:
+        fig.add_trace(
+            go.Scatter(x=c["roc"]["fpr"], y=c["roc"]["tpr"], mode="lines", name=f"{label} (AUC {c['auc']:.3f})")
+        )
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, name="chance"))
+    fig.update_layout(
+        title=title,
+        xaxis_title="1 − specificity (normal test images called abnormal)",
+        yaxis_title="sensitivity (abnormal test images found)",
+        height=460,
+        legend={"font": {"size": 10}},
+    )
+    return _figure_html(fig)
+
+
+def pr_figure(curves: list[tuple[str, dict]], title: str) -> str:
+    """Abnormal-against-normal precision-recall curves, one per run, overlaid, each average precision in
+    the legend; the dotted line is the share of abnormal test images (a model that guesses)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for label, c in curves:
+        fig.add_trace(
+            go.Scatter(
+                x=c["pr"]["recall"],
+                y=c["pr"]["precision"],
+                mode="lines",
+                name=f"{label} (AP {c['average_precision']:.3f})",
+            )
+        )
+    if curves:
+        base = curves[0][1]["positives"] / curves[0][1]["n"]
+        fig.add_trace(
+            go.Scatter(x=[0, 1], y=[base, base], mode="lines", line={"dash": "dot", "color": "grey"}, name="chance")
+        )
+    fig.update_layout(
+        title=title,
+        xaxis_title="recall = sensitivity (abnormal test images found)",
+        yaxis_title="precision (called abnormal that are)",
+        height=460,
+        xaxis_range=[0, 1],
+        yaxis_range=[0, 1.02],
+        legend={"font": {"size": 10}},
+    )
+    return _figure_html(fig)
+
+
+def risk_coverage_figure(curves: list[tuple[str, dict]], title: str) -> str:
+    """Error among the test images kept against the share kept (the most confident first), one per run."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for label, c in curves:
+        fig.add_trace(go.Scatter(x=c["coverage"], y=c["risk"], mode="lines", name=label))
+    fig.update_layout(
+        title=title,
+        xaxis_title="share of test images the model decides (the most confident first)",
+        yaxis_title="error among them",
+        height=420,
+        xaxis_range=[0, 1],
+        legend={"font": {"size": 10}},
+    )
+    return _figure_html(fig)
+
+
+def reliability_figure(calibration: dict, title: str) -> str:
+    """Accuracy against confidence per bin (bars sized by images), the diagonal a calibrated model follows."""
+    import plotly.graph_objects as go
+
+    bins = [b for b in calibration["table"] if b["n"]]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            x=[(b["lo"] + b["hi"]) / 2 for b in bins],
+            y=[b["accuracy"] for b in bins],
+            width=[b["hi"] - b["lo"] for b in bins],
+            name="accuracy in bin",
+            customdata=[b["n"] for b in bins],
+            hovertemplate="n=%{customdata}, accuracy %{y:.3f}",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, name="calibrated")
+    )
+    fig.update_layout(
+        title=_text(f"{title} (ECE {calibration['ece']:.3f}, {calibration['binning']})"),
+        xaxis_title="confidence (top-class probability)",
+        yaxis_title="accuracy",
+        height=420,
+        xaxis_range=[0, 1],
+        yaxis_range=[0, 1],
+    )
+    return _figure_html(fig)
+
+
+def compression_figure(rows: list[dict], title: str) -> str:
+    """Accuracy against size and against latency, one point per precision."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("size", "latency"), horizontal_spacing=0.12)
+    names = [_text(r["precision"]) for r in rows]
+    hover = [f"{n}<br>{_text(r['device'])}" for n, r in zip(names, rows)]
+    for col, key, axis in ((1, "size_mib", "size (MiB)"), (2, "ms_per_image", "ms per image")):
+        fig.add_trace(
+            go.Scatter(
+                x=[r[key] for r in rows],
+                y=[100 * r["accuracy"] for r in rows],
+                text=names,
+                mode="markers+text",
+                textposition="top center",
+                showlegend=False,
+                customdata=hover,
+                marker=dict(size=10, color="#1f5fbf"),
+                hovertemplate="%{customdata}<br>%{x:.2f}, accuracy %{y:.2f}%<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        fig.update_xaxes(title_text=axis, type="log", row=1, col=col)
+        fig.update_yaxes(title_text="test accuracy (%)", row=1, col=col)
+    fig.update_layout(title=_text(title), height=360, margin=dict(t=60, b=40))
+    return _figure_html(fig)
+
+
+def robustness_figure(result: dict, label: str) -> str:
+    """Accuracy against severity, one line per corruption and the mean over them, clean at 0."""
+    import plotly.graph_objects as go
+
+    severities = sorted(int(s) for s in result["mean"])
+    fig = go.Figure()
+    for name, by_severity in result["corruptions"].items():
+        fig.add_trace(
+            go.Scatter(
+                x=[0, *severities],
+                y=[result["clean"]["accuracy"], *(by_severity[str(s)]["accuracy"] for s in severities)],
+                mode="lines+markers",
+                name=name,
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=[0, *severities],
+            y=[result["clean"]["accuracy"], *(result["mean"][str(s)]["accuracy"] for s in severities)],
+            mode="lines",
+            line={"dash": "dash", "color": "black", "width": 3},
+            name="mean over corruptions",
+        )
+    )
+    fig.update_layout(
+        title=_text(f"Test accuracy under slide variation: {label}"),
+        xaxis_title="severity (0: clean)",
+        yaxis_title="accuracy",
+        yaxis_range=[0, 1],
+        height=420,
+    )
+    return _figure_html(fig)
+
+
+def transfer_figure(matrix: dict, rows: list[dict]) -> str:
+    """The transfer matrix as a heatmap: trained on (rows) against tested on (columns), accuracy in each cell."""
+    import plotly.graph_objects as go
+
+    z = [[None if c is None else 100 * c["accuracy"] for c in r["cells"]] for r in rows]
+    text = [
+        [
+            "" if c is None else f"{100 * c['accuracy']:.1f}" + (" (in domain)" if c["in_domain"] else "")
+            for c in r["cells"]
+        ]
+        for r in rows
+    ]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=[_text(t) for t in matrix["targets"]],
+            y=[_text(f"{r['source']} ({r['dataset']})") for r in rows],
+            text=text,
+            texttemplate="%{text}",
+            colorscale="Blues",
+            zmin=0,
+            zmax=100,
+            colorbar={"title": "accuracy %"},
+            hovertemplate="trained on %{y}<br>tested on %{x}<br>accuracy %{z:.1f}%<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=_text(f"Transfer accuracy ({matrix['mapping']})"),
+        xaxis_title="tested on",
+        yaxis_title="trained on",
+        height=160 + 60 * len(rows),
+        margin={"l": 260},
+    )
     return _figure_html(fig)

@@ -5,30 +5,31 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..paths import path
-from ..plan import Plan
 from .render import build_report, restore_last_complete
 
 
-def write_incomplete_report(config: dict, results: str, configfiles: list[str], workflow_dir) -> None:
+def write_incomplete_report(
+    config: dict, results: str, inputs: dict, outputs: dict, configfiles: list[str], workflow_dir
+) -> None:
     """After a failed job (with --keep-going: once every job that does not depend on it has run), the
-    report of everything that finished, each missing result named with its rule, log and error line."""
+    report of everything that finished, each missing result named with its rule, log and error line.
+
+    ``inputs`` and ``outputs``: the report rule's (``outputs``: ``html``, ``files`` and ``log``)."""
     import sys
 
     # Snakemake does not look behind an output that is newer than every input it has (a missing input
     # of an existing output never reruns it), so an incomplete report is dated just before the oldest
     # input it was made from: the next run of the same command sees it out of date, makes what is
     # missing and replaces it with the complete report.
-    inputs = Plan(config).report_inputs(results)
     present = [Path(f) for files in inputs.values() for f in files if Path(f).exists()]
     oldest = min(f.stat().st_mtime for f in present) - 1 if present else None
-    out_html = path("report", results)
+    out_html = outputs["html"]
     try:
         context = build_report(
             config,
             out_html,
             results=results,
-            files_dir=path("report_files", results),
+            files_dir=outputs["files"],
             configfiles=configfiles,
             workflow_dir=workflow_dir,
             inputs=inputs,
@@ -39,8 +40,7 @@ def write_incomplete_report(config: dict, results: str, configfiles: list[str], 
         kept = restore_last_complete(out_html, oldest)
         print(
             f"error: the report could not be written ({type(err).__name__}: {err}); see "
-            f"{path('report', results, table='log')}"
-            + (f"; {out_html} is the last complete report, from before" if kept else ""),
+            f"{outputs['log']}" + (f"; {out_html} is the last complete report, from before" if kept else ""),
             file=sys.stderr,
         )
         return

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .._io import atomic_path
 from ..plan import Plan
+from ..report_inputs import ReportInputs
 from ..report_state import fingerprinted, head_marks, inputs_fingerprint
 from ._common import TEMPLATES
 from .collect import collect
@@ -49,14 +50,13 @@ def build_report(
     results = Path(results or config.get("results", "results"))
     plan = Plan(config)
     inputs = inputs if inputs is not None else plan.report_inputs(str(results))
-    context = collect(config, results)
-    run_dirs = sorted({Path(f).parent for f in inputs.get("train", []) if Path(f).is_file()})
-    benchmarks = [f for f in inputs.get("benchmarks", []) if Path(f).is_file()]
+    files = ReportInputs.of(inputs, results)
+    context = collect(config, files)
     present = [d["name"] for d in context["datasets"] if not d.get("missing")]
-    context["provenance"] = provenance(config, results, present, run_dirs, configfiles, workflow_dir, benchmarks)
+    context["provenance"] = provenance(config, files, present, configfiles, workflow_dir)
     # the plan this report covers, and the files it was made from: a later run tells a report of another
     # plan, or of other files, from this plan's report of these files (report_state.py)
-    stamp = next((f for f in inputs.get("plan", []) if Path(f).is_file()), None)
+    stamp = files.plan if files.plan is not None and files.plan.is_file() else None
     context["plan"] = {
         "digest": plan.digest,
         "runs": len(plan.runs),

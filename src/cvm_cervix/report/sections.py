@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from .._io import read_json, read_table
 from ..data import read_manifest, split_counts
-from ..paths import file_name
-from ..paths import path as plan_path
 from ..record import RunRecord
-from ._common import METRICS, _figure_html, _mean_sd, _png_data_uri, _text, paper_results
-from .figures import tsne_figure
+from ..report_inputs import DatasetFiles, RunFiles
+from ._common import METRICS, _mean_sd, _png_data_uri, paper_results
+from .figures import robustness_figure, transfer_figure, tsne_figure
 
 
-def aggregate_runs(run_dirs: list[Path]) -> dict:
+def aggregate_runs(runs: list[RunFiles]) -> dict:
     """Mean and standard deviation over seeds of each split's metrics (percent) and of the costs."""
-    metrics = [read_json(d / file_name("metrics")) for d in run_dirs]
-    trains = [RunRecord.read(d).to_json() for d in run_dirs]  # every layout of train.json read as one
+    metrics = [read_json(r.metrics) for r in runs]
+    trains = [RunRecord.read(r.train_info).to_json() for r in runs]  # every layout of train.json read as one
     out: dict = {"seeds": [m["seed"] for m in metrics]}
     for split in ("val", "test"):
         out[split] = {name: _mean_sd([100 * m[split][key] for m in metrics]) for name, key in METRICS}
@@ -88,35 +88,7 @@ def checklists(optional: dict[str, bool]) -> list[dict]:
 def robustness_section(result: dict, label: str, experiment: str) -> dict:
     """One run's robustness: accuracy (and abnormal AUC) per corruption and severity, clean at 0, the
     mean over corruptions, and a plot of accuracy against severity."""
-    import plotly.graph_objects as go
-
     severities = sorted(int(s) for s in result["mean"])
-    fig = go.Figure()
-    for name, by_severity in result["corruptions"].items():
-        fig.add_trace(
-            go.Scatter(
-                x=[0, *severities],
-                y=[result["clean"]["accuracy"], *(by_severity[str(s)]["accuracy"] for s in severities)],
-                mode="lines+markers",
-                name=name,
-            )
-        )
-    fig.add_trace(
-        go.Scatter(
-            x=[0, *severities],
-            y=[result["clean"]["accuracy"], *(result["mean"][str(s)]["accuracy"] for s in severities)],
-            mode="lines",
-            line={"dash": "dash", "color": "black", "width": 3},
-            name="mean over corruptions",
-        )
-    )
-    fig.update_layout(
-        title=_text(f"Test accuracy under slide variation: {label}"),
-        xaxis_title="severity (0: clean)",
-        yaxis_title="accuracy",
-        yaxis_range=[0, 1],
-        height=420,
-    )
     return {
         "label": label,
         "experiment": experiment,
@@ -128,14 +100,14 @@ def robustness_section(result: dict, label: str, experiment: str) -> dict:
         },
         "test_images": result["test_images"],
         "img_size": result["img_size"],
-        "figure": _figure_html(fig),
+        "figure": robustness_figure(result, label),
     }
 
 
-def analysis_section(run_path: Path, label: str, classes: list[str], experiment: str = "") -> dict:
-    gallery_json = run_path / file_name("gallery")
-    gallery = read_json(gallery_json)
-    images = [{**img, "src": _png_data_uri(gallery_json.parent / img["file"])} for img in gallery["images"]]
+def analysis_section(files: RunFiles, label: str, classes: list[str], experiment: str = "") -> dict:
+    """One run's analysis: its Grad-CAM gallery (images inlined) and the t-SNE of its test features."""
+    gallery = read_json(files.gallery)
+    images = [{**img, "src": _png_data_uri(_gallery_image(files, img["file"]))} for img in gallery["images"]]
     return {
         "label": label,
         "experiment": experiment,
@@ -144,20 +116,26 @@ def analysis_section(run_path: Path, label: str, classes: list[str], experiment:
         "resolution": gallery.get("cam_resolution"),
         "pairs": gallery["pairs"],
         "images": images,
-        "tsne": tsne_figure(
-            read_table(run_path / file_name("tsne")), classes, f"t-SNE (3-D) of the test features: {label}"
-        ),
+        "tsne": tsne_figure(read_table(files.tsne), classes, f"t-SNE (3-D) of the test features: {label}"),
     }
 
 
-def compression_rows(run_path: Path, precisions: list[str]) -> list[dict]:
+def _gallery_image(files: RunFiles, name: str) -> Path:
+    """An image the gallery names (beside gallery.json): one of the rule's declared gallery images."""
+    image = Path(os.path.normpath(files.gallery.parent / name))
+    if files.gallery_images not in image.parents:
+        raise ValueError(f"{files.gallery} names {name!r}, which is not in its gallery folder {files.gallery_images}")
+    return image
+
+
+def compression_rows(files: RunFiles, precisions: list[str]) -> list[dict]:
     """float32 (evaluated in float32 by the compress step), then each compressed variant."""
-    rows = [read_json(run_path / file_name("compressed_metrics", precision=p)) for p in precisions]
+    rows = [read_json(files.compressed[p]) for p in precisions]
     fp32 = rows[0]["fp32"]
     return [
         {
             "precision": "fp32",
-            "size_mib": (run_path / file_name("weights")).stat().st_size / 2**20,
+            "size_mib": files.weights.stat().st_size / 2**20,
             "accuracy": fp32["accuracy"],
             "f1_macro": fp32["f1_macro"],
             "delta_accuracy": 0.0,
@@ -187,16 +165,15 @@ def paper_confusions(metrics: dict) -> list[dict]:
 def baseline_gaps(rows: list[dict], baseline_rows: list[dict]) -> list[dict]:
     """Test accuracy of each run (first seed) against the same model and recipe in the baseline
     experiment, another split of the same cells (the grouped split against the paper's random one): the
-    gap in points with a 95% interval, the normal approximation for two independent test splits."""
-    import math
+    gap in points with its 95% interval for two independent test splits (``stats.proportion_difference``)."""
+    from ..stats import proportion_difference
 
-    def first_seed(row: dict) -> tuple[float, int] | None:
+    def first_seed(row: dict) -> tuple[int, int] | None:
         per_class = (row.get("per_class") or {}).get("test")
         if not per_class:
             return None
         n = sum(c["support"] for c in per_class.values())
-        correct = sum(c["recall"] * c["support"] for c in per_class.values())
-        return (correct / n, n) if n else None
+        return (round(sum(c["recall"] * c["support"] for c in per_class.values())), n) if n else None
 
     base = {(r["model"], r["recipe"]): first_seed(r) for r in baseline_rows}
     out = []
@@ -204,19 +181,19 @@ def baseline_gaps(rows: list[dict], baseline_rows: list[dict]) -> list[dict]:
         ours, theirs = first_seed(row), base.get((row["model"], row["recipe"]))
         if ours is None or theirs is None:
             continue
-        (p1, n1), (p0, n0) = ours, theirs
-        gap = p1 - p0
-        half = 1.96 * math.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0)
+        gap = proportion_difference(*ours, *theirs)
         out.append(
             {
                 "model": row["paper_name"],
                 "recipe": row["recipe"],
-                "accuracy": p1,
-                "baseline_accuracy": p0,
-                "n": n1,
-                "baseline_n": n0,
-                "gap": gap,
-                "gap_ci": [gap - half, gap + half],
+                "accuracy": gap["correct"] / gap["n"],
+                "baseline_accuracy": gap["base_correct"] / gap["base_n"],
+                "correct": gap["correct"],
+                "n": gap["n"],
+                "baseline_correct": gap["base_correct"],
+                "baseline_n": gap["base_n"],
+                "gap": gap["difference"],
+                "gap_ci": gap["interval"],
             }
         )
     return out
@@ -289,10 +266,15 @@ def example_images(manifest, cache: Path, classes: list[str]) -> list[dict]:
     return out
 
 
-def dataset_section(name: str, spec: dict, data_dir: Path, paper_key: str | None, cache: Path | None = None) -> dict:
-    manifest = read_manifest(data_dir / file_name("manifest"))
-    classes = read_json(data_dir / file_name("classes"))
-    summary = read_json(data_dir / file_name("summary"))
+def dataset_section(
+    name: str, spec: dict, files: DatasetFiles, paper_key: str | None, parts: list[DatasetFiles]
+) -> dict:
+    """A prepared dataset: images per class and split beside the paper's, example images, what was left out;
+    ``parts``: a combined set's parts (their summaries say which classes were short)."""
+    manifest = read_manifest(files.manifest)
+    classes = read_json(files.classes)
+    summary = read_json(files.summary)
+    cache = files.cache
     table = split_counts(manifest, classes)
     paper = (paper_results()["splits"].get(paper_key) or {}) if paper_key else {}
     rows = []
@@ -311,7 +293,7 @@ def dataset_section(name: str, spec: dict, data_dir: Path, paper_key: str | None
     return {
         # a cache that is missing (its job failed: the report says so elsewhere) gives no examples
         "examples": example_images(manifest, cache, classes) if cache is not None and cache.is_file() else [],
-        "short_parts": _short_parts(spec, data_dir),
+        "short_parts": _short_parts(parts),
         "name": name,
         "kind": spec["kind"],
         "synthetic": bool(summary.get("synthetic")),
@@ -329,12 +311,13 @@ def dataset_section(name: str, spec: dict, data_dir: Path, paper_key: str | None
     }
 
 
-def _short_parts(spec: dict, data_dir: Path) -> list[dict]:
+def _short_parts(parts: list[DatasetFiles]) -> list[dict]:
     """A combined set's parts that hold fewer images of a class than their limits ask: the classes,
     asked against kept, and how many images the combined set is short by for it."""
     short = []
-    for part in spec.get("parts") or []:
-        limits = read_json(data_dir.parent / part / file_name("summary")).get("class_limits") or {}
+    for files in parts:
+        part = files.name
+        limits = read_json(files.summary).get("class_limits") or {}
         classes = {c: v for c, v in limits.items() if v["kept"] < v["asked"]}
         if classes:
             missing = sum(v["asked"] - v["kept"] for v in classes.values())
@@ -380,14 +363,11 @@ def failures_table(config: dict, status: dict) -> list[dict]:
     return rows
 
 
-def transfer_section(config: dict, results: Path) -> dict | None:
+def transfer_section(config: dict, path: Path | None) -> dict | None:
     """The transfer matrix (rows: trained on, columns: tested on) from ``transfer/matrix.json``."""
     spec = config.get("transfer")
-    path = Path(plan_path("transfer_matrix", results))
-    if not spec or not path.is_file():
+    if not spec or path is None or not path.is_file():
         return None
-    import plotly.graph_objects as go
-
     matrix = read_json(path)
     cells = {(c["source"], c["target"]): c for c in matrix["cells"]}
     rows = [
@@ -398,40 +378,11 @@ def transfer_section(config: dict, results: Path) -> dict | None:
         }
         for s in matrix["sources"]
     ]
-    z = [[None if c is None else 100 * c["accuracy"] for c in r["cells"]] for r in rows]
-    text = [
-        [
-            "" if c is None else f"{100 * c['accuracy']:.1f}" + (" (in domain)" if c["in_domain"] else "")
-            for c in r["cells"]
-        ]
-        for r in rows
-    ]
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=[_text(t) for t in matrix["targets"]],
-            y=[_text(f"{r['source']} ({r['dataset']})") for r in rows],
-            text=text,
-            texttemplate="%{text}",
-            colorscale="Blues",
-            zmin=0,
-            zmax=100,
-            colorbar={"title": "accuracy %"},
-            hovertemplate="trained on %{y}<br>tested on %{x}<br>accuracy %{z:.1f}%<extra></extra>",
-        )
-    )
-    fig.update_layout(
-        title=_text(f"Transfer accuracy ({matrix['mapping']})"),
-        xaxis_title="tested on",
-        yaxis_title="trained on",
-        height=160 + 60 * len(rows),
-        margin={"l": 260},
-    )
     return {
         "title": spec.get("title", "Transfer between datasets"),
         "mapping": matrix["mapping"],
         "targets": matrix["targets"],
         "rows": rows,
         "cells": matrix["cells"],
-        "figure": _figure_html(fig),
+        "figure": transfer_figure(matrix, rows),
     }

@@ -12,6 +12,11 @@ from ..errors import disk_full
 from ..report_state import REPORT_FILES_INDEX
 
 
+def _span(interval) -> str | None:
+    """An interval in percent as the tables write it; None where there is none (never a zero-width one)."""
+    return None if not interval else " – ".join(f"{100 * v:.2f}" for v in interval)
+
+
 def _missing_text(failure: dict, seeds: list[int] | None = None) -> str:
     which = f"seed(s) {', '.join(map(str, seeds))} " if seeds else ""
     return f"missing {which}(rule {failure['rule']}: {failure['error']}; log {failure['log']})"
@@ -68,7 +73,7 @@ def report_tables(context: dict) -> dict[str, pd.DataFrame]:
                     row[f"{split} {name}"] = round(r[split][name]["mean"], 2)
                     row[f"{split} {name} sd"] = None if r[split][name]["sd"] is None else round(r[split][name]["sd"], 2)
                 if split == "test" and r.get("stats"):
-                    row["accuracy 95% CI"] = " – ".join(f"{100 * v:.2f}" for v in r["stats"]["bootstrap"]["accuracy"])
+                    row["accuracy 95% CI"] = _span(r["stats"]["intervals"]["accuracy"])
                 for name in ("accuracy", "f1"):
                     row[f"paper {split} {name}"] = (r[f"paper_{split}"] or {}).get(name)
                 table.append(row)
@@ -95,8 +100,10 @@ def report_tables(context: dict) -> dict[str, pd.DataFrame]:
                 "model": r["paper_name"],
                 "recipe": r["recipe"],
                 "seed": exp["first_seed"],
-                "accuracy 95% CI": " – ".join(f"{100 * v:.2f}" for v in r["stats"]["bootstrap"]["accuracy"]),
-                "f1 95% CI": " – ".join(f"{100 * v:.2f}" for v in r["stats"]["bootstrap"]["f1_macro"]),
+                "correct": r["stats"]["intervals"]["correct"],
+                "test images": r["stats"]["intervals"]["n"],
+                "accuracy 95% CI (Wilson)": _span(r["stats"]["intervals"]["accuracy"]),
+                "f1 95% CI (bootstrap)": _span(r["stats"]["intervals"]["f1_macro"]),
                 "McNemar p": (r["stats"]["mcnemar"] or {}).get("p_value"),
                 "sensitivity": round(100 * r["stats"]["clinical"]["sensitivity"], 2)
                 if r["stats"]["clinical"]
@@ -119,7 +126,7 @@ def report_tables(context: dict) -> dict[str, pd.DataFrame]:
                         "split seed": c["b"].get("split_seed", 0),
                         "seed": c["b"]["seed"],
                         "delta accuracy": round(100 * c["accuracy_diff"], 2),
-                        "95% CI": " – ".join(f"{100 * v:+.2f}" for v in c["accuracy_diff_ci"]),
+                        "95% CI": " – ".join(f"{100 * v:+.2f}" for v in c["accuracy_diff_ci"] or []) or None,
                         "only A right": c["only_a"],
                         "only B right": c["only_b"],
                         "McNemar p": c["p_value"],
@@ -180,6 +187,7 @@ def report_tables(context: dict) -> dict[str, pd.DataFrame]:
                     "ECE": t["calibration"]["ece"],
                     "ECE temperature-scaled": (t.get("temperature") or {}).get("test_ece", {}).get("scaled"),
                     "temperature": (t.get("temperature") or {}).get("temperature"),
+                    "temperature not estimable": (t.get("temperature") or {}).get("not_estimable"),
                 }
                 for p in t["operating_points"]:
                     where = f"at val {p['kind']} {p['target']:g}"
