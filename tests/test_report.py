@@ -5,6 +5,7 @@ import pytest
 
 from cvm_cervix.data import COMBINED_CLASSES
 from cvm_cervix.models import PAPER_MODELS, model_names
+from cvm_cervix.plan import STATS_FORMAT
 from cvm_cervix.report import aggregate_runs, paper_metrics, paper_results
 
 
@@ -317,7 +318,7 @@ def _fabricate(results, config, seed=0):
         (results / "stats" / f"{name}.json").write_text(
             json.dumps(
                 {
-                    "format": 2,
+                    "format": STATS_FORMAT,
                     "reference": "cvm_cervix",
                     "runs": [
                         {
@@ -496,10 +497,16 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     assert "precision: mixed precision against float32" in text
     # referral: the conformal table and the risk-coverage curve of each run, from its statistics
     referral = next(e for e in context["experiments"] if e["name"] == "main")["screening"]["referral"][0]
-    assert [r["target"] for r in referral["rows"]] == [0.9, 0.95]
+    assert [(r["target"], r["method"]) for r in referral["rows"]] == [
+        (0.9, "marginal"),
+        (0.9, "per class"),
+        (0.95, "marginal"),
+        (0.95, "per class"),
+    ]
     assert "Referral: which cells a person must still see" in html and "Risk against coverage (test): main" in html
     row = referral["rows"][0]
-    assert f'{100 * row["coverage"]:.2f}% <span class="note">[{100 * row["coverage_ci"][0]:.2f}' in text
+    assert f"({row['covered_images']} of {row['test_images']}; [{100 * row['coverage_ci'][0]:.2f}" in text
+    assert f"{100 * row['coverage_lower_95']:.2f}%" in text and "What holds, and under which assumption" in text
     assert f"{row['abnormal_missed']} of {row['abnormal_images']}" in text
     # the grouped split against the paper's random one: the gap with its interval, from both runs' metrics
     leakage = next(e for e in context["experiments"] if e["name"] == "leakage")

@@ -33,7 +33,7 @@ from .settings import NOT_SETTINGS, TrainSettings
 
 # The layout of stats/<experiment>.json: a param of the statistics rule, so a results folder whose statistics
 # an earlier version computed gets them computed again, and the report refuses a file of another layout.
-STATS_FORMAT = 2
+STATS_FORMAT = 3
 
 # Keys of the config that say where results go and which GPU computes them, not what the report shows.
 NOT_PLAN_KEYS = ("results", "gpu")
