@@ -261,7 +261,19 @@ def _fabricate(results, config, seed=0):
         for split in ("val", "test"):  # an evaluated run has its predictions (their content is the stats job's)
             (folder / f"predictions_{split}.csv").write_text("path,label,pred\n")
         (folder / "analysis").mkdir(exist_ok=True)  # robustness (read where an experiment asks for it)
-        severities = {str(s): {"accuracy": 0.8 - 0.1 * s, "abnormal_auc": 0.9 - 0.05 * s} for s in range(1, 6)}
+        # as robustness_run writes it: blur's severity 1 does nothing at this size, stain is drawn 5 times
+        names = ("stain", "blur", "jpeg", "brightness", "contrast", "scale")
+
+        def cell(name, s, worse=0.0):
+            return {
+                "accuracy": 0.8 - 0.1 * s - worse,
+                "abnormal_auc": 0.9 - 0.05 * s,
+                "pixels_changed": 0.0 if (name, s) == ("blur", 1) else 0.5,
+                "no_effect": (name, s) == ("blur", 1),
+                "draws": 5 if name == "stain" else 1,
+                **({"accuracy_ci": [0.7 - 0.1 * s, 0.85 - 0.1 * s]} if name == "stain" else {}),
+            }
+
         (folder / "analysis" / "robustness.json").write_text(
             json.dumps(
                 {
@@ -270,9 +282,17 @@ def _fabricate(results, config, seed=0):
                     "seed": run.seed,
                     "test_images": 400,
                     "img_size": config["train"]["img_size"],
+                    "draws": {n: 5 if n == "stain" else 1 for n in names},
                     "clean": {"accuracy": 0.85, "abnormal_auc": 0.95},
-                    "corruptions": {c: severities for c in ("stain", "blur", "jpeg", "brightness_contrast", "scale")},
-                    "mean": severities,
+                    "corruptions": {n: {str(s): cell(n, s) for s in range(1, 6)} for n in names},
+                    "mean": {
+                        str(s): {
+                            "corruptions": [n for n in names if not cell(n, s)["no_effect"]],
+                            "accuracy": 0.8 - 0.1 * s,
+                            "abnormal_auc": 0.9 - 0.05 * s,
+                        }
+                        for s in range(1, 6)
+                    },
                 }
             )
         )

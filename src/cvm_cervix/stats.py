@@ -144,6 +144,38 @@ def proportion_difference(correct: int, n: int, base_correct: int, base_n: int, 
     }
 
 
+def corruption_errors(result: dict, baseline: dict) -> dict | None:
+    """Hendrycks & Dietterich's (2019) corruption error of a run against a baseline run (two
+    ``robustness.json``): per corruption c, CE_c = the sum over severities of the run's error over the
+    baseline's, and mCE their mean; the relative mCE measures the same with each error less its clean
+    error (how much is lost to the corruption, not how much was wrong anyway). Severities that do nothing
+    at the image size are left out; None where the two were not measured alike."""
+    if result["img_size"] != baseline["img_size"] or set(result["corruptions"]) != set(baseline["corruptions"]):
+        return None
+    ce, relative = {}, {}
+    for name, by_severity in result["corruptions"].items():
+        theirs = baseline["corruptions"][name]
+        counted = [s for s, e in by_severity.items() if s != "0" and s in theirs and not e.get("no_effect")]
+        if not counted:
+            continue
+        ours_err = sum(1 - by_severity[s]["accuracy"] for s in counted)
+        base_err = sum(1 - theirs[s]["accuracy"] for s in counted)
+        ce[name] = ours_err / base_err if base_err > 0 else None
+        lost = ours_err - len(counted) * (1 - result["clean"]["accuracy"])
+        base_lost = base_err - len(counted) * (1 - baseline["clean"]["accuracy"])
+        relative[name] = lost / base_lost if base_lost > 0 else None
+    known = [v for v in ce.values() if v is not None]
+    known_relative = [v for v in relative.values() if v is not None]
+    return {
+        "ce": ce,
+        "mce": float(np.mean(known)) if known and len(known) == len(ce) else None,
+        "relative_ce": relative,
+        "relative_mce": float(np.mean(known_relative))
+        if known_relative and len(known_relative) == len(relative)
+        else None,
+    }
+
+
 def paired_bootstrap_diff(
     correct_a, correct_b, n_boot: int = 1000, seed: int = 0, level: float = 0.95
 ) -> list[float] | None:

@@ -31,6 +31,7 @@ from ..runs import (
     start_label,
     used_datasets,
 )
+from ..stats import corruption_errors
 from ..status import is_complete, plan_status
 from ._common import paper_metrics, paper_results, row_name
 from .figures import (
@@ -175,7 +176,18 @@ def first_seed_details(config: dict, name: str, inputs: ReportInputs, status: di
             else:
                 files = inputs.run(run)
                 out["analyses"].append(analysis_section(files, label, read_json(files.metrics)["classes"], name))
+    _corruption_errors(exp, out["robustness"])
     return out
+
+
+def _corruption_errors(exp: dict, sections: list[dict]) -> None:
+    """Each robustness section's mCE against the experiment's first model (Hendrycks & Dietterich's
+    baseline), where that model's run has its robustness too and is not the run itself."""
+    measured = [r for r in sections if "result" in r]
+    base = next((r for r in measured if r["result"]["model"] == exp["models"][0]), None)
+    for r in measured:
+        if base is not None and r is not base:
+            r["mce"] = {"baseline": base["label"], **(corruption_errors(r["result"], base["result"]) or {})}
 
 
 def experiment_section(

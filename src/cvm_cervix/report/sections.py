@@ -100,6 +100,10 @@ def robustness_section(result: dict, label: str, experiment: str) -> dict:
         },
         "test_images": result["test_images"],
         "img_size": result["img_size"],
+        "draws": result.get("draws", {}),
+        "mean_of": [result["mean"][str(s)].get("corruptions") for s in severities],
+        "result": result,  # for the mCE against the experiment's baseline run
+        "mce": None,
         "figure": robustness_figure(result, label),
     }
 
