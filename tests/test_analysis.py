@@ -406,6 +406,10 @@ def test_a_combined_sets_test_metrics_per_source_and_per_configured_column(tmp_p
     assert cric["sensitivity"] == 0.5 and cric["specificity"] == 1.0  # one HSIL of two called NILM
     assert sipakmed["sensitivity"] == 0.5 and sipakmed["specificity"] == 0.5
     assert cric["accuracy_ci"][0] <= 0.75 <= cric["accuracy_ci"][1]
+    # each source's class mix beside its numbers: the two share no class
+    assert cric["classes"] == {"HSIL": 2, "NILM": 2} and sipakmed["classes"] == {"Dyskeratotic": 2, "Metaplastic": 2}
+    assert cric["abnormal_share"] == 0.5
+    assert (cric["clinical"]["tp"], cric["clinical"]["fn"]) == (1, 1) and cric["correct"] == 3
     # macro F1 over CRIC's own two classes here: HSIL 2/3 (one of two found), NILM 4/5 (one false alarm)
     assert cric["f1_macro"] == pytest.approx((2 / 3 + 4 / 5) / 2)
     hema, pap = groups["stain"]
@@ -413,3 +417,20 @@ def test_a_combined_sets_test_metrics_per_source_and_per_configured_column(tmp_p
     assert (pap["value"], pap["n"], pap["accuracy"]) == ("pap", 5, 3 / 5)
     with pytest.raises(CvmError, match="analysis.subgroups names column 'scanner'.*remove it or add the column"):
         experiment_stats([run], "cvm_cervix", abnormal, n_boot=50, subgroups=["scanner"])
+
+
+def test_one_multiplicity_family_across_experiments_counts_a_shared_contrast_once():
+    from cvm_cervix.report.collect import holm_across_experiments
+    from cvm_cervix.stats import holm
+
+    a, b, c = ({"model": m, "recipe": "none", "seed": 0, "split_seed": 0} for m in ("x", "y", "z"))
+    experiments = [
+        {"dataset": "combined", "comparisons": [{"a": a, "b": b, "p_value": 0.01}, {"a": a, "b": c, "p_value": 0.04}]},
+        {"dataset": "combined", "comparisons": [{"a": a, "b": b, "p_value": 0.01}]},  # the same test again
+        {"dataset": "herlev", "comparisons": [{"a": a, "b": b, "p_value": 0.03}]},  # other runs, other images
+    ]
+    holm_across_experiments(experiments)
+    expected = holm([0.01, 0.04, 0.03])  # three distinct tests, not four
+    assert [c["p_holm_all"] for e in experiments for c in e["comparisons"]] == pytest.approx(
+        [expected[0], expected[1], expected[0], expected[2]]
+    )

@@ -390,6 +390,10 @@ def subgroup_metrics(
                 {
                     "value": value,
                     "n": int(len(part)),
+                    # the value's class mix: where sources hold different classes, a gap between them is as
+                    # much the classes as the source
+                    "classes": {c: int(k) for c, k in part["label"].value_counts().sort_index().items()},
+                    "abnormal_share": float(np.mean(abnormal_in(part["label"].to_numpy(), abnormal))),
                     "correct": interval["correct"],
                     "accuracy": float(np.mean(part["label"].to_numpy() == part["pred"].to_numpy())),
                     "accuracy_ci": interval["accuracy"],

@@ -83,6 +83,8 @@ def collect(config: dict, inputs: ReportInputs) -> dict:
         base = by_name.get(e["baseline"])
         e["gaps"] = baseline_gaps(e["rows"], base["rows"]) if base else []
 
+    holm_across_experiments(experiments)
+
     import plotly.offline
 
     return {
@@ -119,6 +121,21 @@ def collect(config: dict, inputs: ReportInputs) -> dict:
         "abnormal_set": (config.get("analysis") or {}).get("abnormal_set", "clinical"),
         "plotly_js": plotly.offline.get_plotlyjs(),
     }
+
+
+def holm_across_experiments(experiments: list[dict]) -> None:
+    """Holm's adjustment over every distinct comparison of the report, one family: the same two runs
+    compared in two experiments on one dataset are one test, adjusted once (``p_holm_all``)."""
+    import json
+
+    from ..stats import holm
+
+    key = lambda e, c: json.dumps([e["dataset"], c["a"], c["b"]], sort_keys=True)  # noqa: E731
+    distinct = {key(e, c): c["p_value"] for e in experiments for c in e["comparisons"]}
+    adjusted = dict(zip(distinct, holm(list(distinct.values())), strict=True))
+    for e in experiments:
+        for c in e["comparisons"]:
+            c["p_holm_all"] = adjusted[key(e, c)]
 
 
 def dataset_sections(config: dict, inputs: ReportInputs, status: dict) -> list[dict]:
