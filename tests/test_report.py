@@ -561,6 +561,15 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     assert {p.name for p in (tmp_path / "files").iterdir()} >= {"comparison__accuracy.html", "main__compression.csv"}
     # for screening: ROC/PR with intervals, calibration, operating points, and the paper's Sec. 4.4 claim
     main = next(e for e in context["experiments"] if e["name"] == "main")
+    # the first screen: each experiment's headline beside the paper's, with its interval and referral
+    glance = {g["experiment"]: g for g in context["glance"]}
+    assert set(glance) == {e["name"] for e in context["experiments"]}
+    headline = glance["main"]
+    assert headline["model"] == "CVM-Cervix" and headline["paper"] == pytest.approx(
+        paper_metrics("combined", "cvm_cervix", "none", "test")["accuracy"]
+    )
+    assert headline["referral"]["method"] == "marginal" and headline["referral"]["target"] == 0.9
+    assert html.index('id="glance"') < html.index('id="data"')
     assert main["screening"]["rows"][0]["roc_pr"]["abnormal"]["auc_ci"] is not None
     assert "For screening: ROC, calibration and operating points" in html and "Sec. 4.4 claim" in html
     assert [p["kind"] for p in main["screening"]["points"]] == ["specificity", "sensitivity"]
@@ -648,7 +657,7 @@ def test_a_failed_job_is_named_and_marked_wherever_its_result_is_needed(tmp_path
     assert vgg["missing"]["rule"] == "train" and "test" not in vgg and vgg["paper_test"]["accuracy"] > 0
     assert len(comparison["rows"]) == 23  # the row stays, marked; the table is never silently shorter
     assert comparison["stats_missing"]["rule"] == "train" and comparison["not_plotted"] == ["VGG19"]
-    section = html[html.index("Comparison with 22 models") :]
+    section = html[html.index("Comparison with 22 models", html.index('id="results"')) :]
     section = section[: section.index("<h3>", 10)]
     assert section.count('<tr class="missing"><td class="l">VGG19</td>') == 2  # validation and test
     assert 'Statistics of this experiment: <span class="tag">missing</span> rule <code>train</code>' in section

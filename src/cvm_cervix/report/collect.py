@@ -84,6 +84,7 @@ def collect(config: dict, inputs: ReportInputs) -> dict:
         e["gaps"] = baseline_gaps(e["rows"], base["rows"]) if base else []
 
     holm_across_experiments(experiments)
+    reference = config.get("analysis", {}).get("reference", "cvm_cervix")
 
     import plotly.offline
 
@@ -100,6 +101,7 @@ def collect(config: dict, inputs: ReportInputs) -> dict:
         "synthetic": bool(synthetic_sets),
         "synthetic_sets": sorted(synthetic_sets),
         "datasets": datasets,
+        "glance": [g for e in experiments if (g := at_a_glance(e, reference)) is not None],
         "experiments": experiments,
         "runs": list(run_details.values()),
         **details,
@@ -120,6 +122,36 @@ def collect(config: dict, inputs: ReportInputs) -> dict:
         "abnormal_classes": abnormal_classes(config.get("analysis") or {"abnormal_classes": []}),
         "abnormal_set": (config.get("analysis") or {}).get("abnormal_set", "clinical"),
         "plotly_js": plotly.offline.get_plotlyjs(),
+    }
+
+
+def at_a_glance(experiment: dict, reference: str) -> dict | None:
+    """The report's first screen for one experiment: its headline run (the reference model, plain recipe,
+    else its first finished row), test accuracy with its interval beside the paper's, and the referral
+    at the first coverage asked (marginal sets), where there is one."""
+    done = [r for r in experiment["rows"] if "test" in r]
+    if not done:
+        return None
+    row = next((r for r in done if r["model"] == reference and r["recipe"] == "none"), done[0])
+    acc = row["test"]["accuracy"]
+    intervals = (row.get("stats") or {}).get("intervals")
+    referral = next(
+        (r for r in ((experiment.get("screening") or {}).get("referral") or []) if r["label"] == row_name(row)), None
+    )
+    first = next((x for x in (referral or {}).get("rows", []) if x.get("method", "marginal") == "marginal"), None)
+    return {
+        "experiment": experiment["name"],
+        "title": experiment["title"],
+        "synthetic": experiment["synthetic"],
+        "model": row_name(row),
+        "accuracy": acc["mean"],
+        "sd": acc["sd"],
+        "runs": acc["n"],
+        # one run: its Wilson interval (from the statistics); several: mean ± sd, shown as such
+        "interval": intervals if acc["n"] == 1 and intervals else None,
+        "paper": (row.get("paper_test") or {}).get("accuracy"),
+        "referral": first,
+        "missing_rows": len(experiment["rows"]) - len(done),
     }
 
 
