@@ -147,3 +147,19 @@ def test_a_temperature_is_not_estimated_where_the_validation_split_cannot_say_it
     test_labels = np.array([0] * 36 + [1] * 4)  # 90% right at confidence 0.6: already underconfident
     out = temperature_scaling(val_labels, val, test_labels, test)
     assert out["temperature"] > 1 and out["worse"] is True
+
+
+def test_the_ece_comes_with_a_bootstrap_interval_that_matches_the_ece_of_each_resample():
+    from cvm_cervix.calibration import calibration
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, 60)
+    probs = rng.dirichlet(np.ones(3), 60)
+    out = calibration(labels, probs, bins=10)
+    lo, hi = out["ece_ci"]
+    assert lo < out["ece"] < hi
+    # the vectorised resamples give each resample's own ECE: redo a few by hand with the same draws
+    idx = np.random.default_rng(0).integers(0, 60, (1000, 60))
+    by_hand = np.array([calibration(labels[i], probs[i], bins=10)["ece"] for i in idx])
+    assert [lo, hi] == pytest.approx([np.percentile(by_hand, 2.5), np.percentile(by_hand, 97.5)])
+    assert out["brier"] > 0 and out["nll"] > 0
