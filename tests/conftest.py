@@ -151,3 +151,16 @@ def open_page(driver, path: Path, screenshot: Path | None = None) -> list[dict]:
 def artifact_dir(tmp_path: Path) -> Path:
     """Where a test leaves files for people to look at: $CVM_TEST_ARTIFACTS if set, else its tmp_path."""
     return Path(os.environ.get("CVM_TEST_ARTIFACTS") or tmp_path)
+
+
+@pytest.fixture(scope="session")
+def real_blood_cells(tmp_path_factory):
+    """The real blood-cell images of ../shared/data, prepared and cached at 32 px."""
+    from cvm_cervix.data import build_cache, prepare_dataset, read_manifest
+
+    if not (SHARED_DATA / "pbc").is_dir():
+        pytest.skip("real data folder ../shared/data/pbc not present")
+    data = tmp_path_factory.mktemp("pbc")
+    prepare_dataset("pbc", {"kind": "pbc"}, data, root=SHARED_DATA / "pbc")
+    build_cache(read_manifest(data / "manifest.csv")["path"].tolist(), 32, data / "cache_32.npy", threads=2)
+    return data

@@ -243,21 +243,6 @@ def test_static_int8_leaves_everything_but_convolutions_and_linear_layers_float(
 
 
 @pytest.fixture(scope="module")
-def real_blood_cells(tmp_path_factory):
-    """The real blood-cell images of ../shared/data, prepared and cached at 32 px."""
-    from conftest import SHARED_DATA
-
-    from cvm_cervix.data import build_cache, prepare_dataset
-
-    if not (SHARED_DATA / "pbc").is_dir():
-        pytest.skip("real data folder ../shared/data/pbc not present")
-    data = tmp_path_factory.mktemp("pbc")
-    prepare_dataset("pbc", {"kind": "pbc"}, data, root=SHARED_DATA / "pbc")
-    build_cache(read_manifest(data / "manifest.csv")["path"].tolist(), 32, data / "cache_32.npy", threads=2)
-    return data
-
-
-@pytest.fixture(scope="module")
 def haswell():
     """An x86 CPU with AVX2 and neither AVX-512 nor VNNI, emulated (qemu-user's Haswell): where ONNX Runtime's
     U8S8 products saturate. Installed with apt-get when missing and run as root; elsewhere skipped, unless

@@ -127,3 +127,8 @@ def test_the_version_has_one_owner_and_citation_and_changelog_follow_it(capsys):
     assert "CVM-Cervix" in citation["preferred-citation"]["title"]
     assert f"## [{cvm_cervix.__version__}]" in (REPO / "CHANGELOG.md").read_text()
     assert 'dynamic = ["version"]' in (REPO / "pyproject.toml").read_text()
+
+
+def test_the_readme_stays_short():
+    """The README is the page a user reads first: under 300 lines, the details in docs/."""
+    assert len((REPO / "README.md").read_text().splitlines()) < 300

@@ -240,6 +240,11 @@ def _text_columns(frame):
     return [c for c in frame.columns if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c])]
 
 
+def spreadsheet_safe_text(value):
+    """One cell as :func:`spreadsheet_safe` writes it (for rows written one at a time)."""
+    return _escape(value)
+
+
 def spreadsheet_safe(frame) -> pd.DataFrame:
     """``frame`` with every text cell that would start a spreadsheet formula (``=``, ``+``, ``-``, ``@``,
     a tab or carriage return) neutralised by a leading ``'``; numbers are left as they are. Every CSV

@@ -120,6 +120,20 @@ def temperature_estimable(labels: np.ndarray, probs: np.ndarray) -> str | None:
     return None
 
 
+def estimate_temperature(labels: np.ndarray, probs: np.ndarray) -> tuple[float | None, str | None]:
+    """(T, None) where the validation images can estimate a temperature, else (None, why not): no
+    likelihood minimum (:func:`temperature_estimable`), or the fit stops at a bound of its search."""
+    why = temperature_estimable(labels, probs)
+    if why:
+        return None, why
+    t = fit_temperature(labels, probs)
+    # the search's tolerance on a flat likelihood: within 10% of a bound is at the bound
+    if not TEMPERATURE_BOUNDS[0] * 1.1 < t < TEMPERATURE_BOUNDS[1] / 1.1:
+        low, high = TEMPERATURE_BOUNDS
+        return None, f"the fit stops at the bound {t:.3g} of its search ({low} to {high})"
+    return t, None
+
+
 def temperature_scaling(val_labels, val_probs, test_labels, test_probs, bins: int = 15) -> dict:
     """Temperature scaling fitted on validation only, and what it does on test, beside the raw numbers.
 
@@ -133,14 +147,7 @@ def temperature_scaling(val_labels, val_probs, test_labels, test_probs, bins: in
         "test_ece": calibration(test_labels, test_probs, bins)["ece"],
         "test_brier": brier(test_labels, test_probs),
     }
-    why = temperature_estimable(val_labels, val_probs)
-    t = None if why else fit_temperature(val_labels, val_probs)
-    # the search's tolerance on a flat likelihood: within 10% of a bound is at the bound
-    if t is not None and not TEMPERATURE_BOUNDS[0] * 1.1 < t < TEMPERATURE_BOUNDS[1] / 1.1:
-        why, t = (
-            f"the fit stops at the bound {t:.3g} of its search ({TEMPERATURE_BOUNDS[0]} to {TEMPERATURE_BOUNDS[1]})",
-            None,
-        )
+    t, why = estimate_temperature(val_labels, val_probs)
     out = {"temperature": t, "fitted_on": "validation", "not_estimable": why}
     if t is None:
         return {

@@ -164,14 +164,11 @@ def _check_not_read(output: str | None, run: str, images: list[Path]) -> None:
 
 
 def _cmd_predict(args) -> int:
-    import numpy as np
     import torch
 
-    from ._io import spreadsheet_safe, write_csv
     from .compress import Predictor
-    from .data import load_image
     from .engine import resolve_device
-    from .evaluate import predictions_frame
+    from .predict import predict_files, write_predictions
 
     _check_not_read(args.output, args.run, [])
     _check_writable(args.output)
@@ -181,16 +178,28 @@ def _cmd_predict(args) -> int:
     predictor = Predictor(args.run, args.precision, args.device)
     files = _image_files(args.images)
     _check_not_read(args.output, args.run, files)
-    images = torch.from_numpy(np.stack([load_image(f, predictor.img_size) for f in files]))
-    probs, _ = predictor(images.to(predictor.device), args.batch_size)
-    frame = predictions_frame([str(f) for f in files], probs.argmax(1), probs, predictor.classes).drop(columns="label")
-    frame.insert(2, "confidence", probs.max(1))
+    rows = predict_files(
+        predictor,
+        files,
+        batch_size=args.batch_size,
+        coverage=args.coverage,
+        operating_point=args.operating_point,
+        skip_unreadable=args.skip_unreadable,
+        workers=args.workers,
+    )
+    summary = write_predictions(rows, Path(args.output) if args.output else None)
+    per_class = ", ".join(f"{c} {n}" for c, n in summary["per_class"].items())
+    line = f"{summary['images']} images ({args.precision}, {predictor.info['model']}): {per_class}"
+    if summary["referred"] is not None:
+        share = summary["referred"] / summary["images"] if summary["images"] else 0.0
+        line += f"; referred at coverage {summary['coverage']:g}: {summary['referred']} ({100 * share:.1f}%)"
+    if summary["temperature"]:
+        line += f"; probabilities temperature-scaled (T = {summary['temperature']:.2f}, prob_T_ columns)"
+    if summary["unreadable"]:
+        line += f"; {len(summary['unreadable'])} unreadable, left out: {', '.join(summary['unreadable'][:5])}"
     if args.output:
-        write_csv(args.output, frame)  # class names that would start a spreadsheet formula are neutralised
-        where = shown_path(args.output)
-        print(f"{len(frame)} predictions written to {where} ({args.precision}, {predictor.info['model']})")
-    else:
-        spreadsheet_safe(frame).to_csv(sys.stdout, index=False)
+        line += f"; written to {shown_path(args.output)}"
+    print(line, file=sys.stderr if not args.output else sys.stdout)
     return 0
 
 
@@ -277,10 +286,26 @@ def build_parser() -> argparse.ArgumentParser:
         default="fp32",
         help="int8 needs the run's compress step (it is calibrated on training images)",
     )
-    p.add_argument("-o", "--output", help="CSV to write (default: standard output)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--batch-size", type=_whole(1), default=64)
-    p.add_argument("--threads", type=_whole(0), default=0, help="CPU threads (0: PyTorch's default)")
+    p.add_argument("-o", "--output", help="CSV to write, complete only at the end (default: standard output)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run (default: auto)")
+    p.add_argument("--batch-size", type=_whole(1), default=64, help="images decoded and run at once (default: 64)")
+    p.add_argument("--threads", type=_whole(0), default=0, help="CPU threads (default 0: PyTorch's default)")
+    p.add_argument("--workers", type=_whole(1), default=2, help="threads decoding images (default: 2)")
+    p.add_argument(
+        "--coverage",
+        type=float,
+        help="add each cell's conformal set and whether it is referred, at a coverage the run was calibrated for "
+        "(analysis.referral.coverages; default: none)",
+    )
+    p.add_argument(
+        "--operating-point",
+        help="add the abnormal decision at one of the run's operating points, e.g. specificity0.95 (default: none)",
+    )
+    p.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="leave out an image that cannot be read and list it in the summary (default: stop, naming it)",
+    )
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("export", help="write a trained run as a folder to share: weights, config.json, model card")

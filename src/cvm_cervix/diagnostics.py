@@ -323,3 +323,57 @@ def diagnose(
             test["label"].to_numpy(), test["pred"].to_numpy(), paper_abnormal, classes, n_boot, seed
         )
     return out
+
+
+def calibration_record(val, classes: list[str], coverages, operating_points, abnormal: list[str] | None = None) -> dict:
+    """A run's ``calibration.json``: what its validation predictions (``val``, a predictions frame) fix for
+    later use: the temperature (None where it cannot be estimated), the split-conformal threshold of each
+    coverage (marginal and per class), and the threshold of each operating point on the abnormal score.
+
+    What the conformal thresholds hold: the validation split also chose the best epoch, so new cells are
+    exchangeable with it only by assumption; the guarantee is marginal, over calibration sets."""
+    from .calibration import estimate_temperature
+    from .referral import class_thresholds, conformal_threshold, coverage_distribution
+
+    probs, found = probabilities(val)
+    if found != list(classes):
+        raise ValueError(f"the validation predictions have classes {found}, the run {classes}")
+    labels = class_codes(val["label"], classes)
+    t, why = estimate_temperature(labels, probs)
+    points = []
+    if abnormal:
+        truth = np.array(abnormal_in(val["label"].to_numpy(), abnormal), dtype=bool)
+        score = abnormal_score(probs, classes, abnormal)
+        for point in operating_points or []:
+            ((kind, target),) = dict(point).items()
+            points.append(
+                {
+                    "name": f"{kind}{target:g}",
+                    "kind": kind,
+                    "target": float(target),
+                    "threshold": threshold_for(truth, score, float(target), kind),
+                }
+            )
+    return {
+        "format": 1,
+        "fitted_on": "validation",
+        "images": int(len(labels)),
+        "classes": list(classes),
+        "temperature": t,
+        "temperature_not_estimable": why,
+        "conformal": {
+            f"{c:g}": {
+                "coverage": float(c),
+                "threshold": conformal_threshold(labels, probs, float(c)),
+                "per_class": class_thresholds(labels, probs, float(c)),
+                **(coverage_distribution(len(labels), float(c)) or {}),
+            }
+            for c in coverages
+        },
+        "abnormal_classes": [c for c in classes if abnormal and abnormal_in([c], abnormal)[0]],
+        "operating_points": points,
+        "assumption": (
+            "conformal sets cover the true class for at least the coverage on average over calibration sets, "
+            "if new cells are exchangeable with the validation split, which also chose the best epoch"
+        ),
+    }

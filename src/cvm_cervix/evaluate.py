@@ -67,11 +67,18 @@ def evaluate_run(
     predictions_val: str | os.PathLike | None = None,
     predictions_test: str | os.PathLike | None = None,
     metrics_json: str | os.PathLike | None = None,
+    calibration_json: str | os.PathLike | None = None,
+    coverages: list[float] = (0.9, 0.95),
+    operating_points: list[dict] = ({"specificity": 0.95}, {"sensitivity": 0.95}),
+    abnormal: list[str] | None = None,
     device: str = "auto",
     batch_size: int = 64,
     threads: int | None = None,
 ) -> dict:
-    """Predict the validation and test splits; write ``predictions_{val,test}.csv`` and ``metrics.json``.
+    """Predict the validation and test splits; write ``predictions_{val,test}.csv``, ``metrics.json`` and
+    ``calibration.json`` (what ``cvm-cervix predict`` needs to answer as the report measured: the
+    temperature, the conformal thresholds of ``coverages`` and the thresholds of ``operating_points``
+    for the ``abnormal`` classes, all fitted on the validation split).
 
     ``run``: the run folder or its ``train.json`` (``weights`` beside it unless given); ``data``: the
     prepared dataset's folder or its manifest (``cache`` beside it unless given). Outputs go to the
@@ -118,4 +125,8 @@ def evaluate_run(
     for split, frame in frames.items():
         write_csv(outputs[split], frame)
     write_json(metrics_json or out_dir / file_name("metrics"), metrics)
+    from .diagnostics import calibration_record
+
+    record = calibration_record(frames["val"], classes, coverages, operating_points, abnormal)
+    write_json(calibration_json or out_dir / file_name("calibration"), record)
     return metrics

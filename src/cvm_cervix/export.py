@@ -74,7 +74,9 @@ def card_numbers(run: TrainedRun, abnormal: list[str] | None = None, n_boot: int
     labels = class_codes(test["label"], classes)
     interval = accuracy_f1_intervals(test["label"], test["pred"], classes, n_boot, seed=run.info["seed"])
     clinical = clinical_view(test["label"].to_numpy(), test["pred"].to_numpy(), abnormal or _default_abnormal())
+    calibration_file = run.dir / file_name("calibration")
     return {
+        "calibration": json.loads(calibration_file.read_text(encoding="utf-8")) if calibration_file.is_file() else None,
         "test_images": int(len(test)),
         "accuracy": float(np.mean(test["label"].to_numpy() == test["pred"].to_numpy())),
         "f1_macro": float(metrics["f1_macro"]),
@@ -173,12 +175,31 @@ def model_card(run: TrainedRun, summary: dict, numbers: dict) -> str:
         lines.append(
             f"| {md(name)} | {pct(row['precision'])} | {pct(row['recall'])} | {pct(row['f1'])} | {row['support']} |"
         )
+    calibration = numbers.get("calibration")
+    if calibration:
+        t = calibration["temperature"]
+        scaled = f"{t:.3f} (predict shows temperature-scaled probabilities)" if t else None
+        lines += [
+            "",
+            f"## Calibration (`calibration.json`: the validation split, {calibration['images']} images)",
+            "",
+            f"- temperature: {scaled or 'not estimable: ' + md(calibration['temperature_not_estimable'] or '')}",
+            "- conformal referral (`predict --coverage C`): "
+            + ", ".join(
+                f"{float(c):.0%}" + (" (too few images: every class in every set)" if e["threshold"] is None else "")
+                for c, e in calibration["conformal"].items()
+            )
+            + f"; {md(calibration['assumption'])}",
+            "- operating points (`predict --operating-point NAME`): "
+            + (", ".join(f"`{p['name']}`" for p in calibration["operating_points"]) or "none"),
+        ]
     lines += [
         "",
         "## Use",
         "",
         "```bash",
         "cvm-cervix predict my_cells/ --run THIS_FOLDER -o predictions.csv",
+        "cvm-cervix predict my_cells/ --run THIS_FOLDER --coverage 0.9 -o predictions.csv  # with referral",
         "```",
         "",
         "Or load `model.safetensors` into `cvm_cervix.models.create_model(config['architecture'], "
@@ -237,6 +258,9 @@ def export_run(
             "test": {k: numbers[k] for k in ("test_images", "accuracy", "f1_macro", "ece")},
         },
     }
+    calibration = trained.dir / file_name("calibration")
+    if calibration.is_file():  # what predict --coverage / --operating-point reads, checked by its digest
+        config["cvm_cervix"]["calibration_sha256"] = sha256_file(calibration)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(out)
     tmp.mkdir()
@@ -244,6 +268,8 @@ def export_run(
         shutil.copyfile(trained.weights_path, tmp / EXPORTED["weights"])
         (tmp / EXPORTED["config"]).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (tmp / EXPORTED["card"]).write_text(model_card(trained, summary, numbers), encoding="utf-8")
+        if calibration.is_file():
+            shutil.copyfile(calibration, tmp / EXPORTED["calibration"])
         if onnx:
             from .compress import export
 

@@ -41,7 +41,7 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "weights": ("pretrained",),
     "plan": ("plan",),
     "train": ("weights", "history", "train_info"),
-    "evaluate": ("predictions_val", "predictions_test", "metrics"),
+    "evaluate": ("predictions_val", "predictions_test", "metrics", "calibration"),
     "compress": (
         "compressed_metrics",
         "compressed_predictions",

@@ -38,6 +38,8 @@ PATHS = {
     "metrics": f"{RUN}/metrics.json",
     "predictions_val": f"{RUN}/predictions_val.csv",
     "predictions_test": f"{RUN}/predictions_test.csv",
+    # what predict needs to answer as the report measured: temperature, conformal and operating thresholds
+    "calibration": f"{RUN}/calibration.json",
     "compressed": f"{RUN}/compressed/{{precision}}",
     "compressed_metrics": f"{RUN}/compressed/{{precision}}/metrics.json",
     "compressed_predictions": f"{RUN}/compressed/{{precision}}/predictions_test.csv",

@@ -27,7 +27,13 @@ from .paths import file_name
 from .record import RunRecord
 
 # An exported run's folder (cvm_cervix.export), laid out as timm and Hugging Face lay out a model.
-EXPORTED = {"weights": "model.safetensors", "config": "config.json", "card": "README.md", "onnx": "model.onnx"}
+EXPORTED = {
+    "weights": "model.safetensors",
+    "config": "config.json",
+    "card": "README.md",
+    "onnx": "model.onnx",
+    "calibration": "calibration.json",  # the run's, as its evaluate step wrote it (predict --coverage)
+}
 
 
 def _read_exported(path: Path) -> RunRecord:

@@ -25,7 +25,7 @@ from cvm_cervix.configfile import read_config_file
 from cvm_cervix.data import listing_digest
 from cvm_cervix.errors import CvmError
 from cvm_cervix.jobs import inputs as job_inputs
-from cvm_cervix.labels import resolve_mapping
+from cvm_cervix.labels import abnormal_classes, resolve_mapping
 from cvm_cervix.owner import announce_workflow
 from cvm_cervix.plan import STATS_FORMAT, Plan
 from cvm_cervix.paths import pattern

@@ -5,6 +5,7 @@ rule evaluate:
         val=P("predictions_val"),
         test=P("predictions_test"),
         metrics=P("metrics"),
+        calibration=P("calibration"),
     log:
         LOG("evaluate"),
     benchmark:
@@ -18,5 +19,9 @@ rule evaluate:
         runtime=minutes(30),
     params:
         batch_size=max(TRAIN["batch_size"], 64),
+        # what the run's calibration.json holds thresholds for (predict --coverage / --operating-point)
+        coverages=config["analysis"]["referral"]["coverages"],
+        operating_points=config["analysis"]["operating_points"],
+        abnormal=abnormal_classes(config["analysis"]),
     script:
         "../../scripts/evaluate.py"

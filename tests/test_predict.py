@@ -1,0 +1,153 @@
+"""`cvm-cervix predict` as a lab runs it: calibrated referral, operating points, any number of cells."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cvm_cervix.cli import main as cli
+from cvm_cervix.data import read_manifest
+from cvm_cervix.errors import CvmError
+
+ABNORMAL = ["ig", "erythroblast"]  # immature granulocytes, nucleated red cells: what a smear review flags
+
+
+@pytest.fixture(scope="module")
+def blood_run(real_blood_cells, tmp_path_factory):
+    """A small network trained on the real blood cells and evaluated as the workflow does (calibration.json)."""
+    from cvm_cervix.evaluate import evaluate_run
+    from cvm_cervix.train import train_run
+
+    results = tmp_path_factory.mktemp("results")  # laid out as the workflow lays it out: export finds the data
+    data = results / "data" / real_blood_cells.name
+    data.parent.mkdir()
+    data.symlink_to(real_blood_cells)
+    run = results / "runs" / data.name / "shufflenet_v2_x0_5" / "none" / "seed0"
+    train_run("shufflenet_v2_x0_5", data, run, img_size=32, epochs=4, batch_size=32, lr=2e-3, threads=2, progress=False)
+    evaluate_run(run, data, threads=2, coverages=[0.9], abnormal=ABNORMAL)
+    return run
+
+
+def _test_split(data):
+    manifest = read_manifest(data / "manifest.csv")
+    return manifest[manifest["split"] == "test"]
+
+
+def test_predict_refers_the_cells_the_report_refers_on_real_blood_cells(blood_run, real_blood_cells, tmp_path, capsys):
+    """On the run's own test images, --coverage 0.9 gives the very sets of the report's referral (same cells
+    referred, same coverage), and that coverage is inside the Wilson interval around it, with 90% no lower
+    than what 95% of calibration sets of this size reach."""
+    from cvm_cervix.diagnostics import class_codes, probabilities
+    from cvm_cervix.referral import referral
+
+    calibration = json.loads((blood_run / "calibration.json").read_text())
+    assert calibration["images"] > 100 and calibration["fitted_on"] == "validation"
+    test = _test_split(real_blood_cells)
+    out = tmp_path / "p.csv"
+    assert cli(["predict", *test["path"], "--run", str(blood_run), "--coverage", "0.9", "-o", str(out)]) == 0
+    summary = capsys.readouterr().out
+    rows = pd.read_csv(out, keep_default_na=False)
+    assert list(rows["path"]) == list(test["path"]) and rows["set"].str.len().gt(0).any()
+    covered = [label in row.split("|") for label, row in zip(test["class"], rows["set"], strict=True)]
+    # the report's referral, from the evaluate step's own predictions
+    classes = json.loads((real_blood_cells / "classes.json").read_text())
+    val = pd.read_csv(blood_run / "predictions_val.csv")
+    tst = pd.read_csv(blood_run / "predictions_test.csv")
+    report = referral(
+        class_codes(val["label"], classes), probabilities(val)[0], class_codes(tst["label"], classes),
+        probabilities(tst)[0], [0.9],
+    )["rows"][0]  # fmt: skip
+    assert report["method"] == "marginal"
+    assert int(rows["refer"].sum()) == report["referred_images"] and sum(covered) == report["covered_images"]
+    lo, hi = report["coverage_ci"]
+    assert lo <= np.mean(covered) <= hi and report["coverage_lower_95"] < 0.9
+    assert f"referred at coverage 0.9: {int(rows['refer'].sum())}" in summary
+
+
+def test_an_operating_point_and_the_calibrated_probabilities(blood_run, real_blood_cells, tmp_path):
+    calibration = json.loads((blood_run / "calibration.json").read_text())
+    (point,) = [p for p in calibration["operating_points"] if p["name"] == "specificity0.95"]
+    files = list(_test_split(real_blood_cells)["path"][:40])
+    out = tmp_path / "p.csv"
+    assert (
+        cli(["predict", *files, "--run", str(blood_run), "--operating-point", "specificity0.95", "-o", str(out)]) == 0
+    )
+    rows = pd.read_csv(out)
+    prefix = "prob_T_" if calibration["temperature"] else "prob_"
+    probs = rows[[c for c in rows.columns if c.startswith(prefix)]].to_numpy()
+    abnormal = rows[[f"{prefix}{c}" for c in calibration["abnormal_classes"]]].sum(1)
+    assert np.allclose(probs.sum(1), 1, atol=1e-5) and rows["abnormal_at_specificity0.95"].dtype == bool
+    if not calibration["temperature"]:  # raw probabilities: the decision is their abnormal sum at the threshold
+        assert (rows["abnormal_at_specificity0.95"] == (abnormal >= point["threshold"])).all()
+    assert cli(["predict", files[0], "--run", str(blood_run), "--coverage", "0.5"]) == 1
+    assert cli(["predict", files[0], "--run", str(blood_run), "--operating-point", "nope"]) == 1
+
+
+def test_an_exported_folder_gives_the_same_sets(blood_run, real_blood_cells, tmp_path):
+    from cvm_cervix.export import export_run
+
+    folder = export_run(blood_run, tmp_path / "shared")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["cvm_cervix"]["calibration_sha256"] and (folder / "calibration.json").is_file()
+    assert "## Calibration" in (folder / "README.md").read_text()
+    files = list(_test_split(real_blood_cells)["path"][:60])
+    outs = {}
+    for name, where in (("run", blood_run), ("export", folder)):
+        outs[name] = tmp_path / f"{name}.csv"
+        assert cli(["predict", *files, "--run", str(where), "--coverage", "0.9", "-o", str(outs[name])]) == 0
+    assert pd.read_csv(outs["run"]).equals(pd.read_csv(outs["export"]))
+    (folder / "calibration.json").write_text(
+        json.dumps({**json.loads((folder / "calibration.json").read_text()), "temperature": 9})
+    )
+    with pytest.raises(CvmError, match="is not the calibration .*config.json was exported with"):
+        from cvm_cervix.predict import read_calibration
+
+        read_calibration(folder)
+
+
+def test_predict_streams_any_number_of_cells_in_bounded_batches(blood_run, real_blood_cells, monkeypatch):
+    """4,000 cells are decoded at most a batch ahead of the one being classified: what is held at once does
+    not grow with the number of images (500 or 4,000)."""
+    import cvm_cervix.data as data
+    from cvm_cervix.compress import Predictor
+    from cvm_cervix.predict import predict_files
+
+    file = _test_split(real_blood_cells)["path"].iloc[0]
+    predictor = Predictor(blood_run, "fp32", "cpu")
+    real_load, real_call = data.load_image, type(predictor).__call__
+    state = {"decoded": 0, "classified": 0, "ahead": 0, "batch": 0}
+
+    def load(path, size):
+        state["decoded"] += 1
+        state["ahead"] = max(state["ahead"], state["decoded"] - state["classified"])
+        return real_load(path, size)
+
+    def call(self, images, batch_size=64):
+        state["classified"] += len(images)
+        state["batch"] = max(state["batch"], len(images))
+        return real_call(self, images, batch_size)
+
+    monkeypatch.setattr(data, "load_image", load)
+    monkeypatch.setattr(type(predictor), "__call__", call)
+    peaks = {}
+    for n in (500, 4000):
+        state.update(decoded=0, classified=0, ahead=0, batch=0)
+        rows = list(predict_files(predictor, [file] * n, batch_size=50, workers=2, progress=False))
+        assert rows[-1]["summary"]["images"] == n and len(rows) == n + 1
+        peaks[n] = state["ahead"], state["batch"]
+    # never more than the batch being classified and the one decoding beside it, for 500 as for 4,000
+    assert all(ahead <= 2 * 50 and batch == 50 for ahead, batch in peaks.values())
+
+
+def test_an_unreadable_image_is_one_line_or_skipped_and_listed(blood_run, real_blood_cells, tmp_path, capsys):
+    good = _test_split(real_blood_cells)["path"].iloc[0]
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    assert cli(["predict", good, str(bad), "--run", str(blood_run), "-o", str(tmp_path / "a.csv")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "broken.png cannot be read as an image" in err[0] and "--skip-unreadable" in err[0]
+    assert not (tmp_path / "a.csv").exists()  # nothing half-written under the name asked for
+    out = tmp_path / "b.csv"
+    assert cli(["predict", good, str(bad), "--run", str(blood_run), "--skip-unreadable", "-o", str(out)]) == 0
+    assert len(pd.read_csv(out)) == 1 and "1 unreadable, left out" in capsys.readouterr().out
