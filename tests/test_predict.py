@@ -151,3 +151,53 @@ def test_an_unreadable_image_is_one_line_or_skipped_and_listed(blood_run, real_b
     out = tmp_path / "b.csv"
     assert cli(["predict", good, str(bad), "--run", str(blood_run), "--skip-unreadable", "-o", str(out)]) == 0
     assert len(pd.read_csv(out)) == 1 and "1 unreadable, left out" in capsys.readouterr().out
+
+
+def test_the_review_page_puts_referred_cells_first_and_keeps_its_limit(blood_run, real_blood_cells, tmp_path):
+    files = list(_test_split(real_blood_cells)["path"][:120])
+    page = tmp_path / "review.html"
+    args = ["--run", str(blood_run), "--coverage", "0.9", "--review", str(page), "--review-max", "30"]
+    assert cli(["predict", *files, *args, "-o", str(tmp_path / "p.csv")]) == 0
+    rows = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
+    html = page.read_text()
+    assert html.count("<tr data-pred=") == 30 and html.count("data:image/png;base64,") == 30
+    assert f"<b>{len(rows)}</b> cells classified" in html and "<script src" not in html
+    # the most urgent first: every referred cell before any decided one (as many as fit)
+    shown = html.count('class="refer"')
+    assert shown == min(30, int(rows["refer"].sum()))
+
+
+def test_the_review_page_renders_in_a_browser_with_hostile_names_inert(browser, tmp_path):
+    """Every thumbnail renders, the filter works, no console error, and class names written like HTML stay text."""
+    from conftest import artifact_dir, open_page
+
+    from cvm_cervix.review import Review, write_review
+
+    classes = ["<img src=x onerror=alert(1)>", "normal"]
+    review = Review(limit=10)
+    rng = np.random.default_rng(0)
+    for i in range(25):
+        row = {
+            "path": f"cell{i}.png",
+            "pred": classes[i % 2],
+            "confidence": float(rng.uniform(0.3, 1)),
+            "refer": i % 3 == 0,
+        }
+        row.update({f"prob_{c}": 0.5 for c in classes})
+        review.offer(row, rng.integers(0, 256, (3, 32, 32), dtype=np.uint8))
+    summary = {"images": 25, "per_class": {c: 12 for c in classes}, "referred": 9, "coverage": 0.9, "unreadable": []}
+    page = tmp_path / "review.html"
+    write_review(page, review, summary, classes, "runs/x", "fp32")
+    logs = open_page(browser, page, artifact_dir(tmp_path) / "review.png")
+    assert [e for e in logs if e["level"] == "SEVERE"] == [] and browser.execute_script("return window.__alerts") == []
+    loaded = browser.execute_script("return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
+    assert len(loaded) == 10 and all(loaded)
+    assert browser.execute_script("return document.querySelectorAll('#cells img[src=x]').length") == 0
+    browser.execute_script(
+        "const s = document.getElementById('filter'); s.value = 'normal'; s.dispatchEvent(new Event('change'))"
+    )
+    visible = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#cells tr[data-pred]')).filter(r => r.style.display !== 'none')"
+        ".map(r => r.dataset.pred)"
+    )
+    assert visible and set(visible) == {"normal"}

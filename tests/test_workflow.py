@@ -641,6 +641,7 @@ def test_report_in_a_real_browser(finished, browser, tmp_path):
         "return Array.from(document.querySelectorAll('nav a')).map(a => a.getAttribute('href'))"
     )
     assert anchors == [
+        "#glance",
         "#data",
         "#results",
         "#transfer",

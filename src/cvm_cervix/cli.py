@@ -169,15 +169,19 @@ def _cmd_predict(args) -> int:
     from .compress import Predictor
     from .engine import resolve_device
     from .predict import predict_files, write_predictions
+    from .review import Review, write_review
 
-    _check_not_read(args.output, args.run, [])
-    _check_writable(args.output)
+    for target in (args.output, args.review):
+        _check_not_read(target, args.run, [])
+        _check_writable(target)
     resolve_device(args.device, key="--device")  # a GPU asked for on the command line is named as such
     if args.threads:
         torch.set_num_threads(args.threads)
     predictor = Predictor(args.run, args.precision, args.device)
     files = _image_files(args.images)
-    _check_not_read(args.output, args.run, files)
+    for target in (args.output, args.review):
+        _check_not_read(target, args.run, files)
+    review = Review(args.review_max) if args.review else None
     rows = predict_files(
         predictor,
         files,
@@ -186,8 +190,11 @@ def _cmd_predict(args) -> int:
         operating_point=args.operating_point,
         skip_unreadable=args.skip_unreadable,
         workers=args.workers,
+        review=review,
     )
     summary = write_predictions(rows, Path(args.output) if args.output else None)
+    if review is not None:
+        write_review(Path(args.review), review, summary, predictor.classes, str(args.run), args.precision)
     per_class = ", ".join(f"{c} {n}" for c, n in summary["per_class"].items())
     line = f"{summary['images']} images ({args.precision}, {predictor.info['model']}): {per_class}"
     if summary["referred"] is not None:
@@ -199,6 +206,8 @@ def _cmd_predict(args) -> int:
         line += f"; {len(summary['unreadable'])} unreadable, left out: {', '.join(summary['unreadable'][:5])}"
     if args.output:
         line += f"; written to {shown_path(args.output)}"
+    if args.review:
+        line += f"; review page {shown_path(args.review)}"
     print(line, file=sys.stderr if not args.output else sys.stdout)
     return 0
 
@@ -263,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-size", type=_whole(1), default=100, help="cric full images: crop side")
     p.add_argument("--workdir", help="where cric crops cut from full images are written")
     p.add_argument(
+        "--review",
+        help="also write a review page (self-contained HTML): referred cells first, then the least confident",
+    )
+    p.add_argument(
+        "--review-max", type=_whole(1), default=500, help="the most cells the review page shows (default: 500)"
+    )
+    p.add_argument(
         "--skip-unreadable",
         action="store_true",
         help="leave out (and list) entries that cannot be read, instead of stopping at the first",
@@ -300,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--operating-point",
         help="add the abnormal decision at one of the run's operating points, e.g. specificity0.95 (default: none)",
+    )
+    p.add_argument(
+        "--review",
+        help="also write a review page (self-contained HTML): referred cells first, then the least confident",
+    )
+    p.add_argument(
+        "--review-max", type=_whole(1), default=500, help="the most cells the review page shows (default: 500)"
     )
     p.add_argument(
         "--skip-unreadable",

@@ -87,8 +87,10 @@ def predict_files(
     skip_unreadable: bool = False,
     workers: int = 2,
     progress: bool | None = None,
+    review=None,
 ) -> Iterator[dict]:
-    """Rows (one per readable image, in the order given) and, last, a summary dict under key ``summary``."""
+    """Rows (one per readable image, in the order given) and, last, a summary dict under key ``summary``.
+    ``review``: a :class:`~cvm_cervix.review.Review` offered every row with its image."""
     from tqdm import tqdm
 
     from .calibration import scale_temperature
@@ -156,6 +158,8 @@ def predict_files(
                 row[f"abnormal_at_{operating_point}"] = bool(abnormal[i])
             prefix = "prob_T_" if temperature else "prob_"
             row.update({f"{prefix}{c}": float(shown[i][k]) for k, c in enumerate(classes)})
+            if review is not None:
+                review.offer(row, images[i])
             yield row
     bar.close()
     yield {
