@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import prepared_synthetic, write_image
 
 from cvm_cervix.cli import main as cli
@@ -44,7 +45,13 @@ def test_an_exported_folder_predicts_what_its_run_predicts(results, tmp_path):
     _, run = results
     out = tmp_path / "shared" / "model"
     assert cli(["export", str(run), "-o", str(out), "--onnx"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.onnx", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "calibration.json",
+        "config.json",
+        "model.onnx",
+        "model.safetensors",
+    ]
     assert not list(out.parent.glob(".*partial*"))  # written whole, under a temporary name
 
     config = json.loads((out / "config.json").read_text())
@@ -202,3 +209,55 @@ def test_export_to_a_link_or_below_a_file_is_one_line(results, tmp_path):
     with pytest.raises(CvmError, match="file is a file, so .*file/sub cannot be made"):
         export_run(run, tmp_path / "file" / "sub")
     assert (tmp_path / "file").read_text() == "x" and not any((tmp_path / "empty").iterdir())
+
+
+def test_a_timm_architecture_exports_weights_plain_timm_loads_to_the_same_predictions(results, tmp_path):
+    """DeiT-tiny trained here, exported: timm.create_model with the file as its pretrained weights (and the
+    input normalised as timm's data config says) predicts what the run predicts; the card gives the call."""
+    import timm
+
+    from cvm_cervix.compress import Predictor
+    from cvm_cervix.data import load_cache
+    from cvm_cervix.evaluate import evaluate_run
+    from cvm_cervix.export import TIMM_WEIGHTS, export_run
+    from cvm_cervix.train import train_run
+
+    base, _ = results
+    data = base / "data" / "syn"
+    run = base / "runs" / "syn" / "deit_tiny" / "none" / "seed0"
+    train_run("deit_tiny", data, run, img_size=32, epochs=1, batch_size=8, threads=2, progress=False)
+    evaluate_run(run, data, threads=2)
+    out = export_run(run, tmp_path / "deit")
+    card = (out / "README.md").read_text()
+    classes = json.loads((out / "config.json").read_text())["label_names"]
+    assert f"timm.create_model('deit_tiny_patch16_224', num_classes={len(classes)}, img_size=32" in card
+    model = timm.create_model(
+        "deit_tiny_patch16_224",
+        num_classes=len(classes),
+        img_size=32,
+        pretrained=True,
+        pretrained_cfg_overlay=dict(file=str(out / TIMM_WEIGHTS), num_classes=len(classes)),
+    ).eval()
+    images = torch.from_numpy(np.asarray(load_cache(data / "cache_32.npy"))[:16])
+    config = timm.data.resolve_model_data_config(model)
+    mean, std = (torch.tensor(config[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    with torch.no_grad():
+        theirs = model((images.float() / 255 - mean) / std).softmax(1).numpy()
+    ours, _ = Predictor(out, "fp32", "cpu")(images)
+    assert np.allclose(ours, theirs, atol=1e-5)
+    # a network plain timm does not hold (torchvision's ShuffleNet here) exports no such file
+    assert not (export_run(results[1], tmp_path / "shufflenet") / TIMM_WEIGHTS).exists()
+
+
+def test_the_cards_front_matter_is_huggingface_hubs(results, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from cvm_cervix.export import export_run
+
+    card = ModelCard.load(export_run(results[1], tmp_path / "card") / "README.md")
+    data = card.data.to_dict()
+    assert data["library_name"] == "cvm-cervix" and data["pipeline_tag"] == "image-classification"
+    assert "synthetic-data" in data["tags"] and data["datasets"] == ["syn"]
+    metrics = data["model-index"][0]["results"][0]["metrics"]
+    assert {m["type"] for m in metrics} == {"accuracy", "f1"} and all(0 <= m["value"] <= 1 for m in metrics)
+    assert "## Licence" in card.text

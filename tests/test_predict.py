@@ -201,3 +201,20 @@ def test_the_review_page_renders_in_a_browser_with_hostile_names_inert(browser, 
         ".map(r => r.dataset.pred)"
     )
     assert visible and set(visible) == {"normal"}
+
+
+def test_every_option_of_predict_and_export_says_what_it_does_and_its_default():
+    import argparse
+
+    from cvm_cervix.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("predict", "export"):
+        for action in subparsers.choices[name]._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, (name, action.dest)
+            has_default = action.default not in (None, False) or action.option_strings and not action.required
+            if action.option_strings and has_default and not isinstance(action, argparse._StoreTrueAction):
+                assert "default" in action.help, (name, action.dest)

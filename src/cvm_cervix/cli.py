@@ -273,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", help="where cric crops cut from full images are written")
     p.add_argument(
         "--review",
-        help="also write a review page (self-contained HTML): referred cells first, then the least confident",
+        help="also write a review page (self-contained HTML): referred cells first, then the least confident "
+        "(default: none)",
     )
     p.add_argument(
         "--review-max", type=_whole(1), default=500, help="the most cells the review page shows (default: 500)"
@@ -300,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=list(PRECISIONS),
         default="fp32",
-        help="int8 needs the run's compress step (it is calibrated on training images)",
+        help="the precision to run (default: fp32); int8 needs the run's compress step (it is calibrated on "
+        "training images)",
     )
     p.add_argument("-o", "--output", help="CSV to write, complete only at the end (default: standard output)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run (default: auto)")
@@ -319,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--review",
-        help="also write a review page (self-contained HTML): referred cells first, then the least confident",
+        help="also write a review page (self-contained HTML): referred cells first, then the least confident "
+        "(default: none)",
     )
     p.add_argument(
         "--review-max", type=_whole(1), default=500, help="the most cells the review page shows (default: 500)"

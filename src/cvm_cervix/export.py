@@ -15,11 +15,13 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from . import __version__
 from ._io import partial_path, read_json, read_table, sha256_file, shown_path
 from .errors import CvmError, disk_full
 from .intended_use import INTENDED_USE, LIMITATIONS, SYNTHETIC
+from .models import pretrained_sources
 from .paths import file_name, path
 from .run import EXPORTED, TrainedRun
 
@@ -97,6 +99,80 @@ def md(text) -> str:
     return html.escape(one_line, quote=True).replace("|", "\\|").replace("`", "&#96;")
 
 
+TIMM_WEIGHTS = "timm_model.safetensors"
+
+
+def timm_checkpoint(run: TrainedRun) -> dict | None:
+    """A run whose network is one timm architecture, as plain timm holds it: ``arch``, the ``create_model``
+    keywords that build it, and its state dict in timm's keys (the classifier under the architecture's own
+    name); None for any other network (the fusion models, torchvision's, the ones written here)."""
+    from .models import Builder, get_model_spec
+
+    build = get_model_spec(run.record.model).build_backbone
+    if not isinstance(build, Builder) or build.function != "_timm":
+        return None
+    model = run.model("cpu")
+    backbone = model.backbone
+    classifier = backbone.pretrained_cfg.get("classifier")
+    if not isinstance(classifier, str) or not isinstance(model.head, torch.nn.Linear):
+        return None
+    state = {k: v for k, v in backbone.state_dict().items()}
+    state[f"{classifier}.weight"], state[f"{classifier}.bias"] = model.head.weight, model.head.bias
+    kwargs = {"num_classes": run.record.num_classes}
+    if dict(build.kwargs).get("sized", True):
+        kwargs["img_size"] = run.img_size
+    return {
+        "arch": build.args[0],
+        "kwargs": kwargs,
+        "state": {k: v.detach().contiguous() for k, v in state.items()},
+        "mean": backbone.input_normalization["mean"],
+        "std": backbone.input_normalization["std"],
+    }
+
+
+def card_metadata(run: TrainedRun, summary: dict, numbers: dict) -> str:
+    """The card's front matter, written by ``huggingface_hub``'s :class:`ModelCardData` as the Hub reads it:
+    library, tags, the dataset, the test metrics as a ``model-index``, the ImageNet weights it started from
+    (``base_model``) where it did, and the licence of the code (the datasets' own terms are in the card)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    info = run.info
+    base = None
+    if info["pretrained"]:
+        sources = [s for s in pretrained_sources(run.model("cpu")) if s.get("hub_id")]
+        base = [s["hub_id"] for s in sources] or None
+    dataset = info["dataset"]
+    results = [
+        EvalResult(
+            task_type="image-classification",
+            dataset_type=dataset,
+            dataset_name=dataset,
+            dataset_split="test",
+            metric_type=metric,
+            metric_name=name,
+            metric_value=round(float(numbers[key]), 4),
+        )
+        for metric, name, key in (("accuracy", "accuracy", "accuracy"), ("f1", "macro F1", "f1_macro"))
+    ]
+    data = ModelCardData(
+        model_name=f"{info['model']} on {dataset}",
+        license="mit",
+        library_name="cvm-cervix",
+        pipeline_tag="image-classification",
+        tags=[
+            "image-classification",
+            "cervical-cytology",
+            "cvm-cervix",
+            *(["synthetic-data"] if summary.get("synthetic") else []),
+        ],
+        datasets=[dataset],
+        metrics=["accuracy", "f1"],
+        base_model=base[0] if base and len(base) == 1 else base,
+        eval_results=results,
+    )
+    return f"---\n{data.to_yaml()}\n---"
+
+
 def model_card(run: TrainedRun, summary: dict, numbers: dict) -> str:
     """The model card (README.md of an exported folder), Markdown; every name read from data escaped (:func:`md`)."""
     info, lo_hi = run.info, numbers["interval"]
@@ -106,12 +182,7 @@ def model_card(run: TrainedRun, summary: dict, numbers: dict) -> str:
 
     synthetic = bool(summary.get("synthetic"))
     lines = [
-        # the front matter model hubs read (Hugging Face's model card metadata)
-        "---",
-        "license: mit",
-        "pipeline_tag: image-classification",
-        "tags: [image-classification, cervical-cytology, cvm-cervix" + (", synthetic-data]" if synthetic else "]"),
-        "---",
+        card_metadata(run, summary, numbers),  # the front matter model hubs read
         f"# {info['model']} on {info['dataset']}" + (" (SYNTHETIC data)" if synthetic else ""),
         "",
         f"Exported by the CVM-Cervix workflow {__version__} from `{info['dataset']}/{info['model']}/"
@@ -125,6 +196,14 @@ def model_card(run: TrainedRun, summary: dict, numbers: dict) -> str:
     if synthetic:
         lines += [f"**{SYNTHETIC}**", ""]
     lines += ["## Limitations", "", *[f"- {text}" for text in LIMITATIONS], ""]
+    lines += [
+        "## Licence",
+        "",
+        f"The workflow's code and this card: MIT. The weights were trained on `{md(info['dataset'])}`: the terms "
+        "under which its images were published (SIPaKMeD, CRIC, Herlev, the blood-cell set each state their "
+        "own) govern what may be done with them and with this model.",
+        "",
+    ]
     counts = summary.get("counts", {})
     split_total = {s: sum(c.get(s, 0) for c in counts.values()) for s in ("train", "val", "test")}
     lines += [
@@ -207,6 +286,19 @@ def model_card(run: TrainedRun, summary: dict, numbers: dict) -> str:
         "normalization=config['cvm_cervix']['normalization'])`.",
         "",
     ]
+    timm = numbers.get("timm")
+    if timm:
+        call = ", ".join(f"{k}={v!r}" for k, v in timm["kwargs"].items())
+        lines += [
+            f"In plain timm ({TIMM_WEIGHTS}, timm's own keys; the caller normalises with mean {timm['mean']} "
+            f"and std {timm['std']}, as timm's data config for the architecture says):",
+            "",
+            "```python",
+            f"timm.create_model({timm['arch']!r}, {call}, pretrained=True,",
+            f"    pretrained_cfg_overlay=dict(file={TIMM_WEIGHTS!r}, num_classes={timm['kwargs']['num_classes']}))",
+            "```",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -232,6 +324,8 @@ def export_run(
         raise CvmError(f"{shown_path(trained.dir)} is an exported folder already; export the run folder it came from")
     trained.tensors()  # the weights are checked against train.json before anything is written
     numbers = card_numbers(trained, abnormal)
+    timm = timm_checkpoint(trained)
+    numbers["timm"] = None if timm is None else {k: v for k, v in timm.items() if k != "state"}
     summary = _summary(trained)
     info = trained.info
     config = {
@@ -270,6 +364,10 @@ def export_run(
         (tmp / EXPORTED["card"]).write_text(model_card(trained, summary, numbers), encoding="utf-8")
         if calibration.is_file():
             shutil.copyfile(calibration, tmp / EXPORTED["calibration"])
+        if timm is not None:
+            from safetensors.torch import save_file
+
+            save_file(timm["state"], str(tmp / TIMM_WEIGHTS))
         if onnx:
             from .compress import export
 
