@@ -70,9 +70,11 @@ def test_predict_cli_on_a_folder(deit_run, tiny_dataset, tmp_path, capsys):
     assert cli(["predict", str(folder), "--run", str(deit_run), "-o", str(out), "--threads", "2"]) == 0
     frame = pd.read_csv(out)
     classes = json.loads((deit_run / "train.json").read_text())["classes"]
-    assert list(frame.columns) == ["path", "pred", "confidence"] + [f"prob_{c}" for c in classes]
+    # temperature-scaled where the run's calibration.json has a temperature, and the columns say so
+    prefix = "prob_T_" if json.loads((deit_run / "calibration.json").read_text())["temperature"] else "prob_"
+    assert list(frame.columns) == ["path", "pred", "confidence"] + [f"{prefix}{c}" for c in classes]
     assert len(frame) == 5 and set(frame["pred"]) <= set(classes)
-    np.testing.assert_allclose(frame[[f"prob_{c}" for c in classes]].sum(axis=1), 1, atol=1e-4)
+    np.testing.assert_allclose(frame[[f"{prefix}{c}" for c in classes]].sum(axis=1), 1, atol=1e-4)
     assert "5 predictions written" in capsys.readouterr().out
     had_onnx = (deit_run / "compressed" / "onnx").exists()
     assert cli(["predict", str(folder), "--run", str(deit_run), "--precision", "onnx"]) == 0

@@ -196,7 +196,8 @@ def _cmd_predict(args) -> int:
     if review is not None:
         write_review(Path(args.review), review, summary, predictor.classes, str(args.run), args.precision)
     per_class = ", ".join(f"{c} {n}" for c, n in summary["per_class"].items())
-    line = f"{summary['images']} images ({args.precision}, {predictor.info['model']}): {per_class}"
+    where = f" written to {shown_path(args.output)}" if args.output else ""
+    line = f"{summary['images']} predictions{where} ({args.precision}, {predictor.info['model']}): {per_class}"
     if summary["referred"] is not None:
         share = summary["referred"] / summary["images"] if summary["images"] else 0.0
         line += f"; referred at coverage {summary['coverage']:g}: {summary['referred']} ({100 * share:.1f}%)"
@@ -204,8 +205,6 @@ def _cmd_predict(args) -> int:
         line += f"; probabilities temperature-scaled (T = {summary['temperature']:.2f}, prob_T_ columns)"
     if summary["unreadable"]:
         line += f"; {len(summary['unreadable'])} unreadable, left out: {', '.join(summary['unreadable'][:5])}"
-    if args.output:
-        line += f"; written to {shown_path(args.output)}"
     if args.review:
         line += f"; review page {shown_path(args.review)}"
     print(line, file=sys.stderr if not args.output else sys.stdout)
