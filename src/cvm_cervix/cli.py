@@ -271,14 +271,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-size", type=_whole(1), default=100, help="cric full images: crop side")
     p.add_argument("--workdir", help="where cric crops cut from full images are written")
     p.add_argument(
-        "--review",
-        help="also write a review page (self-contained HTML): referred cells first, then the least confident "
-        "(default: none)",
-    )
-    p.add_argument(
-        "--review-max", type=_whole(1), default=500, help="the most cells the review page shows (default: 500)"
-    )
-    p.add_argument(
         "--skip-unreadable",
         action="store_true",
         help="leave out (and list) entries that cannot be read, instead of stopping at the first",
