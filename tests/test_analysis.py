@@ -27,7 +27,8 @@ def test_mcnemar_exact_against_the_binomial_table():
 
 def test_difference_of_two_proportions_is_newcombes_interval_and_never_collapses():
     """Newcombe (1998), Table II, example (a): 56/70 - 48/80 = 0.2000, method 10: 0.0524 to 0.3339."""
-    from cvm_cervix.stats import proportion_difference, wilson
+    from cvm_cervix.intervals import wilson
+    from cvm_cervix.stats import proportion_difference
 
     gap = proportion_difference(56, 70, 48, 80)
     assert gap["difference"] == pytest.approx(0.2)

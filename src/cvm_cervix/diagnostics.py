@@ -14,10 +14,10 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy.stats import binomtest
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from .calibration import calibration, temperature_scaling
+from .intervals import wilson
 from .labels import abnormal_flags, abnormal_in
 from .referral import referral, risk_coverage
 
@@ -199,19 +199,14 @@ def operating_point(
             "sensitivity": tp / (tp + fn),
             "specificity": tn / (tn + fp),
             # proportions with their counts: Wilson's score interval, never of zero width
-            "sensitivity_ci": _wilson(tp, tp + fn, level),
-            "specificity_ci": _wilson(tn, tn + fp, level),
+            "sensitivity_ci": wilson(tp, tp + fn, level),
+            "specificity_ci": wilson(tn, tn + fp, level),
             "tp": tp,
             "fn": fn,
             "tn": tn,
             "fp": fp,
         },
     }
-
-
-def _wilson(k: int, n: int, level: float) -> list[float]:
-    interval = binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
-    return [float(interval.low), float(interval.high)]
 
 
 def class_accuracy_gap(

@@ -31,7 +31,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import beta, binomtest
+from scipy.stats import beta
+
+from .intervals import wilson
 
 CURVE_POINTS = 101
 
@@ -166,7 +168,7 @@ def _outcome(sets: np.ndarray, labels: np.ndarray, abnormal: np.ndarray | None, 
     referred = size != 1
     out = {
         "coverage": float(covered.mean()) if n else None,
-        "coverage_ci": _wilson(int(covered.sum()), n, level),
+        "coverage_ci": wilson(int(covered.sum()), n, level),
         "covered_images": int(covered.sum()),
         "lowest_class_coverage": min(by_class) if by_class else None,
         "mean_set_size": float(size.mean()) if n else None,
@@ -190,15 +192,8 @@ def _outcome(sets: np.ndarray, labels: np.ndarray, abnormal: np.ndarray | None, 
                 # of every abnormal test cell, the share the model alone called normal, with Wilson's
                 # interval (0 of 56 missed is at most 6.4%, not "none")
                 "abnormal_missed_share": float(missed.sum() / truly.sum()) if truly.any() else None,
-                "abnormal_missed_ci": _wilson(int(missed.sum()), int(truly.sum()), level),
+                "abnormal_missed_ci": wilson(int(missed.sum()), int(truly.sum()), level),
                 "abnormal_coverage": float(covered[truly].mean()) if truly.any() else None,
             }
         )
     return out
-
-
-def _wilson(k: int, n: int, level: float) -> list[float] | None:
-    if not n:
-        return None
-    interval = binomtest(k, n).proportion_ci(level, method="wilson")
-    return [float(interval.low), float(interval.high)]

@@ -34,6 +34,7 @@ from torchvision.transforms.v2 import functional as F
 
 from ._io import write_json
 from .errors import CvmError
+from .intervals import wilson
 from .run import Inference
 
 CORRUPTIONS = ("stain", "blur", "jpeg", "brightness", "contrast", "scale")
@@ -186,8 +187,6 @@ def robustness_run(
     draws: int = DRAWS,
 ) -> dict:
     """The run's test split clean and under each corruption and severity: ``robustness.json``."""
-    from scipy.stats import binomtest
-
     from .engine import predict
     from .labels import abnormal_flags
 
@@ -221,8 +220,7 @@ def robustness_run(
         right = int(round(sum(o["accuracy"] for o in outs) * len(labels)))
         total = len(outs) * len(labels)
         if total:
-            ci = binomtest(right, total).proportion_ci(0.95, method="wilson")
-            entry["accuracy_ci"] = [float(ci.low), float(ci.high)]
+            entry["accuracy_ci"] = wilson(right, total)
         if len(outs) > 1:
             entry["accuracy_sd_between_draws"] = float(np.std([o["accuracy"] for o in outs], ddof=1))
         return entry

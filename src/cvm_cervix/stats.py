@@ -16,6 +16,7 @@ from sklearn.metrics import f1_score
 from ._io import read_table
 from .diagnostics import class_codes, diagnose, resample_counts
 from .errors import CvmError
+from .intervals import wilson
 from .labels import abnormal_in
 from .plan import STATS_FORMAT
 
@@ -41,7 +42,7 @@ def accuracy_f1_intervals(labels, preds, classes, n_boot: int = 1000, seed: int 
         "level": level,
         "correct": correct,
         "n": int(n),
-        "accuracy": wilson(correct, n, level) if n else None,
+        "accuracy": wilson(correct, n, level),
         "accuracy_method": "Wilson score",
         "f1_macro": f1 if f1 and f1[1] > f1[0] else None,
         "f1_macro_method": "percentile bootstrap over test images",
@@ -113,12 +114,6 @@ def holm(p_values: list[float]) -> list[float]:
         running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
         adjusted[i] = running
     return adjusted.tolist()
-
-
-def wilson(correct: int, n: int, level: float = 0.95) -> list[float]:
-    """Wilson's score interval for a proportion ``correct`` of ``n`` (scipy's), never of zero width."""
-    interval = binomtest(int(correct), int(n)).proportion_ci(confidence_level=level, method="wilson")
-    return [float(interval.low), float(interval.high)]
 
 
 def proportion_difference(correct: int, n: int, base_correct: int, base_n: int, level: float = 0.95) -> dict:

@@ -71,7 +71,7 @@ def transfer_predict(
 def transfer_scores(frame: pd.DataFrame, level: float = 0.95) -> dict:
     """Accuracy in the shared space and, when it has an ``abnormal`` class, sensitivity (abnormal found)
     and specificity (normal kept): each a proportion, with its counts and Wilson's score interval."""
-    from scipy.stats import binomtest
+    from .intervals import wilson
 
     truth, pred = frame["label_shared"].to_numpy(), frame["pred_shared"].to_numpy()
     counts = {"accuracy": (int(np.sum(truth == pred)), len(truth))}
@@ -83,8 +83,7 @@ def transfer_scores(frame: pd.DataFrame, level: float = 0.95) -> dict:
     for key, (k, n) in counts.items():
         out[key] = k / n if n else None
         out[f"{key}_count"] = [k, n]
-        interval = binomtest(k, n).proportion_ci(level, method="wilson") if n else None
-        out[f"{key}_ci"] = [float(interval.low), float(interval.high)] if n else None
+        out[f"{key}_ci"] = wilson(k, n, level)
     return out
 
 
