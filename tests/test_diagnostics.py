@@ -19,6 +19,48 @@ def test_auc_and_average_precision_of_four_images():
     assert out["positives"] == 2 and out["n"] == 4
 
 
+def test_delong_interval_of_four_images_worked_by_hand():
+    from cvm_cervix.intervals import delong
+
+    # positives 0.35 and 0.8 outrank 1/2 and 2/2 of the negatives (V10 = 0.5, 1); negatives 0.1 and 0.4 are
+    # outranked by 2/2 and 1/2 of the positives (V01 = 1, 0.5): each has variance 0.125, so
+    # Var(AUC) = 0.125/2 + 0.125/2 = 0.125, SE = 0.3536, and 0.75 ± 1.96 SE clipped to [0, 1] = [0.057, 1].
+    out = delong(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+    assert out["auc"] == pytest.approx(0.75)
+    assert out["se"] == pytest.approx(np.sqrt(0.125))
+    assert out["interval"] == pytest.approx([0.75 - 1.959964 * np.sqrt(0.125), 1.0], abs=1e-6)
+    # a tie between classes counts one half, as in the Mann-Whitney statistic
+    assert delong(np.array([0, 1]), np.array([0.5, 0.5]))["auc"] == pytest.approx(0.5)
+    # every pair ordered right: no spread to estimate, so no interval rather than [1, 1]
+    assert delong(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9]))["interval"] is None
+    assert delong(np.array([1, 1]), np.array([0.1, 0.2])) is None
+
+
+def test_delong_matches_the_variance_of_the_auc_over_repeated_samples():
+    from cvm_cervix.intervals import delong
+
+    rng = np.random.default_rng(0)
+    aucs, ses = [], []
+    for _ in range(400):  # 40 positives scored N(1, 1), 60 negatives N(0, 1)
+        truth = np.r_[np.ones(40), np.zeros(60)]
+        score = np.r_[rng.normal(1, 1, 40), rng.normal(0, 1, 60)]
+        out = delong(truth, score)
+        aucs.append(out["auc"])
+        ses.append(out["se"])
+    assert np.mean(ses) == pytest.approx(np.std(aucs), rel=0.15)
+
+
+def test_the_average_precision_interval_resamples_within_each_class():
+    # 3 positives, 7 negatives: a plain bootstrap draws some resamples without a positive; the stratified one
+    # keeps 3 and 7 in every draw, so every draw is defined and the interval lies within [0, 1]
+    truth = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 0])
+    score = np.array([0.9, 0.6, 0.3, 0.8, 0.5, 0.4, 0.2, 0.2, 0.1, 0.05])
+    out = binary_curves(truth, score, n_boot=300)
+    lo, hi = out["average_precision_ci"]
+    assert 0 < lo < out["average_precision"] < hi <= 1
+    assert out["auc_method"] == "DeLong" and out["average_precision_method"].startswith("stratified")
+
+
 def test_auc_is_undefined_with_one_class():
     assert binary_curves(np.array([1, 1, 1]), np.array([0.2, 0.5, 0.9])) is None
 

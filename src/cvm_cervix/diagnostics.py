@@ -2,7 +2,7 @@
 
 - ROC and precision-recall, per class (one against the rest) and abnormal against normal (the
   score: the summed probability of the abnormal classes), with AUC and average precision from
-  scikit-learn and percentile bootstrap intervals over test images;
+  scikit-learn, DeLong's interval for the AUC and a stratified percentile bootstrap for the AP;
 - calibration: expected calibration error over equal-width confidence bins, and the bins for a
   reliability diagram;
 - operating points: the threshold on the abnormal score that reaches a target specificity (or
@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from .calibration import calibration, temperature_scaling
-from .intervals import wilson
+from .intervals import delong, wilson
 from .labels import abnormal_flags, abnormal_in
 from .referral import referral, risk_coverage
 
@@ -88,7 +88,10 @@ def binary_curves(
 ) -> dict | None:
     """ROC and PR of a binary ``truth`` (1 = positive) against ``score``; None when one class is absent.
 
-    The intervals resample the images (a draw holding one class only is skipped: AUC is undefined there).
+    The AUC's interval is DeLong's (``intervals.delong``); the average precision, which has no variance
+    formula, gets a stratified percentile bootstrap: each draw resamples the positives among the positives
+    and the negatives among the negatives, so every draw keeps the test split's prevalence (on which AP
+    depends) and both classes. Either is left out where it has no spread (a perfect separation).
     """
     truth, score = np.asarray(truth, int), np.asarray(score, float)
     if truth.min(initial=0) == truth.max(initial=0) or len(np.unique(truth)) < 2:
@@ -96,17 +99,23 @@ def binary_curves(
     fpr, tpr, _ = roc_curve(truth, score)
     precision, recall, _ = precision_recall_curve(truth, score)
     rng = np.random.default_rng(seed)
-    weights = resample_counts(rng.integers(0, len(truth), (n_boot, len(truth))), len(truth))
-    aucs, aps = bootstrap_auc_ap(truth, score, weights)
+    pos, neg = np.flatnonzero(truth), np.flatnonzero(truth == 0)
+    draws = np.concatenate(
+        [pos[rng.integers(0, len(pos), (n_boot, len(pos)))], neg[rng.integers(0, len(neg), (n_boot, len(neg)))]], 1
+    )
+    _, aps = bootstrap_auc_ap(truth, score, resample_counts(draws, len(truth)))
+    auc = delong(truth, score, level)
     fpr_t, tpr_t = _thin(fpr, tpr)
     recall_t, precision_t = _thin(recall[::-1], precision[::-1])
     return {
         "n": int(len(truth)),
         "positives": int(truth.sum()),
         "auc": float(roc_auc_score(truth, score)),
-        "auc_ci": _interval(aucs, level),
+        "auc_ci": auc["interval"],
+        "auc_method": "DeLong",
         "average_precision": float(average_precision_score(truth, score)),
         "average_precision_ci": _interval(aps, level),
+        "average_precision_method": "stratified percentile bootstrap",
         "roc": {"fpr": fpr_t, "tpr": tpr_t},
         "pr": {"recall": recall_t, "precision": precision_t},
     }
