@@ -42,6 +42,50 @@ def test_difference_of_two_proportions_is_newcombes_interval_and_never_collapses
         proportion_difference(0, 0, 3, 4)
 
 
+def _arm(cells, right_per_seed):
+    import pandas as pd
+
+    return [pd.DataFrame({"path": cells, "label": "a", "pred": np.where(r, "a", "b")}) for r in right_per_seed]
+
+
+def test_the_baseline_gap_resamples_source_images_and_seeds_and_pairs_the_common_cells():
+    from cvm_cervix.stats import baseline_gap
+
+    groups = {f"c{i}": f"img{i // 10}" for i in range(200)}  # ten cells per source image
+    ours, theirs = [f"c{i}" for i in range(100)], [f"c{i}" for i in range(50, 150)]
+    # each source image all right or all wrong: the cells of one image are one observation, not ten
+    right = np.repeat(np.arange(20) % 4 != 0, 10)  # image k right unless k % 4 == 0
+    a, b = right[:100], right[50:150]
+    out = baseline_gap(_arm(ours, [a, a]), _arm(theirs, [b, b]), groups, n_boot=2000)
+    assert out["gap"] == pytest.approx(a.mean() - b.mean())  # 0.7 - 0.8
+    assert out["source_images"] == [10, 10] and out["seeds"] == [2, 2] and out["seed_spread_included"]
+    # clustered by image, the spread is that of 10 images per arm, wider than 100 independent cells give
+    lo, hi = out["gap_ci"]
+    independent = np.hypot(np.sqrt(0.7 * 0.3 / 100), np.sqrt(0.8 * 0.2 / 100)) * 1.96
+    assert hi - lo > 2 * independent * 1.8
+    # the 50 common cells (c50..c99) are right or wrong alike in both arms: a paired gap of 0 with no
+    # cell right in one arm only, bounded by Wilson's upper bound on 0 of 50 rather than [0, 0]
+    common = out["common"]
+    assert common["n"] == 50 and common["gap"] == 0 and common["only_ours"] == common["only_baseline"] == 0
+    assert common["gap_ci"] == pytest.approx([-0.0714, 0.0714], abs=1e-4) and "Wilson" in common["gap_method"]
+    # on common cells where the grouped training errs on 5 cells the random one gets right: -5 of 50
+    worse = b[:50].copy()
+    worse[[1, 12, 23, 34, 45]] = ~worse[[1, 12, 23, 34, 45]] & True
+    a2 = np.r_[a[:50], worse]
+    out = baseline_gap(_arm(ours, [a2]), _arm(theirs, [b]), groups, n_boot=2000)
+    assert out["seed_spread_included"] is False
+    c = out["common"]
+    assert (c["only_ours"], c["only_baseline"]) == (sum(worse & ~b[:50]), sum(~worse & b[:50]))
+    assert c["gap_ci"][0] < c["gap"] < c["gap_ci"][1]
+    # every cell right in both arms: the bootstrap has no spread, Newcombe's interval stands in, named
+    ones = np.ones(100, bool)
+    out = baseline_gap(_arm(ours, [ones]), _arm(theirs, [ones]), groups)
+    assert out["gap_ci"][0] < 0 < out["gap_ci"][1] and out["gap_method"].startswith("Newcombe")
+    # a seed tested on other images is an error, not a guess
+    with pytest.raises(CvmError, match="the seeds of the experiment were tested on different images"):
+        baseline_gap(_arm(ours, [a]) + _arm(theirs, [b]), _arm(theirs, [b]), groups)
+
+
 def test_accuracy_has_wilsons_interval_and_macro_f1_a_seeded_bootstrap_never_of_zero_width():
     labels = np.array(["a", "b"] * 50)
     preds = labels.copy()

@@ -150,6 +150,27 @@ def test_the_papers_config_plans_its_38_runs():
     )
 
 
+def test_a_baseline_experiments_runs_are_the_other_arm_of_its_statistics():
+    cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    cfg["train"]["seeds"] = [0, 1]
+    validate_config(cfg, require_roots=False)
+    plan = Plan(cfg)
+    entries = plan.stats_entries("leakage", "res")
+    arms = sorted((e["dataset"], e["seed"], e.get("arm")) for e in entries)
+    # leakage's own CVM-Cervix runs, and main's (the baseline) of the same model and recipe, every seed
+    assert arms == [
+        ("combined", 0, "baseline"),
+        ("combined", 1, "baseline"),
+        ("combined_grouped", 0, None),
+        ("combined_grouped", 1, None),
+    ]
+    # the statistics job waits for the baseline's predictions and reads its manifest for the source images
+    needed = inputs(plan, "stats", "res", experiment="leakage")
+    assert "res/runs/combined/cvm_cervix/none/seed1/predictions_test.csv" in needed["predictions"]
+    assert "res/data/combined/manifest.csv" in needed["manifests"]
+    assert not any(e.get("arm") for e in plan.stats_entries("main", "res"))
+
+
 def test_precisions_are_one_table_the_schema_and_the_rules_agree_with():
     schema = yaml.safe_load((REPO / "src" / "cvm_cervix" / "config.schema.yaml").read_text())
     enums = re.findall(r"enum: \[(fp16[^\]]*)\]", (REPO / "src" / "cvm_cervix" / "config.schema.yaml").read_text())

@@ -560,12 +560,38 @@ def test_lint_is_clean():
 
 @pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "cric").is_dir(), reason="../shared/data/cric not present")
 def test_whole_path_on_real_cric_crops(tmp_path):
+    # The shared crops come without CRIC's classifications.csv, which names each cell's slide image: the
+    # folders are linked and a table added that puts consecutive cell ids six to an image (CRIC numbers the
+    # cells of one image in a row), so that the grouped split has images to keep together.
+    shared, root = REPO.parent / "shared" / "data" / "cric", tmp_path / "cric"
+    root.mkdir()
+    rows = ["image_id,cell_id"]
+    for folder in sorted(p for p in shared.iterdir() if p.is_dir()):
+        (root / folder.name).symlink_to(folder)
+        rows += [f"{int(f.stem) // 6},{f.stem}" for f in folder.glob("*.png")]
+    (root / "classifications.csv").write_text("\n".join(rows) + "\n")
     cfg = {
-        "datasets": {"cric": {"kind": "cric", "root": str(REPO.parent / "shared" / "data" / "cric")}},
+        "datasets": {
+            "cric": {"kind": "cric", "root": str(root)},
+            "cric_grouped": {"kind": "cric", "root": str(root), "split": "grouped"},  # by slide image
+        },
         "train": {"img_size": 32, "epochs": 1, "batch_size": 32, "lr": 0.001},
-        "experiments": {"real": {"dataset": "cric", "models": ["shufflenet_v2_x0_5"]}},
+        "experiments": {
+            "real": {"dataset": "cric", "models": ["shufflenet_v2_x0_5"]},
+            "leakage": {"dataset": "cric_grouped", "models": ["shufflenet_v2_x0_5"], "baseline": "real"},
+        },
     }
     snakemake(tmp_path, "--configfile", str(write_config(tmp_path, cfg)))
+    # the grouped split against the random one, from both runs' predictions and the CRIC images' ids
+    (gap,) = json.loads((tmp_path / "results/stats/leakage.json").read_text())["baseline_gaps"]
+    grouped, plain = (
+        pd.read_csv(tmp_path / f"results/runs/{d}/shufflenet_v2_x0_5/none/seed0/predictions_test.csv")
+        for d in ("cric_grouped", "cric")
+    )
+    assert gap["gap"] == pytest.approx((grouped.label == grouped.pred).mean() - (plain.label == plain.pred).mean())
+    assert gap["common"]["n"] == len(set(grouped.path) & set(plain.path)) > 0
+    assert 1 < gap["source_images"][0] < gap["n"] and gap["gap_ci"][0] < gap["gap_ci"][1]
+    assert gap["seed_spread_included"] is False
     metrics = json.loads((tmp_path / "results/runs/cric/shufflenet_v2_x0_5/none/seed0/metrics.json").read_text())
     assert metrics["classes"] == ["ASC-H", "ASC-US", "SCC", "HSIL", "LSIL", "NILM"]
     # 20% per class, rounded down: 68 + 25 + 8 + 64 + 77 + 180

@@ -33,7 +33,7 @@ from .settings import NOT_SETTINGS, TrainSettings
 
 # The layout of stats/<experiment>.json: a param of the statistics rule, so a results folder whose statistics
 # an earlier version computed gets them computed again, and the report refuses a file of another layout.
-STATS_FORMAT = 3
+STATS_FORMAT = 4
 
 # Keys of the config that say where results go and which GPU computes them, not what the report shows.
 NOT_PLAN_KEYS = ("results", "gpu")
@@ -137,10 +137,21 @@ class Plan:
             ref = Run(r.dataset, reference, r.recipe, r.seed)
             if ref in planned:
                 runs.add(ref)
-        return sorted(runs)
+        return sorted(runs | set(self.baseline_runs(experiment)))
+
+    def baseline_runs(self, experiment: str) -> list[Run]:
+        """The runs of the experiment's ``baseline`` experiment (its first split, every seed) of the models and
+        recipes it has: the other arm of each baseline gap; none without a baseline."""
+        base = self.config["experiments"][experiment].get("baseline")
+        if not base:
+            return []
+        ours = {(r.model, r.recipe) for r in self.experiment_runs(experiment)}
+        dataset = experiment_dataset(self.config, base)
+        return [r for r in self.experiment_runs(base) if (r.model, r.recipe) in ours and r.dataset == dataset]
 
     def stats_entries(self, experiment: str, results: str) -> list[dict]:
         """What the statistics of ``experiment`` read: each run's test predictions and how it started."""
+        baseline = set(self.baseline_runs(experiment)) - set(self.experiment_runs(experiment))
         return [
             {
                 "model": r.model,
@@ -157,6 +168,8 @@ class Plan:
                 # where its weights start and on how much of the training split: start-vs-start contrasts
                 "start": start_label(self.config, r),
                 "train_fraction": run_settings(self.config, r).get("train_fraction", 1.0),
+                # the other arm of a baseline gap, not one of the experiment's runs
+                **({"arm": "baseline"} if r in baseline else {}),
             }
             for r in self.stats_runs(experiment)
         ]

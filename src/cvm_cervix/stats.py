@@ -139,6 +139,119 @@ def proportion_difference(correct: int, n: int, base_correct: int, base_n: int, 
     }
 
 
+def _arm(frames: list, groups: dict, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One arm of a baseline gap: its test images' paths, their correctness per seed (seeds × images) and
+    their source images (groups); every seed must have been tested on the same images.
+    """
+    paths = frames[0]["path"]
+    for f in frames[1:]:
+        if not f["path"].equals(paths):
+            raise CvmError(f"the seeds of {where} were tested on different images; re-run prepare")
+    missing = [p for p in paths if p not in groups]
+    if missing:
+        raise CvmError(f"{missing[0]} is in the predictions of {where} but in no manifest; evaluate the run again")
+    correct = np.stack([(f["label"] == f["pred"]).to_numpy(float) for f in frames])
+    return paths.to_numpy(), correct, np.array([groups[p] for p in paths])
+
+
+def _cluster_draws(correct: np.ndarray, clusters: np.ndarray, rng, n_boot: int) -> np.ndarray:
+    """``n_boot`` draws of the mean correctness over seeds and images, resampling the seeds and the clusters
+    (source images) with replacement: a two-stage bootstrap that keeps cells of one source image together and
+    lets the spread of the training over seeds into the interval. ``correct``: seeds × images (or their
+    difference, for a paired arm)."""
+    keys, cluster = np.unique(clusters, return_inverse=True)
+    per_cluster = np.stack([np.bincount(cluster, weights=row, minlength=len(keys)) for row in correct])  # seeds × K
+    size = np.bincount(cluster, minlength=len(keys)).astype(float)
+    seeds = resample_counts(rng.integers(0, len(correct), (n_boot, len(correct))), len(correct)).astype(float)
+    picks = resample_counts(rng.integers(0, len(keys), (n_boot, len(keys))), len(keys)).astype(float)
+    total = np.einsum("bs,sk,bk->b", seeds, per_cluster, picks) / len(correct)
+    return total / (picks @ size)
+
+
+def baseline_gap(
+    ours: list, theirs: list, groups: dict, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict:
+    """The gap in test accuracy between the same model trained and tested on two splits of the same cells
+    (``ours``, e.g. split by source image, against ``theirs``, the paper's random split), each arm a list of
+    prediction frames, one per seed; ``groups``: each image's source image.
+
+    Two views, each with a percentile interval from a bootstrap fit for it: over each arm's whole test split,
+    the clusters (source images) and seeds of each arm resampled apart (the arms' test splits share cells,
+    which this ignores: if anything it widens the interval); and paired over the cells both test splits hold,
+    their difference in correctness resampled by source image and seed together, which compares the two
+    trainings on the very same cells. Where a bootstrap has no spread (both arms right on every cell),
+    Newcombe's interval for two independent proportions stands in, labelled so: never an interval of zero
+    width. One seed per arm leaves the spread of the training out, and the result says so.
+    """
+    rng = np.random.default_rng(seed)
+    paths_a, correct_a, clusters_a = _arm(ours, groups, "the experiment")
+    paths_b, correct_b, clusters_b = _arm(theirs, groups, "its baseline")
+    lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+
+    def interval(draws):
+        lo, hi = float(np.percentile(draws, lo_q)), float(np.percentile(draws, hi_q))
+        return [lo, hi] if hi > lo else None
+
+    acc_a, acc_b = float(correct_a.mean()), float(correct_b.mean())
+    whole = _cluster_draws(correct_a, clusters_a, rng, n_boot) - _cluster_draws(correct_b, clusters_b, rng, n_boot)
+    out = {
+        "seeds": [len(ours), len(theirs)],
+        "n": int(correct_a.shape[1]),
+        "baseline_n": int(correct_b.shape[1]),
+        # counts of the seeds' mean (a whole number with one seed)
+        "correct": float(correct_a.sum(1).mean()),
+        "baseline_correct": float(correct_b.sum(1).mean()),
+        "accuracy": acc_a,
+        "baseline_accuracy": acc_b,
+        "source_images": [int(len(set(clusters_a))), int(len(set(clusters_b)))],
+        "gap": acc_a - acc_b,
+        "gap_ci": interval(whole),
+        "gap_method": "cluster bootstrap over source images and seeds, each arm apart",
+        "n_boot": n_boot,
+        "seed_spread_included": len(ours) > 1 and len(theirs) > 1,
+    }
+    if out["gap_ci"] is None:
+        one = proportion_difference(round(out["correct"]), out["n"], round(out["baseline_correct"]), out["baseline_n"])
+        out["gap_ci"], out["gap_method"] = (
+            one["interval"],
+            "Newcombe hybrid score (as if independent: the bootstrap has no spread)",
+        )
+    common, ia, ib = np.intersect1d(paths_a, paths_b, return_indices=True)
+    out["common"] = None
+    if len(common):
+        # seeds of each arm resampled apart, then the common cells' source images (the same draw for both arms)
+        diff = correct_a[:, ia].mean(0) - correct_b[:, ib].mean(0)
+        seeds_a = rng.integers(0, len(correct_a), (n_boot, len(correct_a)))
+        seeds_b = rng.integers(0, len(correct_b), (n_boot, len(correct_b)))
+        keys, cluster = np.unique(clusters_a[ia], return_inverse=True)
+        clusters = resample_counts(rng.integers(0, len(keys), (n_boot, len(keys))), len(keys)).astype(float)
+        weight = clusters[:, cluster]  # boot × common cells: how often each cell's source image was drawn
+        mean_a = np.take(correct_a[:, ia], seeds_a, axis=0).mean(1)  # boot × common cells
+        mean_b = np.take(correct_b[:, ib], seeds_b, axis=0).mean(1)
+        draws = ((mean_a - mean_b) * weight).sum(1) / weight.sum(1)
+        ci, method = (interval(draws), "paired cluster bootstrap over the common cells' source images and seeds")
+        if ci is None:  # no cell right in one arm only: the gap lies within the share of such cells, at most
+            bound = wilson(int(np.sum(diff != 0)), len(common))[1]
+            ci, method = (
+                [-bound, bound],
+                "± Wilson's upper bound on the share of cells right in one arm only (none seen)",
+            )
+        a_right, b_right = correct_a[:, ia].mean(0), correct_b[:, ib].mean(0)
+        out["common"] = {
+            "n": int(len(common)),
+            "source_images": int(len(keys)),
+            "accuracy": float(a_right.mean()),
+            "baseline_accuracy": float(b_right.mean()),
+            "gap": float(diff.mean()),
+            "gap_ci": ci,
+            "gap_method": method,
+            # cells right in one arm only (the seeds' mean, a whole number with one seed): where the two differ
+            "only_ours": float(np.clip(a_right - b_right, 0, None).sum()),
+            "only_baseline": float(np.clip(b_right - a_right, 0, None).sum()),
+        }
+    return out
+
+
 def corruption_errors(result: dict, baseline: dict) -> dict | None:
     """Hendrycks & Dietterich's (2019) corruption error of a run against a baseline run (two
     ``robustness.json``): per corruption c, CE_c = the sum over severities of the run's error over the
@@ -427,10 +540,12 @@ def experiment_stats(
     ``split_contrasts`` tests each contrast over the splits (:func:`corrected_resampled_t`). Each run also
     gets its ROC/PR, calibration and operating points (``diagnostics``, thresholds chosen on ``predictions_val``).
     """
-    frames = {_run_key(r): read_table(r["predictions"]) for r in runs}
     from .data import read_manifest
 
     read = {m: read_manifest(m) for m in {r["manifest"] for r in runs if r.get("manifest")}}
+    baseline = [r for r in runs if r.get("arm") == "baseline"]
+    runs = [r for r in runs if r.get("arm") != "baseline"]
+    frames = {_run_key(r): read_table(r["predictions"]) for r in runs}
     manifests = {_run_key(r): (r["manifest"], read[r["manifest"]]) for r in runs if r.get("manifest")}
     val_files = {_run_key(r): r.get("predictions_val") for r in runs}
     out, scores = [], {}
@@ -490,4 +605,25 @@ def experiment_stats(
         "contrasts": pairs,
         "spread": spread(scores),
         "split_contrasts": split_contrasts(pairs, ratios),
+        "baseline_gaps": (baseline_gaps(runs, baseline, frames, read, n_boot) if baseline else []),
     }
+
+
+def baseline_gaps(runs: list[dict], baseline: list[dict], frames: dict, manifests: dict, n_boot: int) -> list[dict]:
+    """Each model and recipe's :func:`baseline_gap` (its first split, every seed) against its runs in the
+    baseline experiment; a cell's source image from either arm's manifest."""
+    groups = {}
+    for m in {r["manifest"] for r in [*baseline, *runs] if r.get("manifest")}:
+        groups.update(dict(zip(manifests[m]["path"], manifests[m]["group"].astype(str))))
+    first_split = min(_run_key(r)[3] for r in runs)
+    out = []
+    for model, recipe in dict.fromkeys((r["model"], r["recipe"]) for r in runs):
+        ours = [
+            frames[_run_key(r)]
+            for r in runs
+            if r["model"] == model and r["recipe"] == recipe and _run_key(r)[3] == first_split
+        ]
+        theirs = [read_table(r["predictions"]) for r in baseline if r["model"] == model and r["recipe"] == recipe]
+        if ours and theirs:
+            out.append({"model": model, "recipe": recipe, **baseline_gap(ours, theirs, groups, n_boot)})
+    return out

@@ -47,7 +47,6 @@ from .sections import (
     _missing_dataset,
     aggregate_runs,
     analysis_section,
-    baseline_gaps,
     checklists,
     compression_rows,
     dataset_section,
@@ -75,13 +74,6 @@ def collect(config: dict, inputs: ReportInputs) -> dict:
         for part, items in first_seed_details(config, name, inputs, status).items():
             details[part] += items
         experiments.append(experiment_section(config, name, inputs, status, synthetic_sets, run_details))
-
-    # an experiment on another split of the same cells (the grouped split), against its baseline's runs
-    by_name = {e["name"]: e for e in experiments}
-    for e in experiments:
-        e["baseline"] = config["experiments"][e["name"]].get("baseline")
-        base = by_name.get(e["baseline"])
-        e["gaps"] = baseline_gaps(e["rows"], base["rows"]) if base else []
 
     holm_across_experiments(experiments)
     reference = config.get("analysis", {}).get("reference", "cvm_cervix")
@@ -286,6 +278,9 @@ def experiment_section(
             for column, values in (r["stats"].get("subgroups") or {}).items()
         ],
         "comparisons": [{**c, **names(c)} for c in stats_json.get("contrasts", [])],
+        # another split of the same cells (the grouped split) against its baseline experiment's runs
+        "baseline": exp.get("baseline"),
+        "gaps": [{**g, "model": get_model_spec(g["model"]).paper_name} for g in stats_json.get("baseline_gaps", [])],
         "split_comparisons": [{**c, **names(c)} for c in stats_json.get("split_contrasts", [])],
         "spread": [
             {**e, "paper_name": get_model_spec(e["model"]).paper_name}

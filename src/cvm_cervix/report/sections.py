@@ -166,43 +166,6 @@ def paper_confusions(metrics: dict) -> list[dict]:
     return rows
 
 
-def baseline_gaps(rows: list[dict], baseline_rows: list[dict]) -> list[dict]:
-    """Test accuracy of each run (first seed) against the same model and recipe in the baseline
-    experiment, another split of the same cells (the grouped split against the paper's random one): the
-    gap in points with its 95% interval for two independent test splits (``stats.proportion_difference``)."""
-    from ..stats import proportion_difference
-
-    def first_seed(row: dict) -> tuple[int, int] | None:
-        per_class = (row.get("per_class") or {}).get("test")
-        if not per_class:
-            return None
-        n = sum(c["support"] for c in per_class.values())
-        return (round(sum(c["recall"] * c["support"] for c in per_class.values())), n) if n else None
-
-    base = {(r["model"], r["recipe"]): first_seed(r) for r in baseline_rows}
-    out = []
-    for row in rows:
-        ours, theirs = first_seed(row), base.get((row["model"], row["recipe"]))
-        if ours is None or theirs is None:
-            continue
-        gap = proportion_difference(*ours, *theirs)
-        out.append(
-            {
-                "model": row["paper_name"],
-                "recipe": row["recipe"],
-                "accuracy": gap["correct"] / gap["n"],
-                "baseline_accuracy": gap["base_correct"] / gap["base_n"],
-                "correct": gap["correct"],
-                "n": gap["n"],
-                "baseline_correct": gap["base_correct"],
-                "baseline_n": gap["base_n"],
-                "gap": gap["difference"],
-                "gap_ci": gap["interval"],
-            }
-        )
-    return out
-
-
 def mixed_precision_contrasts(rows: list[dict], variants: dict) -> list[dict]:
     """Each run trained with mixed precision (a variant with ``amp: true``) against the same model and
     augmentation in the config's own arithmetic: training time saved (seconds, and as a share) and the
