@@ -38,11 +38,12 @@ def test_predict_refers_the_cells_the_report_refers_on_real_blood_cells(blood_ru
     """On the run's own test images, --coverage 0.9 gives the very sets of the report's referral (same cells
     referred, same coverage), and that coverage is inside the Wilson interval around it, with 90% no lower
     than what 95% of calibration sets of this size reach."""
-    from cvm_cervix.diagnostics import class_codes, probabilities
+    from cvm_cervix.diagnostics import class_codes, probabilities, validation_parts
     from cvm_cervix.referral import referral
 
     calibration = json.loads((blood_run / "calibration.json").read_text())
-    assert calibration["images"] > 100 and calibration["fitted_on"] == "validation"
+    assert calibration["calibration_images"] > 100 and calibration["fitted_on"] == "validation"
+    assert calibration["calibration_held_out"] and calibration["images"] > 100  # the other part chose the epoch
     test = _test_split(real_blood_cells)
     out = tmp_path / "p.csv"
     assert cli(["predict", *test["path"], "--run", str(blood_run), "--coverage", "0.9", "-o", str(out)]) == 0
@@ -52,7 +53,7 @@ def test_predict_refers_the_cells_the_report_refers_on_real_blood_cells(blood_ru
     covered = [label in row.split("|") for label, row in zip(test["class"], rows["set"], strict=True)]
     # the report's referral, from the evaluate step's own predictions
     classes = json.loads((real_blood_cells / "classes.json").read_text())
-    val = pd.read_csv(blood_run / "predictions_val.csv")
+    _, val, _ = validation_parts(pd.read_csv(blood_run / "predictions_val.csv"))  # the calibration part
     tst = pd.read_csv(blood_run / "predictions_test.csv")
     report = referral(
         class_codes(val["label"], classes), probabilities(val)[0], class_codes(tst["label"], classes),

@@ -18,6 +18,7 @@ OTHER = {
     "batch_size": 3,
     "lr": 0.5,
     "weight_decay": 0.5,
+    "calibration_holdout": 0.25,
     "lr_schedule": "cosine",
     "amp": False,
     "amp_dtype": "float16",

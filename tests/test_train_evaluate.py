@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import prepared_synthetic
 from safetensors.torch import load_file
 
 from cvm_cervix.evaluate import compute_metrics, evaluate_run, predictions_frame
@@ -171,6 +172,38 @@ def test_evaluation_outputs_and_metrics(trained, tiny_dataset, monkeypatch):
     monkeypatch.setattr(evaluate_module, "load_image", lambda path, size: opened.append(path) or real(path, size))
     evaluate_run(out, tiny_dataset, threads=2)
     assert opened == test["path"].tolist()  # every test image, from its file, in order
+
+
+def test_the_calibration_part_is_a_share_of_each_class_ordered_by_content():
+    from cvm_cervix.run import calibration_rows
+
+    rows = pd.DataFrame({"label": [0] * 4 + [1] * 3 + [2], "sha256": ["d", "a", "c", "b", "z", "x", "y", "q"]})
+    part = calibration_rows(rows, 0.5)
+    # class 0: the two first by sha256 (a, b); class 1: round(1.5) = 2 of 3 (x, y); class 2: its only image stays
+    assert part.tolist() == [False, True, False, True, False, True, True, False]
+    assert calibration_rows(rows.iloc[::-1].reset_index(drop=True), 0.5)[::-1].tolist() == part.tolist()
+    assert not calibration_rows(rows, 0).any()
+    assert calibration_rows(rows, 0.9).tolist() == [False, True, True, True, False, True, True, False]  # never all
+
+
+def test_the_calibration_part_takes_no_part_in_model_selection(tmp_path_factory):
+    from cvm_cervix.run import Images, calibration_rows
+
+    data = prepared_synthetic(tmp_path_factory.mktemp("holdout"), "herlev", 20)  # 4 validation images per class
+    out = tmp_path_factory.mktemp("run")
+    info = train_run("shufflenet_v2_x0_5", data, out, img_size=32, epochs=2, batch_size=8, threads=2, progress=False)
+    assert info["settings"]["calibration_holdout"] == 0.5 and info["val_images"] == 4  # of 8: 2 per class kept out
+    history = pd.read_csv(out / "history.csv")
+    _, y, rows = Images.open(data, 32).split("val")
+    evaluate_run(out, data, threads=2)
+    val = pd.read_csv(out / "predictions_val.csv")
+    assert val["calibration"].tolist() == calibration_rows(rows, 0.5).tolist() and val["calibration"].sum() == 4
+    # the epoch's validation accuracy is that of the other four: the run's best epoch, re-predicted
+    chosen = val[~val["calibration"]]
+    assert history["val_acc"].max() == pytest.approx((chosen["label"] == chosen["pred"]).mean())
+    record = json.loads((out / "calibration.json").read_text())
+    assert record["calibration_images"] == 4 and record["images"] == 4 and record["calibration_held_out"] is True
+    assert "took no part in choosing the epoch" in record["assumption"]
 
 
 def test_metrics_match_hand_counts():

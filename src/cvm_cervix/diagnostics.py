@@ -266,6 +266,16 @@ def probabilities(frame) -> tuple[np.ndarray, list[str]]:
     return frame[columns].to_numpy(float), [c.removeprefix("prob_") for c in columns]
 
 
+def validation_parts(val) -> tuple:
+    """(the part that chose the best epoch, the calibration part, whether they differ) of a validation
+    predictions frame: its ``calibration`` column where the run kept a part out of model selection
+    (``train.calibration_holdout``), else the whole split for both."""
+    if val is None or "calibration" not in val.columns:
+        return val, val, False
+    held = val["calibration"].astype(str).str.lower().isin(["true", "1"]).to_numpy()
+    return val[~held].reset_index(drop=True), val[held].reset_index(drop=True), True
+
+
 def diagnose(
     test,
     val=None,
@@ -302,6 +312,7 @@ def diagnose(
         "referral": None,
         "risk_coverage": risk_coverage(labels, probs),
     }
+    val, calibration_part, held_out = validation_parts(val)
     if val is not None:
         val_probs, val_classes = probabilities(val)
         if val_classes != classes:
@@ -309,9 +320,12 @@ def diagnose(
         val_labels = np.array([index[c] for c in val["label"]], dtype=int)
         out["temperature"] = temperature_scaling(val_labels, val_probs, labels, probs, bins)
         if coverages:
+            cal_probs, _ = probabilities(calibration_part)
+            cal_labels = np.array([index[c] for c in calibration_part["label"]], dtype=int)
             out["referral"] = referral(
-                val_labels, val_probs, labels, probs, coverages, abnormal_flags(classes, abnormal)
+                cal_labels, cal_probs, labels, probs, coverages, abnormal_flags(classes, abnormal)
             )
+            out["referral"]["held_out"] = held_out
     if abnormal and val is not None:
         val_truth = np.array(abnormal_in(val["label"].to_numpy(), abnormal), dtype=bool)
         test_truth = np.array(abnormal_in(test["label"].to_numpy(), abnormal), dtype=bool)
@@ -334,15 +348,20 @@ def calibration_record(val, classes: list[str], coverages, operating_points, abn
     later use: the temperature (None where it cannot be estimated), the split-conformal threshold of each
     coverage (marginal and per class), and the threshold of each operating point on the abnormal score.
 
-    What the conformal thresholds hold: the validation split also chose the best epoch, so new cells are
-    exchangeable with it only by assumption; the guarantee is marginal, over calibration sets."""
+    The conformal thresholds come from the validation split's calibration part where the run kept one out
+    of model selection (:func:`validation_parts`), the temperature and operating points from the rest:
+    the guarantee then holds as stated for cells exchangeable with the split (marginal, over calibration
+    sets). Without such a part, the split that chose the best epoch calibrates too, and that it did not
+    favour its cells is an assumption, said so in ``assumption``."""
     from .calibration import estimate_temperature
     from .referral import class_thresholds, conformal_threshold, coverage_distribution
 
+    val, part, held_out = validation_parts(val)
     probs, found = probabilities(val)
     if found != list(classes):
         raise ValueError(f"the validation predictions have classes {found}, the run {classes}")
     labels = class_codes(val["label"], classes)
+    cal_probs, cal_labels = probabilities(part)[0], class_codes(part["label"], classes)
     t, why = estimate_temperature(labels, probs)
     points = []
     if abnormal:
@@ -362,15 +381,18 @@ def calibration_record(val, classes: list[str], coverages, operating_points, abn
         "format": 1,
         "fitted_on": "validation",
         "images": int(len(labels)),
+        # the conformal thresholds' images: the validation split's part kept out of model selection, or all of it
+        "calibration_images": int(len(cal_labels)),
+        "calibration_held_out": held_out,
         "classes": list(classes),
         "temperature": t,
         "temperature_not_estimable": why,
         "conformal": {
             f"{c:g}": {
                 "coverage": float(c),
-                "threshold": conformal_threshold(labels, probs, float(c)),
-                "per_class": class_thresholds(labels, probs, float(c)),
-                **(coverage_distribution(len(labels), float(c)) or {}),
+                "threshold": conformal_threshold(cal_labels, cal_probs, float(c)),
+                "per_class": class_thresholds(cal_labels, cal_probs, float(c)),
+                **(coverage_distribution(len(cal_labels), float(c)) or {}),
             }
             for c in coverages
         },
@@ -378,6 +400,12 @@ def calibration_record(val, classes: list[str], coverages, operating_points, abn
         "operating_points": points,
         "assumption": (
             "conformal sets cover the true class for at least the coverage on average over calibration sets, "
-            "if new cells are exchangeable with the validation split, which also chose the best epoch"
+            + (
+                "for new cells exchangeable with the validation split's calibration part, which took no part "
+                "in choosing the epoch or the temperature"
+                if held_out
+                else "if new cells are exchangeable with the validation split, which also chose the best epoch "
+                "(assumed not to favour its cells)"
+            )
         ),
     }

@@ -15,7 +15,7 @@ from ._io import write_csv, write_json
 from .data import load_image
 from .engine import predict, to_device_images
 from .paths import file_name
-from .run import Inference
+from .run import Inference, calibration_rows
 
 
 def predictions_frame(paths, labels, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
@@ -78,7 +78,9 @@ def evaluate_run(
     """Predict the validation and test splits; write ``predictions_{val,test}.csv``, ``metrics.json`` and
     ``calibration.json`` (what ``cvm-cervix predict`` needs to answer as the report measured: the
     temperature, the conformal thresholds of ``coverages`` and the thresholds of ``operating_points``
-    for the ``abnormal`` classes, all fitted on the validation split).
+    for the ``abnormal`` classes, fitted on the validation split: the conformal thresholds on its
+    calibration part (a ``calibration`` column of ``predictions_val.csv`` where the run kept one out of
+    model selection), the rest on the part that chose the best epoch).
 
     ``run``: the run folder or its ``train.json`` (``weights`` beside it unless given); ``data``: the
     prepared dataset's folder or its manifest (``cache`` beside it unless given). Outputs go to the
@@ -111,6 +113,9 @@ def evaluate_run(
         out = predict(model, images, batch_size, dev, amp)
         frames[split] = predictions_frame(rows["path"], y, out["probs"], classes)
         metrics[split] = compute_metrics(frames[split], classes)
+        if split == "val" and trained.record.settings.calibration_holdout > 0:
+            # the part kept out of model selection, on which the conformal sets are calibrated
+            frames[split]["calibration"] = calibration_rows(rows, trained.record.settings.calibration_holdout)
         metrics[split]["ms_per_image"] = 1000 * out["seconds"] / max(len(x), 1)
     # The paper's test time (1,763 images in 31 s) is from files on disk; ms_per_image above is inference
     # on the decoded cache alone. Both are kept, each named for what it measures.

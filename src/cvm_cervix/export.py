@@ -260,7 +260,13 @@ def model_card(run: TrainedRun, summary: dict, numbers: dict) -> str:
         scaled = f"{t:.3f} (predict shows temperature-scaled probabilities)" if t else None
         lines += [
             "",
-            f"## Calibration (`calibration.json`: the validation split, {calibration['images']} images)",
+            f"## Calibration (`calibration.json`: the validation split, {calibration['images']} images"
+            + (
+                f"; the conformal thresholds on {calibration['calibration_images']} of them kept out of model "
+                "selection)"
+                if calibration.get("calibration_held_out")
+                else ")"
+            ),
             "",
             f"- temperature: {scaled or 'not estimable: ' + md(calibration['temperature_not_estimable'] or '')}",
             "- conformal referral (`predict --coverage C`): "

@@ -275,8 +275,10 @@ def _settings(data: dict, version: int, where, fix: str) -> TrainSettings:
         unknown = sorted(set(given) - set(TrainSettings.names()))
         if unknown:
             raise CvmError(f"{where}: settings {unknown} are not settings of this version; {fix}")
-        return TrainSettings(**given)
+        # a run recorded before the key kept no validation image out of model selection
+        return TrainSettings(**{"calibration_holdout": 0.0, **given})
     flat = {k: data[k] for k in TrainSettings.names() if k in data and data[k] is not None}
+    flat.setdefault("calibration_holdout", 0.0)
     flat.pop("device", None)  # the device it ran on ("cuda:0"), not the one asked for ("auto")
     flat.pop("init_from", None)  # the run it started from, as recorded (its folder, weights' sha256)
     if isinstance(data.get("init_from"), dict):

@@ -299,6 +299,23 @@ class Images:
         return split_arrays(self.manifest, self.cache, split)
 
 
+def calibration_rows(rows: pd.DataFrame, fraction: float) -> np.ndarray:
+    """Which of a validation split's ``rows`` (manifest rows) are its calibration part: ``fraction`` of each
+    class's images (rounded; none of a class with one image, and never all of a class), those first in the
+    order of their sha256. The content's digest orders them: the same part wherever the files lie and
+    whatever the seed, and independent of everything the model sees. Training selects its best epoch on
+    the rest only, so the conformal sets calibrated on this part keep their guarantee (``calibration_holdout``).
+    """
+    keep = np.zeros(len(rows), dtype=bool)
+    if fraction <= 0 or not len(rows):
+        return keep
+    for _, index in rows.groupby("label", sort=True).indices.items():
+        take = min(round(fraction * len(index)), len(index) - 1)
+        order = index[np.argsort(rows["sha256"].to_numpy()[index], kind="stable")]
+        keep[order[:take]] = True
+    return keep
+
+
 def split_arrays(manifest: pd.DataFrame, cache: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     rows = manifest.index[manifest["split"] == split].to_numpy()
     return cache[rows], manifest.loc[rows, "label"].to_numpy(), manifest.loc[rows].reset_index(drop=True)

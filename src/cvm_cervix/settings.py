@@ -41,6 +41,8 @@ class TrainSettings:
     batch_size: int = _from_schema("batch_size", RESULT)
     lr: float = _from_schema("lr", RESULT)
     weight_decay: float = _from_schema("weight_decay", RESULT)
+    # the share of the validation split kept out of model selection, to calibrate the conformal sets on
+    calibration_holdout: float = _from_schema("calibration_holdout", RESULT)
     lr_schedule: str = _from_schema("lr_schedule", RESULT)
     amp: bool = _from_schema("amp", RESULT)
     amp_dtype: str = _from_schema("amp_dtype", RESULT)

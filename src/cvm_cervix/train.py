@@ -233,7 +233,7 @@ def _train(
     head = settings.fusion_head() if get_model_spec(model_name).mlp_head else None
     manifest, cache = dataset_files(dataset_dir, img_size, cache)
     class_names = read_json(classes or manifest.with_name(file_name("classes")))
-    data = TrainData.load(manifest, cache, img_size, augment, train_fraction, seed, dev)
+    data = TrainData.load(manifest, cache, img_size, augment, train_fraction, seed, dev, settings.calibration_holdout)
     model, init = build_model(
         model_name,
         class_names,

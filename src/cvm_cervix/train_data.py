@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from .engine import to_device_images
-from .run import Images
+from .run import Images, calibration_rows
 from .step import flip4x
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,10 @@ class TrainData:
         train_fraction: float,
         seed: int,
         dev: torch.device,
+        calibration_holdout: float = 0.0,
     ) -> TrainData:
+        """The training split (``train_fraction`` of it, drawn with ``seed``) and the validation images that
+        choose the best epoch: the validation split less its calibration part (``run.calibration_rows``)."""
         if augment not in ("none", "flip4x"):
             raise ValueError(f"unknown augment {augment!r}")
         images = Images.open(manifest, img_size, cache)
@@ -71,7 +74,9 @@ class TrainData:
         if train_fraction < 1:
             keep = fraction_rows(y_train, train_fraction, seed)
             x_train, y_train = x_train[keep], y_train[keep]
-        x_val, y_val, _ = images.split("val")
+        x_val, y_val, val_rows = images.split("val")
+        selection = ~calibration_rows(val_rows, calibration_holdout)
+        x_val, y_val = x_val[selection], y_val[selection]
         store = _storage_device(dev, x_train.nbytes + x_val.nbytes)
         if store != dev:
             log.info(
