@@ -479,3 +479,44 @@ def test_one_multiplicity_family_across_experiments_counts_a_shared_contrast_onc
     assert [c["p_holm_all"] for e in experiments for c in e["comparisons"]] == pytest.approx(
         [expected[0], expected[1], expected[0], expected[2]]
     )
+
+
+def test_friedman_and_nemenyi_as_demsar_defines_them():
+    from scipy.stats import friedmanchisquare
+
+    from cvm_cervix.stats import friedman_nemenyi
+
+    # 5 blocks × 3 models: A always best; B and C trade places except a tie in the last block
+    table = [[0.9, 0.8, 0.7], [0.92, 0.75, 0.8], [0.88, 0.7, 0.72], [0.91, 0.85, 0.8], [0.95, 0.8, 0.8]]
+    out = friedman_nemenyi(table, ["A", "B", "C"])
+    # ranks per block: A 1 everywhere; B 2, 3, 3, 2, 2.5; C 3, 2, 2, 3, 2.5
+    assert out["mean_ranks"] == pytest.approx({"A": 1.0, "B": 2.5, "C": 2.5})
+    assert out["friedman"]["statistic"] == pytest.approx(friedmanchisquare(*np.array(table).T).statistic)
+    assert out["friedman"]["p_value"] == pytest.approx(friedmanchisquare(*np.array(table).T).pvalue)
+    # Demšar's Table 5: q_0.05 = 2.343 for three models; CD = q √(k(k+1)/6N) = 2.343 √(12/30)
+    assert out["q_alpha"] == pytest.approx(2.343, abs=1e-3)
+    assert out["critical_difference"] == pytest.approx(2.343 * np.sqrt(12 / 30), abs=1e-3)
+    ab = next(p for p in out["nemenyi"] if (p["a"], p["b"]) == ("A", "B"))
+    bc = next(p for p in out["nemenyi"] if (p["a"], p["b"]) == ("B", "C"))
+    assert ab["rank_difference"] == -1.5 and ab["p_value"] < 0.05 < bc["p_value"] == pytest.approx(1.0)
+    # his worked example: four models over 14 data sets, CD = 2.569 √(20/84) = 1.25, and Iman-Davenport's F
+    # from chi-square 9.28 is 3.69
+    out = friedman_nemenyi(np.random.default_rng(0).random((14, 4)), list("abcd"))
+    assert out["critical_difference"] == pytest.approx(1.25, abs=0.01)
+    chi2 = out["friedman"]["statistic"]
+    assert out["iman_davenport"]["statistic"] == pytest.approx(13 * chi2 / (14 * 3 - chi2))
+    assert out["iman_davenport"]["df"] == [3, 39]
+
+
+def test_a_ranking_needs_three_models_and_two_complete_splits_or_says_why():
+    from cvm_cervix.stats import ranking
+
+    scores = {
+        (m, "none", seed, 0): {"accuracy": acc} for m, acc in [("a", 0.9), ("b", 0.8), ("c", 0.7)] for seed in (0,)
+    }
+    assert "one split alone is too few to rank" in ranking(scores)["too_few"]
+    scores |= {(m, "none", 1, 0): {"accuracy": acc} for m, acc in [("a", 0.85), ("b", 0.8), ("c", 0.75)]}
+    out = ranking(scores)
+    assert out["too_few"] is None and out["blocks"] == 2 and out["result"]["mean_ranks"]["a"] == 1.0
+    two = {k: v for k, v in scores.items() if k[0] != "c"}
+    assert "a ranking needs three or more" in ranking(two)["too_few"]

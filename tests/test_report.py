@@ -7,6 +7,7 @@ from cvm_cervix.data import COMBINED_CLASSES
 from cvm_cervix.models import PAPER_MODELS, model_names
 from cvm_cervix.plan import STATS_FORMAT
 from cvm_cervix.report import aggregate_runs, paper_metrics, paper_results
+from cvm_cervix.stats import ranking
 
 
 def test_paper_numbers_are_well_formed():
@@ -152,6 +153,33 @@ def _fabricated_gap(rng) -> dict:
 
     ours, theirs = [f"c{i}.png" for i in range(100)], [f"c{i}.png" for i in range(50, 150)]
     return baseline_gap(arm(ours, 0.7), arm(theirs, 0.9), {f"c{i}.png": f"img{i // 5}" for i in range(150)}, 200)
+
+
+def _fabricated_ensemble(rng) -> dict:
+    """An ensemble of three seeds as the statistics job computes it, on 200 test and 100 validation cells."""
+    import numpy as np
+    import pandas as pd
+
+    from cvm_cervix.predictors import ensemble
+
+    def frame(n):
+        labels = rng.integers(0, 2, n)
+        logits = rng.normal(size=(n, 2)) + 1.5 * np.eye(2)[labels]
+        probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        return pd.DataFrame(
+            {
+                "path": [f"{i}.png" for i in range(n)],
+                "label": np.array(["NILM", "HSIL"])[labels],
+                "pred": np.array(["NILM", "HSIL"])[probs.argmax(1)],
+                "prob_NILM": probs[:, 0],
+                "prob_HSIL": probs[:, 1],
+            }
+        )
+
+    labels_test, labels_val = frame(200)["label"], frame(100)["label"]
+    tests = [frame(200).assign(label=labels_test) for _ in range(3)]
+    vals = [frame(100).assign(label=labels_val, calibration=np.arange(100) % 2 == 0) for _ in range(3)]
+    return ensemble(tests, vals, ["HSIL"], [0.9, 0.95], n_boot=100)
 
 
 def _fabricate(results, config, seed=0):
@@ -405,6 +433,20 @@ def _fabricate(results, config, seed=0):
                         if exp.get("baseline")
                         else []
                     ),
+                    "ranking": ranking(
+                        {
+                            (r.model, r.recipe, r.seed, dataset_spec(config, r.dataset).get("split_seed", 0)): {
+                                "accuracy": float(rng.random())
+                            }
+                            for r in runs
+                        }
+                    ),
+                    "ensembles": [
+                        {"model": "cvm_cervix", "recipe": "none", "split_seed": 0, "seeds": [0, 1, 2]}
+                        | _fabricated_ensemble(rng)
+                    ]
+                    if name == "main"
+                    else [],
                 }
             )
         )
@@ -559,6 +601,18 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     assert gap["gap_ci"][0] < gap["gap"] < gap["gap_ci"][1]
     assert "Against main: the same cells, split another way" in html
     assert f"{100 * gap['common']['gap']:+.2f}" in text and "50 cells in both test splits" in text
+    # the 23 comparison models ranked over their three seeds: Friedman, Nemenyi, the CD diagram
+    comparison = next(e for e in context["experiments"] if e["name"] == "comparison")["ranking"]
+    assert comparison["result"]["blocks"] == 3 and len(comparison["result"]["mean_ranks"]) == 23
+    assert "CVM-Cervix" in comparison["result"]["mean_ranks"] and "Critical difference: Comparison" in html
+    assert f"CD = {comparison['result']['critical_difference']:.2f}" in text
+    assert "Not ranked: 1 model(s): a ranking needs three or more" in text  # main: one model
+    # main's three seeds as one predictor, from the statistics
+    (ens,) = next(e for e in context["experiments"] if e["name"] == "main")["ensembles"]
+    assert "Ensembles of seeds" in html and ens["paper_name"] == "CVM-Cervix"
+    e = ens["ensemble"]
+    assert f"({e['correct']} of {e['n']}; [{100 * e['accuracy_ci'][0]:.2f}" in text
+    assert f"({e['referral'][0]['referred_images']} of {e['referral'][0]['test_images']})" in text
     # per source dataset of the combined set, from the statistics
     assert "By source dataset and subgroup" in html
     assert '<td class="l">sipakmed</td><td>801</td> <td>80.00 <span class="note">[75.00–83.00]</span></td>' in text

@@ -1,16 +1,17 @@
 """Which cells must a cytopathologist still see: referral by conformal prediction sets, and what it holds.
 
 Split-conformal prediction sets (the least-ambiguous set-valued classifier, LAC): the conformity score
-of an image is 1 − the probability the model gives its true class; on the validation split (the
-calibration set, never trained on) the threshold q̂ is the ⌈(n + 1)·c⌉-th smallest score, and a test
+of an image is 1 − the probability the model gives its true class; on the calibration images (a part
+of the validation split, never trained on) the threshold q̂ is the ⌈(n + 1)·c⌉-th smallest score, and a test
 image's set holds every class whose probability is at least 1 − q̂ (Vovk et al.; Angelopoulos & Bates,
 2021). What that holds, and only that: if calibration and test images are exchangeable, the true class
 is in the set with probability at least c, *marginally*: averaged over calibration sets and over
 classes. The coverage of one calibration set is itself random, Beta(k, n + 1 − k) with k = ⌈(n + 1)·c⌉
 (Angelopoulos & Bates, Sec. 3.2): with n = 88 images at c = 0.9 it falls below 0.9 about a third of the
-time (:func:`shortfall_probability`). Here the validation split also chose the best epoch, so its scores
-can be better than test's: exchangeability is an assumption, not a fact, and the realised coverage on
-test is reported beside the target.
+time (:func:`shortfall_probability`). The calibration images are the validation split's part that took
+no part in choosing the best epoch or the temperature (``train.calibration_holdout``), so nothing fitted
+to the model favours them; a run without such a part calibrates on the split that chose its epoch, and
+there exchangeability is an assumption, said so. The realised coverage on test stands beside the target.
 
 Class-conditional (Mondrian) sets (Vovk et al. 2005) calibrate one threshold per true class on that
 class's own validation images: the guarantee then holds for each class, abnormal ones included, at the

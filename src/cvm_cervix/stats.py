@@ -297,6 +297,85 @@ def paired_bootstrap_diff(
     return [lo, hi] if hi > lo else None
 
 
+def friedman_nemenyi(table, names: list[str], alpha: float = 0.05) -> dict:
+    """Demšar's (2006) comparison of k predictors over N blocks: ``table`` is N × k scores (higher better).
+    Each block ranks the predictors (1 = best, ties share their mean rank); Friedman's test (scipy's
+    ``friedmanchisquare``) asks whether the mean ranks differ at all, Iman and Davenport's F beside it (the
+    less conservative form Demšar recommends); Nemenyi's post-hoc test compares every pair: two mean
+    ranks differ where they are at least the critical difference CD = q_α √(k(k+1)/6N) apart, q_α the
+    studentized range's 1 − α quantile over √2, and each pair's p-value is the studentized range's tail at
+    |R_i − R_j| √2 / √(k(k+1)/6N).
+
+    Written on scipy's ``studentized_range`` (these formulas, a few lines) rather than through scikit-posthocs
+    or autorank, which would bring matplotlib, seaborn and statsmodels into the workflow's environment (and
+    the GPU machine's wheel folder past its limit) for the same numbers; tests/test_analysis.py checks CD
+    against Demšar's Table 5 and Friedman's statistic against scipy on a hand-made table.
+    """
+    from scipy.stats import f as f_dist
+    from scipy.stats import friedmanchisquare, rankdata, studentized_range
+
+    table = np.asarray(table, float)
+    n, k = table.shape
+    ranks = np.vstack([rankdata(-row) for row in table])  # 1 = the best score of the block
+    mean = ranks.mean(0)
+    chi2, p = friedmanchisquare(*table.T)
+    ff = (n - 1) * chi2 / (n * (k - 1) - chi2) if n * (k - 1) > chi2 else float("inf")
+    se = np.sqrt(k * (k + 1) / (6 * n))
+    q_alpha = float(studentized_range.ppf(1 - alpha, k, np.inf) / np.sqrt(2))
+    pairs = []
+    for i in range(k):
+        for j in range(i + 1, k):
+            q = abs(mean[i] - mean[j]) / se
+            pairs.append(
+                {
+                    "a": names[i],
+                    "b": names[j],
+                    "rank_difference": float(mean[i] - mean[j]),
+                    "p_value": float(min(1.0, studentized_range.sf(q * np.sqrt(2), k, np.inf))),
+                }
+            )
+    return {
+        "blocks": int(n),
+        "treatments": list(names),
+        "mean_ranks": {name: float(r) for name, r in zip(names, mean, strict=True)},
+        "friedman": {"statistic": float(chi2), "df": k - 1, "p_value": float(p)},
+        "iman_davenport": {
+            "statistic": float(ff),
+            "df": [k - 1, (k - 1) * (n - 1)],
+            "p_value": float(f_dist.sf(ff, k - 1, (k - 1) * (n - 1))) if np.isfinite(ff) else 0.0,
+        },
+        "alpha": alpha,
+        "q_alpha": q_alpha,
+        "critical_difference": float(q_alpha * se),
+        "nemenyi": pairs,
+    }
+
+
+def ranking(scores: dict, metric: str = "accuracy") -> dict:
+    """The experiment's predictors (model and recipe) ranked over its splits and seeds (the blocks) by
+    :func:`friedman_nemenyi`, where every predictor has a run in every block; else, or with fewer than
+    three predictors or two blocks, why not (one split alone is too few to rank). The blocks are splits and
+    seeds of one dataset, not Demšar's independent datasets: the test says whether the predictors differ
+    over these splits of these images, and with fewer than about ten blocks its chi-square is rough."""
+    treatments = sorted({(m, r) for m, r, _, _ in scores})
+    blocks = sorted({(split, seed) for _, _, seed, split in scores})
+    names = [m if len({r for _, r in treatments}) == 1 else f"{m} ({r})" for m, r in treatments]
+    out = {"metric": metric, "treatments": names, "blocks": len(blocks), "result": None, "too_few": None}
+    complete = [b for b in blocks if all((m, r, b[1], b[0]) in scores for m, r in treatments)]
+    if len(treatments) < 3:
+        out["too_few"] = f"{len(treatments)} model(s): a ranking needs three or more (two: McNemar above)"
+    elif len(complete) < 2:
+        out["too_few"] = (
+            f"{len(complete)} split × seed with every model: one split alone is too few to rank "
+            "(give the experiment seeds or split_seeds)"
+        )
+    else:
+        table = [[scores[(m, r, b[1], b[0])][metric] for m, r in treatments] for b in complete]
+        out["blocks"] = len(complete)
+        out["result"] = friedman_nemenyi(table, names)
+    return out
+
+
 RUN_KEY = ("model", "recipe", "seed", "split_seed")  # what tells an experiment's runs apart in its statistics
 
 
@@ -605,8 +684,32 @@ def experiment_stats(
         "contrasts": pairs,
         "spread": spread(scores),
         "split_contrasts": split_contrasts(pairs, ratios),
-        "baseline_gaps": (baseline_gaps(runs, baseline, frames, read, n_boot) if baseline else []),
+        "baseline_gaps": baseline_gaps(runs, baseline, frames, read, n_boot) if baseline else [],
+        "ensembles": ensembles(frames, val_files, abnormal, referral_coverages or [], calibration_bins, n_boot),
+        "ranking": ranking(scores),
     }
+
+
+def ensembles(frames: dict, val_files: dict, abnormal, coverages, bins: int, n_boot: int) -> list[dict]:
+    """The deep ensemble (``predictors.ensemble``) of each model and recipe's seeds on one split, where it
+    has two seeds or more."""
+    from .predictors import ensemble
+
+    groups: dict = {}
+    for key in frames:
+        model, recipe, seed, split = key
+        groups.setdefault((model, recipe, split), []).append(key)
+    out = []
+    for (model, recipe, split), keys in groups.items():
+        if len(keys) < 2 or not any(c.startswith("prob_") for c in frames[keys[0]].columns):
+            continue  # one seed, or predictions without probabilities (nothing to average)
+        keys = sorted(keys)
+        vals = [read_table(val_files[k]) if val_files.get(k) else None for k in keys]
+        found = ensemble(
+            [frames[k] for k in keys], vals, abnormal, coverages, bins, n_boot, f"the seeds of {model} ({recipe})"
+        )
+        out.append({"model": model, "recipe": recipe, "split_seed": split, "seeds": [k[2] for k in keys], **found})
+    return out
 
 
 def baseline_gaps(runs: list[dict], baseline: list[dict], frames: dict, manifests: dict, n_boot: int) -> list[dict]:

@@ -37,6 +37,7 @@ from ._common import paper_metrics, paper_results, row_name
 from .figures import (
     compression_figure,
     confusion_figure,
+    critical_difference_figure,
     curves_figure,
     experiment_figure,
     learning_curve,
@@ -278,6 +279,12 @@ def experiment_section(
             for column, values in (r["stats"].get("subgroups") or {}).items()
         ],
         "comparisons": [{**c, **names(c)} for c in stats_json.get("contrasts", [])],
+        # the models ranked over the splits and seeds (Friedman, Nemenyi), or why not
+        "ranking": _ranking(stats_json.get("ranking"), title),
+        # each model's seeds averaged into one predictor, beside the seeds
+        "ensembles": [
+            {**e, "paper_name": get_model_spec(e["model"]).paper_name} for e in stats_json.get("ensembles", [])
+        ],
         # another split of the same cells (the grouped split) against its baseline experiment's runs
         "baseline": exp.get("baseline"),
         "gaps": [{**g, "model": get_model_spec(g["model"]).paper_name} for g in stats_json.get("baseline_gaps", [])],
@@ -308,6 +315,31 @@ def experiment_section(
         else "",
         "curve": _learning_curve(config, first_dataset, done, seeds[0], f"Learning curve: {title}") if done else None,
     }
+
+
+def _ranking(ranking: dict | None, title: str) -> dict | None:
+    """The statistics' ranking with paper names, and its critical-difference diagram where there is one."""
+    if not ranking:
+        return None
+
+    def name(n: str) -> str:
+        model, _, recipe = n.partition(" (")
+        try:
+            return get_model_spec(model).paper_name + (f" ({recipe}" if recipe else "")
+        except CvmError:
+            return n
+
+    out = {**ranking, "treatments": [name(n) for n in ranking["treatments"]]}
+    result = ranking.get("result")
+    if result:
+        result = {
+            **result,
+            "mean_ranks": {name(k): v for k, v in result["mean_ranks"].items()},
+            "nemenyi": [{**p, "a": name(p["a"]), "b": name(p["b"])} for p in result["nemenyi"]],
+        }
+        out["result"] = result
+        out["figure"] = critical_difference_figure(result, f"Critical difference: {title}")
+    return out
 
 
 def model_rows(

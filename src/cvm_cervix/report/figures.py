@@ -448,3 +448,63 @@ def transfer_figure(matrix: dict, rows: list[dict]) -> str:
         margin={"l": 260},
     )
     return _figure_html(fig)
+
+
+def critical_difference_figure(result: dict, title: str) -> str:
+    """Demšar's critical-difference diagram: each predictor at its mean rank (1 = best, left), a bar of the
+    critical difference, and a line joining each group of predictors whose mean ranks lie within it of
+    each other (Nemenyi: not told apart)."""
+    import plotly.graph_objects as go
+
+    ranks = sorted(result["mean_ranks"].items(), key=lambda kv: kv[1])
+    cd, k = result["critical_difference"], len(ranks)
+    fig = go.Figure()
+    for i, (name, rank) in enumerate(ranks):
+        y = -(i + 1)
+        fig.add_trace(
+            go.Scatter(
+                x=[rank, rank],
+                y=[0, y],
+                mode="lines+markers+text",
+                text=["", f"{_text(name)} ({rank:.2f})"],
+                textposition="middle right",
+                marker=dict(size=[8, 0]),
+                line=dict(color="#444"),
+                hovertemplate=f"{_text(name)}: mean rank {rank:.2f}<extra></extra>",
+                showlegend=False,
+            )
+        )
+    # the maximal groups within one CD of each other: not told apart
+    groups = []
+    for i in range(k):
+        j = max(j for j in range(i, k) if ranks[j][1] - ranks[i][1] < cd)
+        if j > i and not any(g[0] <= i and j <= g[1] for g in groups):
+            groups.append((i, j))
+    for n, (i, j) in enumerate(groups):
+        fig.add_trace(
+            go.Scatter(
+                x=[ranks[i][1] - 0.03, ranks[j][1] + 0.03],
+                y=[0.25 + 0.2 * n] * 2,
+                mode="lines",
+                line=dict(width=5, color="#c0392b"),
+                hovertemplate="not told apart (within one CD)<extra></extra>",
+                showlegend=False,
+            )
+        )
+    top = 0.45 + 0.2 * len(groups)
+    fig.add_trace(
+        go.Scatter(
+            x=[1, 1 + cd],
+            y=[top, top],
+            mode="lines+text",
+            text=["", f"CD = {cd:.2f}"],
+            textposition="top left",
+            line=dict(width=3, color="#2c3e50"),
+            hovertemplate=f"critical difference (Nemenyi, α = {result['alpha']}): {cd:.2f}<extra></extra>",
+            showlegend=False,
+        )
+    )
+    fig.update_xaxes(range=[0.8, k + 0.2], title_text="mean rank (1 = best)", dtick=1)
+    fig.update_yaxes(visible=False, range=[-(k + 0.5), top + 0.4])
+    fig.update_layout(title=title, height=160 + 34 * k, width=760, margin=dict(t=60, b=40))
+    return _figure_html(fig)
