@@ -11,8 +11,8 @@ and written as one CSV at the end. Its arguments here: `--img-size S --crop-pct 
 The model is a run of a timm architecture (default Xception, the paper's CNN branch) trained for one epoch
 on a few synthetic images and exported: `cvm-cervix predict` loads the export folder, timm its
 `timm_model.safetensors` with `timm.create_model(..., pretrained_cfg_overlay=dict(file=...))`. Each side
-runs in a fresh process; peak memory is that process's maximum resident set (`ru_maxrss`), and for
-timm's worker processes their largest one beside it (`predict` decodes on threads of its own process).
+runs in a fresh process; peak memory is that process's maximum resident set (VmHWM), and for timm's
+worker processes their largest one beside it (`predict` decodes on threads of its own process).
 
     .venv/bin/python benchmarks/predict_vs_timm.py IMAGE_FOLDER [--images 500 4000] [--size 64] \
         [--batch 64] [--threads 2] [--workers 2] [--model xception]
@@ -75,10 +75,14 @@ def make_export(model: str, size: int, work: Path) -> Path:
 
 
 def peak_mib() -> dict:
-    to_mib = 1 / 1024  # ru_maxrss is in KiB on Linux
+    """This process's peak resident memory (VmHWM: ``ru_maxrss`` would keep the launching process's peak
+    across ``exec``) and its largest child's (timm's worker processes, whose pages shared with this one at
+    the fork count in both)."""
+    status = Path("/proc/self/status").read_text()
+    hwm = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
     return {
-        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * to_mib,
-        "workers_peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * to_mib,
+        "peak_mib": hwm / 1024,
+        "workers_peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,  # KiB on Linux
     }
 
 

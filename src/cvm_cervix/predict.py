@@ -66,11 +66,13 @@ def _decoded(files: list[Path], img_size: int, batch_size: int, skip_unreadable:
 
     batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        pending = pool.map(lambda batch: list(map(load, batch)), batches[:1])
+        # each image its own task, so every worker decodes (PIL releases the GIL while it decodes and
+        # resizes); the next batch is submitted before this one is classified: two batches in memory at most
+        pending = [pool.submit(load, f) for f in batches[0]] if batches else []
         for index, batch in enumerate(batches):
-            images = next(iter(pending))
-            if index + 1 < len(batches):  # the next batch decodes while this one is classified
-                pending = pool.map(lambda b: list(map(load, b)), [batches[index + 1]])
+            images = [p.result() for p in pending]
+            if index + 1 < len(batches):
+                pending = [pool.submit(load, f) for f in batches[index + 1]]
             kept = [(f, x) for f, x in zip(batch, images, strict=True) if x is not None]
             bad = [f for f, x in zip(batch, images, strict=True) if x is None]
             stacked = np.stack([x for _, x in kept]) if kept else np.zeros((0, 3, img_size, img_size), np.uint8)
