@@ -543,3 +543,32 @@ def test_the_cosine_schedule_is_pytorchs_per_epoch_and_none_keeps_the_rate(tiny_
     assert info["lr_schedule"] == "cosine"
     steps = len(seen) // 3
     assert seen[::steps] == pytest.approx([epoch_lr(lr, "cosine", e, 3) for e in (1, 2, 3)])
+
+
+def test_the_stain_jitter_keeps_shapes_and_ranges_and_is_the_identity_at_strength_zero():
+    from cvm_cervix.step import hed_jitter
+
+    images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(hed_jitter(images, 0.0), images.clamp_min(1e-6), atol=1e-5)
+    out = hed_jitter(images, 0.05, torch.Generator().manual_seed(1))
+    assert out.shape == images.shape and out.dtype == images.dtype and 0 <= out.min() and out.max() <= 1
+    change = (out - images).abs().mean(dim=(1, 2, 3))
+    assert (change > 1e-3).all()  # every image changed, each its own way
+    assert len(set(change.round(decimals=5).tolist())) == 6
+    # stronger jitter, larger change (the same draws scaled)
+    stronger = hed_jitter(images, 0.2, torch.Generator().manual_seed(1))
+    assert (stronger - images).abs().mean() > (out - images).abs().mean()
+
+
+def test_a_stain_recipe_trains_with_the_jitter_in_the_step(tiny_dataset, tmp_path, monkeypatch):
+    import cvm_cervix.step as step
+
+    calls = []
+    real = step.hed_jitter
+    monkeypatch.setattr(step, "hed_jitter", lambda x, sigma: calls.append(sigma) or real(x, sigma))
+    info = train_run(
+        "shufflenet_v2_x0_5", tiny_dataset, tmp_path, img_size=32, epochs=1, batch_size=8, augment="stain",
+        threads=2, progress=False,
+    )  # fmt: skip
+    assert info["augment"] == "stain" and calls and set(calls) == {step.STAIN_SIGMA}
+    assert info["train_images"] == 44  # the images themselves: the jitter is drawn anew every step

@@ -27,6 +27,29 @@ from .engine import autocast, scale
 log = logging.getLogger(__name__)
 WARMUP_STEPS = 3  # eager steps on a side stream before capture: the allocator and cuDNN settle first
 
+# augment: stain. Ruifrok & Johnston's stain vectors as scikit-image's rgb2hed/hed2rgb hold them (rows:
+# haematoxylin, eosin, DAB), and the jitter of Tellez et al. (2019): each stain's concentration s becomes
+# α·s + β, α ~ U(1 − σ, 1 + σ) and β ~ U(−σ, σ) per image and stain. Written here, on the device and in the
+# batch like the flips, because torchstain's augmentor fits a Macenko basis per image on the host.
+RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+RGB_FROM_HED = RGB_FROM_HED / RGB_FROM_HED.norm(dim=1, keepdim=True)
+HED_FROM_RGB = torch.linalg.inv(RGB_FROM_HED)
+STAIN_SIGMA = 0.05  # σ of augment: stain
+
+
+def hed_jitter(images: torch.Tensor, sigma: float = STAIN_SIGMA, generator=None) -> torch.Tensor:
+    """``images`` (B×3×H×W in [0, 1]) with each stain's amount jittered in HED space, clipped to [0, 1]; at
+    ``sigma`` 0 the same images (the round trip through HED space is exact up to float rounding)."""
+    b, device = len(images), images.device
+    alpha = 1 + (2 * torch.rand(b, 1, 3, device=device, generator=generator) - 1) * sigma
+    beta = (2 * torch.rand(b, 1, 3, device=device, generator=generator) - 1) * sigma
+    eps = 1e-6
+    pixels = images.clamp_min(eps).flatten(2).transpose(1, 2)  # B × HW × 3
+    stains = (torch.log(pixels) / torch.log(torch.tensor(eps))) @ HED_FROM_RGB.to(device, images.dtype)
+    stains = stains * alpha + beta
+    rgb = torch.exp(-(stains * -torch.log(torch.tensor(eps))) @ RGB_FROM_HED.to(device, images.dtype))
+    return rgb.clamp(0, 1).transpose(1, 2).reshape(images.shape)
+
 
 def flip4x(images: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
     """The paper's ×4 transforms per image: kind 0 original, 1 rotated 180°, 2 left-right, 3 up-down."""
@@ -67,7 +90,9 @@ class TrainStep:
         copies: int,
         device: torch.device,
         amp: bool,
+        stain: float = 0.0,
     ):
+        self.stain = stain  # σ of the HED jitter (augment: stain), 0: none
         self.model, self.optimizer, self.scaler = model, optimizer, scaler
         self.images, self.labels, self.copies, self.device, self.amp = images, labels, copies, device, amp
         self.loss_fn = torch.nn.CrossEntropyLoss()
@@ -87,6 +112,8 @@ class TrainStep:
         batch = scale(batch)
         flip = torch.rand(len(idx), device=self.device) < 0.5
         batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
+        if self.stain:
+            batch = hed_jitter(batch, self.stain)
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.amp):
@@ -117,11 +144,11 @@ class CapturedStep(TrainStep):
 
     captured = True
 
-    def __init__(self, model, optimizer, scaler, images, labels, copies, device, amp, *, batch_size: int):
+    def __init__(self, model, optimizer, scaler, images, labels, copies, device, amp, *, batch_size: int, stain=0.0):
         why = why_not_captured(device, scaler, images)
         if why is not None:
             raise ValueError(f"a step cannot be captured here: {why}")
-        super().__init__(model, optimizer, scaler, images, labels, copies, device, amp)
+        super().__init__(model, optimizer, scaler, images, labels, copies, device, amp, stain)
         self.batch_size = batch_size
         self.static_idx = torch.zeros(batch_size, dtype=torch.long, device=self.images.device)
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -178,14 +205,28 @@ def why_not_captured(device: torch.device, scaler, images: torch.Tensor) -> str 
 
 
 def make_step(
-    model, optimizer, scaler, images, labels, copies, device, amp, *, mode: str = "eager", batch_size: int = 16
+    model,
+    optimizer,
+    scaler,
+    images,
+    labels,
+    copies,
+    device,
+    amp,
+    *,
+    mode: str = "eager",
+    batch_size: int = 16,
+    stain: float = 0.0,
 ) -> TrainStep:
-    """``mode`` eager, or cuda_graph (eager, with the reason logged, where a graph cannot run)."""
+    """``mode`` eager, or cuda_graph (eager, with the reason logged, where a graph cannot run); ``stain``: σ of
+    the HED jitter, 0 for none."""
     if mode == "cuda_graph":
         why = why_not_captured(device, scaler, images)
         if why is None:
-            return CapturedStep(model, optimizer, scaler, images, labels, copies, device, amp, batch_size=batch_size)
+            return CapturedStep(
+                model, optimizer, scaler, images, labels, copies, device, amp, batch_size=batch_size, stain=stain
+            )
         (log.info if device.type != "cuda" else log.warning)("train.step cuda_graph: %s; the step runs eagerly", why)
     elif mode != "eager":
         raise ValueError(f"unknown train.step {mode!r}; use eager or cuda_graph")
-    return TrainStep(model, optimizer, scaler, images, labels, copies, device, amp)
+    return TrainStep(model, optimizer, scaler, images, labels, copies, device, amp, stain)

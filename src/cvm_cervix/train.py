@@ -26,7 +26,7 @@ from .record import RunRecord, run_identity
 from .run import dataset_files, write_run
 from .settings import TrainSettings
 from .start import build_model
-from .step import TrainStep, make_step, why_not_captured
+from .step import STAIN_SIGMA, TrainStep, make_step, why_not_captured
 from .tracking import epoch_events
 from .train_data import TrainData
 
@@ -269,6 +269,7 @@ def _train(
         use_amp,
         mode=step,
         batch_size=batch_size,
+        stain=STAIN_SIGMA if augment == "stain" else 0.0,
     )
     state = TrainingState(model, optimizer, scaler, torch.Generator(device="cpu").manual_seed(seed), dev)
     # what a checkpoint must match to be resumed: the settings that decide the result, as they took effect

@@ -16,6 +16,9 @@ from .run import Images, calibration_rows
 from .step import flip4x
 
 log = logging.getLogger(__name__)
+# none; flip4x (the training split ×4 by rotation 180°, left-right and up-down flips); stain (HED jitter in
+# the step, step.hed_jitter)
+AUGMENTS = ("none", "flip4x", "stain")
 
 
 def expand_flip4x(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,7 +70,7 @@ class TrainData:
     ) -> TrainData:
         """The training split (``train_fraction`` of it, drawn with ``seed``) and the validation images that
         choose the best epoch: the validation split less its calibration part (``run.calibration_rows``)."""
-        if augment not in ("none", "flip4x"):
+        if augment not in AUGMENTS:
             raise ValueError(f"unknown augment {augment!r}")
         images = Images.open(manifest, img_size, cache)
         x_train, y_train, _ = images.split("train")
