@@ -182,6 +182,26 @@ def _fabricated_ensemble(rng) -> dict:
     return ensemble(tests, vals, ["HSIL"], [0.9, 0.95], n_boot=100)
 
 
+def _fabricated_recipe_gain(rng) -> dict:
+    """A stain recipe's robustness against none's, as the statistics job pairs them: 50 images, 6 corruptions."""
+    from cvm_cervix.stats import recipe_gain
+
+    def result(p):
+        def right(draws):
+            return "".join(str(int(k)) for k in rng.binomial(draws, p, 50))
+
+        return {
+            "test_images": 50,
+            "clean": {"right": right(1)},
+            "corruptions": {
+                c: {str(s): {"right": right(5), "draws": 5, "no_effect": False} for s in range(1, 6)}
+                for c in ("stain", "blur", "jpeg", "brightness", "contrast", "scale")
+            },
+        }
+
+    return recipe_gain(result(0.8), result(0.6), n_boot=100)
+
+
 def _fabricate(results, config, seed=0):
     """Result files of every run, stats, compression and analysis a config plans, with plausible numbers."""
     import numpy as np
@@ -441,6 +461,11 @@ def _fabricate(results, config, seed=0):
                             for r in runs
                         }
                     ),
+                    "robustness_gains": [
+                        {"model": "cvm_cervix", "recipe": "stain", "base": "none"} | _fabricated_recipe_gain(rng)
+                    ]
+                    if name == "main"
+                    else [],
                     "ensembles": [
                         {"model": "cvm_cervix", "recipe": "none", "split_seed": 0, "seeds": [0, 1, 2]}
                         | _fabricated_ensemble(rng)
@@ -607,6 +632,10 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     assert "CVM-Cervix" in comparison["result"]["mean_ranks"] and "Critical difference: Comparison" in html
     assert f"CD = {comparison['result']['critical_difference']:.2f}" in text
     assert "Not ranked: 1 model(s): a ranking needs three or more" in text  # main: one model
+    # main's stain recipe against none under every corruption, paired, from the statistics
+    (gain,) = next(e for e in context["experiments"] if e["name"] == "main")["recipe_gains"]
+    assert "Robustness by training recipe" in html and "Robustness by recipe: CVM-Cervix" in html
+    assert f"{100 * gain['mean']['5']['gain']:+.2f}" in text and "stain − none" in text
     # main's three seeds as one predictor, from the statistics
     (ens,) = next(e for e in context["experiments"] if e["name"] == "main")["ensembles"]
     assert "Ensembles of seeds" in html and ens["paper_name"] == "CVM-Cervix"

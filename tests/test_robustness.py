@@ -158,3 +158,68 @@ def test_corruption_error_is_hendrycks_and_dietterichs_against_a_baseline():
     # relative: blur (0.3 - 2 x 0.05) / (0.6 - 2 x 0.1) = 0.5; jpeg (0.6 - 0.15) / (1.0 - 0.3) = 0.642857
     assert out["relative_ce"] == pytest.approx({"blur": 0.5, "jpeg": 0.45 / 0.7})
     assert corruption_errors(run, {**base, "img_size": 64}) is None  # not measured alike
+
+
+def _result(clean_right: str, corrupted: dict) -> dict:
+    """A robustness.json as robustness_run writes it, reduced to what a recipe's gain reads."""
+    return {
+        "test_images": len(clean_right),
+        "clean": {"accuracy": clean_right.count("1") / len(clean_right), "right": clean_right},
+        "corruptions": {
+            name: {
+                "0": {"right": clean_right, "draws": 0},
+                **{s: {"right": r, "draws": d, "no_effect": s == "1" and name == "blur"} for s, (r, d) in sev.items()},
+            }
+            for name, sev in corrupted.items()
+        },
+    }
+
+
+def test_a_recipes_gain_is_paired_over_the_same_images_and_draws():
+    from cvm_cervix.stats import recipe_gain
+
+    # 8 test images; stain drawn 5 times (a digit: how many draws were right), blur once
+    stain = _result("11111111", {"stain": {"1": ("55554444", 5)}, "blur": {"1": ("11111111", 1)}})
+    none = _result("11111110", {"stain": {"1": ("55000000", 5)}, "blur": {"1": ("11111110", 1)}})
+    out = recipe_gain(stain, none, n_boot=500)
+    # stain severity 1: mean share right 0.9 against 0.25: +0.65
+    s1 = out["corruptions"]["stain"]["1"]
+    assert s1["accuracy"] == pytest.approx(0.9) and s1["base_accuracy"] == pytest.approx(0.25)
+    assert s1["gain"] == pytest.approx(0.65) and 0 < s1["gain_ci"][0] < 0.65 < s1["gain_ci"][1]
+    assert out["clean"]["gain"] == pytest.approx(1 / 8)
+    # blur's severity 1 does nothing here: the mean over corruptions at severity 1 counts stain alone
+    assert out["mean"]["1"]["corruptions"] == ["stain"] and out["mean"]["1"]["gain"] == pytest.approx(0.65)
+    same = recipe_gain(none, none)
+    assert same["corruptions"]["stain"]["1"]["gain"] == 0 and same["corruptions"]["stain"]["1"]["gain_ci"] is None
+    with pytest.raises(CvmError, match="different images or corruptions"):
+        recipe_gain(stain, _result("1111", {"stain": {"1": ("5555", 5)}, "blur": {"1": ("1111", 1)}}))
+
+
+def test_the_stain_recipes_robustness_curve_beside_none_on_real_blood_cells(real_blood_cells, tmp_path):
+    """Two ShuffleNets trained alike on the real blood cells (15 epochs at 32 px), one with augment: stain; both
+    under the stain shift and brightness: the stain recipe's curve beside none's, paired per severity."""
+    from cvm_cervix.report.figures import recipe_robustness_figure
+    from cvm_cervix.stats import robustness_gains
+    from cvm_cervix.train import train_run
+
+    runs = []
+    for augment in ("none", "stain"):
+        run = tmp_path / augment
+        train_run(
+            "shufflenet_v2_x0_5", real_blood_cells, run, img_size=32, epochs=15, batch_size=32, lr=2e-3,
+            augment=augment, threads=2, progress=False,
+        )  # fmt: skip
+        out = tmp_path / f"{augment}.json"
+        robustness_run(run, real_blood_cells, out, corruptions=["stain", "brightness"], draws=3, threads=2)
+        runs.append({"model": "shufflenet_v2_x0_5", "recipe": augment, "robustness": str(out)})
+    (gain,) = robustness_gains(runs, n_boot=500)
+    assert gain["recipe"] == "stain" and gain["base"] == "none"
+    assert set(gain["mean"]) == {"1", "2", "3", "4", "5"} and set(gain["corruptions"]) == {"stain", "brightness"}
+    for cell in [gain["clean"], *gain["mean"].values(), *gain["corruptions"]["stain"].values()]:
+        assert cell["gain"] == pytest.approx(cell["accuracy"] - cell["base_accuracy"])
+        assert cell["gain_ci"] is None or cell["gain_ci"][0] <= cell["gain"] <= cell["gain_ci"][1]
+    # 8 classes (chance 12.5%): both learn, and the jitter costs at most 10 points on clean cells
+    assert gain["clean"]["base_accuracy"] > 0.45 and gain["clean"]["accuracy"] > 0.45
+    assert gain["clean"]["gain"] > -0.10
+    html = recipe_robustness_figure([{**gain, "paper_name": "ShuffleNet V2"}], "blood cells")
+    assert "ShuffleNet V2 (stain)" in html and "ShuffleNet V2 (none)" in html

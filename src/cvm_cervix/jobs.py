@@ -136,6 +136,10 @@ def _stats(plan: Plan, v: dict) -> list[Need]:
         *(Need("predictions", "predictions_test", run_values(r), many=True) for r in runs),
         *(Need("predictions_val", "predictions_val", run_values(r), many=True) for r in runs),
         *(Need("manifests", "manifest", {"dataset": d}, many=True) for d in sorted({r.dataset for r in runs})),
+        *(
+            Need("robustness", "robustness", run_values(r), many=True)
+            for r in plan.stats_robustness_runs(v["experiment"])
+        ),
         _plan_stamp(plan),
     ]
 

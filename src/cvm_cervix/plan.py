@@ -139,6 +139,15 @@ class Plan:
                 runs.add(ref)
         return sorted(runs | set(self.baseline_runs(experiment)))
 
+    def stats_robustness_runs(self, experiment: str) -> list[Run]:
+        """The experiment's runs whose robustness its statistics compare: its first-seed runs where it asks
+        for robustness and a model has several recipes."""
+        if not self.config["experiments"][experiment].get("robustness"):
+            return []
+        runs = self.first_seed_runs(experiment)
+        recipes = {m: {r.recipe for r in runs if r.model == m} for m in {r.model for r in runs}}
+        return [r for r in runs if len(recipes[r.model]) > 1]
+
     def baseline_runs(self, experiment: str) -> list[Run]:
         """The runs of the experiment's ``baseline`` experiment (its first split, every seed) of the models and
         recipes it has: the other arm of each baseline gap; none without a baseline."""
@@ -152,6 +161,7 @@ class Plan:
     def stats_entries(self, experiment: str, results: str) -> list[dict]:
         """What the statistics of ``experiment`` read: each run's test predictions and how it started."""
         baseline = set(self.baseline_runs(experiment)) - set(self.experiment_runs(experiment))
+        robust = set(self.stats_robustness_runs(experiment))
         return [
             {
                 "model": r.model,
@@ -170,6 +180,8 @@ class Plan:
                 "train_fraction": run_settings(self.config, r).get("train_fraction", 1.0),
                 # the other arm of a baseline gap, not one of the experiment's runs
                 **({"arm": "baseline"} if r in baseline else {}),
+                # its test split under slide variation (robustness: true, first seed): recipes compared pairwise
+                **({"robustness": path("robustness", results, r)} if r in robust else {}),
             }
             for r in self.stats_runs(experiment)
         ]

@@ -203,19 +203,27 @@ def robustness_run(
     def probs_of(batch: torch.Tensor) -> np.ndarray:
         return predict(inference.model, batch, batch_size, inference.device, inference.amp)["probs"]
 
+    def right_string(counts: np.ndarray) -> str:
+        """Per test image, how many draws classified it right (one digit each, at most 9 draws): the
+        statistics job pairs two recipes' images from it."""
+        return "".join(str(int(c)) for c in counts)
+
     def measure(name: str, severity: int, seed: int) -> dict:
-        outs, changed = [], []
+        outs, changed, right_counts = [], [], np.zeros(len(labels), int)
         for draw in range(draws if name in RANDOM else 1):
             generator = torch.Generator().manual_seed(seed * 1000 + draw)  # the same draws for every model of a seed
             batch = torch.cat([corrupt(b, name, severity, generator, basis) for b in images.split(256)])
             changed.append(float((batch != images).float().mean()))
-            outs.append(_scores(labels, probs_of(batch), flags))
+            probs = probs_of(batch)
+            right_counts += probs.argmax(1) == labels
+            outs.append(_scores(labels, probs, flags))
         entry = {
             "accuracy": float(np.mean([o["accuracy"] for o in outs])),
             "abnormal_auc": None if None in (aucs := [o["abnormal_auc"] for o in outs]) else float(np.mean(aucs)),
             "pixels_changed": float(np.mean(changed)),
             "no_effect": bool(np.mean(changed) < NO_EFFECT),
             "draws": len(outs),
+            "right": right_string(right_counts),
         }
         right = int(round(sum(o["accuracy"] for o in outs) * len(labels)))
         total = len(outs) * len(labels)
@@ -225,7 +233,8 @@ def robustness_run(
             entry["accuracy_sd_between_draws"] = float(np.std([o["accuracy"] for o in outs], ddof=1))
         return entry
 
-    clean = _scores(labels, probs_of(images), flags)
+    clean_probs = probs_of(images)
+    clean = {**_scores(labels, clean_probs, flags), "right": right_string(clean_probs.argmax(1) == labels)}
     result: dict = {
         "model": inference.run.info["model"],
         "dataset": inference.run.info["dataset"],

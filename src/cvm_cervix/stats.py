@@ -13,7 +13,7 @@ import numpy as np
 from scipy.stats import binomtest
 from sklearn.metrics import f1_score
 
-from ._io import read_table
+from ._io import read_json, read_table
 from .diagnostics import class_codes, diagnose, resample_counts
 from .errors import CvmError
 from .intervals import wilson
@@ -687,6 +687,7 @@ def experiment_stats(
         "baseline_gaps": baseline_gaps(runs, baseline, frames, read, n_boot) if baseline else [],
         "ensembles": ensembles(frames, val_files, abnormal, referral_coverages or [], calibration_bins, n_boot),
         "ranking": ranking(scores),
+        "robustness_gains": robustness_gains(runs, n_boot),
     }
 
 
@@ -709,6 +710,65 @@ def ensembles(frames: dict, val_files: dict, abnormal, coverages, bins: int, n_b
             [frames[k] for k in keys], vals, abnormal, coverages, bins, n_boot, f"the seeds of {model} ({recipe})"
         )
         out.append({"model": model, "recipe": recipe, "split_seed": split, "seeds": [k[2] for k in keys], **found})
+    return out
+
+
+def _right(entry: dict) -> np.ndarray:
+    """The share of draws that classified each test image right, from a robustness entry's ``right``."""
+    return np.array([int(c) for c in entry["right"]], float) / max(entry.get("draws") or 1, 1)
+
+
+def recipe_gain(result: dict, base: dict, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """How much a recipe's run (``result``, a ``robustness.json``) keeps over the same model's ``base`` run
+    (recipe ``none``) under each corruption and severity, and on the mean over the corruptions counted at a
+    severity: the difference in accuracy, paired over the same test images under the same draws, with a
+    percentile bootstrap interval over test images (None where every image agrees)."""
+    if result["test_images"] != base["test_images"] or set(result["corruptions"]) != set(base["corruptions"]):
+        raise CvmError("two runs' robustness were measured on different images or corruptions; run robustness again")
+    rng = np.random.default_rng(seed)
+    n = result["test_images"]
+    idx = rng.integers(0, n, (n_boot, n))
+
+    def gain(ours: np.ndarray, theirs: np.ndarray) -> dict:
+        diff = ours - theirs
+        draws = diff[idx].mean(1)
+        lo, hi = np.percentile(draws, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+        return {
+            "accuracy": float(ours.mean()),
+            "base_accuracy": float(theirs.mean()),
+            "gain": float(diff.mean()),
+            "gain_ci": [float(lo), float(hi)] if hi > lo else None,
+        }
+
+    out = {"clean": gain(_right(result["clean"]), _right(base["clean"])), "corruptions": {}, "mean": {}}
+    severities = sorted({s for c in result["corruptions"].values() for s in c}, key=int)
+    for name, by_severity in result["corruptions"].items():
+        out["corruptions"][name] = {
+            s: gain(_right(e), _right(base["corruptions"][name][s])) for s, e in by_severity.items() if s != "0"
+        }
+    for s in severities:
+        if s == "0":
+            continue
+        counted = [c for c in result["corruptions"] if not result["corruptions"][c][s].get("no_effect")]
+        if counted:
+            ours = np.mean([_right(result["corruptions"][c][s]) for c in counted], axis=0)
+            theirs = np.mean([_right(base["corruptions"][c][s]) for c in counted], axis=0)
+            out["mean"][s] = {**gain(ours, theirs), "corruptions": counted}
+    return out
+
+
+def robustness_gains(runs: list[dict], n_boot: int) -> list[dict]:
+    """Each recipe's :func:`recipe_gain` over the same model's ``none`` run, where both measured robustness."""
+    measured = {(r["model"], r["recipe"]): r["robustness"] for r in runs if r.get("robustness")}
+    out = []
+    for (model, recipe), file in sorted(measured.items()):
+        base = measured.get((model, "none"))
+        if recipe == "none" or base is None:
+            continue
+        result, base_result = read_json(file), read_json(base)
+        if "right" not in result["clean"] or "right" not in base_result["clean"]:
+            raise CvmError(f"{file} or {base} was written before per-image results were kept; run robustness again")
+        out.append({"model": model, "recipe": recipe, "base": "none", **recipe_gain(result, base_result, n_boot)})
     return out
 
 

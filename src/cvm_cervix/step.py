@@ -43,11 +43,12 @@ def hed_jitter(images: torch.Tensor, sigma: float = STAIN_SIGMA, generator=None)
     b, device = len(images), images.device
     alpha = 1 + (2 * torch.rand(b, 1, 3, device=device, generator=generator) - 1) * sigma
     beta = (2 * torch.rand(b, 1, 3, device=device, generator=generator) - 1) * sigma
-    eps = 1e-6
-    pixels = images.clamp_min(eps).flatten(2).transpose(1, 2)  # B × HW × 3
-    stains = (torch.log(pixels) / torch.log(torch.tensor(eps))) @ HED_FROM_RGB.to(device, images.dtype)
+    # in optical density (−log of the transmitted light), as Tellez et al. jittered it: scikit-image's
+    # rgb2hed has since divided by −log(1e-6), on which scale the same β would be 14 times as strong
+    optical_density = -torch.log(images.clamp_min(1e-6)).flatten(2).transpose(1, 2)  # B × HW × 3
+    stains = optical_density @ HED_FROM_RGB.to(device, images.dtype)
     stains = stains * alpha + beta
-    rgb = torch.exp(-(stains * -torch.log(torch.tensor(eps))) @ RGB_FROM_HED.to(device, images.dtype))
+    rgb = torch.exp(-(stains @ RGB_FROM_HED.to(device, images.dtype)))
     return rgb.clamp(0, 1).transpose(1, 2).reshape(images.shape)
 
 

@@ -41,6 +41,7 @@ from .figures import (
     curves_figure,
     experiment_figure,
     learning_curve,
+    recipe_robustness_figure,
     reliability_figure,
 )
 from .screening import screening_section
@@ -279,6 +280,14 @@ def experiment_section(
             for column, values in (r["stats"].get("subgroups") or {}).items()
         ],
         "comparisons": [{**c, **names(c)} for c in stats_json.get("contrasts", [])],
+        # each recipe's robustness against the same model's `none` run, paired over the same test images
+        "recipe_gains": (
+            gains := [
+                {**g, "paper_name": get_model_spec(g["model"]).paper_name}
+                for g in stats_json.get("robustness_gains", [])
+            ]
+        ),
+        "recipe_figure": recipe_robustness_figure(gains, f"Robustness by recipe: {title}") if gains else "",
         # the models ranked over the splits and seeds (Friedman, Nemenyi), or why not
         "ranking": _ranking(stats_json.get("ranking"), title),
         # each model's seeds averaged into one predictor, beside the seeds

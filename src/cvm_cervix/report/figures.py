@@ -508,3 +508,28 @@ def critical_difference_figure(result: dict, title: str) -> str:
     fig.update_yaxes(visible=False, range=[-(k + 0.5), top + 0.4])
     fig.update_layout(title=title, height=160 + 34 * k, width=760, margin=dict(t=60, b=40))
     return _figure_html(fig)
+
+
+def recipe_robustness_figure(gains: list[dict], title: str) -> str:
+    """Test accuracy against severity (clean at 0, then the mean over the corruptions that change the images
+    at that severity), one line per recipe and the ``none`` run it is compared with."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    drawn = set()
+    for g in gains:
+        severities = sorted(g["mean"], key=int)
+        x = [0, *map(int, severities)]
+        for label, key, clean in (
+            (f"{g['paper_name']} ({g['recipe']})", "accuracy", g["clean"]["accuracy"]),
+            (f"{g['paper_name']} ({g['base']})", "base_accuracy", g["clean"]["base_accuracy"]),
+        ):
+            if label in drawn:
+                continue
+            drawn.add(label)
+            y = [100 * clean, *(100 * g["mean"][s][key] for s in severities)]
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=_text(label)))
+    fig.update_xaxes(title_text="severity (0 = clean)", dtick=1)
+    fig.update_yaxes(title_text="test accuracy, %")
+    fig.update_layout(title=title, height=420, width=760, margin=dict(t=60, b=40))
+    return _figure_html(fig)
