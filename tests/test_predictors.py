@@ -75,3 +75,26 @@ def test_an_ensemble_is_evaluated_like_a_run_beside_its_members():
     assert change["change"] == pytest.approx(row["referred"] - out["member_mean"]["referred"]["0.9"])
     with pytest.raises(CvmError, match="two members or more"):
         ensemble([members[0][0]], [members[0][1]], [], [0.9])
+
+
+def test_test_time_flips_are_a_predictor_beside_the_run():
+    from cvm_cervix.predictors import test_time_flips
+
+    rng = np.random.default_rng(4)
+
+    def with_flips(n, calibration=None):
+        labels = rng.integers(0, 3, n)
+        plain = np.exp(rng.normal(size=(n, 3)) + np.eye(3)[labels])
+        flips = np.exp(rng.normal(size=(n, 3)) * 0.5 + 1.5 * np.eye(3)[labels])  # steadier: more often right
+        out = frame(plain / plain.sum(1, keepdims=True), labels, calibration=calibration)
+        for i, c in enumerate(CLASSES):
+            out[f"tta_prob_{c}"] = (flips / flips.sum(1, keepdims=True))[:, i]
+        return out
+
+    test, val = with_flips(300), with_flips(200, calibration=np.arange(200) % 2 == 1)
+    out = test_time_flips(test, val, ["HSIL", "LSIL"], [0.9], n_boot=200)
+    tta_pred = np.asarray(CLASSES)[test[[f"tta_prob_{c}" for c in CLASSES]].to_numpy().argmax(1)]
+    assert out["tta"]["correct"] == int((tta_pred == test["label"]).sum()) > out["plain"]["correct"]
+    assert out["accuracy_change"]["change"] == pytest.approx((out["tta"]["correct"] - out["plain"]["correct"]) / 300)
+    assert out["tta"]["referral"][0]["calibration_images"] == 100 and "0.9" in out["referral_change"]
+    assert test_time_flips(test.drop(columns=[f"tta_prob_{c}" for c in CLASSES]), val, [], [0.9]) is None

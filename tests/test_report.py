@@ -202,6 +202,29 @@ def _fabricated_recipe_gain(rng) -> dict:
     return recipe_gain(result(0.8), result(0.6), n_boot=100)
 
 
+def _fabricated_flips(rng) -> dict:
+    """A run's test-time flips beside itself, as the statistics job computes them (two classes, 200 cells)."""
+    import numpy as np
+    import pandas as pd
+
+    from cvm_cervix.predictors import test_time_flips
+
+    def frame(n, calibration=None):
+        labels = rng.integers(0, 2, n)
+        out = pd.DataFrame({"path": [f"{i}.png" for i in range(n)], "label": np.array(["NILM", "HSIL"])[labels]})
+        for prefix, strength in (("prob_", 1.0), ("tta_prob_", 1.5)):
+            logits = rng.normal(size=(n, 2)) + strength * np.eye(2)[labels]
+            probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+            out[f"{prefix}NILM"], out[f"{prefix}HSIL"] = probs[:, 0], probs[:, 1]
+            if prefix == "prob_":
+                out["pred"] = np.array(["NILM", "HSIL"])[probs.argmax(1)]
+        if calibration is not None:
+            out["calibration"] = calibration
+        return out
+
+    return test_time_flips(frame(200), frame(100, np.arange(100) % 2 == 0), ["HSIL"], [0.9, 0.95], n_boot=100)
+
+
 def _fabricate(results, config, seed=0):
     """Result files of every run, stats, compression and analysis a config plans, with plausible numbers."""
     import numpy as np
@@ -398,6 +421,7 @@ def _fabricate(results, config, seed=0):
             paper_abnormal_classes(),
             [0.9, 0.95],
         )
+    flips = _fabricated_flips(rng)
     for name, exp in config["experiments"].items():
         runs = [r for r in experiment_runs(config, name) if r.recipe in exp["augment"]]
         (results / "stats").mkdir(exist_ok=True)
@@ -416,6 +440,7 @@ def _fabricate(results, config, seed=0):
                             "clinical": None,
                             "mcnemar": None,
                             "diagnostics": diagnostics[r.dataset],
+                            "tta": flips if r.model == "cvm_cervix" else None,
                             "subgroups": {
                                 "dataset": [
                                     {
@@ -636,6 +661,10 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     (gain,) = next(e for e in context["experiments"] if e["name"] == "main")["recipe_gains"]
     assert "Robustness by training recipe" in html and "Robustness by recipe: CVM-Cervix" in html
     assert f"{100 * gain['mean']['5']['gain']:+.2f}" in text and "stain − none" in text
+    # each first run with test-time flips beside itself
+    (flips,) = next(e for e in context["experiments"] if e["name"] == "main")["tta"]
+    assert "Test-time flips" in html and flips["label"] == "CVM-Cervix"
+    assert f"({flips['tta']['correct']} of {flips['tta']['n']}; [" in text
     # main's three seeds as one predictor, from the statistics
     (ens,) = next(e for e in context["experiments"] if e["name"] == "main")["ensembles"]
     assert "Ensembles of seeds" in html and ens["paper_name"] == "CVM-Cervix"

@@ -136,8 +136,21 @@ def test_evaluation_outputs_and_metrics(trained, tiny_dataset, monkeypatch):
     classes = info["classes"]
     test = pd.read_csv(out / "predictions_test.csv")
     assert list(test.columns[:3]) == ["path", "label", "pred"]
-    assert list(test.columns[3:]) == [f"prob_{c}" for c in classes]
-    np.testing.assert_allclose(test.iloc[:, 3:].sum(axis=1), 1.0, atol=1e-5)
+    assert list(test.columns[3 : 3 + len(classes)]) == [f"prob_{c}" for c in classes]
+    np.testing.assert_allclose(test[[f"prob_{c}" for c in classes]].sum(axis=1), 1.0, atol=1e-5)
+    # beside them, the test-time flips: the mean probability over the four flip4x views
+    tta = test[[f"tta_prob_{c}" for c in classes]].to_numpy()
+    np.testing.assert_allclose(tta.sum(axis=1), 1.0, atol=1e-5)
+    from cvm_cervix.engine import predict
+    from cvm_cervix.run import Images
+    from cvm_cervix.step import flip_views
+
+    x, _, _ = Images.open(tiny_dataset, 32).split("test")
+    model, _ = load_trained(out)
+    views = [predict(model, v, 8, torch.device("cpu"))["probs"] for v in flip_views(torch.from_numpy(x))]
+    np.testing.assert_allclose(tta, np.mean(views, axis=0), atol=1e-5)
+    assert not np.array_equal(views[0], views[2])  # the views do differ
+    assert json.loads((out / "calibration.json").read_text())["tta"]["conformal"].keys() == {"0.9", "0.95"}
     assert len(test) == 11 and len(pd.read_csv(out / "predictions_val.csv")) == 11
     saved = json.loads((out / "metrics.json").read_text())
     for split in ("val", "test"):

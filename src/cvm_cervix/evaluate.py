@@ -15,7 +15,9 @@ from ._io import write_csv, write_json
 from .data import load_image
 from .engine import predict, to_device_images
 from .paths import file_name
+from .predictors import TTA_PREFIX, tta_frame
 from .run import Inference, calibration_rows
+from .step import flip_views
 
 
 def predictions_frame(paths, labels, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
@@ -113,6 +115,10 @@ def evaluate_run(
         out = predict(model, images, batch_size, dev, amp)
         frames[split] = predictions_frame(rows["path"], y, out["probs"], classes)
         metrics[split] = compute_metrics(frames[split], classes)
+        # test-time flips: the mean probability over the four flip4x views, beside the plain one
+        tta = np.mean([predict(model, v, batch_size, dev, amp)["probs"] for v in flip_views(images)], axis=0)
+        for i, c in enumerate(classes):
+            frames[split][f"{TTA_PREFIX}{c}"] = tta[:, i]
         if split == "val" and trained.record.settings.calibration_holdout > 0:
             # the part kept out of model selection, on which the conformal sets are calibrated
             frames[split]["calibration"] = calibration_rows(rows, trained.record.settings.calibration_holdout)
@@ -133,5 +139,7 @@ def evaluate_run(
     from .diagnostics import calibration_record
 
     record = calibration_record(frames["val"], classes, coverages, operating_points, abnormal)
+    # the same, fitted on the validation split's test-time-flip probabilities: what predict --tta uses
+    record["tta"] = calibration_record(tta_frame(frames["val"]), classes, coverages, operating_points, abnormal)
     write_json(calibration_json or out_dir / file_name("calibration"), record)
     return metrics

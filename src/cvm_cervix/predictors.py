@@ -13,9 +13,26 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .diagnostics import class_codes, diagnose, probabilities
+from .diagnostics import class_codes, probabilities
 from .errors import CvmError
 from .intervals import wilson
+
+TTA_PREFIX = "tta_prob_"  # the test-time-flip probabilities' columns, beside prob_ (probabilities() skips them)
+
+
+def tta_frame(frame: pd.DataFrame) -> pd.DataFrame | None:
+    """A predictions frame whose ``prob_`` columns (and ``pred``) are its test-time-flip ones; None where it
+    has none (evaluated before they were kept)."""
+    tta = [c for c in frame.columns if c.startswith(TTA_PREFIX)]
+    if not tta:
+        return None
+    classes = [c.removeprefix(TTA_PREFIX) for c in tta]
+    out = frame.drop(columns=[c for c in frame.columns if c.startswith("prob_")] + tta)
+    probs = frame[tta].to_numpy(float)
+    out["pred"] = np.asarray(classes)[probs.argmax(1)]
+    for i, c in enumerate(classes):
+        out[f"prob_{c}"] = probs[:, i]
+    return out
 
 
 def mean_predictions(frames: list[pd.DataFrame], where: str = "the members") -> pd.DataFrame:
@@ -65,10 +82,26 @@ def summary(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> dict:
-    """A predictor's accuracy (with its counts and Wilson interval), calibration and referral."""
-    d = diagnose(test, val, abnormal, [], bins, n_boot, seed, None, coverages)
+    """A predictor's accuracy (with its counts and Wilson interval), calibration (ECE with its bootstrap
+    interval, Brier, NLL) and marginal conformal referral at each coverage, calibrated on the validation
+    split's calibration part (the run's own diagnostics hold the rest: ROC, operating points)."""
+    from .calibration import calibration
+    from .diagnostics import validation_parts
+    from .labels import abnormal_flags
+    from .referral import referral
+
+    probs, classes = probabilities(test)
+    labels = class_codes(test["label"], classes)
     correct, n = int((test["label"] == test["pred"]).sum()), len(test)
-    cal = d["calibration"]
+    cal = calibration(labels, probs, bins)
+    rows = []
+    if val is not None and coverages:
+        _, part, _ = validation_parts(val)
+        found = referral(
+            class_codes(part["label"], classes), probabilities(part)[0], labels, probs, coverages,
+            abnormal_flags(classes, abnormal),
+        )  # fmt: skip
+        rows = [r for r in found["rows"] if r.get("method", "marginal") == "marginal"]
     return {
         "correct": correct,
         "n": n,
@@ -79,13 +112,9 @@ def summary(
         "brier": cal.get("brier"),
         "nll": cal.get("nll"),
         "referral": [
-            {
-                k: r.get(k)
-                for k in ("target", "referred", "referred_images", "test_images", "coverage", "covered_images")
-            }
-            | {"coverage_ci": r.get("coverage_ci"), "calibration_images": r.get("calibration_images")}
-            for r in (d["referral"] or {}).get("rows", [])
-            if r.get("method", "marginal") == "marginal"
+            {k: r.get(k) for k in ("target", "referred", "referred_images", "test_images", "coverage")}
+            | {k: r.get(k) for k in ("covered_images", "coverage_ci", "calibration_images")}
+            for r in rows
         ],
     }
 
@@ -136,4 +165,33 @@ def ensemble(
         ours = _referred(test, val, coverages)
         theirs = [_referred(t, v, coverages) for t, v in zip(tests, vals, strict=True)]
         out["referral_change"] = {k: paired_change(ours[k], [m[k] for m in theirs], n_boot) for k in ours}
+    return out
+
+
+def test_time_flips(
+    test: pd.DataFrame,
+    val: pd.DataFrame | None,
+    abnormal: list[str],
+    coverages: list[float],
+    bins: int = 15,
+    n_boot: int = 1000,
+) -> dict | None:
+    """A run's test-time-flip predictor (the ``tta_prob_`` columns the evaluate step writes) beside the run
+    itself: each summarised alike, and the changes paired over the same test images; None where the run's
+    predictions hold no flips (evaluated before they were kept)."""
+    tta_test = tta_frame(test)
+    if tta_test is None:
+        return None
+    tta_val = tta_frame(val) if val is not None else None
+    out = {
+        "views": 4,
+        "plain": summary(test, val, abnormal, coverages, bins, n_boot),
+        "tta": summary(tta_test, tta_val, abnormal, coverages, bins, n_boot),
+        "accuracy_change": paired_change(
+            (tta_test["label"] == tta_test["pred"]).to_numpy(), [(test["label"] == test["pred"]).to_numpy()], n_boot
+        ),
+    }
+    if tta_val is not None and coverages:
+        ours, theirs = _referred(tta_test, tta_val, coverages), _referred(test, val, coverages)
+        out["referral_change"] = {k: paired_change(ours[k], [theirs[k]], n_boot) for k in ours}
     return out

@@ -19,6 +19,7 @@ from .errors import CvmError
 from .intervals import wilson
 from .labels import abnormal_in
 from .plan import STATS_FORMAT
+from .predictors import test_time_flips
 
 
 def accuracy_f1_intervals(labels, preds, classes, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
@@ -637,6 +638,7 @@ def experiment_stats(
                 f1_score(frame["label"], frame["pred"], labels=classes, average="macro", zero_division=0)
             ),
         }
+        val_frame = read_table(val) if val else None
         entry = {
             "model": model,
             "recipe": recipe,
@@ -647,7 +649,7 @@ def experiment_stats(
             "mcnemar": None,
             "diagnostics": diagnose(
                 frame,
-                read_table(val) if val else None,
+                val_frame,
                 abnormal,
                 operating_points,
                 calibration_bins,
@@ -657,6 +659,8 @@ def experiment_stats(
                 referral_coverages,
             ),
         }
+        # the same network with test-time flips, where the evaluate step kept them
+        entry["tta"] = test_time_flips(frame, val_frame, abnormal, referral_coverages or [], calibration_bins, n_boot)
         manifest = manifests.get((model, recipe, seed, split))
         if manifest is not None:
             entry["subgroups"] = subgroup_metrics(frame, manifest, classes, abnormal, subgroups or [], n_boot, seed)

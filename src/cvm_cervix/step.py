@@ -60,6 +60,12 @@ def flip4x(images: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
     return torch.where(k == 3, images.flip(-2), out)
 
 
+def flip_views(images: torch.Tensor) -> list[torch.Tensor]:
+    """The four views of :func:`flip4x` (original, rotated 180°, left-right, up-down), in that order: the
+    test-time flips whose mean probability is the run's TTA prediction."""
+    return [images, images.flip(-1, -2), images.flip(-1), images.flip(-2)]
+
+
 def virtual_batch(
     images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, copies: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -290,6 +290,8 @@ def experiment_section(
         "recipe_figure": recipe_robustness_figure(gains, f"Robustness by recipe: {title}") if gains else "",
         # the models ranked over the splits and seeds (Friedman, Nemenyi), or why not
         "ranking": _ranking(stats_json.get("ranking"), title),
+        # each model's first run with test-time flips, beside itself
+        "tta": [{"label": row_name(r), **r["stats"]["tta"]} for r in rows if r.get("stats") and r["stats"].get("tta")],
         # each model's seeds averaged into one predictor, beside the seeds
         "ensembles": [
             {**e, "paper_name": get_model_spec(e["model"]).paper_name} for e in stats_json.get("ensembles", [])
