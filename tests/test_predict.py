@@ -107,6 +107,85 @@ def test_an_exported_folder_gives_the_same_sets(blood_run, real_blood_cells, tmp
         read_calibration(folder)
 
 
+def test_test_time_flips_give_the_reports_flip_predictor(blood_run, real_blood_cells, tmp_path):
+    """--tta: the mean over the four flip4x views, as the evaluate step kept it for the report, and the sets of
+    its own calibration (calibration.json's tta part)."""
+    from cvm_cervix.predictors import _referred, tta_frame
+
+    test = _test_split(real_blood_cells)
+    out = tmp_path / "p.csv"
+    args = ["predict", *test["path"], "--run", str(blood_run), "--tta", "--coverage", "0.9", "-o", str(out)]
+    assert cli(args) == 0
+    rows = pd.read_csv(out, keep_default_na=False)
+    kept = pd.read_csv(blood_run / "predictions_test.csv")
+    flips = tta_frame(kept)
+    calibration = json.loads((blood_run / "calibration.json").read_text())
+    prefix = "prob_T_" if calibration["tta"]["temperature"] else "prob_"
+    assert prefix == "prob_" or calibration["tta"]["temperature"] != calibration["temperature"]
+    assert (rows["pred"] == flips["pred"]).mean() > 0.99  # decoded from the files again: a tie may flip
+    referred = _referred(flips, tta_frame(pd.read_csv(blood_run / "predictions_val.csv")), [0.9])["0.9"]
+    assert abs(int(rows["refer"].sum()) - int(referred.sum())) <= 2
+
+
+@pytest.fixture(scope="module")
+def second_blood_run(real_blood_cells, blood_run):
+    """The same network trained again with another seed, evaluated beside the first."""
+    from cvm_cervix.evaluate import evaluate_run
+    from cvm_cervix.train import train_run
+
+    run = blood_run.parent / "seed1"
+    train_run(
+        "shufflenet_v2_x0_5", blood_run.parents[4] / "data" / real_blood_cells.name, run, img_size=32, epochs=4,
+        batch_size=32, lr=2e-3, seed=1, threads=2, progress=False,
+    )  # fmt: skip
+    evaluate_run(
+        run, blood_run.parents[4] / "data" / real_blood_cells.name, threads=2, coverages=[0.9], abnormal=ABNORMAL
+    )
+    return run
+
+
+def test_an_ensemble_of_runs_averages_them_and_refers_as_the_report_does(
+    blood_run, second_blood_run, real_blood_cells, tmp_path, capsys
+):
+    import torch
+
+    from cvm_cervix.compress import Predictor
+    from cvm_cervix.predict import Combined
+    from cvm_cervix.predictors import ensemble
+    from cvm_cervix.run import Images
+    from cvm_cervix.step import flip_views
+
+    test = _test_split(real_blood_cells)
+    files = list(test["path"])
+    # the ensemble's probabilities are the mean of its members' (before any temperature: its own follows)
+    images = torch.from_numpy(Images.open(real_blood_cells, 32).split("test")[0][:64])
+    a, b = Predictor(blood_run, "fp32", "cpu"), Predictor(second_blood_run, "fp32", "cpu")
+    both, _ = Combined([a, b])(images)
+    assert np.allclose(both, (a(images)[0] + b(images)[0]) / 2, atol=1e-6)
+    flipped, _ = Combined([a], tta=True)(images)
+    assert np.allclose(flipped, np.mean([a(v)[0] for v in flip_views(images)], axis=0), atol=1e-6)
+    # --coverage: the ensemble calibrated on its members' validation predictions, as the statistics job does
+    out = tmp_path / "sets.csv"
+    args = ["predict", *files, "--run", str(blood_run), "--run", str(second_blood_run), "--coverage", "0.9"]
+    assert cli([*args, "-o", str(out)]) == 0
+    assert "ensemble of 2 runs" in capsys.readouterr().out
+    rows = pd.read_csv(out, keep_default_na=False)
+    found = ensemble(
+        [pd.read_csv(r / "predictions_test.csv") for r in (blood_run, second_blood_run)],
+        [pd.read_csv(r / "predictions_val.csv") for r in (blood_run, second_blood_run)],
+        ABNORMAL, [0.9], n_boot=50,
+    )  # fmt: skip
+    assert abs(int(rows["refer"].sum()) - found["ensemble"]["referral"][0]["referred_images"]) <= 2
+    # an exported member has no validation predictions to calibrate the ensemble on
+    from cvm_cervix.export import export_run
+
+    exported = export_run(second_blood_run, tmp_path / "exported")
+    capsys.readouterr()
+    assert cli([*args[:-2], "--run", str(exported), "--coverage", "0.9", "-o", str(tmp_path / "x.csv")]) != 0
+    assert "an ensemble's referral is calibrated on its members' validation predictions" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()
+
+
 def test_predict_streams_any_number_of_cells_in_bounded_batches(blood_run, real_blood_cells, monkeypatch):
     """4,000 cells are decoded at most a batch ahead of the one being classified: what is held at once does
     not grow with the number of images (500 or 4,000)."""

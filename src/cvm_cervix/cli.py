@@ -168,19 +168,21 @@ def _cmd_predict(args) -> int:
 
     from .compress import Predictor
     from .engine import resolve_device
-    from .predict import predict_files, write_predictions
+    from .predict import Combined, predict_files, write_predictions
     from .review import Review, write_review
 
     for target in (args.output, args.review):
-        _check_not_read(target, args.run, [])
+        for run in args.run:
+            _check_not_read(target, run, [])
         _check_writable(target)
     resolve_device(args.device, key="--device")  # a GPU asked for on the command line is named as such
     if args.threads:
         torch.set_num_threads(args.threads)
-    predictor = Predictor(args.run, args.precision, args.device)
+    predictor = Combined([Predictor(run, args.precision, args.device) for run in args.run], tta=args.tta)
     files = _image_files(args.images)
     for target in (args.output, args.review):
-        _check_not_read(target, args.run, files)
+        for run in args.run:
+            _check_not_read(target, run, files)
     review = Review(args.review_max) if args.review else None
     rows = predict_files(
         predictor,
@@ -194,10 +196,12 @@ def _cmd_predict(args) -> int:
     )
     summary = write_predictions(rows, Path(args.output) if args.output else None)
     if review is not None:
-        write_review(Path(args.review), review, summary, predictor.classes, str(args.run), args.precision)
+        write_review(Path(args.review), review, summary, predictor.classes, " + ".join(args.run), args.precision)
     per_class = ", ".join(f"{c} {n}" for c, n in summary["per_class"].items())
     where = f" written to {shown_path(args.output)}" if args.output else ""
-    line = f"{summary['images']} predictions{where} ({args.precision}, {predictor.info['model']}): {per_class}"
+    what = predictor.info["model"] + (f", ensemble of {len(args.run)} runs" if len(args.run) > 1 else "")
+    what += ", test-time flips" if args.tta else ""
+    line = f"{summary['images']} predictions{where} ({args.precision}, {what}): {per_class}"
     if summary["referred"] is not None:
         share = summary["referred"] / summary["images"] if summary["images"] else 0.0
         line += f"; referred at coverage {summary['coverage']:g}: {summary['referred']} ({100 * share:.1f}%)"
@@ -286,7 +290,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--run",
         required=True,
-        help="a run folder (results/runs/<dataset>/<model>/<recipe>/seed<N>) or a folder cvm-cervix export wrote",
+        action="append",
+        help="a run folder (results/runs/<dataset>/<model>/<recipe>/seed<N>) or a folder cvm-cervix export wrote; "
+        "given more than once, the runs' mean probability (a deep ensemble; run folders, evaluated, for "
+        "--coverage and --operating-point) (default: none, required)",
+    )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time flips: the mean probability over the four flip4x views, calibrated on the run's own "
+        "flipped validation predictions (default: off)",
     )
     p.add_argument(
         "--precision",

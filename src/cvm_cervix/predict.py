@@ -49,6 +49,72 @@ def read_calibration(run_dir: Path) -> dict | None:
         raise CvmError(f"{path} is not valid JSON ({err}); evaluate the run again") from None
 
 
+class Combined:
+    """Several runs' predictors (a deep ensemble: the mean of their probabilities) and/or test-time flips (the
+    mean over the four flip4x views), called as one predictor; with its calibration fitted as the run's was,
+    on the same validation cells: a run's own ``calibration.json`` (its ``tta`` part with flips), or for an
+    ensemble the members' validation predictions averaged and calibrated alike (their calibration part)."""
+
+    def __init__(self, predictors: list, tta: bool = False):
+        first = predictors[0]
+        for p in predictors[1:]:
+            if p.classes != first.classes or p.img_size != first.img_size:
+                raise CvmError(
+                    f"{shown_path(p.run_dir)} and {shown_path(first.run_dir)} cannot be one ensemble: their classes "
+                    f"or image sizes differ ({p.classes}, {p.img_size} px against {first.classes}, {first.img_size} px)"
+                )
+        self.members, self.tta = predictors, tta
+        self.classes, self.img_size, self.device = first.classes, first.img_size, first.device
+        self.run_dir, self.info = first.run_dir, first.info
+
+    def __call__(self, images: torch.Tensor, batch_size: int = 64) -> tuple[np.ndarray, float]:
+        from .step import flip_views
+
+        views = flip_views(images) if self.tta else [images]
+        outs = [m(v, batch_size) for m in self.members for v in views]
+        return np.mean([p for p, _ in outs], axis=0).astype(np.float32), sum(t for _, t in outs)
+
+    def calibration(self) -> dict | None:
+        """What ``--coverage`` and ``--operating-point`` read, for this predictor; None without one."""
+        own = read_calibration(self.run_dir)
+        if len(self.members) == 1:
+            if not self.tta or own is None:
+                return own
+            if "tta" not in own:
+                raise CvmError(
+                    f"{shown_path(self.run_dir)}'s calibration.json predates test-time flips: evaluate the run "
+                    "again (the workflow does it) to calibrate --tta"
+                )
+            return own["tta"]
+        return self._ensemble_calibration(own)
+
+    def _ensemble_calibration(self, own: dict | None) -> dict | None:
+        from ._io import read_table
+        from .diagnostics import calibration_record
+        from .predictors import mean_predictions, tta_frame
+
+        if own is None:
+            return None
+        vals = []
+        for m in self.members:
+            file = m.run_dir / "predictions_val.csv"
+            if not file.is_file():
+                raise CvmError(
+                    f"{shown_path(m.run_dir)} has no predictions_val.csv: an ensemble's referral is calibrated on "
+                    "its members' validation predictions; give run folders (not exported ones), evaluated"
+                )
+            frame = read_table(file)
+            if self.tta:
+                frame = tta_frame(frame)
+                if frame is None:
+                    raise CvmError(f"{shown_path(file)} predates test-time flips: evaluate the run again")
+            vals.append(frame)
+        val = mean_predictions(vals, "the ensemble's members")
+        points = [{p["kind"]: p["target"]} for p in own.get("operating_points", [])]
+        coverages = [float(c) for c in own.get("conformal", {})]
+        return calibration_record(val, self.classes, coverages, points, own.get("abnormal_classes") or None)
+
+
 def _decoded(files: list[Path], img_size: int, batch_size: int, skip_unreadable: bool, workers: int):
     """Batches of (files, uint8 N×3×S×S images, unreadable files), decoded a batch ahead of the caller."""
     from .data import load_image
@@ -100,7 +166,7 @@ def predict_files(
     from .referral import prediction_sets
 
     classes = predictor.classes
-    calibration = read_calibration(predictor.run_dir)
+    calibration = predictor.calibration() if hasattr(predictor, "calibration") else read_calibration(predictor.run_dir)
     threshold = point = None
     if coverage is not None:
         if calibration is None:
