@@ -410,3 +410,12 @@ def test_the_catalog_claims_only_what_holds():
     installs_package = any("cvm-cervix" in p or "cvm_cervix" in p for p in pip)
     assert catalog["usage"]["software-stack-deployment"]["conda"] is installs_package
     assert "--cores" not in (catalog["usage"]["mandatory-flags"]["flags"] or "")
+
+
+def test_the_augments_are_one_list_the_schema_and_the_rules_agree_with():
+    from cvm_cervix.configfile import load_schema as schema
+    from cvm_cervix.runs import AUGMENTS
+
+    enum = schema()["properties"]["experiments"]["additionalProperties"]["properties"]["augment"]["items"]["enum"]
+    assert tuple(enum) == AUGMENTS
+    assert "AUGMENTS" in (REPO / "workflow" / "rules" / "common.smk").read_text()

@@ -109,6 +109,11 @@ def experiment_seeds(config: dict, experiment: str) -> list[int]:
     return list(config["experiments"][experiment].get("seeds") or config["train"]["seeds"])
 
 
+# How a run's training split is augmented: none; flip4x (the split ×4 by rotation 180°, left-right and up-down
+# flips); stain (each step's batch jittered in HED stain space, step.hed_jitter). The schema lists the same.
+AUGMENTS = ("none", "flip4x", "stain")
+
+
 def recipe(augment: str, variant: str = "default") -> str:
     """A run's recipe, the path segment after the model: ``none``, ``flip4x``, ``none+amp``, ..."""
     return augment if variant == "default" else f"{augment}+{variant}"

@@ -13,12 +13,10 @@ import torch
 
 from .engine import to_device_images
 from .run import Images, calibration_rows
+from .runs import AUGMENTS
 from .step import flip4x
 
 log = logging.getLogger(__name__)
-# none; flip4x (the training split ×4 by rotation 180°, left-right and up-down flips); stain (HED jitter in
-# the step, step.hed_jitter)
-AUGMENTS = ("none", "flip4x", "stain")
 
 
 def expand_flip4x(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,7 +20,7 @@ if importlib.util.find_spec("cvm_cervix") is None:
 from snakemake.exceptions import WorkflowError
 
 from cvm_cervix.config import validate_config
-from cvm_cervix.runs import Run, as_dict, dataset_spec
+from cvm_cervix.runs import AUGMENTS, Run, as_dict, dataset_spec
 from cvm_cervix.configfile import read_config_file
 from cvm_cervix.data import listing_digest
 from cvm_cervix.errors import CvmError
@@ -174,7 +174,7 @@ def BENCH(rule):
 wildcard_constraints:
     dataset="|".join(map(re.escape, DATASETS)) or "NONE",
     model=r"[A-Za-z0-9_]+",
-    recipe=r"(none|flip4x)(\+[A-Za-z0-9][A-Za-z0-9_-]*)?",  # augment, then a variant's name: none+amp
+    recipe="(" + "|".join(AUGMENTS) + r")(\+[A-Za-z0-9][A-Za-z0-9_-]*)?",  # augment, then a variant: none+amp
     seed=r"\d+",
     precision="|".join(p for p in PRECISIONS if p != "fp32"),
     experiment="|".join(map(re.escape, config["experiments"])),
