@@ -593,7 +593,7 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     from cvm_cervix.report import build_report
 
     config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
-    config["train"]["seeds"] = [0, 1, 2]  # 3 seeds of every one of the 38 runs
+    config["train"]["seeds"] = [0, 1, 2]  # 3 seeds of every one of the 45 runs
     results = tmp_path / "results"
     _fabricate(results, config)
     # the public CRIC release holds fewer SCC and ASC-US cells than Table 1 asks (short_classes: take_all)
@@ -769,7 +769,7 @@ def test_a_failed_job_is_named_and_marked_wherever_its_result_is_needed(tmp_path
 
     context = build_report(config, tmp_path / "report.html", results, files_dir=tmp_path / "files")
     gap = context["incomplete"]
-    assert gap["runs_missing"] == 1 and gap["runs_total"] == 38
+    assert gap["runs_missing"] == 1 and gap["runs_total"] == 45
     assert gap["failures"] == [
         {
             "what": "runs/combined/vgg19/none/seed0",

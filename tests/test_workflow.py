@@ -511,7 +511,7 @@ def test_paper_config_plans_one_training_job_per_model(tmp_path):
     assert counts["prepare"] == 6 and counts["cache"] == 4
     assert counts["compress_half"] == 2 and counts["compress_onnx"] == 2 and counts["compress_dynamic"] == 1
     assert counts["analyse"] == 1 and counts["robustness"] == 1
-    assert counts["stats"] == len(cfg["experiments"]) == 9
+    assert counts["stats"] == len(cfg["experiments"]) == 11
     assert counts["transfer_predict"] == 4 and counts["transfer_matrix"] == 1
     assert cfg["train"]["pretrained"] is True
     assert counts["weights"] == 24  # 23 models of Table 3 and the distilled-DeiT fusion, one job each
