@@ -182,9 +182,9 @@ def _default():
 @pytest.mark.parametrize(
     "only, experiments, runs, transfer",
     [
-        ("comparison", {"comparison": 5}, 5, False),
-        ("comparison/resnet18", {"comparison": 1}, 1, False),
-        ("comparison/resnet18, comparison/xception", {"comparison": 2}, 2, False),
+        ("comparison", {"comparison": 5}, 5 * 3, False),  # three seeds each (the ranking)
+        ("comparison/resnet18", {"comparison": 1}, 3, False),
+        ("comparison/resnet18, comparison/xception", {"comparison": 2}, 2 * 3, False),
         # a fine-tuned run needs the run it starts from: main's CVM-Cervix comes along (its three seeds)
         ("finetune", {"main": 1, "finetune": 1}, 3 + 4, False),
         (["transfer"], {"main": 1, "herlev": 1}, 3 + 3, True),  # herlev: three splits (split_seeds)

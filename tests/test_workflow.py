@@ -505,12 +505,13 @@ def test_paper_config_plans_one_training_job_per_model(tmp_path):
     out = proc.stdout + proc.stderr
     counts = job_counts(out)
     # 23 models on combined, + cvm_cervix flip4x, + the distilled-DeiT fusion, + Herlev and blood cells,
-    # + mixed precision, + Herlev from 3 starts at 3 training-set sizes, + the grouped split
-    assert counts["train"] == 23 + 1 + 1 + 1 + 1 + 1 + 9 + 1
+    # + mixed precision, + Herlev from 3 starts at 3 training-set sizes, + the grouped split, + the stain
+    # recipe, + seeds 1 and 2 of Xception, DeiT and CVM-Cervix
+    assert counts["train"] == 23 + 1 + 1 + 1 + 1 + 1 + 9 + 1 + 1 + 6
     assert counts["evaluate"] == counts["train"]
     assert counts["prepare"] == 6 and counts["cache"] == 4
     assert counts["compress_half"] == 2 and counts["compress_onnx"] == 2 and counts["compress_dynamic"] == 1
-    assert counts["analyse"] == 1 and counts["robustness"] == 1
+    assert counts["analyse"] == 1 and counts["robustness"] == 2  # main's run and the stain recipe's
     assert counts["stats"] == len(cfg["experiments"]) == 11
     assert counts["transfer_predict"] == 4 and counts["transfer_matrix"] == 1
     assert cfg["train"]["pretrained"] is True
@@ -525,7 +526,7 @@ def test_paper_config_fetches_every_weights_file_before_any_training(tmp_path):
     nodes = dict(re.findall(r'^\s*(\d+)\[label = "([^"]+)"', proc.stdout, re.M))
     edges = re.findall(r"^\s*(\d+) -> (\d+)", proc.stdout, re.M)
     trains = [n for n, label in nodes.items() if label.startswith("train\\n")]
-    assert len(trains) == 38
+    assert len(trains) == 45
     for node in trains:
         parents = [nodes[a] for a, b in edges if b == node]
         if "+from_combined" in nodes[node]:
@@ -540,7 +541,7 @@ def test_paper_config_plans_without_roots_and_stops_before_training(tmp_path):
     proc = snakemake(tmp_path, "--configfile", str(path), "-n", "--quiet", "rules")
     out = proc.stdout + proc.stderr
     assert "warning: config key 'datasets.sipakmed.root'" in out and "not set" in out
-    assert job_counts(out)["train"] == 38
+    assert job_counts(out)["train"] == 45
     cfg["datasets"] = {"cric": {"kind": "cric", "root": ""}}
     cfg["experiments"] = {"e": {"dataset": "cric", "models": ["resnet18"]}}
     del cfg["transfer"], cfg["variants"]

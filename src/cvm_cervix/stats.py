@@ -364,7 +364,7 @@ def ranking(scores: dict, metric: str = "accuracy") -> dict:
     out = {"metric": metric, "treatments": names, "blocks": len(blocks), "result": None, "too_few": None}
     complete = [b for b in blocks if all((m, r, b[1], b[0]) in scores for m, r in treatments)]
     if len(treatments) < 3:
-        out["too_few"] = f"{len(treatments)} model(s): a ranking needs three or more (two: McNemar above)"
+        out["too_few"] = f"{len(treatments)} model(s) and recipe(s): a ranking needs three or more (two: McNemar above)"
     elif len(complete) < 2:
         out["too_few"] = (
             f"{len(complete)} split × seed with every model: one split alone is too few to rank "

@@ -287,9 +287,9 @@ def experiment_section(
                 for g in stats_json.get("robustness_gains", [])
             ]
         ),
-        "recipe_figure": recipe_robustness_figure(gains, f"Robustness by recipe: {title}") if gains else "",
+        "recipe_figure": recipe_robustness_figure(gains, f"Robustness by recipe: {name}") if gains else "",
         # the models ranked over the splits and seeds (Friedman, Nemenyi), or why not
-        "ranking": _ranking(stats_json.get("ranking"), title),
+        "ranking": _ranking(stats_json.get("ranking"), name),
         # each model's first run with test-time flips, beside itself
         "tta": [{"label": row_name(r), **r["stats"]["tta"]} for r in rows if r.get("stats") and r["stats"].get("tta")],
         # each model's seeds averaged into one predictor, beside the seeds
