@@ -116,7 +116,8 @@ def evaluate_run(
         frames[split] = predictions_frame(rows["path"], y, out["probs"], classes)
         metrics[split] = compute_metrics(frames[split], classes)
         # test-time flips: the mean probability over the four flip4x views, beside the plain one
-        tta = np.mean([predict(model, v, batch_size, dev, amp)["probs"] for v in flip_views(images)], axis=0)
+        flipped = [predict(model, v, batch_size, dev, amp)["probs"] for v in flip_views(images)[1:]]
+        tta = np.mean([out["probs"], *flipped], axis=0)  # the first view is the image as it is: predicted above
         for i, c in enumerate(classes):
             frames[split][f"{TTA_PREFIX}{c}"] = tta[:, i]
         if split == "val" and trained.record.settings.calibration_holdout > 0:

@@ -59,18 +59,7 @@ def mean_predictions(frames: list[pd.DataFrame], where: str = "the members") -> 
 
 def _referred(test: pd.DataFrame, val: pd.DataFrame, coverages: list[float]) -> dict:
     """Per coverage (marginal sets): whether each test image is referred."""
-    from .diagnostics import validation_parts
-    from .referral import conformal_threshold, prediction_sets
-
-    _, part, _ = validation_parts(val)
-    probs, classes = probabilities(test)
-    cal_probs, _ = probabilities(part)
-    labels = class_codes(part["label"], classes)
-    out = {}
-    for c in coverages:
-        threshold = conformal_threshold(labels, cal_probs, float(c))
-        out[f"{c:g}"] = prediction_sets(probs, threshold).sum(1) != 1
-    return out
+    return _evaluate(test, val, [], coverages)[1]
 
 
 def summary(
@@ -80,15 +69,19 @@ def summary(
     coverages: list[float],
     bins: int = 15,
     n_boot: int = 1000,
-    seed: int = 0,
 ) -> dict:
     """A predictor's accuracy (with its counts and Wilson interval), calibration (ECE with its bootstrap
     interval, Brier, NLL) and marginal conformal referral at each coverage, calibrated on the validation
     split's calibration part (the run's own diagnostics hold the rest: ROC, operating points)."""
+    return _evaluate(test, val, abnormal, coverages, bins, n_boot)[0]
+
+
+def _evaluate(test, val, abnormal, coverages, bins: int = 15, n_boot: int = 1000) -> tuple[dict, dict]:
+    """:func:`summary`, and per coverage whether each test image is referred (from the same thresholds)."""
     from .calibration import calibration
     from .diagnostics import validation_parts
     from .labels import abnormal_flags
-    from .referral import referral
+    from .referral import prediction_sets, referral
 
     probs, classes = probabilities(test)
     labels = class_codes(test["label"], classes)
@@ -102,6 +95,7 @@ def summary(
             abnormal_flags(classes, abnormal),
         )  # fmt: skip
         rows = [r for r in found["rows"] if r.get("method", "marginal") == "marginal"]
+    referred = {f"{r['target']:g}": prediction_sets(probs, r["threshold"]).sum(1) != 1 for r in rows}
     return {
         "correct": correct,
         "n": n,
@@ -116,7 +110,7 @@ def summary(
             | {k: r.get(k) for k in ("covered_images", "coverage_ci", "calibration_images")}
             for r in rows
         ],
-    }
+    }, referred
 
 
 def paired_change(ours, members: list, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
@@ -149,8 +143,10 @@ def ensemble(
         raise CvmError(f"an ensemble needs two members or more, not {len(tests)}")
     test = mean_predictions(tests, where)
     val = mean_predictions(vals, where) if all(v is not None for v in vals) else None
-    members = [summary(t, v, abnormal, coverages, bins, n_boot) for t, v in zip(tests, vals, strict=True)]
-    out = {"members": len(tests), "ensemble": summary(test, val, abnormal, coverages, bins, n_boot)}
+    found = [_evaluate(t, v, abnormal, coverages, bins, n_boot) for t, v in zip(tests, vals, strict=True)]
+    members = [m for m, _ in found]
+    mine, ours = _evaluate(test, val, abnormal, coverages, bins, n_boot)
+    out = {"members": len(tests), "ensemble": mine}
     out["member_mean"] = {
         "accuracy": float(np.mean([m["accuracy"] for m in members])),
         "ece": float(np.mean([m["ece"] for m in members])),
@@ -162,9 +158,7 @@ def ensemble(
     right = [(t["label"] == t["pred"]).to_numpy() for t in tests]
     out["accuracy_change"] = paired_change((test["label"] == test["pred"]).to_numpy(), right, n_boot)
     if val is not None and coverages:
-        ours = _referred(test, val, coverages)
-        theirs = [_referred(t, v, coverages) for t, v in zip(tests, vals, strict=True)]
-        out["referral_change"] = {k: paired_change(ours[k], [m[k] for m in theirs], n_boot) for k in ours}
+        out["referral_change"] = {k: paired_change(ours[k], [r[k] for _, r in found], n_boot) for k in ours}
     return out
 
 
@@ -183,15 +177,16 @@ def test_time_flips(
     if tta_test is None:
         return None
     tta_val = tta_frame(val) if val is not None else None
+    plain, theirs = _evaluate(test, val, abnormal, coverages, bins, n_boot)
+    flipped, ours = _evaluate(tta_test, tta_val, abnormal, coverages, bins, n_boot)
     out = {
         "views": 4,
-        "plain": summary(test, val, abnormal, coverages, bins, n_boot),
-        "tta": summary(tta_test, tta_val, abnormal, coverages, bins, n_boot),
+        "plain": plain,
+        "tta": flipped,
         "accuracy_change": paired_change(
             (tta_test["label"] == tta_test["pred"]).to_numpy(), [(test["label"] == test["pred"]).to_numpy()], n_boot
         ),
     }
     if tta_val is not None and coverages:
-        ours, theirs = _referred(tta_test, tta_val, coverages), _referred(test, val, coverages)
         out["referral_change"] = {k: paired_change(ours[k], [theirs[k]], n_boot) for k in ours}
     return out

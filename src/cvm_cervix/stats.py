@@ -628,7 +628,7 @@ def experiment_stats(
     frames = {_run_key(r): read_table(r["predictions"]) for r in runs}
     manifests = {_run_key(r): (r["manifest"], read[r["manifest"]]) for r in runs if r.get("manifest")}
     val_files = {_run_key(r): r.get("predictions_val") for r in runs}
-    out, scores = [], {}
+    out, scores, val_frames = [], {}, {}
     for (model, recipe, seed, split), frame in frames.items():
         classes = sorted(set(frame["label"]) | set(frame["pred"]))
         val = val_files[(model, recipe, seed, split)]
@@ -638,7 +638,7 @@ def experiment_stats(
                 f1_score(frame["label"], frame["pred"], labels=classes, average="macro", zero_division=0)
             ),
         }
-        val_frame = read_table(val) if val else None
+        val_frame = val_frames[(model, recipe, seed, split)] = read_table(val) if val else None
         entry = {
             "model": model,
             "recipe": recipe,
@@ -689,13 +689,13 @@ def experiment_stats(
         "spread": spread(scores),
         "split_contrasts": split_contrasts(pairs, ratios),
         "baseline_gaps": baseline_gaps(runs, baseline, frames, read, n_boot) if baseline else [],
-        "ensembles": ensembles(frames, val_files, abnormal, referral_coverages or [], calibration_bins, n_boot),
+        "ensembles": ensembles(frames, val_frames, abnormal, referral_coverages or [], calibration_bins, n_boot),
         "ranking": ranking(scores),
         "robustness_gains": robustness_gains(runs, n_boot),
     }
 
 
-def ensembles(frames: dict, val_files: dict, abnormal, coverages, bins: int, n_boot: int) -> list[dict]:
+def ensembles(frames: dict, val_frames: dict, abnormal, coverages, bins: int, n_boot: int) -> list[dict]:
     """The deep ensemble (``predictors.ensemble``) of each model and recipe's seeds on one split, where it
     has two seeds or more."""
     from .predictors import ensemble
@@ -709,7 +709,7 @@ def ensembles(frames: dict, val_files: dict, abnormal, coverages, bins: int, n_b
         if len(keys) < 2 or not any(c.startswith("prob_") for c in frames[keys[0]].columns):
             continue  # one seed, or predictions without probabilities (nothing to average)
         keys = sorted(keys)
-        vals = [read_table(val_files[k]) if val_files.get(k) else None for k in keys]
+        vals = [val_frames.get(k) for k in keys]
         found = ensemble(
             [frames[k] for k in keys], vals, abnormal, coverages, bins, n_boot, f"the seeds of {model} ({recipe})"
         )
