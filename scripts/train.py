@@ -21,6 +21,7 @@ def main(sm):
         augment=augment,
         threads=sm.threads,
         cache=sm.input.cache,
+        stain_reference=sm.input.get("stain_reference"),
         classes=sm.input.classes,
         outputs={"weights": sm.output.weights, "history": sm.output.history, "info": sm.output.info},
     )

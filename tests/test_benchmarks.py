@@ -64,7 +64,7 @@ def test_gpu_checks_run_every_section_on_the_cpu(tmp_path):
     assert set(result["model_rates"]) == set(result["floor_rates"]) == {"cvm_cervix", "resnet18"}
     # on the CPU only the fused optimiser has both rows a recommendation needs (no capture, no K = 1, no cuDNN)
     assert set(result["recommended"]) == {"fused AdamW"}
-    assert result["paper_runs"] == 45 and result["paper_gpu_hours"] > 0 and result["paper_floor_hours"] > 0
+    assert result["paper_runs"] == 47 and result["paper_gpu_hours"] > 0 and result["paper_floor_hours"] > 0
     log = (tmp_path / "gpu.log").read_text()
     assert "| training | images on | batch | step | optimizer | images/s | × plain | of the floor" in log
     assert "| runs sharing the GPU (bf16, batch 16, eager step) | images/s in all |" in log

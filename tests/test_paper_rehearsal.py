@@ -5,7 +5,7 @@ an override file that sets only the roots, epochs, image size and the cache.
 
 First with one model's weights file unusable: the same command trains every other run and writes a
 report that names the missing run, its rule, log and error. Then with the file replaced: the same
-command again runs only what was missing and replaces it with the complete report of 45 runs.
+command again runs only what was missing and replaces it with the complete report of 47 runs.
 """
 
 import json
@@ -49,7 +49,7 @@ def test_the_papers_plan_counts_are_the_ones_readme_gives(tmp_path):
     gpu = sum(
         counts.get(r, 0) for r in ("train", "evaluate", "transfer_predict", "analyse", "compress_half", "robustness")
     )
-    assert (runs, counts["train"], counts["total"]) == (45, 45, 151) and gpu == 99
+    assert (runs, counts["train"], counts["total"]) == (47, 47, 158) and gpu == 105
     readme = (REPO / "README.md").read_text()
     assert f"{runs} training runs, {counts['total']} jobs ({gpu} of them on the GPU)" in readme
     assert f"{runs} training runs" in (REPO / "BENCHMARKS.md").read_text()
@@ -114,7 +114,7 @@ def test_one_unusable_weights_file_costs_only_its_run(rehearsal):
     base, first, incomplete, _ = rehearsal
     assert first.returncode != 0  # the workflow says it failed
     log = first.stdout + first.stderr
-    assert "results/report.html is INCOMPLETE: 1 of 45 training runs missing" in log
+    assert "results/report.html is INCOMPLETE: 1 of 47 training runs missing" in log
     html = incomplete["html"]
     assert "INCOMPLETE REPORT" in html[: html.index('id="data"')]  # on the first screen, before any table
     run = f"runs/combined/{BROKEN}/none/seed0"
@@ -125,7 +125,7 @@ def test_one_unusable_weights_file_costs_only_its_run(rehearsal):
     assert "16 tensors missing (first: features.0.weight); 122 unexpected tensors (first: conv1.weight)" in row
     # every other run was trained and evaluated (weights, train, evaluate: none of them waited on alexnet)
     runs, done = all_runs(paper_plan()), incomplete["done"]  # what the first run had made
-    assert len(runs) == 45 and len(done) == 44 and all(r.model != BROKEN for r in done)
+    assert len(runs) == 47 and len(done) == 46 and all(r.model != BROKEN for r in done)
     # the table that needs the run marks it, the others are whole
     assert html.count('class="missing"') >= 3  # the comparison's validation and test rows, and its cost row
     assert "report__missing.csv" in incomplete["files"]

@@ -15,7 +15,7 @@ from cvm_cervix.plan import Plan
 from cvm_cervix.precisions import COMPRESSED, PRECISIONS, rule_artifact, rule_precisions
 from cvm_cervix.runs import Run
 
-WILDCARDS = {"dataset", "model", "recipe", "seed", "size", "precision", "target", "experiment", "digest"}
+WILDCARDS = {"dataset", "model", "recipe", "seed", "size", "precision", "target", "experiment", "digest", "method"}
 
 
 def config(variants=None, pretrained=False, **experiments) -> dict:
@@ -137,11 +137,11 @@ def test_report_inputs_name_every_result_the_report_reads():
     assert len(bench) == 4
 
 
-def test_the_papers_config_plans_its_45_runs():
+def test_the_papers_config_plans_its_47_runs():
     cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     validate_config(cfg, require_roots=False)
     plan = Plan(cfg)
-    assert len(plan.runs) == 45
+    assert len(plan.runs) == 47
     inputs = plan.report_inputs("results")
     assert inputs["transfer"] == ["results/transfer/matrix.json"]
     cells = plan.transfer_entries("results")

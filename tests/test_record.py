@@ -30,6 +30,7 @@ OTHER = {
     "weights": "/some/file.safetensors",
     "train_fraction": 0.5,
     "init_from": "runs/syn/cvm_cervix/none/seed0",
+    "stain_normalization": "reinhard",
 }
 
 

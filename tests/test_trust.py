@@ -322,7 +322,7 @@ def test_a_yaml_tag_is_named_with_its_file_and_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"error: config file {bad}, line 3: the YAML tag !!python/object/apply:os.system is not allowed" in err
     assert cli(["check-config", str(REPO / "config" / "config.yaml")]) == 0
-    assert "valid; 8 experiments, 26 training runs" in capsys.readouterr().out
+    assert "valid; 8 experiments, 28 training runs" in capsys.readouterr().out
 
 
 def test_a_key_given_twice_is_named_with_its_file_and_lines(tmp_path, capsys):
@@ -395,9 +395,9 @@ def test_a_report_knows_its_plan_and_the_files_it_was_made_from(tmp_path):
         "cvm-cervix-plan": plan.digest,
         "cvm-cervix-inputs": inputs_fingerprint(files, results),
     }
-    assert context["plan"] == {"digest": plan.digest, "runs": 26, "experiments": 8, "stamp": f"plan/{plan.digest}.json"}
+    assert context["plan"] == {"digest": plan.digest, "runs": 28, "experiments": 8, "stamp": f"plan/{plan.digest}.json"}
     text = html.read_text()
-    assert f"for plan <code>{plan.digest}</code>\n(26 training runs of 8 experiments" in text
+    assert f"for plan <code>{plan.digest}</code>\n(28 training runs of 8 experiments" in text
     assert stale_reason(html, plan.digest, inputs_fingerprint(files, results)) is None
     # another plan's report, a report made from other files, one with no marks: none is current
     other = dict(config, train={**config["train"], "epochs": 3})

@@ -526,7 +526,7 @@ def test_paper_config_fetches_every_weights_file_before_any_training(tmp_path):
     nodes = dict(re.findall(r'^\s*(\d+)\[label = "([^"]+)"', proc.stdout, re.M))
     edges = re.findall(r"^\s*(\d+) -> (\d+)", proc.stdout, re.M)
     trains = [n for n, label in nodes.items() if label.startswith("train\\n")]
-    assert len(trains) == 45
+    assert len(trains) == 47
     for node in trains:
         parents = [nodes[a] for a, b in edges if b == node]
         if "+from_combined" in nodes[node]:
@@ -541,7 +541,7 @@ def test_paper_config_plans_without_roots_and_stops_before_training(tmp_path):
     proc = snakemake(tmp_path, "--configfile", str(path), "-n", "--quiet", "rules")
     out = proc.stdout + proc.stderr
     assert "warning: config key 'datasets.sipakmed.root'" in out and "not set" in out
-    assert job_counts(out)["train"] == 45
+    assert job_counts(out)["train"] == 47
     cfg["datasets"] = {"cric": {"kind": "cric", "root": ""}}
     cfg["experiments"] = {"e": {"dataset": "cric", "models": ["resnet18"]}}
     del cfg["transfer"], cfg["variants"]

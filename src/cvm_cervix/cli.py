@@ -207,6 +207,10 @@ def _cmd_predict(args) -> int:
         line += f"; referred at coverage {summary['coverage']:g}: {summary['referred']} ({100 * share:.1f}%)"
     if summary["temperature"]:
         line += f"; probabilities temperature-scaled (T = {summary['temperature']:.2f}, prob_T_ columns)"
+    if summary["stain_normalization"] != "none":
+        line += f"; stains mapped to the run's {summary['stain_normalization']} reference"
+        if summary["stain_unmapped"]:
+            line += f" ({summary['stain_unmapped']} with too few stained pixels classified as decoded)"
     if summary["unreadable"]:
         line += f"; {len(summary['unreadable'])} unreadable, left out: {', '.join(summary['unreadable'][:5])}"
     if args.review:

@@ -179,8 +179,12 @@ class Predictor:
         else:
             self.model = trained.model(self.device)
 
+    def prepare(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Decoded images (N×3×S×S uint8) as this run's network takes them (``TrainedRun.prepare_images``)."""
+        return self.run.prepare_images(images, torch.get_num_threads())
+
     def __call__(self, images: torch.Tensor, batch_size: int = 64) -> tuple[np.ndarray, float]:
-        """Probabilities (N×C, float32) and the pure inference seconds."""
+        """Probabilities (N×C, float32) and the pure inference seconds, of images prepared (:meth:`prepare`)."""
         if self.session is not None:
             probs, start = [], time.perf_counter()
             for i in range(0, len(images), batch_size):
@@ -227,7 +231,7 @@ def compress_run(
         torch.set_num_threads(threads)
     trained = TrainedRun.open(run, weights)  # its weights are read and checked once, for every model below
     out_dir = Path(out_dir or trained.dir / file_name("compressed", precision=precision))
-    images_all = Images.open(data, trained.img_size, cache)
+    images_all = Images.open(data, trained.img_size, cache, trained.stain_reference)
     manifest, cache_array = images_all.manifest, images_all.cache
     calibration = (
         calibration_rows(manifest, calibration_images or calibration_size(trained.img_size), trained.record.seed)
@@ -239,7 +243,7 @@ def compress_run(
         trained,
         precision,
         out_dir,
-        cache_array[calibration] if len(calibration) else None,
+        images_all.prepare(cache_array[calibration]) if len(calibration) else None,
         artifact=artifact,
         validation=validation,
         with_choice=True,

@@ -216,6 +216,15 @@ def model_card(run: TrainedRun, summary: dict, numbers: dict) -> str:
         f"- digest of the training data (manifest and decoded images): `{info['data_digest'] or '?'}`",
         f"- input: RGB, resized to {info['img_size']}×{info['img_size']} px (bilinear, both sides), scaled to "
         "[0, 1]; the model normalises its input itself (`config.json`, `cvm_cervix.normalization`)",
+    ]
+    stain = info.get("stain_reference")
+    if stain:
+        lines.append(
+            f"- stain: every image is first mapped to one {stain['method'].capitalize()} reference stain ("
+            f"{md(stain['fitted_on'])}; `config.json`, `cvm_cervix.run.stain_reference`), as in training: "
+            "`cvm-cervix predict` does it; `model.onnx` and the weights alone take images already mapped"
+        )
+    lines += [
         "",
         "## Training",
         "",

@@ -1,6 +1,6 @@
 """The workflow's jobs as one table: which files of the results folder each rule makes, and which it reads.
 
-The chain synthesize → prepare → cache → (weights, another run) → train → evaluate → compress,
+The chain synthesize → prepare → cache (→ normalize) → (weights, another run) → train → evaluate → compress,
 analyse, transfer, statistics is written here once. The rule files take every job's inputs from
 :func:`needs` (``unpack(inputs_of("train"))`` in ``common.smk``), and the status of a results folder
 (``status.py``) walks the same table back from a missing file to the first job whose output is
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from .paths import path, run_values
 from .plan import Plan
-from .runs import Run, base_dataset, dataset_spec
+from .runs import Run, base_dataset, dataset_spec, run_settings
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "listing": ("listing",),
     "prepare": ("manifest", "classes", "summary", "splits", "crops"),
     "cache": ("cache",),
+    "normalize": ("stain_reference", "stain_cache"),
     "weights": ("pretrained",),
     "plan": ("plan",),
     "train": ("weights", "history", "train_info"),
@@ -92,9 +93,15 @@ def _trained(run: Run) -> list[Need]:
 
 
 def _train(plan: Plan, v: dict) -> list[Need]:
-    """The data; with ImageNet weights, the weights step; with ``init_from``, the run it starts from."""
+    """The data (its images mapped to one stain, with the reference, where the run asks for it); with ImageNet
+    weights, the weights step; with ``init_from``, the run it starts from."""
     run = _run(v)
     out = _data(plan, run.dataset, classes=True)
+    method = run_settings(plan.config, run).get("stain_normalization", "none")
+    if method != "none":
+        values = {"dataset": run.dataset, "size": _size(plan), "method": method}
+        out = [n for n in out if n.name != "cache"]
+        out += [Need("cache", "stain_cache", values), Need("stain_reference", "stain_reference", values)]
     if plan.needs_pretrained(run):
         out.append(Need("pretrained", "pretrained", {"model": run.model}))
     source = plan.init_source(run)
@@ -156,6 +163,10 @@ _NEEDS: dict[str, Callable[[Plan, dict], list[Need]]] = {
     "synthesize": lambda plan, v: [],
     "prepare": _prepare,
     "cache": lambda plan, v: [Need("manifest", "manifest", {"dataset": v["dataset"]})],
+    "normalize": lambda plan, v: [
+        Need("manifest", "manifest", {"dataset": v["dataset"]}),
+        Need("cache", "cache", {"dataset": v["dataset"], "size": v["size"]}),
+    ],
     "weights": lambda plan, v: [],
     "listing": lambda plan, v: [],
     "plan": lambda plan, v: [],

@@ -29,6 +29,9 @@ PATHS = {
     # missing, so prepare runs again (see common.smk), also where Snakemake has no records
     "listing": f"{DATA}/listing/{{digest}}.json",
     "cache": f"{DATA}/cache_{{size}}.npy",
+    # the cache mapped to one stain (train.stain_normalization), and the reference it was mapped to
+    "stain_cache": f"{DATA}/cache_{{size}}_{{method}}.npy",
+    "stain_reference": f"{DATA}/stain_{{method}}_{{size}}.json",
     "pretrained": "weights/{model}.json",
     "run": RUN,
     "weights": f"{RUN}/weights.safetensors",
@@ -65,6 +68,7 @@ LOGS = {
     "synthesize": "logs/synthesize/{dataset}.log",
     "prepare": "logs/prepare/{dataset}.log",
     "cache": "logs/cache/{dataset}_{size}.log",
+    "normalize": "logs/normalize/{dataset}_{size}_{method}.log",
     "weights": "logs/weights/{model}.log",
     "train": f"logs/train/{JOB}.log",
     "evaluate": f"logs/evaluate/{JOB}.log",
@@ -83,6 +87,7 @@ BENCHMARKS = {
     "synthesize": "benchmarks/synthesize/{dataset}.tsv",
     "prepare": "benchmarks/prepare/{dataset}.tsv",
     "cache": "benchmarks/cache/{dataset}_{size}.tsv",
+    "normalize": "benchmarks/normalize/{dataset}_{size}_{method}.tsv",
     "train": f"benchmarks/train/{JOB}.tsv",
     "evaluate": f"benchmarks/evaluate/{JOB}.tsv",
     "analyse": f"benchmarks/analyse/{JOB}.tsv",

@@ -63,7 +63,13 @@ class Combined:
                     f"{shown_path(p.run_dir)} and {shown_path(first.run_dir)} cannot be one ensemble: their classes "
                     f"or image sizes differ ({p.classes}, {p.img_size} px against {first.classes}, {first.img_size} px)"
                 )
+            if p.run.record.stain_reference != first.run.record.stain_reference:
+                raise CvmError(
+                    f"{shown_path(p.run_dir)} and {shown_path(first.run_dir)} cannot be one ensemble: they map the "
+                    "images to different stain references (train.stain_normalization); ensemble runs trained alike"
+                )
         self.members, self.tta = predictors, tta
+        self.prepare = first.prepare  # one stain reference for all members
         self.classes, self.img_size, self.device = first.classes, first.img_size, first.device
         self.run_dir, self.info = first.run_dir, first.info
 
@@ -199,12 +205,16 @@ def predict_files(
     counts: Counter = Counter()
     referred = total = 0
     unreadable: list[str] = []
+    unmapped = 0
     for names, images, bad in _decoded(files, predictor.img_size, batch_size, skip_unreadable, workers):
         unreadable += [str(f) for f in bad]
         bar.update(len(names) + len(bad))
         if not names:
             continue
-        probs, _ = predictor(torch.from_numpy(images).to(predictor.device), batch_size)
+        # as the network takes them (the run's stain reference); the review page shows them as decoded
+        prepared, mapped = predictor.prepare(images)
+        unmapped += int((~mapped).sum())
+        probs, _ = predictor(torch.from_numpy(prepared).to(predictor.device), batch_size)
         shown = scale_temperature(probs, temperature) if temperature else probs
         sets = prediction_sets(probs, threshold) if coverage is not None else None
         abnormal = (
@@ -238,6 +248,9 @@ def predict_files(
             "coverage": coverage,
             "temperature": temperature,
             "unreadable": unreadable,
+            # images the run's stain normalisation could not map (too few stained pixels): classified as decoded
+            "stain_normalization": predictor.info["settings"]["stain_normalization"],
+            "stain_unmapped": unmapped if predictor.info["settings"]["stain_normalization"] != "none" else None,
         }
     }
 

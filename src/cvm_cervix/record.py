@@ -113,6 +113,8 @@ class RunRecord:
     first_step_seconds: float | None
     startup_seconds: float | None
     resumed: tuple = ()
+    # the stain every image is mapped to (stain_norm.StainReference.to_json), where the settings ask for one
+    stain_reference: dict | None = None
 
     @property
     def num_classes(self) -> int:
@@ -159,6 +161,8 @@ class RunRecord:
             # where and with what statistics the model normalises its input: rebuilt exactly when loaded
             "normalization": self.normalization,
             "fusion_head": self.fusion_head,
+            # the stain every input is mapped to before the network (train.stain_normalization), else None
+            "stain_reference": self.stain_reference,
             "train_images": self.train_images,
             "val_images": self.val_images,
             "train_fraction": s.train_fraction,
@@ -214,6 +218,7 @@ class RunRecord:
             raise CvmError(f"{where}: class {twice!r} is listed twice; {fix}")
         _check_normalization(data.get("normalization"), where, fix)
         settings = _settings(data, version, where, fix)
+        stain = _stain_reference(data.get("stain_reference"), settings, where, fix)
         return cls(
             model=data["model"],
             dataset=str(data.get("dataset", "")),
@@ -243,6 +248,7 @@ class RunRecord:
             resumed=tuple(
                 tuple(r) if isinstance(r, list) else r for r in data.get("resumed") or ()
             ),  # as it was listed
+            stain_reference=stain,
         )
 
     @classmethod
@@ -289,6 +295,23 @@ def _settings(data: dict, version: int, where, fix: str) -> TrainSettings:
     if isinstance(head, dict):
         flat.update({f"head_{k}": v for k, v in head.items() if f"head_{k}" in TrainSettings.names()})
     return TrainSettings.of(flat)
+
+
+def _stain_reference(given, settings: TrainSettings, where, fix: str) -> dict | None:
+    """The run's stain reference, checked: one of the method its settings name, or none where they name none."""
+    from .stain_norm import StainReference
+
+    method = settings.stain_normalization
+    if method == "none":
+        if given is not None:
+            raise CvmError(f"{where} holds a stain reference but its settings ask for no stain normalisation; {fix}")
+        return None
+    if given is None:
+        raise CvmError(f"{where}: stain_normalization is {method!r} but the record holds no stain reference; {fix}")
+    reference = StainReference.from_json(given, where, fix)
+    if reference.method != method:
+        raise CvmError(f"{where}: the stain reference is {reference.method}'s, the settings ask for {method}; {fix}")
+    return reference.to_json()
 
 
 def _check_normalization(normalization, where, fix: str) -> None:

@@ -15,6 +15,9 @@ decoded cache, ``img_size``), at severities 1-5 (0 is the clean image, unchanged
   Not the package itself: it needs OpenCV's GUI build (libGL) and scikit-image for these four formulas.
 - ``scale``: a higher magnification (resized up, the centre kept).
 
+A run trained on normalised stains (``train.stain_normalization``) sees each corrupted image mapped to its
+reference stain, as it would see another lab's slide: the corruption is applied to the image as decoded.
+
 A severity that changes (almost) nothing at this image size, as blur's smallest at 32 px, is marked
 ``no_effect`` and left out of the mean over corruptions. A random corruption (stain) is drawn
 :data:`DRAWS` times per severity: the accuracy is their mean, with the spread between draws and a
@@ -191,17 +194,20 @@ def robustness_run(
     from .labels import abnormal_flags
 
     inference = Inference.open(run, data, weights=weights, cache=cache, device=device, threads=threads)
-    x, y, _ = inference.images.split("test")
+    # as decoded: each corruption is another lab's slide, which the run's stain normalisation (if any) then
+    # maps to its reference before the network, as it would map that lab's images
+    x, y, _ = inference.images.split("test", raw=True)
     classes = inference.run.classes
     labels = np.asarray(y, int)
     flags = abnormal_flags(classes, abnormal)
     images = torch.from_numpy(np.ascontiguousarray(x))
     basis = None
     if "stain" in corruptions:  # the stain basis of the run's own training images
-        basis = macenko_basis(torch.from_numpy(np.ascontiguousarray(inference.images.split("train")[0])))
+        basis = macenko_basis(torch.from_numpy(np.ascontiguousarray(inference.images.split("train", raw=True)[0])))
 
     def probs_of(batch: torch.Tensor) -> np.ndarray:
-        return predict(inference.model, batch, batch_size, inference.device, inference.amp)["probs"]
+        prepared = torch.from_numpy(inference.images.prepare(batch.cpu().numpy()))
+        return predict(inference.model, prepared, batch_size, inference.device, inference.amp)["probs"]
 
     def right_string(counts: np.ndarray) -> str:
         """Per test image, how many draws classified it right (one digit each, at most 9 draws): the
@@ -244,6 +250,9 @@ def robustness_run(
         "precision": inference.run.precision(inference.device),
         "abnormal_classes": [c for c, a in zip(classes, flags if flags is not None else [], strict=False) if a],
         "stain_basis": None if basis is None else basis.tolist(),
+        # each corrupted image mapped to this reference before the network (train.stain_normalization)
+        "stain_normalization": inference.run.record.settings.stain_normalization,
+        "stain_reference": inference.run.record.stain_reference,
         "draws": {name: draws if name in RANDOM else 1 for name in corruptions},
         "clean": clean,
         "corruptions": {},

@@ -25,6 +25,7 @@ from .errors import CvmError
 from .models import IMAGENET, create_model, input_normalizations, load_exact
 from .paths import file_name
 from .record import RunRecord
+from .stain_norm import StainReference, normalize_images
 
 # An exported run's folder (cvm_cervix.export), laid out as timm and Hugging Face lay out a model.
 EXPORTED = {
@@ -204,6 +205,18 @@ class TrainedRun:
     def img_size(self) -> int:
         return int(self.record.settings.img_size)
 
+    @property
+    def stain_reference(self) -> StainReference | None:
+        """The stain every image is mapped to before this run's network (None: the images as they are)."""
+        given = self.record.stain_reference
+        return None if given is None else StainReference.from_json(given, self.info_path, "train the run again")
+
+    def prepare_images(self, images: np.ndarray, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Decoded, resized images (N×3×S×S uint8) as the network takes them: mapped to the run's stain
+        reference where it trained on normalised stains, else as they are; and per image whether it was
+        mapped (an image with too few stained pixels is not: ``stain_norm.normalize_image``)."""
+        return normalize_images(images, self.stain_reference, threads)
+
     def tensors(self) -> dict[str, torch.Tensor]:
         """The weights file's tensors, read and checked against ``train.json`` once."""
         if self._tensors is None:
@@ -283,20 +296,34 @@ def dataset_files(data: str | os.PathLike, img_size: int, cache: str | os.PathLi
 
 @dataclass
 class Images:
-    """A prepared dataset's manifest and the uint8 image cache of one size, row for row."""
+    """A prepared dataset's manifest and the uint8 image cache of one size, row for row; with a run's
+    ``stain`` reference, each split is handed out mapped to it (the cache itself holds the images as decoded)."""
 
     manifest: pd.DataFrame
     cache: np.ndarray
+    stain: StainReference | None = None
 
     @classmethod
-    def open(cls, data: str | os.PathLike, img_size: int, cache: str | os.PathLike | None = None) -> Images:
+    def open(
+        cls,
+        data: str | os.PathLike,
+        img_size: int,
+        cache: str | os.PathLike | None = None,
+        stain: StainReference | None = None,
+    ) -> Images:
         manifest_path, cache_path = dataset_files(data, img_size, cache)
         manifest = read_manifest(manifest_path)
-        return cls(manifest, load_cache(cache_path, len(manifest), img_size))
+        return cls(manifest, load_cache(cache_path, len(manifest), img_size), stain)
 
-    def split(self, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-        """(images, labels, manifest rows) of one split, in manifest order."""
-        return split_arrays(self.manifest, self.cache, split)
+    def split(self, split: str, raw: bool = False) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+        """(images, labels, manifest rows) of one split, in manifest order: as the network takes them, or as
+        decoded (``raw``: for a corruption applied before the stain normalisation, as on another lab's slide)."""
+        x, y, rows = split_arrays(self.manifest, self.cache, split)
+        return (x if raw else self.prepare(x)), y, rows
+
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        """Decoded images as the network takes them (mapped to the stain reference, if any)."""
+        return normalize_images(images, self.stain, torch.get_num_threads())[0]
 
 
 def calibration_rows(rows: pd.DataFrame, fraction: float) -> np.ndarray:
@@ -346,7 +373,7 @@ class Inference:
             torch.set_num_threads(threads)
         dev = resolve_device(device)
         run = TrainedRun.open(run, weights)
-        return cls(run, run.model(dev), dev, Images.open(data, run.img_size, cache))
+        return cls(run, run.model(dev), dev, Images.open(data, run.img_size, cache, run.stain_reference))
 
     @property
     def amp(self) -> bool:

@@ -44,6 +44,8 @@ class TrainSettings:
     # the share of the validation split kept out of model selection, to calibrate the conformal sets on
     calibration_holdout: float = _from_schema("calibration_holdout", RESULT)
     lr_schedule: str = _from_schema("lr_schedule", RESULT)
+    # every image mapped to a reference stain (stain_norm.py) before the network: none, macenko, reinhard
+    stain_normalization: str = _from_schema("stain_normalization", RESULT)
     amp: bool = _from_schema("amp", RESULT)
     amp_dtype: str = _from_schema("amp_dtype", RESULT)
     pretrained: bool = _from_schema("pretrained", RESULT)
@@ -111,7 +113,7 @@ class TrainSettings:
 # The fusion MLP head's keys (``TrainSettings.fusion_head``), which models with a linear head ignore.
 HEAD_KEYS = ("head_activation", "head_hidden", "head_dropout")
 # Result fields added after finished runs existed: at their default they stay out of the rule's params.
-ADDED_LATER = ("amp_dtype", "lr_schedule", *HEAD_KEYS, "train_fraction", "init_from")
+ADDED_LATER = ("amp_dtype", "lr_schedule", *HEAD_KEYS, "train_fraction", "init_from", "stain_normalization")
 
 # Keys of the config's ``train`` section that are not one run's settings: which seeds make runs, and the
 # local weights of every model (a run takes its own model's entry, as ``weights``).

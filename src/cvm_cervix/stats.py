@@ -772,7 +772,9 @@ def robustness_gains(runs: list[dict], n_boot: int) -> list[dict]:
         result, base_result = read_json(file), read_json(base)
         if "right" not in result["clean"] or "right" not in base_result["clean"]:
             raise CvmError(f"{file} or {base} was written before per-image results were kept; run robustness again")
-        out.append({"model": model, "recipe": recipe, "base": "none", **recipe_gain(result, base_result, n_boot)})
+        gain = recipe_gain(result, base_result, n_boot)
+        # the reference stain a normalised recipe maps every image to, and what it was fitted on
+        out.append({"model": model, "recipe": recipe, "base": "none", **gain, "stain": result.get("stain_reference")})
     return out
 
 

@@ -145,6 +145,7 @@ def train_run(
     cache: str | os.PathLike | None = None,
     classes: str | os.PathLike | None = None,
     outputs: dict | None = None,
+    stain_reference: str | os.PathLike | None = None,
     **changes,
 ) -> dict:
     """Train ``model_name`` with ``settings`` (:class:`TrainSettings`; the schema's defaults when None,
@@ -158,6 +159,8 @@ def train_run(
     run with the same settings is resumed from (bit-identical on the CPU). ``settings.step``:
     ``eager`` or ``cuda_graph`` (the step captured as a CUDA graph, whole batches only; ``step.py``);
     ``settings.init_from``: the run folder (or its ``train.json``) whose weights it starts from.
+    ``settings.stain_normalization``: ``cache`` is the dataset's cache mapped to one stain and
+    ``stain_reference`` the reference file the workflow's normalize step wrote with it (checked against it).
     """
     job_start, startup = time.perf_counter(), process_age()
     settings = (settings or TrainSettings()).replace(**changes)
@@ -183,10 +186,38 @@ def train_run(
             progress=progress,
             cache=cache,
             classes=classes,
+            stain_reference=stain_reference,
             job_start=job_start,
             startup=startup,
             waited=waited,
         )
+
+
+def stain_of(method: str, reference: str | os.PathLike | None, cache: Path) -> dict | None:
+    """The stain reference a run with ``train.stain_normalization`` ``method`` records: read from the file the
+    normalize step wrote, which must be of that method and of the very ``cache`` the run trains on."""
+    if method == "none":
+        return None
+    from ._io import sha256_file
+    from .stain_norm import StainReference
+
+    fix = "run the workflow's normalize step again (or remove the file: the workflow makes it anew)"
+    if reference is None:
+        raise CvmError(
+            f"train.stain_normalization is {method} but no stain reference was given; pass the files the "
+            f"normalize step writes (data/<dataset>/{file_name('stain_reference', method=method, size='<size>')} "
+            f"and {file_name('stain_cache', method=method, size='<size>')}), as the workflow does"
+        )
+    data = read_json(reference)
+    stain = StainReference.from_json(data, reference, fix)
+    if stain.method != method:
+        raise CvmError(f"{reference} is a {stain.method} stain reference; the run asks for {method}")
+    if not Path(cache).is_file() or sha256_file(cache) != data.get("cache_sha256"):
+        raise CvmError(
+            f"{cache} is not the image cache {reference} was mapped into (its sha256 differs): the run would "
+            f"train on images the reference does not describe; pass the normalised cache written with it, or {fix}"
+        )
+    return stain.to_json()
 
 
 @contextlib.contextmanager
@@ -214,6 +245,7 @@ def _train(
     cache,
     classes,
     job_start,
+    stain_reference=None,
     startup,
     waited=False,
 ) -> dict:
@@ -232,6 +264,7 @@ def _train(
 
     head = settings.fusion_head() if get_model_spec(model_name).mlp_head else None
     manifest, cache = dataset_files(dataset_dir, img_size, cache)
+    stain = stain_of(settings.stain_normalization, stain_reference, cache)
     class_names = read_json(classes or manifest.with_name(file_name("classes")))
     data = TrainData.load(manifest, cache, img_size, augment, train_fraction, seed, dev, settings.calibration_holdout)
     model, init = build_model(
@@ -434,6 +467,7 @@ def _train(
         first_step_seconds=first_step.get("seconds"),
         startup_seconds=startup,
         resumed=tuple(state.resumes),
+        stain_reference=stain,
     )
     info = record.to_json()
     assert info["identity"] == resumable  # one definition: the record's identity is what training matched

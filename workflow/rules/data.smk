@@ -77,3 +77,28 @@ rule cache:
         runtime=minutes(60),
     script:
         "../../scripts/cache.py"
+
+
+# The cache mapped to one stain, for the runs with train.stain_normalization (stain_norm.py): once per
+# dataset, size and method, so normalising costs nothing per epoch.
+rule normalize:
+    input:
+        unpack(inputs_of("normalize")),
+    output:
+        reference=P("stain_reference"),
+        cache=P("stain_cache"),
+    log:
+        LOG("normalize"),
+    benchmark:
+        BENCH("normalize")
+    wildcard_constraints:
+        size=r"\d+",
+        method="macenko|reinhard",
+    conda:
+        "../../envs/cvm_cervix.yaml"
+    threads: 4
+    resources:
+        mem_mb=16000,
+        runtime=minutes(60),
+    script:
+        "../../scripts/normalize.py"

@@ -13,7 +13,7 @@ from ._manifest import (
     split_counts,
     summarize,
 )
-from ._prepare import prepare_dataset
+from ._prepare import build_stain_cache, prepare_dataset
 from ._synthetic import CLASS_SETS, class_names, make_synthetic_dataset, render_cell
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "adapter_kinds",
     "assign_splits",
     "build_cache",
+    "build_stain_cache",
     "class_names",
     "combine_frames",
     "conversions",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -153,3 +154,68 @@ def _part_summary(where) -> dict:
 
 def _any_synthetic(parts) -> bool:
     return any(_part_summary(folder).get("synthetic", False) for folder in (parts or {}).values())
+
+
+def build_stain_cache(
+    manifest: str | os.PathLike,
+    cache: str | os.PathLike,
+    method: str,
+    reference_out: str | os.PathLike,
+    cache_out: str | os.PathLike,
+    threads: int = 4,
+) -> dict:
+    """The dataset's images mapped to one stain (``stain_norm``), decoded once like the cache: the ``method``'s
+    reference fitted on the training split (at most ``REFERENCE_IMAGES`` of its images, the first by sha256),
+    every row of ``cache`` mapped to it into ``cache_out``, and the reference with what was mapped, and the
+    normalised cache's sha256 (a run checks it trains on these very images), into ``reference_out``."""
+    import numpy as np
+
+    from .._io import atomic_path, sha256_file
+    from ..stain_norm import REFERENCE_IMAGES, fit_reference, normalize_images
+    from ._cache import load_cache
+
+    frame = read_manifest(manifest)
+    images = load_cache(cache, len(frame))
+    size = images.shape[-1]
+    train = frame.index[frame["split"] == "train"].to_numpy()
+    train = train[np.argsort(frame["sha256"].to_numpy()[train], kind="stable")][:REFERENCE_IMAGES]
+    dataset = Path(manifest).parent.name
+    reference = fit_reference(
+        images[np.sort(train)], method, f"the training split of {dataset} ({len(train)} images at {size} px)"
+    )
+    out = np.empty(images.shape, np.uint8)
+    mapped = np.zeros(len(images), dtype=bool)
+    for start in range(0, len(images), 1024):  # in slices: a memory-mapped cache is read, never copied whole
+        out[start : start + 1024], mapped[start : start + 1024] = normalize_images(
+            images[start : start + 1024], reference, threads
+        )
+    with atomic_path(cache_out) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, out)
+    unmapped = int((~mapped).sum())
+    if unmapped:  # said where the reference goes: the run's record, its export, the report
+        reference = dataclasses.replace(
+            reference,
+            fitted_on=f"{reference.fitted_on}; {unmapped} of the dataset's {len(images)} images too faint to map, "
+            "used as decoded",
+        )
+    record = {
+        **reference.to_json(),
+        "images": int(len(images)),
+        # images with too few stained pixels (or no colour spread) to map: kept as they were decoded
+        "unmapped": unmapped,
+        "unmapped_paths": frame.loc[~mapped, "path"].astype(str).head(20).tolist(),
+        "cache_sha256": sha256_file(cache_out),
+        "torchstain": _version("torchstain"),
+    }
+    write_json(reference_out, record)
+    return record
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
