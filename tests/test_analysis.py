@@ -508,6 +508,22 @@ def test_friedman_and_nemenyi_as_demsar_defines_them():
     assert out["iman_davenport"]["df"] == [3, 39]
 
 
+def test_nemenyis_p_values_are_scikit_posthocs_ones():
+    """The ranking's own few lines give scikit-posthocs' ``posthoc_nemenyi_friedman`` p-values (a test
+    dependency only: it would bring matplotlib, seaborn and statsmodels into the workflow's environment)."""
+    import scikit_posthocs as sp
+
+    from cvm_cervix.stats import friedman_nemenyi
+
+    for seed, shape in ((0, (14, 4)), (1, (6, 5)), (2, (30, 3))):
+        table = np.random.default_rng(seed).random(shape)
+        names = [f"m{i}" for i in range(shape[1])]
+        theirs = sp.posthoc_nemenyi_friedman(table).to_numpy()
+        for pair in friedman_nemenyi(table, names)["nemenyi"]:
+            i, j = names.index(pair["a"]), names.index(pair["b"])
+            assert pair["p_value"] == pytest.approx(theirs[i, j], abs=1e-9), (seed, pair)
+
+
 def test_a_ranking_needs_three_models_and_two_complete_splits_or_says_why():
     from cvm_cervix.stats import ranking
 

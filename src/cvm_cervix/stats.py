@@ -310,7 +310,8 @@ def friedman_nemenyi(table, names: list[str], alpha: float = 0.05) -> dict:
     Written on scipy's ``studentized_range`` (these formulas, a few lines) rather than through scikit-posthocs
     or autorank, which would bring matplotlib, seaborn and statsmodels into the workflow's environment (and
     the GPU machine's wheel folder past its limit) for the same numbers; tests/test_analysis.py checks CD
-    against Demšar's Table 5 and Friedman's statistic against scipy on a hand-made table.
+    against Demšar's Table 5, Friedman's statistic against scipy on a hand-made table, and every pair's
+    p-value against scikit-posthocs' ``posthoc_nemenyi_friedman`` (a test dependency).
     """
     from scipy.stats import f as f_dist
     from scipy.stats import friedmanchisquare, rankdata, studentized_range
