@@ -101,21 +101,41 @@ def test_the_normalised_cache_is_each_image_mapped_to_the_training_splits_refere
 
 
 @pytest.fixture(scope="module")
-def stain_run(tiny_dataset, normalised, tmp_path_factory):
+def stain_run(real_blood_cells, tmp_path_factory):
+    """A small network trained on the real blood cells mapped to their Reinhard stain, evaluated as the workflow
+    does. Real cells and a few epochs at a high rate: its outputs depend on its input (a network of two
+    epochs on a few synthetic cells answers almost the same for any image, and could not tell a pass that
+    forgot the mapping)."""
     from cvm_cervix.evaluate import evaluate_run
     from cvm_cervix.train import train_run
 
-    out, _ = normalised
     results = tmp_path_factory.mktemp("results")  # laid out as the workflow lays it out: export finds the data
     (results / "data").mkdir()
-    (results / "data" / tiny_dataset.name).symlink_to(tiny_dataset)
-    run = results / "runs" / tiny_dataset.name / "shufflenet_v2_x0_5" / "none+macenko" / "seed0"
+    data = results / "data" / real_blood_cells.name
+    data.symlink_to(real_blood_cells)
+    stain = tmp_path_factory.mktemp("stain")
+    build_stain_cache(
+        data / "manifest.csv", data / "cache_32.npy", "reinhard", stain / "ref.json", stain / "cache.npy", threads=2
+    )
+    run = results / "runs" / data.name / "shufflenet_v2_x0_5" / "none+reinhard" / "seed0"
     train_run(
-        "shufflenet_v2_x0_5", tiny_dataset, run, img_size=32, epochs=2, batch_size=8, threads=2, progress=False,
-        stain_normalization="macenko", cache=out / "cache.npy", stain_reference=out / "ref.json",
+        "shufflenet_v2_x0_5", data, run, img_size=32, epochs=4, batch_size=32, lr=2e-3, threads=2, progress=False,
+        stain_normalization="reinhard", cache=stain / "cache.npy", stain_reference=stain / "ref.json",
     )  # fmt: skip
-    evaluate_run(run, tiny_dataset, threads=2, coverages=[0.9])
+    evaluate_run(run, data, threads=2, coverages=[0.9])
     return run
+
+
+def _unmapped_probabilities(run, data) -> np.ndarray:
+    """The run's test probabilities on its images as decoded, not mapped: what a pass that forgot would give."""
+    import torch
+
+    from cvm_cervix.engine import predict
+    from cvm_cervix.run import Images, TrainedRun
+
+    x, _, _ = Images.open(data, 32).split("test")
+    images = torch.from_numpy(np.ascontiguousarray(x))
+    return predict(TrainedRun.open(run).model(), images, 64, torch.device("cpu"), False)["probs"]
 
 
 def test_a_normalised_run_must_be_given_the_reference_and_the_cache_mapped_with_it(tiny_dataset, normalised, tmp_path):
@@ -136,44 +156,79 @@ def test_a_normalised_run_must_be_given_the_reference_and_the_cache_mapped_with_
     assert not list(tmp_path.glob("*/train.json")) and not list(tmp_path.glob("*/*.safetensors"))  # refused first
 
 
-def test_the_run_records_its_reference_and_every_pass_maps_images_to_it(stain_run, tiny_dataset, normalised, tmp_path):
+def test_the_run_records_its_reference_and_every_pass_maps_images_to_it(stain_run, real_blood_cells, tmp_path):
     """evaluate (from the plain cache), predict (from the image files) and an export (from its config.json)
-    give the same probabilities: each maps the images to the reference the run recorded."""
+    give the same probabilities: each maps the images to the reference the run recorded; without the mapping
+    they would be others."""
+    from cvm_cervix.calibration import scale_temperature
     from cvm_cervix.export import export_run
     from cvm_cervix.record import RunRecord
 
-    _, record = normalised
     info = json.loads((stain_run / "train.json").read_text())
-    assert info["settings"]["stain_normalization"] == "macenko"
-    assert info["stain_reference"]["stain_matrix"] == record["stain_matrix"]
-    manifest = read_manifest(tiny_dataset / "manifest.csv")
+    assert info["settings"]["stain_normalization"] == "reinhard"
+    assert info["stain_reference"]["method"] == "reinhard" and len(info["stain_reference"]["stds"]) == 3
+    assert "the training split of" in info["stain_reference"]["fitted_on"]
+    manifest = read_manifest(real_blood_cells / "manifest.csv")
     test = manifest[manifest["split"] == "test"]
     evaluated = pd.read_csv(stain_run / "predictions_test.csv")
+    probs = [c for c in evaluated if c.startswith("prob_")]
+    assert np.abs(evaluated[probs].to_numpy() - _unmapped_probabilities(stain_run, real_blood_cells)).max() > 0.05
     outs = {}
     folder = export_run(stain_run, tmp_path / "export")
-    assert "every image is first mapped to one Macenko reference stain" in (folder / "README.md").read_text()
+    assert "every image is first mapped to one Reinhard reference stain" in (folder / "README.md").read_text()
+    files = list(test["path"][:80])
     for name, where in (("run", stain_run), ("export", folder)):
         outs[name] = tmp_path / f"{name}.csv"
-        assert cli(["predict", *test["path"], "--run", str(where), "-o", str(outs[name])]) == 0
+        assert cli(["predict", *files, "--run", str(where), "-o", str(outs[name])]) == 0
         rows = pd.read_csv(outs[name])
-        probs = [c for c in rows if c.startswith("prob_")]
-        assert np.allclose(rows[probs].to_numpy(), evaluated[probs].to_numpy(), atol=1e-5), name
-    # a record that says macenko but holds no reference, or one of another method, is refused
+        assert rows["path"].tolist() == evaluated["path"][:80].tolist()
+        assert rows["pred"].tolist() == evaluated["pred"][:80].tolist(), name
+        shown = [c for c in rows if c.startswith("prob_")]  # temperature-scaled where one was estimated
+        temperature = json.loads((stain_run / "calibration.json").read_text())["temperature"]
+        expected = evaluated[probs][:80].to_numpy()
+        expected = scale_temperature(expected, temperature) if temperature else expected
+        assert np.allclose(rows[shown].to_numpy(), expected, atol=1e-5), name
+    # a record that says reinhard but holds no reference, or one of another method, is refused
     broken = {**info, "stain_reference": None}
-    with pytest.raises(CvmError, match="stain_normalization is 'macenko' but the record holds no stain reference"):
+    with pytest.raises(CvmError, match="stain_normalization is 'reinhard' but the record holds no stain reference"):
         RunRecord.from_json(broken, "train.json")
     plain = {**info, "settings": {**info["settings"], "stain_normalization": "none"}}
     with pytest.raises(CvmError, match="holds a stain reference but its settings ask for no stain normalisation"):
         RunRecord.from_json(plain, "train.json")
+    other = {**info, "settings": {**info["settings"], "stain_normalization": "macenko"}}
+    with pytest.raises(CvmError, match="the stain reference is reinhard's, the settings ask for macenko"):
+        RunRecord.from_json(other, "train.json")
 
 
-def test_robustness_corrupts_the_decoded_images_then_maps_them(stain_run, tiny_dataset):
+def test_robustness_corrupts_the_decoded_images_then_maps_them(stain_run, real_blood_cells):
     """Another lab's slide is corrupted as decoded and then normalised, as that lab's images would be: the
-    clean pass is the evaluation's, and a stain shift the normalisation undoes costs little."""
+    clean pass is the evaluation's, and the corruption changed the images before the mapping."""
     from cvm_cervix.robustness import robustness_run
 
     metrics = json.loads((stain_run / "metrics.json").read_text())
-    out = robustness_run(stain_run, tiny_dataset, stain_run / "r.json", corruptions=["stain"], threads=2)
-    assert out["stain_normalization"] == "macenko"
+    out = robustness_run(
+        stain_run, real_blood_cells, stain_run / "r.json", corruptions=["stain"], severities=[0, 5], draws=2, threads=2
+    )
+    assert out["stain_normalization"] == "reinhard" and out["stain_reference"]["method"] == "reinhard"
     assert out["clean"]["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
-    assert out["corruptions"]["stain"]["1"]["pixels_changed"] > 0.05  # the raw images were shifted
+    assert out["corruptions"]["stain"]["5"]["pixels_changed"] > 0.05  # the raw images were shifted
+
+
+def test_transfer_and_compression_map_the_images_as_evaluate_does(stain_run, real_blood_cells, tmp_path):
+    """The transfer's predictions on the same test split are evaluate's; compression's float32 baseline has
+    evaluate's accuracy: neither feeds the normalised run images it never saw."""
+    from cvm_cervix.compress import compress_run
+    from cvm_cervix.transfer import transfer_predict
+
+    evaluated = pd.read_csv(stain_run / "predictions_test.csv")
+    classes = json.loads((real_blood_cells / "classes.json").read_text())
+    mapping = {c: c for c in classes}
+    frame = transfer_predict(stain_run, real_blood_cells, tmp_path / "t.csv", mapping, "same", threads=2)
+    assert frame["pred"].tolist() == evaluated["pred"].tolist()
+    metrics = json.loads((stain_run / "metrics.json").read_text())
+    out = compress_run(stain_run, real_blood_cells, "int8_dynamic", tmp_path / "int8", threads=2)
+    assert out["fp32"]["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    unmapped = _unmapped_probabilities(stain_run, real_blood_cells).argmax(1)
+    assert np.mean(np.asarray(classes)[unmapped] == evaluated["label"].to_numpy()) != pytest.approx(
+        out["fp32"]["accuracy"]
+    )
