@@ -688,7 +688,7 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
         f"{paper_results()['cost']['fp16_training_hours_saved']} h of {paper_results()['cost']['total_hours']} h"
         in text
     )
-    assert len(context["runs"]) == 39 and len(context["experiments"]) == 11
+    assert len(context["runs"]) == 41 and len(context["experiments"]) == 11
     assert context["incomplete"] is None and "INCOMPLETE REPORT" not in html
     assert size < 12 * 2**20, f"{size / 2**20:.1f} MiB"  # plotly.js (4.6 MiB) once, and the figures' data
     assert html.count('<script type="text/javascript">/**') == 1  # plotly.js inlined exactly once
@@ -735,7 +735,7 @@ def test_a_report_at_the_papers_scale_stays_one_reasonable_offline_file(tmp_path
     # a reliability diagram for every run in its section, from its own statistics (fabricated here for
     # every run but the variants')
     plain = [r for r in context["runs"] if "+" not in r["label"].split(" · recipe ")[1]]
-    assert len(plain) == 30 and all(r["reliability"] for r in plain)  # 39 runs, 9 of them variants
+    assert len(plain) == 30 and all(r["reliability"] for r in plain)  # 41 runs, 11 of them variants
     assert html.count("Reliability (test): ") >= len(plain) + 1
 
 

@@ -506,12 +506,13 @@ def test_paper_config_plans_one_training_job_per_model(tmp_path):
     counts = job_counts(out)
     # 23 models on combined, + cvm_cervix flip4x, + the distilled-DeiT fusion, + Herlev and blood cells,
     # + mixed precision, + Herlev from 3 starts at 3 training-set sizes, + the grouped split, + the stain
-    # recipe, + seeds 1 and 2 of Xception, DeiT and CVM-Cervix
-    assert counts["train"] == 23 + 1 + 1 + 1 + 1 + 1 + 9 + 1 + 1 + 6
+    # recipe, none and it with stains normalised, + seeds 1 and 2 of Xception, DeiT and CVM-Cervix
+    assert counts["train"] == 23 + 1 + 1 + 1 + 1 + 1 + 9 + 1 + 1 + 2 + 6
     assert counts["evaluate"] == counts["train"]
     assert counts["prepare"] == 6 and counts["cache"] == 4
+    assert counts["normalize"] == 1  # the combined set at 224 px mapped to its Reinhard stain, once for both runs
     assert counts["compress_half"] == 2 and counts["compress_onnx"] == 2 and counts["compress_dynamic"] == 1
-    assert counts["analyse"] == 1 and counts["robustness"] == 2  # main's run and the stain recipe's
+    assert counts["analyse"] == 1 and counts["robustness"] == 4  # main's run and the three stain recipes
     assert counts["stats"] == len(cfg["experiments"]) == 11
     assert counts["transfer_predict"] == 4 and counts["transfer_matrix"] == 1
     assert cfg["train"]["pretrained"] is True

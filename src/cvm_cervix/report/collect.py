@@ -283,7 +283,8 @@ def experiment_section(
         # each recipe's robustness against the same model's `none` run, paired over the same test images
         "recipe_gains": (
             gains := [
-                {**g, "paper_name": get_model_spec(g["model"]).paper_name}
+                # a normalised recipe's reference stain (None: none, or statistics written before the key)
+                {**g, "stain": g.get("stain"), "paper_name": get_model_spec(g["model"]).paper_name}
                 for g in stats_json.get("robustness_gains", [])
             ]
         ),
