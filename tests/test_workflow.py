@@ -87,15 +87,23 @@ def tiny_config(**train) -> dict:
 
 
 def with_finetune_and_transfer(config: dict) -> dict:
-    """Herlev-like from main's trained CVM-Cervix (all and half its training split) and the transfer matrix."""
+    """Herlev-like from main's trained CVM-Cervix (all and half its training split), the transfer matrix, and
+    a ShuffleNet with every image mapped to its training split's Reinhard stain beside the plain one."""
     config["experiments"]["finetune"] = {
         "dataset": "herl",
         "models": ["cvm_cervix"],
         "variants": ["from_main", "from_main_half"],
     }
+    config["experiments"]["stain"] = {
+        "dataset": "syn",
+        "models": ["shufflenet_v2_x0_5"],
+        "variants": ["default", "norm"],
+        "robustness": True,
+    }
     config["variants"] = {
         "from_main": {"init_from": "main/cvm_cervix/none"},
         "from_main_half": {"init_from": "main/cvm_cervix/none", "train_fraction": 0.5},
+        "norm": {"stain_normalization": "reinhard"},
     }
     config["transfer"] = {
         "sources": ["main/cvm_cervix/none", "herlev/cvm_cervix_distilled/flip4x"],
@@ -145,6 +153,26 @@ def test_every_run_has_its_outputs(finished):
     assert json.loads((expected[2] / "train.json").read_text())["train_images"] == 4 * 33
     assert (finished / "results" / "data" / "syn" / "cache_32.npy").is_file()
     assert (finished / "results" / "logs" / "train" / "syn" / "cvm_cervix_none_seed0.log").is_file()
+
+
+def test_a_normalised_recipe_trains_on_the_mapped_cache_and_is_reported_beside_none(finished):
+    """The normalize step maps the dataset once; the run trains on that cache and records its reference; the
+    statistics pair its robustness with none's, and the report names the reference."""
+    from cvm_cervix._io import sha256_file
+
+    data = finished / "results" / "data" / "syn"
+    reference = json.loads((data / "stain_reinhard_32.json").read_text())
+    assert reference["method"] == "reinhard" and reference["images"] == 55 and reference["unmapped"] == 0
+    assert reference["cache_sha256"] == sha256_file(data / "cache_32_reinhard.npy")
+    run = finished / "results" / "runs" / "syn" / "shufflenet_v2_x0_5" / "none+norm" / "seed0"
+    info = json.loads((run / "train.json").read_text())
+    assert info["stain_reference"] == {k: reference[k] for k in ("method", "means", "stds", "fitted_on")}
+    robustness = json.loads((run / "analysis" / "robustness.json").read_text())
+    assert robustness["stain_normalization"] == "reinhard"
+    (gain,) = json.loads((finished / "results" / "stats" / "stain.json").read_text())["robustness_gains"]
+    assert (gain["recipe"], gain["base"], gain["stain"]["method"]) == ("none+norm", "none", "reinhard")
+    html = (finished / "results" / "report.html").read_text()
+    assert "<code>none+norm</code>: every image, corrupted or not, is mapped to one\nReinhard reference stain" in html
 
 
 def test_first_steps_lists_every_training_job_against_its_epochs(finished):
@@ -374,7 +402,7 @@ def test_config_overlays_merge_in_order(finished):
     out = proc.stdout + proc.stderr
     assert "seed1/weights.safetensors" in out
     seed0_runs = list((finished / "results" / "runs").glob("*/*/*/seed0"))
-    assert len(seed0_runs) == 8  # comparison: two recipes on each of its two splits
+    assert len(seed0_runs) == 9  # comparison: two recipes on each of its two splits; stain: the normalised one
     assert job_counts(out)["train"] == len(seed0_runs)  # only the new seed's runs; seed 0 is done
     proc = snakemake(finished, "--configfile", str(finished / "config.yaml"), "-n", "--config", "results=elsewhere")
     assert "elsewhere/report.html" in proc.stdout + proc.stderr
