@@ -4,7 +4,7 @@
 
 A GPU machine often has a Python with PyTorch, torchvision, timm, numpy, pandas, scikit-learn and the like
 (``PRESENT``) and no way to install the rest. This takes the workflow's other needs (snakemake, plotly,
-openTSNE, jsonschema) with everything they depend on, at the versions installed in this environment
+openTSNE, jsonschema, torchstain) with everything they depend on, at the versions installed in this environment
 (so the set is one that works together), leaves out what the present packages bring with them, and
 puts one wheel of each into ``--dest`` for that machine's Python (CPython ``--python-version`` on
 x86-64 Linux): a binary wheel fetched for it, a pure-Python one fetched or, where the project publishes
@@ -27,7 +27,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-ROOTS = ["snakemake", "plotly", "openTSNE", "jsonschema"]
+ROOTS = ["snakemake", "plotly", "openTSNE", "jsonschema", "torchstain"]  # torchstain: train.stain_normalization
 # What benchmarks/gpu_checks.sh takes from the GPU machine's own Python (and so, everything they need).
 PRESENT = [
     "torch",

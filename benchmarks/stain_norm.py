@@ -51,8 +51,8 @@ def main(argv=None) -> None:
                 start = time.perf_counter()
                 _, mapped = normalize_images(images, reference, threads)
                 ms = 1000 * (time.perf_counter() - start) / len(images)
-                fitted = min(len(images), REFERENCE_IMAGES)
-                print(f"| {method} | {size} | {fitted} | {fit:.2f} | {threads} | {ms:.2f} | {mapped.sum()}/{len(images)} |")
+                fitted, share = min(len(images), REFERENCE_IMAGES), f"{mapped.sum()}/{len(images)}"
+                print(f"| {method} | {size} | {fitted} | {fit:.2f} | {threads} | {ms:.2f} | {share} |")
 
 
 if __name__ == "__main__":

@@ -179,6 +179,7 @@ def test_gpu_wheels_take_what_the_pytorch_stack_lacks_at_the_versions_installed_
     assert {"torch", "numpy", "jinja2", "markupsafe", "scipy"} <= present  # the stack and what it brings
     wanted = wheels.closure(wheels.ROOTS, env, stop=present)
     assert {"snakemake", "plotly", "opentsne", "jsonschema", "rpds-py", "snakemake-interface-common"} <= set(wanted)
+    assert "torchstain" in wanted  # the default's stain normalisation runs there too
     assert not present & set(wanted)
     assert wanted["snakemake"] == importlib.metadata.version("snakemake")
     # markers are the target's, not this interpreter's: for Python 3.10 huggingface_hub needs tomli too
