@@ -29,6 +29,7 @@ LIBRARIES = (
     "onnx",
     "pandas",
     "plotly",
+    "torchstain",
 )
 
 

@@ -8,6 +8,7 @@ gets (the record's keys, the weights' metadata and every tensor's shape) are mad
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -205,9 +206,10 @@ class TrainedRun:
     def img_size(self) -> int:
         return int(self.record.settings.img_size)
 
-    @property
+    @functools.cached_property
     def stain_reference(self) -> StainReference | None:
-        """The stain every image is mapped to before this run's network (None: the images as they are)."""
+        """The stain every image is mapped to before this run's network (None: the images as they are); read
+        and checked once, not per batch."""
         given = self.record.stain_reference
         return None if given is None else StainReference.from_json(given, self.info_path, "train the run again")
 

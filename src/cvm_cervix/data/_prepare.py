@@ -206,16 +206,6 @@ def build_stain_cache(
         "unmapped": unmapped,
         "unmapped_paths": frame.loc[~mapped, "path"].astype(str).head(20).tolist(),
         "cache_sha256": sha256_file(cache_out),
-        "torchstain": _version("torchstain"),
     }
     write_json(reference_out, record)
     return record
-
-
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
